@@ -1,0 +1,407 @@
+"""Torch -> ONNX: the encoder+quantizer graph and the decoder graph, with FSQ as custom-domain ops.
+
+The conv parts come from ``torch.onnx.export`` (the torch.export-based exporter; the TorchScript
+one is deprecated in torch 2.9+) after folding BatchNorm into the convolutions. The quantizer is
+added by hand with ``onnx.helper``, because its semantics are ours to define exactly:
+
+- ``fsqdeploy::FSQQuantize(latent f32 [N, D], thresholds f32 [D, Lmax-1]) -> indices i32 [N, D]``,
+  one node per stage, attributes ``levels``, ``temperature``, ``stage`` (descriptive: the body reads
+  only its inputs). Body: ``ReduceSum(Cast<int32>(Unsqueeze(latent, -1) >= thresholds), -1)``, the
+  number of decision thresholds the latent reaches, exactly ``FSQ.indices_from_latent`` (fsq.py,
+  departure 3). That is round-half-to-even of the bound, up to the float32 placement of the
+  thresholds, and comparisons are exact on every IEEE runtime, so it is bit exact everywhere.
+  The sum is INT32 (TensorRT 10 lists INT32 ReduceSum): a float sum could run in FP16 under an
+  FP16 engine build and stop being exact above 2048 levels.
+- Residual stages are plain ops between the FSQQuantize nodes, in ResidualFSQ.indices' order:
+  ``u_{k+1} = (u_k - Gather(centres_k, d * Lmax + index_k)) * levels_k``.
+- ``fsqdeploy::FSQDequantize(indices i32 [N, K*D], half_width f32 [K*D], stage_weights f32 [K*D])
+  -> decoder_input f32 [N, D]``: ``w * ((float(i) - h) / h)`` per position, then the K stage slices
+  summed left to right, as ResidualFSQ.indices_to_decoder_input does.
+
+Both are ONNX local functions made of standard ops, so ONNX Runtime runs them as they are and
+TensorRT 10 either inlines them or uses a plugin registered under the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from fsqdeploy import __version__
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fsq import ResidualFSQ
+from fsqdeploy.model import FSQVAE
+
+DOMAIN = "fsqdeploy"
+DOMAIN_VERSION = 1
+QUANTIZE_OP = "FSQQuantize"
+DEQUANTIZE_OP = "FSQDequantize"
+DEFAULT_OPSET = 18
+SUPPORTED_OPSETS = (17, 18, 19, 20)  # the exporter writes >= 17; TensorRT 10.0 reads <= 20
+BATCH = "batch"
+
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+IMAGES, INDICES, LATENT, DECODER_INPUT = "images", "indices", "latent", "decoder_input"
+
+# Op types torch may leave behind that have no place in an inference graph.
+TRAINING_ONLY_OPS = frozenset({"BatchNormalization", "Dropout", "Identity"})
+
+
+def check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise FSQDeployError(
+            f"export: opset {opset} is not supported. Note: use one of "
+            f"{', '.join(map(str, SUPPORTED_OPSETS))} (default {DEFAULT_OPSET})"
+        )
+
+
+# -- the conv parts, from torch --------------------------------------------------------------------
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """A deep copy with every Conv2d -> BatchNorm2d pair of every Sequential fused into one Conv2d.
+
+    Done here rather than left to the exporter so the graph provably holds no BatchNormalization,
+    whatever the exporter version does.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(module).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        layers, fused, i = list(seq), [], 0
+        while i < len(layers):
+            a, b = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                fused.append(fuse_conv_bn_eval(a, b))
+                i += 2
+            else:
+                fused.append(a)
+                i += 1
+        for name in list(seq._modules):
+            del seq._modules[name]
+        for j, layer in enumerate(fused):
+            seq.add_module(str(j), layer)
+    left = [type(m).__name__ for m in folded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise FSQDeployError(f"export: {len(left)} BatchNorm layer(s) do not follow a convolution")
+    return folded
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs progress and notes about optional packages (torchvision); hide them."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def torch_to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+                  opset: int) -> onnx.ModelProto:
+    """Export ``module`` (one input, one output) with a dynamic batch axis and constants folded."""
+    batch = torch.export.Dim(BATCH, min=1)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module.eval(), (example,), input_names=[input_name], output_names=[output_name],
+            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    got = {o.domain: o.version for o in proto.opset_import}.get("", None)
+    if got != opset:  # the exporter falls back to its own opset instead of failing
+        raise FSQDeployError(f"export: torch wrote opset {got}, not the requested {opset}")
+    return _strip_torch_metadata(proto)
+
+
+def _strip_torch_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop per-node stack traces and FX names: they leak local paths and change with torch."""
+    g = model.graph
+    for node in g.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for vi in [*g.input, *g.output, *g.value_info]:
+        del vi.metadata_props[:]
+    del g.value_info[:]
+    del g.metadata_props[:]
+    del model.metadata_props[:]
+    model.doc_string = ""
+    return model
+
+
+# -- the FSQ functions -----------------------------------------------------------------------------
+
+
+def _const_i64(name: str, values: list[int]) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64,
+                                                                              [len(values)], values))
+
+
+def build_quantize_function(opset: int) -> onnx.FunctionProto:
+    """FSQQuantize: how many of its decision thresholds each latent value reaches, as int32."""
+    body = [
+        _const_i64("last_axis", [-1]),
+        helper.make_node("Unsqueeze", ["latent", "last_axis"], ["latent_column"]),  # [N, D, 1]
+        helper.make_node("GreaterOrEqual", ["latent_column", "thresholds"], ["reached"]),  # [N, D, T]
+        helper.make_node("Cast", ["reached"], ["reached_i32"], to=TensorProto.INT32),
+        helper.make_node("ReduceSum", ["reached_i32", "last_axis"], ["indices"], keepdims=0),
+    ]
+    return helper.make_function(
+        DOMAIN, QUANTIZE_OP, ["latent", "thresholds"], ["indices"], body,
+        [helper.make_opsetid("", opset)], attributes=["levels", "temperature", "stage"],
+        doc_string="indices[n, d] = #{k : latent[n, d] >= thresholds[d, k]} (exact in every IEEE runtime)",
+    )
+
+
+def build_dequantize_function(opset: int, stages: int, width: int) -> onnx.FunctionProto:
+    """FSQDequantize: per position w * (float(i) - h) / h, then the K stage slices summed in order."""
+    body = [
+        helper.make_node("Cast", ["indices"], ["indices_f"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["indices_f", "half_width"], ["centred"]),
+        helper.make_node("Div", ["centred", "half_width"], ["codes"]),
+        # torch computes stage_weights[k] * codes; IEEE multiplication commutes, so this is exact.
+        helper.make_node("Mul", ["stage_weights", "codes"], ["terms" if stages > 1 else "decoder_input"]),
+    ]
+    if stages > 1:
+        parts = [f"stage{k}" for k in range(stages)]
+        body += [_const_i64("split", [width] * stages),
+                 helper.make_node("Split", ["terms", "split"], parts, axis=1)]
+        acc = parts[0]
+        for k in range(1, stages):  # ((t0 + t1) + t2) + ...: the order ResidualFSQ sums in
+            out = "decoder_input" if k == stages - 1 else f"sum{k}"
+            body.append(helper.make_node("Add", [acc, parts[k]], [out]))
+            acc = out
+    return helper.make_function(
+        DOMAIN, DEQUANTIZE_OP, ["indices", "half_width", "stage_weights"], ["decoder_input"], body,
+        [helper.make_opsetid("", opset)], attributes=["levels", "stages"],
+        doc_string="decoder_input = sum_k stage_weights * (float(indices) - half_width) / half_width over K slices",
+    )
+
+
+def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str
+                          ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes and initializers from the latent to the concatenated int32 indices (ResidualFSQ.indices)."""
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    cpu = torch.device("cpu")
+    u, stage_outputs = latent, []
+    count = len(quantizer.stages)
+    for k, stage in enumerate(quantizer.stages):
+        thresholds, centres = (t.numpy() for t in stage.tables(cpu))
+        idx = output if count == 1 else f"fsq_indices_{k}"
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(thresholds, np.float32), f"fsq_thresholds_{k}"))
+        nodes.append(helper.make_node(
+            QUANTIZE_OP, [u, f"fsq_thresholds_{k}"], [idx], name=f"fsq_quantize_{k}", domain=DOMAIN,
+            levels=stage.level_list(), temperature=float(stage.temperature), stage=k,
+        ))
+        stage_outputs.append(idx)
+        if k + 1 == count:
+            break
+        # u_{k+1} = (u_k - centres_k[d, index]) * levels_k: one Gather from the flattened table.
+        dim, lmax = centres.shape
+        inits += [
+            numpy_helper.from_array(np.ascontiguousarray(centres.reshape(-1), np.float32), f"fsq_centres_{k}"),
+            numpy_helper.from_array((np.arange(dim) * lmax).astype(np.int32), f"fsq_row_offsets_{k}"),
+            numpy_helper.from_array(quantizer.residual_gain(k).numpy().astype(np.float32), f"fsq_gain_{k}"),
+        ]
+        nxt = f"fsq_stage_input_{k + 1}"
+        nodes += [
+            helper.make_node("Add", [idx, f"fsq_row_offsets_{k}"], [f"fsq_flat_index_{k}"], name=f"fsq_flat_{k}"),
+            helper.make_node("Gather", [f"fsq_centres_{k}", f"fsq_flat_index_{k}"], [f"fsq_centre_{k}"],
+                             name=f"fsq_centre_{k}", axis=0),
+            helper.make_node("Sub", [u, f"fsq_centre_{k}"], [f"fsq_residual_{k}"], name=f"fsq_residual_{k}"),
+            helper.make_node("Mul", [f"fsq_residual_{k}", f"fsq_gain_{k}"], [nxt], name=f"fsq_gain_{k}"),
+        ]
+        u = nxt
+    if count > 1:
+        nodes.append(helper.make_node("Concat", stage_outputs, [output], name="fsq_concat", axis=1))
+    return nodes, inits
+
+
+def dequantizer_graph_parts(quantizer: ResidualFSQ, indices: str, output: str
+                            ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    width = quantizer.latent_dim
+    half_width = np.concatenate([s.half_width.numpy() for s in quantizer.stages]).astype(np.float32)
+    weights = np.repeat(quantizer.stage_weights.detach().cpu().numpy().astype(np.float32), width)
+    inits = [numpy_helper.from_array(half_width, "fsq_half_width"),
+             numpy_helper.from_array(weights, "fsq_stage_weights")]
+    node = helper.make_node(DEQUANTIZE_OP, [indices, "fsq_half_width", "fsq_stage_weights"], [output],
+                            name="fsq_dequantize", domain=DOMAIN, levels=quantizer.level_list(),
+                            stages=len(quantizer.stages))
+    return [node], inits
+
+
+# -- the two graphs --------------------------------------------------------------------------------
+
+
+def _io(name: str, elem_type: int, dims: list[int]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, [BATCH, *dims])
+
+
+def export_encoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
+    """images f32 [batch, 3, S, S] -> indices i32 [batch, K*D]."""
+    s = model.config.image_size
+    proto = torch_to_onnx(fold_batchnorm(model.encoder), torch.rand(2, 3, s, s), IMAGES, LATENT, opset)
+    nodes, inits = quantizer_graph_parts(model.quantizer, LATENT, INDICES)
+    g = proto.graph
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    del g.input[:], g.output[:]
+    g.input.append(_io(IMAGES, TensorProto.FLOAT, [3, s, s]))
+    g.output.append(_io(INDICES, TensorProto.INT32, [model.code_width]))
+    proto.functions.append(build_quantize_function(opset))
+    proto.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    g.name = "fsqdeploy_encoder"
+    return proto
+
+
+class _DecodeImages(nn.Module):
+    """The decoder with its sigmoid: the graph outputs images in [0, 1], not logits."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, decoder_input: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(decoder_input))
+
+
+def export_decoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
+    """indices i32 [batch, K*D] -> images f32 [batch, 3, S, S]."""
+    s, q = model.config.image_size, model.quantizer
+    example = torch.zeros(2, q.latent_dim)
+    proto = torch_to_onnx(_DecodeImages(copy.deepcopy(model.decoder)), example, DECODER_INPUT, IMAGES, opset)
+    nodes, inits = dequantizer_graph_parts(q, INDICES, DECODER_INPUT)
+    g = proto.graph
+    rest = list(g.node)
+    del g.node[:]
+    g.node.extend([*nodes, *rest])
+    g.initializer.extend(inits)
+    del g.input[:], g.output[:]
+    g.input.append(_io(INDICES, TensorProto.INT32, [model.code_width]))
+    g.output.append(_io(IMAGES, TensorProto.FLOAT, [3, s, s]))
+    proto.functions.append(build_dequantize_function(opset, len(q.stages), q.latent_dim))
+    proto.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    g.name = "fsqdeploy_decoder"
+    return proto
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with the FSQ functions expanded into standard ops and no custom domain."""
+    import onnx.inliner
+
+    inlined = onnx.inliner.inline_local_functions(model)
+    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    return inlined
+
+
+def model_metadata(model: FSQVAE, checkpoint_sha256: str) -> dict[str, str]:
+    """metadata_props of both graphs: enough to tie a graph to its model without the manifest."""
+    cfg = model.config
+    return {
+        "fsqdeploy_version": __version__,
+        "levels": ",".join(map(str, model.levels)),
+        "latent_dim": str(cfg.latent_dim),
+        "image_size": str(cfg.image_size),
+        "stages": str(cfg.stages),
+        "temperature": repr(float(model.quantizer.temperature)),
+        "checkpoint_sha256": checkpoint_sha256,
+    }
+
+
+def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Stamp producer and metadata, then prove the graph well formed: full checker, strict inference."""
+    model.producer_name, model.producer_version = "fsqdeploy", __version__
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    leftovers = sorted({n.op_type for n in model.graph.node} & TRAINING_ONLY_OPS)
+    if leftovers:
+        raise FSQDeployError(f"export: the graph still holds {', '.join(leftovers)} after export")
+    validate(model, "export")
+    return model
+
+
+def validate(model: onnx.ModelProto, component: str) -> onnx.ModelProto:
+    """onnx.checker full check and strict, type-checked shape inference; returns the inferred model."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FSQDeployError(f"{component}: the ONNX checker rejects the graph ({first})") from None
+
+
+def export_graphs(model: FSQVAE, opset: int, inline: bool, checkpoint_sha256: str
+                  ) -> dict[str, onnx.ModelProto]:
+    """Both graphs, checked, keyed by file name."""
+    check_opset(opset)
+    meta = model_metadata(model, checkpoint_sha256)
+    graphs = {ENCODER_FILE: export_encoder(model, opset), DECODER_FILE: export_decoder(model, opset)}
+    if inline:
+        graphs = {name: inline_functions(g) for name, g in graphs.items()}
+    return {name: finalize(g, {**meta, "graph": name.removesuffix(".onnx")}) for name, g in graphs.items()}
+
+
+@dataclass(frozen=True)
+class QuantizerStage:
+    """Where one FSQ stage sits in a graph: its input latent, thresholds initializer and indices."""
+
+    latent: str
+    thresholds: str
+    indices: str
+
+
+def find_quantizer_stages(model: onnx.ModelProto) -> list[QuantizerStage]:
+    """The stages in graph order, found by op type in both forms: FSQQuantize nodes, or (after
+    inlining) each GreaterOrEqual fed by an Unsqueeze and followed by Cast -> ReduceSum."""
+    nodes = list(model.graph.node)
+    fsq = [n for n in nodes if n.domain == DOMAIN and n.op_type == QUANTIZE_OP]
+    if fsq:
+        return [QuantizerStage(n.input[0], n.input[1], n.output[0]) for n in fsq]
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def only_consumer(tensor: str, op_type: str) -> onnx.NodeProto | None:
+        found = consumers.get(tensor, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    stages = []
+    for ge in (n for n in nodes if n.op_type == "GreaterOrEqual"):
+        unsqueeze = producer.get(ge.input[0])
+        cast = only_consumer(ge.output[0], "Cast")
+        reduce = cast and only_consumer(cast.output[0], "ReduceSum")
+        if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze" and reduce:
+            stages.append(QuantizerStage(unsqueeze.input[0], ge.input[1], reduce.output[0]))
+    return stages
+
+
+def io_contract(model: FSQVAE) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """The manifest's ``io``: names, dtypes and shapes ("batch" is the only symbolic dim)."""
+    s, w = model.config.image_size, model.code_width
+    images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, s, s]}
+    indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, w]}
+    return {"encoder": {"inputs": [images], "outputs": [indices]},
+            "decoder": {"inputs": [indices], "outputs": [images]}}

@@ -1,0 +1,271 @@
+"""The export-time parity gate: ONNX Runtime (CPU, default optimizations) against PyTorch.
+
+Running and comparing are separate steps: each check runs both sides on the same inputs, then
+counts disagreements. Three checks:
+
+1. Images (the run's test split, plus random images in the tests) through both encoders at batch
+   sizes 1, 7 and 256: indices must agree exactly; the decoders, fed PyTorch's indices, must agree
+   within 1e-5. Batch 1 uses the first 64 images only, to keep the export fast.
+2. Boundaries, at the quantizer itself: latents placed exactly on every float32 decision
+   threshold and one float32 ulp either side, fed to each stage's FSQQuantize (a subgraph cut from
+   the exported encoder) and to ``FSQ.indices_from_latent``; and latents at the first stage's
+   boundaries, near the later stages' boundaries and at random, fed to the whole quantizer chain
+   and to ``ResidualFSQ.indices``. Agreement must be exact.
+3. All-zeros and all-ones images through both whole encoders and decoders.
+
+The PyTorch side is the model as trained (BatchNorm not folded, oneDNN kernels); ONNX Runtime runs
+folded convolutions on MLAS, so the latent itself differs by ~1e-8..1e-6. An image whose latent
+lies that close to a threshold can flip an index; trained models keep latents near level centres,
+so it is rare. The report says how close the flipped ones were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from fsqdeploy.export.onnx_export import IMAGES, INDICES, find_quantizer_stages, validate
+from fsqdeploy.fsq import ResidualFSQ
+from fsqdeploy.model import FSQVAE
+
+BATCH_SIZES = (1, 7, 256)
+BATCH1_IMAGES = 64
+IMAGE_TOLERANCE = 1e-5
+RANDOM_LATENTS = 256
+
+
+def ort_session(model: str | Path | onnx.ModelProto) -> ort.InferenceSession:
+    """A CPU session with ONNX Runtime's default (full) graph optimizations: what users get."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def stage_inputs(quantizer: ResidualFSQ, z: torch.Tensor) -> list[torch.Tensor]:
+    """Each stage's input u_k, computed as ResidualFSQ.indices computes it."""
+    u, out = z, []
+    for k, stage in enumerate(quantizer.stages):
+        out.append(u)
+        if k + 1 < len(quantizer.stages):
+            u = (u - stage.centres(stage.indices_from_latent(u))) * quantizer.residual_gain(k)
+    return out
+
+
+def threshold_distance(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """|u - t| for the nearest finite threshold t of each dimension; [N, D]."""
+    gaps = np.abs(u[..., None].astype(np.float64) - thresholds[None].astype(np.float64))
+    return np.where(np.isfinite(thresholds)[None], gaps, np.inf).min(-1)
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageParity:
+    images: int = 0
+    index_values: int = 0  # index comparisons over all batch sizes
+    index_mismatches: int = 0
+    images_with_flips: int = 0
+    flipped_distances: list[float] = field(default_factory=list)  # latent to nearest threshold
+    max_image_error: float = 0.0
+    min_threshold_distance: float = float("inf")  # over every latent the gate saw
+
+    @property
+    def index_agreement(self) -> float:
+        return 1.0 - self.index_mismatches / self.index_values if self.index_values else 1.0
+
+
+def compare_images(model: FSQVAE, encoder: ort.InferenceSession, decoder: ort.InferenceSession,
+                   images: np.ndarray, batch_sizes: Sequence[int] = BATCH_SIZES) -> ImageParity:
+    """Float images [N, 3, S, S] in [0, 1] through both sides at each batch size."""
+    result = ImageParity(images=len(images))
+    width = model.quantizer.latent_dim
+    thresholds = [s.tables(torch.device("cpu"))[0].numpy() for s in model.quantizer.stages]
+    for b in batch_sizes:
+        subset = images[:BATCH1_IMAGES] if b == 1 else images
+        for start in range(0, len(subset), b):
+            x = np.ascontiguousarray(subset[start : start + b], dtype=np.float32)
+            with torch.no_grad():
+                z = model.encoder(torch.from_numpy(x))
+                ref = model.quantizer.indices(z).numpy()
+                us = [u.numpy() for u in stage_inputs(model.quantizer, z)]
+                ref_images = model.decode(torch.from_numpy(ref)).numpy()
+            got = encoder.run([INDICES], {IMAGES: x})[0]
+            got_images = decoder.run([IMAGES], {INDICES: ref.astype(np.int32)})[0]
+            dist = np.concatenate([threshold_distance(u, t) for u, t in zip(us, thresholds)], axis=1)
+            flips = got != ref
+            result.index_values += ref.size
+            result.index_mismatches += int(flips.sum())
+            result.images_with_flips += int(flips.any(axis=1).sum())
+            result.flipped_distances += [float(v) for v in dist[flips]]
+            result.min_threshold_distance = min(result.min_threshold_distance, float(dist.min()))
+            result.max_image_error = max(result.max_image_error, float(np.abs(got_images - ref_images).max()))
+            assert dist.shape[1] == width * len(us)  # one distance per index column
+    return result
+
+
+# -- boundaries ------------------------------------------------------------------------------------
+
+
+def boundary_rows(thresholds: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows [3 * T, D]: row (j, s) puts each dimension on its j-th threshold moved s in {-1, 0, +1}
+    float32 ulps. Dimensions with fewer thresholds reuse their last one. Returns (rows, #placements)."""
+    d, t = thresholds.shape
+    finite = np.isfinite(thresholds)
+    last = finite.sum(1) - 1  # index of each row's last finite threshold
+    rows, placements = [], 0
+    for j in range(t):
+        base = thresholds[np.arange(d), np.minimum(j, last)]
+        placements += 3 * int(finite[:, j].sum())
+        rows += [np.nextafter(base, np.float32(-np.inf)), base, np.nextafter(base, np.float32(np.inf))]
+    return np.stack(rows).astype(np.float32), placements
+
+
+def residual_boundary_latents(quantizer: ResidualFSQ) -> np.ndarray:
+    """Latents z whose later-stage inputs land within a few ulps of those stages' thresholds.
+
+    Back-solves u_i = centre_i + u_{i+1} / L_i from each target, assuming every earlier stage picks
+    its middle level, then takes z and its float32 neighbours. (Exact hits are generally impossible:
+    one ulp of z moves u_k by about prod(L) ulps; the per-stage check covers exact placements.)
+    """
+    cpu = torch.device("cpu")
+    out = []
+    for k in range(1, len(quantizer.stages)):
+        targets, _ = boundary_rows(quantizer.stages[k].tables(cpu)[0].numpy())
+        z = targets.astype(np.float64)
+        for i in reversed(range(k)):
+            stage = quantizer.stages[i]
+            levels = np.array(stage.level_list())
+            centres = stage.tables(cpu)[1].numpy().astype(np.float64)
+            middle = centres[np.arange(len(levels)), levels // 2]
+            z = middle + z / levels
+        z32 = z.astype(np.float32)
+        out += [np.nextafter(z32, np.float32(-np.inf)), z32, np.nextafter(z32, np.float32(np.inf))]
+    return np.concatenate(out) if out else np.zeros((0, quantizer.latent_dim), np.float32)
+
+
+def extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+    """The subgraph from ``inputs`` to ``outputs``, with the local functions it calls."""
+    return onnx.utils.Extractor(validate(model, "parity")).extract_model(inputs, outputs)
+
+
+@dataclass
+class BoundaryParity:
+    inputs: int = 0  # latent vectors fed
+    placements: int = 0  # values placed exactly on or one ulp beside a threshold
+    mismatches: int = 0  # index values that differ
+
+
+def compare_boundaries(model: FSQVAE, encoder: onnx.ModelProto, seed: int = 0) -> BoundaryParity:
+    """The quantizer's subgraphs against PyTorch at and around every decision threshold."""
+    q, cpu = model.quantizer, torch.device("cpu")
+    stages = find_quantizer_stages(encoder)
+    if len(stages) != len(q.stages):
+        raise RuntimeError(f"found {len(stages)} quantizer stages in the encoder, expected {len(q.stages)}")
+    result = BoundaryParity()
+
+    def run(sub: onnx.ModelProto, inp: str, rows: np.ndarray, ref: torch.Tensor) -> None:
+        got = ort_session(sub).run(None, {inp: rows})[0]
+        result.inputs += len(rows)
+        result.mismatches += int((got != ref.numpy()).sum())
+
+    # Each stage alone: exact placements on its own thresholds.
+    for stage, where in zip(q.stages, stages):
+        rows, placements = boundary_rows(stage.tables(cpu)[0].numpy())
+        result.placements += placements
+        sub = extract(encoder, [where.latent], [where.indices])
+        run(sub, where.latent, rows, stage.indices_from_latent(torch.from_numpy(rows)))
+
+    # The whole chain latent -> indices, residual arithmetic included.
+    first, _ = boundary_rows(q.stages[0].tables(cpu)[0].numpy())
+    rng = np.random.default_rng(seed)
+    scale = float(np.abs(first).max())
+    random = rng.uniform(-1.5 * scale, 1.5 * scale, (RANDOM_LATENTS, q.latent_dim)).astype(np.float32)
+    rows = np.concatenate([first, residual_boundary_latents(q), random])
+    chain = extract(encoder, [stages[0].latent], [INDICES])
+    with torch.no_grad():
+        run(chain, stages[0].latent, rows, q.indices(torch.from_numpy(rows)))
+    return result
+
+
+# -- the gate --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParityReport:
+    data: str
+    images: ImageParity
+    constant_images: ImageParity
+    boundaries: BoundaryParity
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    tolerance: float = IMAGE_TOLERANCE
+
+    @property
+    def max_image_error(self) -> float:
+        return max(self.images.max_image_error, self.constant_images.max_image_error)
+
+    @property
+    def adversarial_mismatches(self) -> int:
+        return self.boundaries.mismatches + self.constant_images.index_mismatches
+
+    @property
+    def passed(self) -> bool:
+        return (self.images.index_mismatches == 0 and self.adversarial_mismatches == 0
+                and self.max_image_error <= self.tolerance)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "images": self.images.images,
+            "batch_sizes": list(self.batch_sizes),
+            "batch1_images": min(BATCH1_IMAGES, self.images.images),
+            "index_agreement": self.images.index_agreement,
+            "max_image_error": self.max_image_error,
+            "image_tolerance": self.tolerance,
+            "min_threshold_distance": self.images.min_threshold_distance,
+            "adversarial_cases": self.boundaries.inputs + self.constant_images.images,
+            "adversarial_placements": self.boundaries.placements,
+            "adversarial_mismatches": self.adversarial_mismatches,
+            "passed": self.passed,
+        }
+
+    def failure(self) -> str:
+        """One line: what disagreed, by how much, and how close to a threshold the flips were."""
+        im, parts = self.images, []
+        if im.index_mismatches:
+            near = sorted(im.flipped_distances)[:5]
+            parts.append(
+                f"{im.index_mismatches} of {im.index_values} indices in {im.images_with_flips} image(s) "
+                f"differ (latent distance to the nearest threshold: {', '.join(f'{d:.2g}' for d in near)})"
+            )
+        if self.adversarial_mismatches:
+            parts.append(f"{self.adversarial_mismatches} indices differ on the {self.boundaries.inputs} boundary "
+                         "latents and the all-zeros/all-ones images")
+        if self.max_image_error > self.tolerance:
+            parts.append(f"max image error {self.max_image_error:.3g} > {self.tolerance:g}")
+        return ("parity: ONNX Runtime and PyTorch disagree: " + "; ".join(parts)
+                + f" (data {self.data}, {im.images} images, batch sizes {list(self.batch_sizes)}). "
+                "Note: nothing was written; indices flip only for latents within float32 noise of a threshold")
+
+
+def run_parity(model: FSQVAE, encoder_path: Path, decoder_path: Path, images: np.ndarray, data: str
+               ) -> ParityReport:
+    """Every check of the gate, on the files as written."""
+    encoder, decoder = ort_session(encoder_path), ort_session(decoder_path)
+    s = model.config.image_size
+    constant = np.stack([np.zeros((3, s, s), np.float32), np.ones((3, s, s), np.float32)])
+    return ParityReport(
+        data=data,
+        images=compare_images(model, encoder, decoder, images),
+        constant_images=compare_images(model, encoder, decoder, constant, batch_sizes=(2,)),
+        boundaries=compare_boundaries(model, onnx.load(str(encoder_path))),
+    )

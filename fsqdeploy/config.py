@@ -1,0 +1,113 @@
+"""Config dataclasses: everything needed to rebuild a model, and everything a training run used.
+
+A run's config.json holds the model fields at the top level (``levels`` is always the final list,
+one level count per index position) and the training fields under ``"training"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fsqdeploy.errors import FSQDeployError
+
+CHECKPOINT_FORMAT = "fsqdeploy-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 32
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 64
+    levels: list[int] = field(default_factory=lambda: [8] * 64)  # stages * latent_dim entries
+    stages: int = 1
+    temperature: float = 1.0  # the quantizer's temperature; a finished run stores its final value
+    eps: float = 1e-3
+
+    def validate(self) -> None:
+        down = 2 ** len(self.channels)
+        if self.image_size <= 0 or self.image_size % down:
+            raise FSQDeployError(
+                f"model: image size {self.image_size} is not a positive multiple of {down} "
+                f"({len(self.channels)} stride-2 layers)"
+            )
+        if self.latent_dim <= 0 or any(c <= 0 for c in self.channels):
+            raise FSQDeployError("model: latent size and channels must be positive")
+        if self.stages < 1:
+            raise FSQDeployError(f"model: --stages must be at least 1, got {self.stages}")
+        if len(self.levels) != self.stages * self.latent_dim:
+            raise FSQDeployError(
+                f"model: {len(self.levels)} levels do not match {self.stages} stage(s) x latent {self.latent_dim}"
+            )
+        if not self.temperature > 0:
+            raise FSQDeployError(f"model: temperature must be positive, got {self.temperature}")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "sample"
+    download: bool = False
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    recon_loss: str = "bce"  # "bce" (paper) or "mse"
+    recon_weight: float = 1.0
+    quant_weight: float = 1.0
+    entropy_weight: float = 0.1
+    ema_decay: float = 0.99
+    temperature_schedule: str = "exponential"  # exponential | linear | cosine | constant
+    temperature_start: float = 1.0
+    temperature_end: float = 0.1
+    adaptive_levels: bool = False
+    adapt_epochs: list[int] = field(default_factory=list)  # empty: at 20% and 40% of the run
+    eval_batches: int = 0  # 0: the whole test split
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["channels"] = list(cfg.channels)
+    return d
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    missing = names - {"eps"} - set(d)
+    if missing:
+        raise FSQDeployError(f"checkpoint: config.json lacks {sorted(missing)}")
+    try:
+        cfg = ModelConfig(**{k: d[k] for k in names if k in d})
+        cfg.channels = tuple(int(c) for c in cfg.channels)
+        cfg.levels = [int(v) for v in cfg.levels]
+        cfg.image_size, cfg.latent_dim, cfg.stages = int(cfg.image_size), int(cfg.latent_dim), int(cfg.stages)
+        cfg.temperature = float(cfg.temperature)
+    except (TypeError, ValueError) as e:
+        raise FSQDeployError(f"checkpoint: config.json has a malformed model field ({e})") from None
+    cfg.validate()
+    return cfg
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read RUN/config.json with clear errors for a missing or corrupt file."""
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise FSQDeployError(f"checkpoint: run directory '{run_dir}' does not exist")
+    if not path.is_file():
+        raise FSQDeployError(f"checkpoint: '{path}' is missing. Note: is '{run_dir}' a training run directory?")
+    try:
+        d = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FSQDeployError(f"checkpoint: '{path}' is not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
+        raise FSQDeployError(f"checkpoint: '{path}' is not an fsqdeploy checkpoint config")
+    if d.get("format_version") != CHECKPOINT_VERSION:
+        raise FSQDeployError(
+            f"checkpoint: '{path}' has format version {d.get('format_version')}, this fsqdeploy reads "
+            f"{CHECKPOINT_VERSION}"
+        )
+    return d

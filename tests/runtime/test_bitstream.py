@@ -1,0 +1,426 @@
+"""The .fsq format: packing round trips, the golden vector, and every way a reader refuses a file."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.runtime.bitstream import (
+    FsqHeader,
+    bits_per_patch,
+    check_model,
+    load_fsq,
+    pack_indices,
+    read_fsq,
+    save_fsq,
+    unpack_indices,
+    write_fsq,
+)
+
+# The golden file of docs/bitstream.md: a 5x7 image, 4-pixel patches (grid 2x2), levels [3, 5, 7]
+# (7 bits per patch), model hash bytes 0..31. The C++ reader and writer test against the same hex.
+GOLDEN_HASH = bytes(range(32))
+GOLDEN_LEVELS = (3, 5, 7)
+GOLDEN_INDICES = np.array([[0, 0, 0], [2, 4, 6], [1, 2, 3], [2, 0, 5]])
+GOLDEN_PAYLOAD = "0034ad09"  # V = 0, 104, 52, 77 at bits 0, 7, 14, 21
+GOLDEN_HEX = (
+    "46535142" "01" "00" "5200"                          # magic, version, flags, header_length 82
+    "000102030405060708090a0b0c0d0e0f"                  # model_hash
+    "101112131415161718191a1b1c1d1e1f"
+    "05000000" "07000000" "0400" "02000000" "02000000"  # H, W, patch, rows, cols
+    "0300" "0300" "0500" "0700"                         # D, levels
+    "07000000" "0400000000000000"                       # bits_per_patch, payload_length
+    "7d0737be"                                          # header CRC32
+    "0034ad09"                                          # payload
+    "50e85360"                                          # payload CRC32
+)  # fmt: skip
+
+
+def golden_header() -> FsqHeader:
+    return FsqHeader.for_image(GOLDEN_HASH, 5, 7, 4, GOLDEN_LEVELS)
+
+
+def build(
+    *,
+    magic: bytes = b"FSQB",
+    version: int = 1,
+    flags: int = 0,
+    header_length: int | None = None,
+    size: tuple[int, int, int] = (5, 7, 4),
+    grid: tuple[int, int] = (2, 2),
+    levels: tuple[int, ...] = GOLDEN_LEVELS,
+    bits: int = 7,
+    payload: bytes = bytes.fromhex(GOLDEN_PAYLOAD),
+    payload_length: int | None = None,
+    trailing: bytes = b"",
+) -> bytes:
+    """A file assembled field by field from the documented layout, with correct CRCs."""
+    d = len(levels)
+    head = b"".join([
+        magic,
+        struct.pack("<BBH", version, flags, 76 + 2 * d if header_length is None else header_length),
+        GOLDEN_HASH,
+        struct.pack("<IIHIIH", size[0], size[1], size[2], grid[0], grid[1], d),
+        struct.pack(f"<{d}H", *levels),
+        struct.pack("<IQ", bits, len(payload) if payload_length is None else payload_length),
+    ])  # fmt: skip
+    crc = struct.pack("<I", zlib.crc32(head))
+    return head + crc + payload + struct.pack("<I", zlib.crc32(payload)) + trailing
+
+
+# --- packing ---------------------------------------------------------------------------------
+
+levels_strategy = st.lists(
+    st.one_of(st.integers(2, 300), st.sampled_from([255, 256, 257, 4096, 65534, 65535])),
+    min_size=1,
+    max_size=80,
+)
+
+
+@st.composite
+def levels_and_indices(draw: st.DrawFn) -> tuple[list[int], np.ndarray]:
+    levels = draw(levels_strategy)
+    n = draw(st.integers(0, 50))
+    seed = draw(st.integers(0, 2**32 - 1))
+    indices = np.random.default_rng(seed).integers(0, levels, size=(n, len(levels)))
+    if n:  # make sure the extremes appear: all zeros and all maxima
+        indices[0] = 0
+        indices[-1] = np.asarray(levels) - 1
+    return levels, indices
+
+
+@pytest.mark.parametrize(
+    ("levels", "bits"),
+    [([2], 1), ([3], 2), ([4], 2), ([5], 3), ([3, 5], 4), ([2, 2, 2], 3), ([65535], 16), ([8] * 64, 192),
+     ([8, 5, 5, 5], 10), ([65535] * 300, 4800)],
+)  # fmt: skip
+def test_bits_per_patch_examples(levels: list[int], bits: int) -> None:
+    assert bits_per_patch(levels) == bits
+
+
+@given(levels_strategy)
+def test_bits_per_patch_is_ceil_log2_of_codebook(levels: list[int]) -> None:
+    bits, size = bits_per_patch(levels), math.prod(levels)
+    assert 2 ** (bits - 1) < size <= 2**bits  # the exact definition
+    total = sum(math.log2(level) for level in levels)
+    if size & (size - 1) == 0:  # a power of two: log2 of each level is exact, so is the sum
+        assert bits == total
+    elif abs(total - round(total)) > 1e-6:  # far enough from an integer for float ceil to be right
+        assert bits == math.ceil(total)
+
+
+@given(levels_and_indices())
+@settings(max_examples=150, deadline=None)
+def test_pack_unpack_round_trip(case: tuple[list[int], np.ndarray]) -> None:
+    levels, indices = case
+    data = pack_indices(indices, levels)
+    assert len(data) == math.ceil(len(indices) * bits_per_patch(levels) / 8)
+    out = unpack_indices(data, levels, len(indices))
+    assert out.dtype == np.int32 and out.shape == indices.shape
+    np.testing.assert_array_equal(out, indices)
+
+
+@given(levels_and_indices())
+@settings(max_examples=50, deadline=None)
+def test_pack_matches_reference_big_int(case: tuple[list[int], np.ndarray]) -> None:
+    """The spec read literally: V = sum idx_d * prod_{j<d} L_j, patch i at bits [i*b, (i+1)*b)."""
+    levels, indices = case
+    bits, stream = bits_per_patch(levels), 0
+    for i, row in enumerate(indices):
+        value, radix = 0, 1
+        for idx, level in zip(row.tolist(), levels):
+            value, radix = value + idx * radix, radix * level
+        stream |= value << (i * bits)
+    assert pack_indices(indices, levels) == stream.to_bytes(math.ceil(len(indices) * bits / 8), "little")
+
+
+def test_pack_worked_example_of_the_docs() -> None:
+    # levels [3, 5]: V = idx_0 + 3*idx_1 -> 14, 3, 10 as 4-bit fields, LSB first: 0x3e, 0x0a.
+    indices = np.array([[2, 4], [0, 1], [1, 3]])
+    assert pack_indices(indices, [3, 5]).hex() == "3e0a"
+    assert pack_indices(indices[:1], [3, 5]) == bytes([14])
+    np.testing.assert_array_equal(unpack_indices(bytes.fromhex("3e0a"), [3, 5], 3), indices)
+
+
+def test_first_index_is_least_significant_digit() -> None:
+    assert pack_indices(np.array([[1, 0]]), [3, 5]) == b"\x01"
+    assert pack_indices(np.array([[0, 1]]), [3, 5]) == b"\x03"
+
+
+def test_zero_patches() -> None:
+    assert pack_indices(np.zeros((0, 3), dtype=np.int64), [3, 5, 7]) == b""
+    assert unpack_indices(b"", [3, 5, 7], 0).shape == (0, 3)
+
+
+def test_accepts_any_integer_dtype_and_lists() -> None:
+    expected = pack_indices(np.array([[2, 4], [0, 1]]), [3, 5])
+    for dtype in (np.uint8, np.int16, np.uint32, np.int64, np.uint64):
+        assert pack_indices(np.array([[2, 4], [0, 1]], dtype=dtype), [3, 5]) == expected
+    assert pack_indices([[2, 4], [0, 1]], (np.int64(3), 5)) == expected
+
+
+@pytest.mark.parametrize(
+    ("indices", "match"),
+    [
+        (np.array([[0, 0], [2, 5]]), r"indices\[1, 1\] = 5 is outside \[0, 5\)"),
+        (np.array([[0, -1], [3, 0]]), r"indices\[0, 1\] = -1 is outside \[0, 5\)"),
+        (np.array([[3, 0]], dtype=np.uint8), r"indices\[0, 0\] = 3 is outside \[0, 3\)"),
+        (np.array([[2**64 - 1, 0]], dtype=np.uint64), r"indices\[0, 0\] = 18446744073709551615 is outside"),
+        (np.array([0, 1]), r"indices have shape \[2\], expected \[N, 2\]"),
+        (np.zeros((2, 3), dtype=np.int64), r"indices have shape \[2, 3\], expected \[N, 2\]"),
+        (np.zeros((1, 2, 2), dtype=np.int64), r"indices have shape \[1, 2, 2\]"),
+        (np.zeros((2, 2), dtype=np.float32), "indices have dtype float32, expected an integer dtype"),
+        (np.zeros((2, 2), dtype=bool), "indices have dtype bool"),
+        ([[0, 1], [2]], "indices have dtype object"),
+    ],
+)
+def test_pack_rejects_bad_indices(indices: np.ndarray, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        pack_indices(indices, [3, 5])
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [([], "levels is empty"), ([3, 1], r"levels\[1\] = 1 is not an int in \[2, 65535\]"),
+     ([65536], r"levels\[0\] = 65536"), ([2.0], r"levels\[0\] = 2.0"), (8, "levels must be a sequence")],
+)  # fmt: skip
+def test_rejects_bad_levels(levels: object, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=match):
+        bits_per_patch(levels)  # type: ignore[arg-type]
+    with pytest.raises(FSQDeployError, match=match):
+        unpack_indices(b"", levels, 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "count", "match"),
+    [
+        (bytes.fromhex("3e0a"), 2, "payload has 2 bytes, expected 1 for 2 patches of 4 bits"),
+        (bytes.fromhex("3e1a"), 3, "padding bits after the last patch are not zero"),
+        (bytes.fromhex("3f0a"), 3, r"patch 0 decodes to 15, outside the codebook \[0, 15\)"),
+        (bytes.fromhex("3e"), -1, "count = -1"),
+    ],
+)
+def test_unpack_rejects_corrupt_payload(data: bytes, count: int, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=match):
+        unpack_indices(data, [3, 5], count)
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+def test_golden_vector() -> None:
+    data = write_fsq(golden_header(), GOLDEN_INDICES)
+    assert data.hex() == GOLDEN_HEX
+    assert build() == data  # the same bytes assembled from the documented layout, field by field
+    header, indices = read_fsq(bytes.fromhex(GOLDEN_HEX))
+    assert header == golden_header()
+    np.testing.assert_array_equal(indices, GOLDEN_INDICES)
+
+
+@given(
+    height=st.integers(1, 300),
+    width=st.integers(1, 300),
+    patch=st.sampled_from([1, 7, 16, 32, 64]),
+    levels=st.lists(st.integers(2, 17), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_file_round_trip(height: int, width: int, patch: int, levels: list[int], seed: int) -> None:
+    header = FsqHeader.for_image(GOLDEN_HASH.hex(), height, width, patch, levels)
+    assert (header.grid_rows, header.grid_cols) == (math.ceil(height / patch), math.ceil(width / patch))
+    indices = np.random.default_rng(seed).integers(0, levels, size=(header.num_patches, len(levels)))
+    data = write_fsq(header, indices)
+    assert len(data) == 76 + 2 * len(levels) + math.ceil(len(indices) * bits_per_patch(levels) / 8) + 4
+    read_header, read_indices = read_fsq(data)
+    assert read_header == header and read_header.model_hash == GOLDEN_HASH
+    np.testing.assert_array_equal(read_indices, indices)
+
+
+def test_odd_image_size_grid() -> None:
+    header = FsqHeader.for_image(GOLDEN_HASH, 33, 47, 32, [8] * 64)
+    assert (header.grid_rows, header.grid_cols, header.num_patches) == (2, 2, 4)
+    indices = np.arange(4 * 64).reshape(4, 64) % 8
+    header2, indices2 = read_fsq(write_fsq(header, indices))
+    assert (header2.image_height, header2.image_width, header2.patch_size) == (33, 47, 32)
+    np.testing.assert_array_equal(indices2, indices)
+
+
+def test_every_truncation_is_refused() -> None:
+    data = bytes.fromhex(GOLDEN_HEX)
+    for length in range(len(data)):
+        with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
+            read_fsq(data[:length])
+
+
+def test_every_single_bit_flip_is_refused() -> None:
+    # Guaranteed, not likely: magic/version/flags/D/header_length are checked directly (D and
+    # header_length against each other, so neither can move the CRC fields), every other header bit
+    # is under the header CRC32 and every payload bit under the payload CRC32 (a CRC32 catches every
+    # single-bit error), and a flip inside a stored CRC makes it disagree with the data.
+    data = bytes.fromhex(GOLDEN_HEX)
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FSQDeployError, match="^bitstream: "):
+            read_fsq(bytes(flipped))
+
+
+REFUSED = {  # name: (file, what the error must say)
+    "png": (b"\x89PNG\r\n\x1a\n" + bytes(100), r"not an \.fsq file \(it starts with b'\\x89PNG'"),
+    "three-bytes": (b"FSQ", "file is truncated or too short: 3 bytes"),
+    "version": (build(version=2), "unsupported format version 2"),
+    "flags": (build(flags=1), "flags byte is 0x01, expected 0"),
+    "header-length": (build(header_length=84), "header_length 84 does not match D = 3"),
+    "no-levels": (build(levels=()), "header_length 76 does not match D = 0"),
+    "grid": (build(grid=(2, 1)), r"invalid header: grid 2x1 does not tile a 5x7 image .* \(expected 2x2\)"),
+    "zero-height": (build(size=(0, 7, 4), grid=(0, 2)), "invalid header: image_height = 0"),
+    "zero-patch": (build(size=(5, 7, 0)), "invalid header: patch_size = 0"),
+    "level-1": (build(levels=(3, 1, 7)), r"invalid header: levels\[1\] = 1"),
+    "bits": (build(bits=8), r"bits_per_patch is 8 but levels \[3, 5, 7\] need 7"),
+    "long-payload": (build(payload=bytes(5)), "payload_length is 5, expected 4 for 4 patches of 7 bits"),
+    "payload-length": (build(payload_length=5), "payload_length is 5, expected 4 for 4 patches of 7 bits"),
+    "huge-payload-length": (
+        build(payload_length=2**64 - 1),
+        "payload_length is 18446744073709551615, expected 4",
+    ),
+    "trailing": (build(trailing=b"\0"), "1 trailing bytes after the payload CRC"),
+    "payload-crc": (
+        build()[:-1] + bytes([build()[-1] ^ 0x80]),
+        r"corrupted payload \(payload CRC32 mismatch\)",
+    ),
+    "header-crc": (build()[:40] + b"\x06" + build()[41:], r"corrupted header \(header CRC32 mismatch\)"),
+    "padding": (build(payload=bytes.fromhex("0034ad19")), "padding bits after the last patch are not zero"),
+    "out-of-range": (
+        build(payload=bytes.fromhex("7f34ad09")),
+        r"patch 0 decodes to 127, outside .*\[0, 105\)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "match"), REFUSED.values(), ids=REFUSED.keys())
+def test_reader_refuses(data: bytes, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        read_fsq(data)
+
+
+@given(
+    size=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1)),
+    grid=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    levels=st.lists(st.integers(0, 2**16 - 1), max_size=6),
+    bits=st.integers(0, 2**32 - 1),
+    payload=st.binary(max_size=40),
+    payload_length=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+)
+@settings(max_examples=300, deadline=None)
+def test_reader_never_crashes_on_files_with_valid_crcs(
+    size: tuple[int, int, int],
+    grid: tuple[int, int],
+    levels: list[int],
+    bits: int,
+    payload: bytes,
+    payload_length: int | None,
+) -> None:
+    data = build(
+        size=size, grid=grid, levels=tuple(levels), bits=bits, payload=payload, payload_length=payload_length
+    )
+    try:
+        header, indices = read_fsq(data)
+    except FSQDeployError as err:
+        assert str(err).startswith("bitstream: ") and "\n" not in str(err)
+    else:
+        assert write_fsq(header, indices) == data
+
+
+def test_reader_refuses_non_bytes() -> None:
+    with pytest.raises(FSQDeployError, match="data must be bytes, got str"):
+        read_fsq("FSQB")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((GOLDEN_HASH, 5, 7, 4, 2, 1, (3, 5)), r"grid 2x1 does not tile a 5x7 image .* \(expected 2x2\)"),
+        ((GOLDEN_HASH, 0, 7, 4, 0, 2, (3, 5)), r"image_height = 0 is not an int in \[1, 4294967295\]"),
+        ((GOLDEN_HASH, 5, 7, 70000, 1, 1, (3, 5)), r"patch_size = 70000"),
+        ((GOLDEN_HASH[:31], 5, 7, 4, 2, 2, (3, 5)), "model hash must be a sha256 digest"),
+        (("zz" * 32, 5, 7, 4, 2, 2, (3, 5)), "model hash must be a sha256 digest"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 40000), "40000 levels do not fit the header"),
+    ],
+)
+def test_header_validation(args: tuple, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        FsqHeader(*args)
+
+
+def test_write_needs_one_row_per_tile() -> None:
+    with pytest.raises(FSQDeployError, match="indices have 3 rows but the 2x2 grid needs 4"):
+        write_fsq(golden_header(), GOLDEN_INDICES[:3])
+    with pytest.raises(FSQDeployError, match=r"indices\[1, 2\] = 7 is outside \[0, 7\)"):
+        write_fsq(golden_header(), GOLDEN_INDICES + [[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])
+
+
+def test_check_model() -> None:
+    header = golden_header()
+    check_model(header, GOLDEN_HASH, [3, 5, 7])
+    check_model(header, GOLDEN_HASH.hex(), (3, 5, 7))  # manifests store hex
+    with pytest.raises(
+        FSQDeployError,
+        match=r"^bitstream: file was made by another model \(hash 00010203\.\. != ffffffff\.\.\)\. "
+        r"Note: decompress with the model that compressed it$",
+    ):
+        check_model(header, b"\xff" * 32, [3, 5, 7])
+    with pytest.raises(FSQDeployError, match=r"levels \[3, 5, 7\] but the model has \[3, 5, 8\]"):
+        check_model(header, GOLDEN_HASH, [3, 5, 8])
+
+
+# --- files on disk ----------------------------------------------------------------------------
+
+
+def test_save_load_leaves_only_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "image.fsq"
+    save_fsq(target, golden_header(), GOLDEN_INDICES)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["image.fsq"]
+    assert target.read_bytes().hex() == GOLDEN_HEX
+    header, indices = load_fsq(target)
+    assert header == golden_header()
+    np.testing.assert_array_equal(indices, GOLDEN_INDICES)
+
+
+def test_save_refuses_bad_input_without_touching_disk(tmp_path: Path) -> None:
+    target = tmp_path / "image.fsq"
+    with pytest.raises(FSQDeployError, match="outside"):
+        save_fsq(target, golden_header(), GOLDEN_INDICES + 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "image.fsq"
+    target.write_bytes(b"old")
+
+    def broken_write(self: Path, data: bytes) -> int:
+        with self.open("wb") as f:  # a partial temp file, then the disk fills up
+            f.write(data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
+    with pytest.raises(FSQDeployError, match=r"cannot write '.*image\.fsq': No space left on device"):
+        save_fsq(target, golden_header(), GOLDEN_INDICES)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["image.fsq"] and target.read_bytes() == b"old"
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FSQDeployError, match=r"cannot read '.*missing\.fsq'"):
+        load_fsq(tmp_path / "missing.fsq")
+    bad = tmp_path / "bad.fsq"
+    bad.write_bytes(bytes.fromhex(GOLDEN_HEX)[:-1])
+    with pytest.raises(FSQDeployError, match=r"^bitstream: '.*bad\.fsq': file is truncated: 89 bytes"):
+        load_fsq(bad)

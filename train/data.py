@@ -1,0 +1,310 @@
+"""Image sources for training and evaluating a codec: ``load_images(spec)`` -> uint8 train/test splits.
+
+Pixels stay uint8 ``[N, 3, S, S]`` in memory (4x smaller than float32) and become float32 in [0, 1]
+only per batch, through ``images_to_float``. Every returned array is C-contiguous and read-only, so
+cached splits cannot be corrupted by a caller and every source behaves the same way.
+
+Specs: ``sample`` (photographs shipped with scikit-image, never downloads), ``synthetic``
+(procedural shapes for smoke tests), ``cifar10:DIR`` and ``folder:DIR``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fsqdeploy.errors import FSQDeployError
+
+DATA_KINDS = ("sample", "synthetic", "cifar10", "folder")
+
+_SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
+                  "hubble_deep_field", "stereo_motorcycle")
+_SAMPLE_SPLIT_SEED = 20240601  # fixed on purpose: the test split must not move with a user's seed
+_SYNTHETIC_SEED, _SYNTHETIC_TRAIN, _SYNTHETIC_TEST = 1234, 2048, 512
+
+_CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published on the CIFAR-10 page
+_CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR10_FILES = (*_CIFAR10_TRAIN, "test_batch")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    train: np.ndarray  # uint8 [N, 3, S, S], C-contiguous, read-only
+    test: np.ndarray  # uint8 [M, 3, S, S], C-contiguous, read-only
+    source: str  # canonical spec: "sample", "synthetic", "cifar10:/abs/dir", "folder:/abs/dir"
+
+
+def load_images(spec: str, image_size: int = 32, *, download: bool = False) -> ImageSplits:
+    """Load the train/test splits named by ``spec`` at ``image_size`` (a positive multiple of 16).
+
+    ``sample`` and ``synthetic`` are cached in-process; ``download`` only applies to ``cifar10:DIR``.
+    Every user mistake (bad spec or size, missing or corrupt files, no network) raises FSQDeployError.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+            or image_size <= 0 or image_size % 16:
+        raise FSQDeployError(f"data: image_size must be a positive multiple of 16, got {image_size!r}. "
+                             "Note: use e.g. 32, 64 or 128")
+    image_size = int(image_size)
+    kind, sep, arg = spec.strip().partition(":")
+    if kind in ("sample", "synthetic"):
+        if sep:
+            raise FSQDeployError(f"data: '{kind}' takes no path, got {spec!r}. Note: pass just '{kind}'")
+        return _sample(image_size) if kind == "sample" else _synthetic(image_size)
+    if kind in ("cifar10", "folder"):
+        if not arg.strip():
+            raise FSQDeployError(f"data: '{kind}' needs a directory, got {spec!r}. Note: pass {kind}:DIR")
+        root = Path(arg.strip()).expanduser().resolve()
+        return _cifar10(root, image_size, download) if kind == "cifar10" else _folder(root, image_size)
+    raise FSQDeployError(f"data: unknown data source {spec!r}. "
+                         "Note: use one of sample, synthetic, cifar10:DIR, folder:DIR")
+
+
+def images_to_float(batch: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, 3, S, S]`` -> float32 in [0, 1]. Refuses other dtypes: /255 twice is a silent bug."""
+    if batch.dtype != np.uint8:
+        raise TypeError(f"images_to_float expects uint8 pixels, got {batch.dtype}")
+    return batch.astype(np.float32) / np.float32(255.0)
+
+
+def dataset_digest(splits_array: np.ndarray) -> str:
+    """sha256 hex of ``"<dtype>:<d0,d1,...>\\n"`` followed by the array's C-order bytes."""
+    arr = np.ascontiguousarray(splits_array)
+    digest = hashlib.sha256(f"{arr.dtype.str}:{','.join(map(str, arr.shape))}\n".encode())
+    digest.update(arr.data)
+    return digest.hexdigest()
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split())  # library messages may span lines; ours must not
+
+
+def _splits(train: np.ndarray, test: np.ndarray, source: str) -> ImageSplits:
+    train, test = np.ascontiguousarray(train), np.ascontiguousarray(test)
+    train.flags.writeable = False
+    test.flags.writeable = False
+    return ImageSplits(train=train, test=test, source=source)
+
+
+# --- sample: photographs shipped inside scikit-image ------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _sample(image_size: int) -> ImageSplits:
+    """Non-overlapping patches of seven photos; 25% test by a fixed permutation."""
+    import skimage.data  # imported here: it is slow to import and only this source needs it
+
+    patches = []
+    for name in _SAMPLE_PHOTOS:
+        photo = getattr(skimage.data, name)()
+        if name == "stereo_motorcycle":
+            photo = photo[0]  # (left, right, disparity): keep the left view
+        rows, cols = photo.shape[0] // image_size, photo.shape[1] // image_size
+        grid = photo[: rows * image_size, : cols * image_size].reshape(rows, image_size, cols, image_size, 3)
+        patches.append(grid.transpose(0, 2, 4, 1, 3).reshape(-1, 3, image_size, image_size))
+    every = np.concatenate(patches)
+    # A few patches repeat exactly (pure black in astronaut); one copy keeps train and test disjoint.
+    first_seen: dict[bytes, int] = {}
+    for i, patch in enumerate(every):
+        first_seen.setdefault(patch.tobytes(), i)
+    every = every[sorted(first_seen.values())]
+    n_test = len(every) // 4
+    if n_test == 0:
+        raise FSQDeployError(f"data: the sample photos give only {len(every)} patches of {image_size} px. "
+                             "Note: use a smaller image_size or a folder:DIR source")
+    order = np.random.default_rng(_SAMPLE_SPLIT_SEED).permutation(len(every))
+    return _splits(every[order[n_test:]], every[order[:n_test]], "sample")
+
+
+# --- synthetic: procedural images for smoke tests ---------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _synthetic(image_size: int) -> ImageSplits:
+    """Gradients, ellipses, stripes and checkerboards in random colours, from a fixed seed."""
+    n = _SYNTHETIC_TRAIN + _SYNTHETIC_TEST
+    rng = np.random.default_rng(_SYNTHETIC_SEED)
+    # Draw every image's parameters up front so the pixels do not depend on the chunk size below.
+    params = {
+        "kind": rng.integers(0, 4, n),  # 0 plain gradient, 1 ellipse, 2 stripes, 3 checkerboard
+        "colours": rng.random((n, 3, 3), dtype=np.float32),  # gradient start, gradient end, shape
+        "angle": rng.uniform(0, 2 * np.pi, n),
+        "centre": rng.uniform(0.2, 0.8, (n, 2)),
+        "radii": rng.uniform(0.1, 0.45, (n, 2)),
+        "freq": rng.integers(2, 9, n),
+    }
+    coords = ((np.arange(image_size) + 0.5) / image_size).astype(np.float32)
+    chunk = 128  # bounds the float32 temporaries at large image sizes
+    images = [_render(coords, {k: v[i : i + chunk] for k, v in params.items()}) for i in range(0, n, chunk)]
+    every = np.concatenate(images)
+    return _splits(every[:_SYNTHETIC_TRAIN], every[_SYNTHETIC_TRAIN:], "synthetic")
+
+
+def _per_image(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float32)[:, None, None]  # [n] -> [n, 1, 1], broadcasts over pixels
+
+
+def _render(coords: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    y, x = coords[None, :, None], coords[None, None, :]
+    along = np.cos(_per_image(p["angle"])) * x + np.sin(_per_image(p["angle"])) * y  # [n, S, S]
+    lo, hi = along.min(axis=(1, 2), keepdims=True), along.max(axis=(1, 2), keepdims=True)
+    t = ((along - lo) / (hi - lo))[:, None]  # gradient weight in [0, 1], [n, 1, S, S]
+    start, end, shape = (p["colours"][:, i, :, None, None] for i in range(3))
+    background = start * (1 - t) + end * t
+    (cx, cy), (rx, ry) = p["centre"].T, p["radii"].T
+    freq = _per_image(p["freq"])
+    ellipse = ((x - _per_image(cx)) / _per_image(rx)) ** 2 + ((y - _per_image(cy)) / _per_image(ry)) ** 2 <= 1
+    stripes = np.sin(2 * np.pi * freq * along) > 0
+    checker = (np.floor(x * freq) + np.floor(y * freq)) % 2 == 1
+    kind = p["kind"][:, None, None]
+    mask = np.select([kind == 1, kind == 2, kind == 3], [ellipse, stripes, checker], default=False)
+    pixels = np.where(mask[:, None], shape, background)
+    return (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+# --- cifar10:DIR -------------------------------------------------------------------------------------
+
+def _cifar10(root: Path, image_size: int, download: bool) -> ImageSplits:
+    """CIFAR-10 python batches; ``root`` is the batches folder itself or a folder containing it."""
+    if image_size != 32:
+        raise FSQDeployError(f"data: CIFAR-10 images are 32x32, got image_size={image_size}. "
+                             "Note: pass image_size 32 or use a folder:DIR source")
+    if root.exists() and not root.is_dir():
+        raise FSQDeployError(f"data: '{root}' is not a directory. Note: pass cifar10:DIR with the CIFAR-10 batches")
+    looks_like_batches = root.name == _CIFAR10_FOLDER or (root / _CIFAR10_FILES[0]).is_file()
+    batches = root if looks_like_batches else root / _CIFAR10_FOLDER
+    missing = [name for name in _CIFAR10_FILES if not (batches / name).is_file()]
+    if missing and download:
+        _download_cifar10(root, batches)
+    elif missing:
+        raise FSQDeployError(f"data: CIFAR-10 files missing in '{batches}' ({', '.join(missing)}). "
+                             "Note: pass --download to fetch them, or point cifar10:DIR at the "
+                             f"'{_CIFAR10_FOLDER}' folder")
+    train = np.concatenate([_read_cifar_batch(batches / name) for name in _CIFAR10_TRAIN])
+    return _splits(train, _read_cifar_batch(batches / "test_batch"), f"cifar10:{batches}")
+
+
+# Everything a CIFAR batch pickle refers to, under numpy 1.x and 2.x module names.
+_PICKLE_ALLOWED = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR batches contain: a plain pickle from disk could run any code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            data = _ArrayUnpickler(f, encoding="bytes").load()[b"data"]
+        valid = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 \
+            and data.shape[1] == 3 * 32 * 32
+    except Exception as e:  # corrupt pickles fail in many ways (EOFError, KeyError, UnpicklingError, ...)
+        raise FSQDeployError(f"data: CIFAR-10 file '{path}' is corrupt ({type(e).__name__}: {_reason(e)}). "
+                             "Note: delete it and run again with --download") from e
+    if not valid:
+        raise FSQDeployError(f"data: CIFAR-10 file '{path}' has no uint8 [N, 3072] b'data' array. "
+                             "Note: delete it and run again with --download")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _download_cifar10(root: Path, batches: Path) -> None:
+    """Download, verify and unpack into ``batches``; on any failure nothing is left behind."""
+    created_root, finished = not root.exists(), False
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".cifar10-download-", dir=root))
+    try:
+        archive, md5 = work / "cifar-10-python.tar.gz", hashlib.md5(usedforsecurity=False)
+        try:
+            with urllib.request.urlopen(_CIFAR10_URL, timeout=30) as response, open(archive, "wb") as f:
+                while block := response.read(1 << 20):
+                    md5.update(block)
+                    f.write(block)
+        except OSError as e:  # URLError, HTTPError, timeouts and resets are all OSErrors
+            raise FSQDeployError(f"data: could not download CIFAR-10 from {_CIFAR10_URL} "
+                                 f"({_reason(getattr(e, 'reason', e))}). "
+                                 "Note: download it elsewhere and pass cifar10:DIR") from e
+        if md5.hexdigest() != _CIFAR10_MD5:
+            raise FSQDeployError(f"data: the CIFAR-10 download has md5 {md5.hexdigest()}, expected "
+                                 f"{_CIFAR10_MD5}. Note: retry, or download it elsewhere and pass cifar10:DIR")
+        # Extract only the known regular files: no links, no absolute or '..' paths can get through.
+        wanted = {f"{_CIFAR10_FOLDER}/{name}" for name in (*_CIFAR10_FILES, "batches.meta")}
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                members = [m for m in tar.getmembers() if m.isfile() and m.name in wanted]
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(work, members=members, **safe)
+        except (tarfile.TarError, EOFError) as e:
+            raise FSQDeployError(f"data: the CIFAR-10 archive is unreadable ({_reason(e)}). "
+                                 "Note: retry, or download it elsewhere and pass cifar10:DIR") from e
+        unpacked = work / _CIFAR10_FOLDER
+        if not batches.exists():
+            os.replace(unpacked, batches)  # one atomic rename: the folder appears whole or not at all
+        else:  # the batches folder is DIR itself, or holds some of the files already
+            for member in unpacked.iterdir():
+                os.replace(member, batches / member.name)
+        finished = True
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if created_root and not finished:
+            with suppress(OSError):
+                root.rmdir()  # only if empty: never delete anything we did not create
+
+
+# --- folder:DIR ---------------------------------------------------------------------------------------
+
+def _folder(root: Path, image_size: int) -> ImageSplits:
+    """PNG/JPEG files under ``root`` (recursive), resized so the short side is ``image_size``, then
+    center-cropped. A file is test if ``int(sha256(relative_path)[:8], 16) % 5 == 0``, so the split is
+    stable as files are added. If that leaves either split empty (tiny folders used for bench or
+    calibration), train and test are both the whole folder."""
+    if not root.exists():
+        raise FSQDeployError(f"data: folder '{root}' does not exist. Note: pass folder:DIR with PNG/JPEG files")
+    if not root.is_dir():
+        raise FSQDeployError(f"data: '{root}' is not a directory. Note: pass folder:DIR with PNG/JPEG files")
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                   if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}, any "
+                             "case, recursively). Note: pass a folder with PNG/JPEG files")
+    images = np.stack([_load_crop(path, image_size) for _, path in files])
+    is_test = np.array([int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files])
+    if is_test.all() or not is_test.any():
+        return _splits(images, images, f"folder:{root}")
+    return _splits(images[~is_test], images[is_test], f"folder:{root}")
+
+
+def _load_crop(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as opened:
+            # Honour the EXIF orientation, or phone photos come out sideways.
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
+                             "Note: remove or replace the file") from e
+    scale = size / min(image.size)
+    width, height = (max(size, round(side * scale)) for side in image.size)
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
