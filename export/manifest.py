@@ -16,6 +16,8 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import sha256_file, write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
+# The PyTorch reference travels with the graphs: ART/checkpoint/{config.json, model.safetensors}.
+CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_FORMAT = "fsqdeploy-artifact"
 ARTIFACT_VERSION = 1
 REQUIRED_FIELDS = ("model_id", "levels", "latent_dim", "code_width", "image_size", "stages",

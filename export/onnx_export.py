@@ -39,6 +39,7 @@ from torch import nn
 
 from fsqdeploy import __version__
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.rewrites import fold_decoder_head
 from fsqdeploy.fsq import ResidualFSQ
 from fsqdeploy.model import FSQVAE
 
@@ -287,7 +288,7 @@ def export_decoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
     """indices i32 [batch, K*D] -> images f32 [batch, 3, S, S]."""
     s, q = model.config.image_size, model.quantizer
     example = torch.zeros(2, q.latent_dim)
-    proto = torch_to_onnx(_DecodeImages(copy.deepcopy(model.decoder)), example, DECODER_INPUT, IMAGES, opset)
+    proto = torch_to_onnx(_DecodeImages(fold_decoder_head(model.decoder)), example, DECODER_INPUT, IMAGES, opset)
     nodes, inits = dequantizer_graph_parts(q, INDICES, DECODER_INPUT)
     g = proto.graph
     rest = list(g.node)
@@ -398,10 +399,9 @@ def find_quantizer_stages(model: onnx.ModelProto) -> list[QuantizerStage]:
     return stages
 
 
-def io_contract(model: FSQVAE) -> dict[str, dict[str, list[dict[str, object]]]]:
+def io_contract(image_size: int, code_width: int) -> dict[str, dict[str, list[dict[str, object]]]]:
     """The manifest's ``io``: names, dtypes and shapes ("batch" is the only symbolic dim)."""
-    s, w = model.config.image_size, model.code_width
-    images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, s, s]}
-    indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, w]}
+    images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, image_size, image_size]}
+    indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, code_width]}
     return {"encoder": {"inputs": [images], "outputs": [indices]},
             "decoder": {"inputs": [indices], "outputs": [images]}}

@@ -19,6 +19,7 @@ from torch import nn
 from fsqdeploy.config import ModelConfig, model_config_from_dict, read_config
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fsq import FSQOutput, ResidualFSQ
+from fsqdeploy.validation import check_images, check_indices
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -114,35 +115,13 @@ class FSQVAE(nn.Module):
 
     def _check_images(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-        s = self.config.image_size
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != s or x.shape[3] != s:
-            raise FSQDeployError(f"encode: images must have shape [N, 3, {s}, {s}], got {list(x.shape)}")
-        if not x.is_floating_point():
-            raise FSQDeployError(f"encode: images must be floating point in [0, 1], got {x.dtype}")
-        if x.numel():
-            if not bool(torch.isfinite(x).all()):
-                raise FSQDeployError("encode: images contain NaN or infinite values")
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise FSQDeployError(f"encode: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+        check_images(x, self.config.image_size, "encode")
         return x.to(self._device(), torch.float32)
 
     def _check_indices(self, indices: torch.Tensor | np.ndarray) -> torch.Tensor:
         idx = torch.from_numpy(np.asarray(indices)) if not isinstance(indices, torch.Tensor) else indices
-        width = self.code_width
-        if idx.ndim != 2 or idx.shape[1] != width:
-            raise FSQDeployError(f"decode: indices must have shape [N, {width}], got {list(idx.shape)}")
-        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
-            raise FSQDeployError(f"decode: indices must be integers, got {idx.dtype}")
-        idx = idx.to(self._device(), torch.int64)
-        levels = torch.tensor(self.levels, device=idx.device)
-        bad = (idx < 0) | (idx >= levels)
-        if bool(bad.any()):
-            n, d = (int(v) for v in bad.nonzero()[0])
-            raise FSQDeployError(
-                f"decode: index {int(idx[n, d])} at [{n}, {d}] is outside [0, {self.levels[d]})"
-            )
-        return idx
+        check_indices(idx, self.levels, "decode")
+        return idx.to(self._device(), torch.int64)
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod

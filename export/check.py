@@ -1,0 +1,250 @@
+"""``fsqdeploy check ART``: static verification of an artifact directory, no GPU needed.
+
+Checks, each a row of the report: the manifest's file hashes; per graph the ONNX checker (full
+check, strict shape inference), the I/O contract (names, dtypes, static shapes but for ``batch``, no
+int64/float64) and a TensorRT lint (every op after inlining in the parser's supported set for the
+target major version, opset in range). Plus an informational row: the quantizer's FP16 risk.
+
+FP16 risk: an FP16 engine may evaluate ``latent >= threshold`` in half precision, whose 11
+significant bits put a rounding error of up to 2^-11 relative on each side. A pre-rounding value u
+(the latent fed to a stage's FSQQuantize) is *at risk* when, for its nearest threshold t,
+``|u - t| <= 2^-10 * max(|u|, |t|, 2^-14)``: both u and t may round by half an FP16 ulp toward each
+other (2^-14 is FP16's smallest normal, below which the ulp stops shrinking). The share at risk on
+the test split says how many indices an FP16 engine could change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export import trt_ops
+from fsqdeploy.export.manifest import read_manifest, verify_files
+from fsqdeploy.export.onnx_export import (
+    BATCH,
+    DECODER_FILE,
+    ENCODER_FILE,
+    IMAGES,
+    find_quantizer_stages,
+    inline_functions,
+    io_contract,
+    validate,
+)
+
+FP16_RELATIVE = 2.0**-10
+FP16_SMALLEST_NORMAL = 2.0**-14
+_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32", TensorProto.INT64: "int64",
+           TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16", TensorProto.UINT8: "uint8"}
+_FORBIDDEN_IO = {"int64", "float64"}
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # "pass" | "fail" | "info"
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    artifact: str
+    trt_version: int
+    findings: list[Finding] = field(default_factory=list)
+    fp16_risk: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(f.status != "fail" for f in self.findings)
+
+    def add(self, check: str, problems: list[str], ok_detail: str) -> None:
+        self.findings.append(Finding(check, "fail" if problems else "pass", "; ".join(problems) or ok_detail))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "passed": self.passed, "trt_version": self.trt_version,
+                "checks": [asdict(f) for f in self.findings], "fp16_risk": self.fp16_risk}
+
+
+# -- per-graph checks ------------------------------------------------------------------------------
+
+
+def _describe(vi: onnx.ValueInfoProto) -> dict[str, Any]:
+    t = vi.type.tensor_type
+    dims: list[Any] = [d.dim_param if d.HasField("dim_param") else
+                       (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
+    return {"name": vi.name, "dtype": _DTYPES.get(t.elem_type, TensorProto.DataType.Name(t.elem_type).lower()),
+            "shape": dims}
+
+
+def io_problems(model: onnx.ModelProto, expected: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Differences between the graph's I/O and the contract; also any dynamic dim but the batch."""
+    problems = []
+    for side, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        got = [_describe(v) for v in values]
+        want = expected.get(side, [])
+        if [g["name"] for g in got] != [w["name"] for w in want]:
+            problems.append(f"{side} are {[g['name'] for g in got]}, expected {[w['name'] for w in want]}")
+            continue
+        for g, w in zip(got, want):
+            if g["dtype"] in _FORBIDDEN_IO:
+                problems.append(f"'{g['name']}' is {g['dtype']} (TensorRT and the contract want 32-bit I/O)")
+            elif g["dtype"] != w["dtype"]:
+                problems.append(f"'{g['name']}' is {g['dtype']}, expected {w['dtype']}")
+            if g["shape"] != w["shape"]:
+                problems.append(f"'{g['name']}' has shape {g['shape']}, expected {w['shape']}")
+            dynamic = [i for i, d in enumerate(g["shape"]) if not isinstance(d, int) and i > 0]
+            if dynamic or (g["shape"] and g["shape"][0] != BATCH):
+                problems.append(f"'{g['name']}' must be dynamic on axis 0 ('{BATCH}') only")
+    return problems
+
+
+def trt_problems(model: onnx.ModelProto, version: int) -> list[str]:
+    """Ops TensorRT `version` cannot parse (after inlining local functions), and opset range."""
+    problems = []
+    if model.functions and version < trt_ops.LOCAL_FUNCTIONS_SINCE:
+        problems.append(f"TensorRT {version} cannot parse ONNX local functions. Note: export with --inline")
+    flat = inline_functions(model)
+    supported = trt_ops.SUPPORTED_OPS[version]
+    bad = sorted({f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                  for n in flat.graph.node
+                  if n.domain not in ("", "ai.onnx") or n.op_type not in supported})
+    if bad:
+        problems.append(f"ops not supported by TensorRT {version}: {', '.join(bad)}")
+    lo, hi = trt_ops.OPSET_RANGE[version]
+    opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
+    if not lo <= opset <= hi:
+        problems.append(f"opset {opset} is outside TensorRT {version}'s range {lo}..{hi}")
+    return problems
+
+
+def check_graph(report: CheckReport, art: Path, name: str, expected_io: dict[str, Any]) -> onnx.ModelProto | None:
+    path = art / name
+    if not path.is_file():
+        report.add(f"{name}", [f"'{path}' is missing"], "")
+        return None
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError and friends: any unreadable file is a finding
+        report.add(f"{name}", [f"cannot be read as ONNX ({type(e).__name__})"], "")
+        return None
+    try:
+        validate(model, name)
+        report.add(f"{name}: onnx checker", [], "full check and strict shape inference clean")
+    except FSQDeployError as e:
+        report.add(f"{name}: onnx checker", [str(e)], "")
+    report.add(f"{name}: I/O contract", io_problems(model, expected_io),
+               ", ".join(f"{v.name} {_describe(v)['dtype']} {_describe(v)['shape']}"
+                         for v in [*model.graph.input, *model.graph.output]))
+    ops = sorted({n.op_type for n in inline_functions(model).graph.node})
+    report.add(f"{name}: TensorRT {report.trt_version}", trt_problems(model, report.trt_version),
+               f"{len(ops)} op types, all supported: {', '.join(ops)}")
+    return model
+
+
+# -- FP16 risk -------------------------------------------------------------------------------------
+
+
+def fp16_at_risk(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Boolean [N, D]: u lies within FP16 rounding error of its nearest finite threshold."""
+    u64, t64 = u.astype(np.float64)[..., None], thresholds.astype(np.float64)[None]
+    gap = np.where(np.isfinite(t64), np.abs(u64 - t64), np.inf)
+    nearest = gap.argmin(-1)
+    t = np.take_along_axis(np.broadcast_to(t64, gap.shape), nearest[..., None], -1)[..., 0]
+    g = np.take_along_axis(gap, nearest[..., None], -1)[..., 0]
+    scale = np.maximum(np.maximum(np.abs(u64[..., 0]), np.abs(t)), FP16_SMALLEST_NORMAL)
+    return g <= FP16_RELATIVE * scale
+
+
+def fp16_risk(encoder: onnx.ModelProto, images: np.ndarray, batch: int = 256) -> dict[str, Any]:
+    """Share of pre-rounding values at FP16 risk, per stage and overall, on float images."""
+    from fsqdeploy.export.parity import ort_session
+
+    stages = find_quantizer_stages(encoder)
+    inferred = validate(encoder, "check")
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(encoder)
+    del probe.graph.output[:]
+    probe.graph.output.extend(known[s.latent] for s in stages)
+    inits = {t.name: t for t in encoder.graph.initializer}
+    thresholds = [numpy_helper.to_array(inits[s.thresholds]) for s in stages]
+    session = ort_session(probe)
+    counts = np.zeros(len(stages), np.int64)
+    totals = np.zeros(len(stages), np.int64)
+    for start in range(0, len(images), batch):
+        latents = session.run(None, {IMAGES: images[start : start + batch]})
+        for k, (u, t) in enumerate(zip(latents, thresholds)):
+            counts[k] += int(fp16_at_risk(u, t).sum())
+            totals[k] += u.size
+    return {
+        "images": int(len(images)),
+        "definition": "|u - t| <= 2^-10 * max(|u|, |t|, 2^-14), t the nearest threshold",
+        "stages": [{"stage": k, "values": int(n), "at_risk": int(c), "share": float(c / n) if n else 0.0}
+                   for k, (c, n) in enumerate(zip(counts, totals))],
+        "share": float(counts.sum() / totals.sum()) if totals.sum() else 0.0,
+    }
+
+
+def _risk_images(manifest: dict[str, Any], data: str | None, limit: int | None) -> np.ndarray:
+    from fsqdeploy.train.data import images_to_float, load_images
+
+    spec = data or (manifest.get("parity") or {}).get("data")
+    if not spec:
+        raise FSQDeployError("check: the manifest names no test data. Note: pass --data SPEC")
+    count = limit if limit is not None else int((manifest.get("parity") or {}).get("images", 512))
+    return images_to_float(load_images(spec, int(manifest["image_size"])).test[:count])
+
+
+# -- the whole check -------------------------------------------------------------------------------
+
+
+def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None = None,
+                   images: int | None = None, fp16: bool = True) -> CheckReport:
+    """Run every check; a missing or unreadable manifest raises FSQDeployError (one line)."""
+    if trt_version not in trt_ops.SUPPORTED_OPS:
+        raise FSQDeployError(f"check: TensorRT {trt_version} is not known. Note: use one of "
+                             f"{', '.join(map(str, trt_ops.supported_versions()))}")
+    art = Path(art_dir)
+    manifest = read_manifest(art)
+    report = CheckReport(str(art), trt_version)
+    report.add("manifest files", verify_files(manifest, art),
+               f"{len(manifest['files'])} files match their size and sha256")
+    report.add("manifest I/O contract", _contract_problems(manifest), "matches levels, code width and image size")
+    contract = io_contract(int(manifest["image_size"]), int(manifest["code_width"]))
+    graphs = {name: check_graph(report, art, name, contract[key])
+              for name, key in ((ENCODER_FILE, "encoder"), (DECODER_FILE, "decoder"))}
+    encoder = graphs[ENCODER_FILE]
+    if not fp16:
+        return report
+    if encoder is None or not find_quantizer_stages(encoder):
+        report.findings.append(Finding("quantizer FP16 risk", "info", "skipped: no readable quantizer"))
+        return report
+    try:
+        risk = fp16_risk(encoder, _risk_images(manifest, data, images))
+    except FSQDeployError as e:
+        report.findings.append(Finding("quantizer FP16 risk", "info", f"skipped: {e}"))
+        return report
+    report.fp16_risk = risk
+    per_stage = ", ".join(f"stage {s['stage']} {100 * s['share']:.3f}%" for s in risk["stages"])
+    report.findings.append(Finding(
+        "quantizer FP16 risk", "info",
+        f"{100 * risk['share']:.3f}% of pre-rounding values within FP16 error of a threshold "
+        f"({per_stage}; {risk['images']} test images)"))
+    return report
+
+
+def _contract_problems(manifest: dict[str, Any]) -> list[str]:
+    """The manifest's io must be the fixed contract for its own image size and code width."""
+    s, w = manifest["image_size"], manifest["code_width"]
+    want = io_contract(s, w)
+    problems = []
+    if w != len(manifest["levels"]):
+        problems.append(f"code_width {w} != {len(manifest['levels'])} levels")
+    if manifest["io"] != want:
+        problems.append("io differs from the contract for this image size and code width")
+    return problems

@@ -1,0 +1,148 @@
+"""RUN -> ART: load the checkpoint, export both graphs, pass the parity gate, write the manifest.
+
+Everything is written to a temporary directory beside ``--out`` and renamed into place only after
+the gate passes, so a failed export leaves nothing behind and a reader never sees half an artifact.
+All user-facing validation (opset, --out, run dir, data) happens before any file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from fsqdeploy.config import read_config
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.manifest import (
+    ARTIFACT_FORMAT,
+    ARTIFACT_VERSION,
+    CHECKPOINT_DIR,
+    file_entry,
+    write_manifest,
+)
+from fsqdeploy.export.onnx_export import (
+    DECODER_FILE,
+    DEQUANTIZE_OP,
+    DOMAIN,
+    DOMAIN_VERSION,
+    ENCODER_FILE,
+    QUANTIZE_OP,
+    check_opset,
+    export_graphs,
+    io_contract,
+)
+from fsqdeploy.export.parity import ParityReport, run_parity
+from fsqdeploy.fileio import sha256_file
+from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
+
+CHECKPOINT_FILES = (f"{CHECKPOINT_DIR}/config.json", f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}")
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FSQDeployError(f"export: --out '{out}' exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FSQDeployError(f"export: --out '{out}' exists and is not empty. Note: pass --force to replace it")
+
+
+def load_parity_images(run_config: dict[str, Any], image_size: int, count: int, data: str | None
+                       ) -> tuple[np.ndarray, str]:
+    """The first ``count`` test-split images of the run's data (or ``data``), as float32 in [0, 1]."""
+    from fsqdeploy.train.data import images_to_float, load_images
+
+    if count < 1:
+        raise FSQDeployError(f"export: --parity-images must be at least 1, got {count}")
+    spec = data or (run_config.get("training") or {}).get("data")
+    if not spec or not isinstance(spec, str):
+        raise FSQDeployError("export: the run's config.json names no training data. Note: pass --data SPEC")
+    try:
+        splits = load_images(spec, image_size)
+    except FSQDeployError as e:  # e.g. the run's CIFAR folder is elsewhere on this machine
+        raise FSQDeployError(f"{e}; for export, --data SPEC picks other test images") from None
+    return images_to_float(splits.test[:count]), splits.source
+
+
+def producer_versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    from fsqdeploy import __version__
+
+    return {"fsqdeploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def build_manifest(model: FSQVAE, checkpoint_sha256: str, opset: int, inline: bool, art: Path,
+                   report: ParityReport) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "format": ARTIFACT_FORMAT,
+        "format_version": ARTIFACT_VERSION,
+        "model_id": checkpoint_sha256,
+        "levels": model.levels,
+        "latent_dim": cfg.latent_dim,
+        "code_width": model.code_width,
+        "image_size": cfg.image_size,
+        "stages": cfg.stages,
+        "temperature": float(model.quantizer.temperature),
+        "opset": opset,
+        "inline": inline,
+        "custom_domain": None if inline else {"name": DOMAIN, "version": DOMAIN_VERSION,
+                                              "ops": [QUANTIZE_OP, DEQUANTIZE_OP]},
+        "producer": producer_versions(),
+        "checkpoint": {"sha256": checkpoint_sha256},
+        "io": io_contract(cfg.image_size, model.code_width),
+        "files": {name: file_entry(art / name) for name in (ENCODER_FILE, DECODER_FILE, *CHECKPOINT_FILES)},
+        "parity": report.to_manifest(),
+    }
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` to ``dst``; an existing ``dst`` is moved aside first, then deleted."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+    os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, force: bool = False,
+                    parity_images: int = 512, data: str | None = None) -> dict[str, Any]:
+    """Write ART (``out``) from RUN; returns the manifest. Raises FSQDeployError, writing nothing."""
+    check_opset(opset)
+    check_out_dir(out, force)
+    config = read_config(run)
+    model = FSQVAE.load(run)
+    images, source = load_parity_images(config, model.config.image_size, parity_images, data)
+    checkpoint_sha256 = sha256_file(Path(run) / WEIGHTS_FILE)
+    graphs = export_graphs(model, opset, inline, checkpoint_sha256)
+
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for name, graph in graphs.items():
+            onnx.save(graph, str(work / name))
+        # The PyTorch reference travels with the graphs, so bench and Codec(backend="torch") need
+        # nothing but ART.
+        (work / CHECKPOINT_DIR).mkdir()
+        for name in ("config.json", WEIGHTS_FILE):
+            shutil.copyfile(Path(run) / name, work / CHECKPOINT_DIR / name)
+        report = run_parity(model, work / ENCODER_FILE, work / DECODER_FILE, images, source)
+        if not report.passed:
+            raise FSQDeployError(report.failure())
+        manifest = build_manifest(model, checkpoint_sha256, opset, inline, work, report)
+        write_manifest(work, manifest)
+        replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
+

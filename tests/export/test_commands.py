@@ -1,0 +1,74 @@
+"""`fsqdeploy export` from the command line: the default gate, --force, --data, and one-line errors
+that write nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fsqdeploy.export.parity import ort_session
+
+
+def test_export_cli_default_gate(cli, run32, tmp_path):
+    out = tmp_path / "art"
+    code, stdout, err = cli("export", run32, "--out", out)
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    p = m["parity"]
+    assert p["images"] == 512 and p["batch1_images"] == 64 and p["passed"]
+    assert p["index_agreement"] == 1.0 and p["max_image_error"] <= 1e-5 and p["adversarial_mismatches"] == 0
+    assert p["adversarial_cases"] == 3 * 7 * 2 + 2  # per-stage and chain placements + 2 constant images
+    assert "indices 100% equal" in stdout and str(out) in stdout
+    idx = ort_session(out / "encoder.onnx").run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0]
+    assert idx.dtype == np.int32 and idx.shape == (3, 16) and (idx == idx[0]).all()
+
+
+def test_force_replaces_and_data_overrides(cli, run32, tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    code, _, err = cli("export", run32, "--out", out, "--force", "--inline", "--data", "synthetic",
+                       "--parity-images", "24", "--opset", "17")
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert not (out / "stale.txt").exists()
+    assert m["parity"]["data"] == "synthetic" and m["parity"]["images"] == 24
+    assert m["inline"] is True and m["custom_domain"] is None and m["opset"] == 17
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temporary directories left
+
+
+def _corrupt_config(run):
+    (run / "config.json").write_text("{")
+
+
+def _corrupt_weights(run):
+    (run / "model.safetensors").write_bytes(b"\x00" * 16)
+
+
+@pytest.mark.parametrize("setup, args, match", [
+    (lambda run, out: None, ["--opset", "13"], "opset 13 is not supported"),
+    (lambda run, out: (out.mkdir(), (out / "x").write_text("x")), [], "not empty"),
+    (lambda run, out: _corrupt_config(run), [], "not valid JSON"),
+    (lambda run, out: _corrupt_weights(run), [], "is corrupt"),
+    (lambda run, out: (run / "config.json").unlink(), [], "config.json' is missing"),
+    (lambda run, out: None, ["--data", "nosuch"], "unknown data source"),
+    (lambda run, out: None, ["--parity-images", "0"], "at least 1"),
+])
+def test_export_errors_are_one_line_and_write_nothing(cli, one_line_error, run32, tmp_path, setup, args, match):
+    import shutil
+
+    run, out = tmp_path / "run", tmp_path / "art"
+    shutil.copytree(run32, run)
+    setup(run, out)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code, stdout, err = cli("export", run, "--out", out, *args)
+    one_line_error(code, err, match)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and stdout == ""
+
+
+def test_missing_run_dir(cli, one_line_error, tmp_path):
+    code, _, err = cli("export", tmp_path / "nope", "--out", tmp_path / "art")
+    one_line_error(code, err, "does not exist")
+    assert not (tmp_path / "art").exists()
