@@ -1,4 +1,4 @@
-"""Tiny runs and their exported artifacts, built once per session.
+"""Tiny runs and their exported artifacts, built once per session and shared by every test folder.
 
 Two model variants: 32 px with one stage of 8 levels, and 64 px with two residual stages of the
 levels pattern 8,5,5,5. Weights are random (seed 0); a few train-mode passes over sample images

@@ -1,0 +1,73 @@
+"""Images of any size through .fsq files and back."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fsqdeploy import FSQDeployError
+from fsqdeploy.runtime.bitstream import bits_per_patch, load_fsq
+from fsqdeploy.runtime.codec import Codec
+from fsqdeploy.runtime.compress import compress_file, decompress_file, from_patches, to_patches
+
+
+@pytest.fixture(scope="module")
+def codec(art64):
+    with Codec.load(art64.art, "onnxruntime") as c:
+        yield c
+
+
+def photo(h, w, seed=0):
+    import skimage.data
+
+    img = skimage.data.astronaut()
+    y, x = (seed * 37) % (512 - h), (seed * 53) % (512 - w)
+    return np.ascontiguousarray(img[y : y + h, x : x + w])
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (65, 127), (1, 1), (200, 33)])
+def test_tiles_round_trip(h, w):
+    img = photo(h, w)
+    patches, rows, cols = to_patches(img, 64)
+    assert patches.shape == (rows * cols, 3, 64, 64) and (rows, cols) == (-(-h // 64), -(-w // 64))
+    assert np.array_equal(from_patches(patches, rows, cols, h, w), img)
+
+
+@pytest.mark.parametrize("h,w", [(65, 127), (64, 64), (17, 300)])
+def test_compress_decompress_is_exact_on_indices(tmp_path, codec, h, w):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo(h, w, seed=h)).save(src)
+    header = compress_file(codec, src, tmp_path / "x.fsq")
+    assert (header.image_height, header.image_width) == (h, w)
+    read_header, indices = load_fsq(tmp_path / "x.fsq")
+    patches, _, _ = to_patches(photo(h, w, seed=h), 64)
+    assert np.array_equal(indices, codec.encode(patches))  # the file holds exactly the codec's indices
+    n = header.num_patches
+    payload = -(-n * bits_per_patch(codec.levels) // 8)
+    assert (tmp_path / "x.fsq").stat().st_size == header.header_length + payload + 4
+    image = decompress_file(codec, tmp_path / "x.fsq", tmp_path / "out.png")
+    assert image.shape == (h, w, 3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), image)
+    expected = from_patches(codec.decode(indices), header.grid_rows, header.grid_cols, h, w)
+    assert np.array_equal(image, expected)
+
+
+def test_refusals_leave_no_output(tmp_path, codec, art32):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo(70, 70)).save(src)
+    compress_file(codec, src, tmp_path / "x.fsq")
+    data = (tmp_path / "x.fsq").read_bytes()
+    (tmp_path / "cut.fsq").write_bytes(data[:-5])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    (tmp_path / "flip.fsq").write_bytes(bytes(flipped))
+    for name, match in (("cut.fsq", "truncated|length|short"), ("flip.fsq", "corrupt|CRC")):
+        with pytest.raises(FSQDeployError, match=match):
+            decompress_file(codec, tmp_path / name, tmp_path / "out.png")
+    with Codec.load(art32.art, "onnxruntime") as other:
+        with pytest.raises(FSQDeployError, match="another model"):
+            decompress_file(other, tmp_path / "x.fsq", tmp_path / "out.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(FSQDeployError, match="not a readable image"):
+        compress_file(codec, tmp_path / "notes.txt", tmp_path / "y.fsq")
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "y.fsq").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
