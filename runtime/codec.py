@@ -180,7 +180,8 @@ class Codec:
     def _chunked(self, runner: Runner, name: str, x: np.ndarray, out_name: str, chunk: int = 1024) -> np.ndarray:
         if len(x) <= chunk:
             return runner.infer({name: np.ascontiguousarray(x)})[out_name]
-        parts = [runner.infer({name: np.ascontiguousarray(x[i : i + chunk])})[out_name] for i in range(0, len(x), chunk)]
+        parts = [runner.infer({name: np.ascontiguousarray(x[i : i + chunk])})[out_name]
+                 for i in range(0, len(x), chunk)]
         return np.concatenate(parts)
 
     def close(self) -> None:

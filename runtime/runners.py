@@ -59,7 +59,7 @@ class Runner(ABC):
     @abstractmethod
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def _deactivate(self) -> None:
+    def _deactivate(self) -> None:  # noqa: B027 - optional hook; most runners just drop references
         pass
 
 
