@@ -23,12 +23,16 @@ app = typer.Typer(
 
 def _register() -> None:
     from fsqdeploy.export import commands as export_commands
+    from fsqdeploy.runtime import commands as runtime_commands
     from fsqdeploy.train import commands as train_commands
 
     app.command("train")(train_commands.train)
     app.command("eval")(train_commands.evaluate)
     app.command("export")(export_commands.export)
     app.command("check")(export_commands.check)
+    app.command("bench")(runtime_commands.bench)
+    app.command("compress")(runtime_commands.compress)
+    app.command("decompress")(runtime_commands.decompress)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,3 +71,28 @@ def test_refusals_leave_no_output(tmp_path, codec, art32):
         compress_file(codec, tmp_path / "notes.txt", tmp_path / "y.fsq")
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "y.fsq").exists()
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def test_cli_compress_and_decompress(tmp_path, art64):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "fsqdeploy.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    for i in range(2):
+        Image.fromarray(photo(50 + i, 90, seed=i)).save(tmp_path / f"img{i}.png")
+    r = run("compress", tmp_path / "img0.png", tmp_path / "img1.png", "-m", art64.art, "-o", tmp_path / "fsq",
+            "--backend", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "fsq").iterdir()) == ["img0.fsq", "img1.fsq"]
+    r = run("decompress", tmp_path / "fsq" / "img1.fsq", "-m", art64.art, "-o", tmp_path / "back.png")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "back.png")).shape == (51, 90, 3)
+    # refusals: one line, exit 2, nothing written
+    r = run("decompress", tmp_path / "img0.png", "-m", art64.art, "-o", tmp_path / "bad.png")
+    assert r.returncode == 2 and "not an .fsq file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("compress", tmp_path / "img0.png", "-m", art64.art, "-o", tmp_path / "fsq" / "img0.fsq")
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert not (tmp_path / "bad.png").exists()

@@ -1,0 +1,155 @@
+"""The runtime commands: ``bench``, ``compress`` and ``decompress``.
+
+Each command is a thin Typer function: it parses its options into the runtime's own types, calls
+one runtime function and prints. Heavy modules are imported inside the functions so ``fsqdeploy
+--help`` stays fast. User errors are FSQDeployError (one line, exit 2, printed by fsqdeploy.cli);
+a failed bench gate prints which and exits 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fsqdeploy.errors import FSQDeployError
+
+ArtArgument = Annotated[Path, typer.Argument(help="Artifact directory written by fsqdeploy export.")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads per backend "
+                                                   "(default: every core this process may use).")]
+
+
+def bench(
+    art: ArtArgument,
+    backends: Annotated[str | None, typer.Option(
+        "--backends", help="Comma-separated backend[:precision], e.g. torch,onnxruntime,openvino:bf16 "
+        "(default: every backend at fp32; those that cannot run here are skipped rows).")] = None,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to time.")] = "1,64,256",
+    data: Annotated[str | None, typer.Option(
+        "--data", help="sample | synthetic | folder:DIR | cifar10:DIR (default: the export's parity data).")] = None,
+    images: Annotated[int, typer.Option("--images", help="Test images in the fidelity set.")] = 512,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before each measurement.")] = 3,
+    iters: Annotated[int | None, typer.Option("--iters", help="Timed calls per measurement.")] = None,
+    seconds: Annotated[float | None, typer.Option(
+        "--seconds", help="Time per measurement instead of --iters (default 1 s, at least 5 calls).")] = None,
+    threads: ThreadsOption = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here (docs/bench.md).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: latency vs batch size, "
+                                              "rate-distortion vs JPEG/WebP.")] = None,
+    min_index_agreement: Annotated[float, typer.Option(
+        "--min-index-agreement", help="Gate for fp32 rows: share of indices equal to PyTorch's.")] = 1.0,
+    max_decoder_error: Annotated[float, typer.Option(
+        "--max-decoder-error", help="Gate for fp32 rows: max abs pixel error decoding the reference indices.")]
+    = 1e-5,
+    min_index_agreement_reduced: Annotated[float, typer.Option(
+        "--min-index-agreement-reduced", help="Gate for fp16/bf16/int8 rows: share of equal indices.")] = 0.99,
+    min_psnr_vs_reference: Annotated[float, typer.Option(
+        "--min-psnr-vs-reference", help="Gate for fp16/bf16/int8 rows: dB vs the PyTorch decode.")] = 40.0,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
+                                            help="Compare with JPEG and WebP at the codec's bytes.")] = True,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Also compare on tiles of this size "
+                                           "(0: off), tiled through the codec.")] = 256,
+    tile_images: Annotated[int, typer.Option("--tile-images", help="Tiles to compare on.")] = 8,
+    tile_data: Annotated[str, typer.Option("--tile-data", help="Data spec for the tiles.")] = "sample",
+) -> None:
+    """Time every backend (encode, decode, roundtrip) and compare it with the PyTorch FP32 reference."""
+    from fsqdeploy.runtime.bench import (
+        BenchSettings,
+        Gates,
+        default_backends,
+        parse_backends,
+        parse_batch_sizes,
+        run_bench,
+    )
+    from fsqdeploy.runtime.bench_report import print_report, write_plot
+
+    for path in (json_path, plot):
+        _check_output_path(path)
+    settings = BenchSettings(
+        backends=parse_backends(backends) if backends is not None else default_backends(),
+        batch_sizes=parse_batch_sizes(batch_sizes), data=data, images=images, warmup=warmup, iters=iters,
+        seconds=seconds, threads=threads,
+        gates=Gates(min_index_agreement=min_index_agreement, max_decoder_error=max_decoder_error,
+                    min_index_agreement_reduced=min_index_agreement_reduced,
+                    min_psnr_vs_reference=min_psnr_vs_reference),
+        baselines=baselines, tile_size=tile_size, tile_images=tile_images, tile_data=tile_data,
+    )
+    report = run_bench(art, settings, progress=lambda msg: typer.echo(msg, err=True))
+    print_report(report)
+    if json_path is not None:
+        from fsqdeploy.fileio import write_json_atomic
+
+        write_json_atomic(json_path, report)
+        typer.echo(f"wrote {json_path}")
+    if plot is not None:
+        write_plot(report, plot)
+        typer.echo(f"wrote {plot}")
+    if not report["gates"]["passed"]:
+        raise typer.Exit(1)
+
+
+def _check_output_path(path: Path | None) -> None:
+    """Refuse an output path that cannot be written before the (long) run, not after it."""
+    if path is not None and path.is_dir():
+        raise FSQDeployError(f"bench: '{path}' is a directory. Note: pass a file path, e.g. bench.json")
+
+
+def compress(
+    images: Annotated[list[Path], typer.Argument(help="Images to compress (PNG, JPEG, ...).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Artifact directory from fsqdeploy export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="OUT.fsq for one image; a directory for several.")],
+    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | openvino | ...")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
+) -> None:
+    """Tile images into model-sized patches, encode them and pack the indices into .fsq files."""
+    from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.compress import compress_file, read_image
+
+    targets = _targets(images, out, ".fsq", force)
+    for image in images:  # refuse a bad input before any file is written
+        read_image(image)
+    with Codec.load(model, backend) as codec:
+        for image, target in zip(images, targets):
+            header = compress_file(codec, image, target)
+            size = target.stat().st_size
+            pixels = header.image_height * header.image_width
+            print(f"{image} -> {target}: {header.image_width}x{header.image_height}, {header.num_patches} patches, "
+                  f"{size} bytes ({8 * size / pixels:.3f} bpp) [{codec.backend}]")
+
+
+def decompress(
+    files: Annotated[list[Path], typer.Argument(help=".fsq files to decompress.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The artifact directory that compressed them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one file; a directory for several.")],
+    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | openvino | ...")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
+) -> None:
+    """Unpack .fsq files, decode the patches and stitch them back into images."""
+    from fsqdeploy.runtime.bitstream import load_fsq
+    from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.compress import decompress_file
+
+    targets = _targets(files, out, ".png", force)
+    for f in files:  # refuse a truncated or corrupt file before loading the model
+        load_fsq(f)
+    with Codec.load(model, backend) as codec:
+        for f, target in zip(files, targets):
+            image = decompress_file(codec, f, target)
+            print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+
+
+def _targets(inputs: list[Path], out: Path, suffix: str, force: bool) -> list[Path]:
+    """One output path per input: ``out`` itself for one input, ``out/<stem><suffix>`` for several."""
+    if len(inputs) == 1 and not out.is_dir():
+        targets = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise FSQDeployError(f"--out '{out}' must be a directory when several inputs are given")
+        targets = [out / (p.stem + suffix) for p in inputs]
+        if len({t.name for t in targets}) != len(targets):
+            raise FSQDeployError("two inputs have the same file name; compress them into separate directories")
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise FSQDeployError(f"'{existing[0]}' exists. Note: pass --force to overwrite")
+    return targets

@@ -1,0 +1,335 @@
+"""fsqdeploy bench: the report's schema, agreement of every FP32 runner with PyTorch, gates, skipped
+backends, user errors, and the JPEG/WebP byte-budget search. Speed is never asserted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fsqdeploy import FSQDeployError
+from fsqdeploy.runtime import bench
+from fsqdeploy.runtime.bench import BackendSpec, Gates, Reference
+from fsqdeploy.runtime.bitstream import bits_per_patch
+from fsqdeploy.runtime.codec import Codec, backend_unavailable_reason
+from fsqdeploy.train.data import images_to_float, load_images
+
+CPU_FP32 = ["torch", "onnxruntime", "openvino"]
+GPU_BACKENDS = ["onnxruntime-cuda", "onnxruntime-trt", "tensorrt"]
+FAST = ["--warmup", "1", "--iters", "2", "--batch-sizes", "1,3", "--images", "24", "--data", "sample"]
+
+
+@pytest.fixture
+def bench_cli(cli, monkeypatch):
+    """``cli`` with ``bench`` registered, until fsqdeploy.cli registers it itself."""
+    from fsqdeploy import cli as cli_module
+    from fsqdeploy.runtime import commands
+
+    register = cli_module._register
+
+    def with_bench() -> None:
+        register()
+        if not any(c.name == "bench" for c in cli_module.app.registered_commands):
+            cli_module.app.command("bench")(commands.bench)
+
+    monkeypatch.setattr(cli_module, "_register", with_bench)
+    return cli
+
+
+def needs(backend: str) -> None:
+    reason = backend_unavailable_reason(backend)
+    if reason:
+        pytest.skip(reason)
+
+
+def needs_bf16() -> None:
+    from fsqdeploy.runtime.runners import openvino_supports_bf16
+
+    needs("openvino")
+    if not openvino_supports_bf16():
+        pytest.skip("this CPU has no BF16 support")
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def test_report_schema(bench_cli, art32, tmp_path):
+    needs_bf16()
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    code, stdout, err = bench_cli(
+        "bench", art32.art, *FAST,
+        "--backends", "torch,onnxruntime,openvino,openvino:bf16,onnxruntime-cuda,tensorrt:fp16",
+        "--min-index-agreement-reduced", "0", "--min-psnr-vs-reference", "0",  # random weights: bf16 may flip
+        "--tile-size", "64", "--tile-images", "2", "--json", out, "--plot", plot)
+    assert code == 0, err
+    assert "latency" in stdout and "fidelity" in stdout and "all gates passed" in stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = json.loads(out.read_text())
+
+    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 1)
+    assert list(r) == ["schema", "version", "artifact", "machine", "settings", "results", "fidelity", "skipped",
+                       "baselines", "gates"]
+    a = r["artifact"]
+    levels = art32.model.levels
+    assert a["model_id"] and a["levels"] == levels and a["image_size"] == 32 and a["code_width"] == 16
+    assert a["bits_per_image"] == bits_per_patch(levels) == 48 and a["bits_per_pixel"] == 48 / 1024
+    m = r["machine"]
+    assert isinstance(m["cpu"], str) and m["cores"] >= 1 and m["threads"] >= 1 and m["gpu"] is None
+    assert {"fsqdeploy", "torch", "onnxruntime", "openvino", "tensorrt", "numpy"} <= set(m["versions"])
+    s = r["settings"]
+    assert s["batch_sizes"] == [1, 3] and s["iters"] == 2 and s["images"] == 24 and s["data"] == "sample"
+
+    ran = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+    assert len(r["results"]) == len(ran) * 2 * 3
+    for row in r["results"]:
+        assert (row["backend"], row["precision"]) in ran
+        assert row["stage"] in ("encode", "decode", "roundtrip") and row["batch_size"] in (1, 3)
+        assert row["timing"] == "wall" and row["samples"] == 2
+        lat = row["latency_ms"]
+        assert set(lat) == {"p50", "p90", "p99", "mean"} and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert row["throughput_ips"] == pytest.approx(row["batch_size"] / lat["mean"] * 1e3)
+
+    assert [(f["backend"], f["precision"]) for f in r["fidelity"]] == ran
+    for f in r["fidelity"]:
+        assert f["images"] == 24 and f["bits_per_image"] == 48 and f["gate"]["passed"]
+        for key in ("index_agreement", "images_with_flips", "psnr_vs_reference", "max_abs_error_vs_reference",
+                    "decoder_psnr_vs_reference", "decoder_max_abs_error", "psnr_vs_input", "ssim_vs_input"):
+            assert isinstance(f[key], float), key
+        if f["precision"] == "fp32":
+            assert f["index_agreement"] == 1.0 and f["images_with_flips"] == 0.0
+            assert f["decoder_max_abs_error"] < 1e-5 and f["max_abs_error_vs_reference"] < 1e-5
+    assert r["fidelity"][0]["reference"] and r["fidelity"][0]["max_abs_error_vs_reference"] == 0.0
+    # every backend decodes to the same picture as the reference, to within its precision
+    assert len({round(f["psnr_vs_input"], 1) for f in r["fidelity"]}) == 1
+
+    skipped = {(k["backend"], k["precision"]): k["reason"] for k in r["skipped"]}
+    if backend_unavailable_reason("tensorrt"):
+        assert "TensorRT" in skipped[("tensorrt", "fp16")]
+    if backend_unavailable_reason("onnxruntime-cuda"):
+        assert "CUDAExecutionProvider" in skipped[("onnxruntime-cuda", "fp32")]
+
+    by = {(b["codec"], b["scope"], b["mode"]): b for b in r["baselines"]}
+    assert by[("fsq", "patch", "codec")]["bytes_mean"] == 6 and by[("fsq", "tile", "codec")]["images"] == 2
+    for codec in ("jpeg", "webp"):
+        at_budget = by[(codec, "patch", "equal_bytes")]
+        assert at_budget["budget_bytes"] == 6 and at_budget["images_within_budget"] == 0
+        assert at_budget["note"].startswith(f"n/a for 24 of 24 images: smallest {codec.upper()} is")
+        q1 = by[(codec, "patch", "min_quality")]
+        assert q1["quality"] == 1 and q1["bits_per_pixel"] > 48 / 1024 and q1["psnr_vs_input"] > 15
+    assert r["gates"] == {"passed": True, "failures": []}
+
+
+# -- every FP32 runner equals PyTorch ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def references(art32):
+    """PyTorch's indices and images for 64 real and 64 uniformly random images."""
+    images = {"real": images_to_float(load_images("sample", 32).test[:64]),
+              "random": np.random.default_rng(0).random((64, 3, 32, 32), dtype=np.float32)}
+    with Codec.load(art32.art, "torch") as reference:
+        return {kind: bench.reference_outputs(reference, x) for kind, x in images.items()}
+
+
+@pytest.mark.parametrize("backend", CPU_FP32)
+@pytest.mark.parametrize("kind", ["random", "real"])
+def test_fp32_runners_agree_with_pytorch(art32, references, backend, kind):
+    needs(backend)
+    ref = references[kind]
+    assert np.array_equal(ref.indices, art32.model.encode(ref.images).numpy())  # the reference is the model
+    with Codec.load(art32.art, backend) as codec:
+        row = bench.measure_fidelity(codec, BackendSpec(backend), ref)
+    assert row["index_agreement"] == 1.0 and row["images_with_flips"] == 0.0
+    assert row["max_abs_error_vs_reference"] < 1e-5 and row["decoder_max_abs_error"] < 1e-5
+    assert row["bits_per_image"] == bits_per_patch(art32.model.levels) == 48
+    assert bench.check_gate(row, Gates())["passed"]
+
+
+def test_fidelity_numbers():
+    """Three flipped indices in two images, a decoder off by 0.01 everywhere: the row says so."""
+    rng = np.random.default_rng(1)
+    images = rng.random((10, 3, 32, 32), dtype=np.float32) * 0.5
+    indices = rng.integers(0, 8, (10, 4)).astype(np.int32)
+    ref = Reference(images, indices, images.copy())
+    flipped = indices.copy()
+    flipped[[2, 2, 7], [0, 3, 1]] = (flipped[[2, 2, 7], [0, 3, 1]] + 1) % 8
+    decoded = images + np.float32(0.01)
+    row = bench.compare_to_reference(BackendSpec("openvino", "bf16"), ref, flipped, decoded, decoded, [8] * 4)
+    assert row["index_agreement"] == pytest.approx(1 - 3 / 40) and row["images_with_flips"] == pytest.approx(0.2)
+    assert row["psnr_vs_reference"] == pytest.approx(40.0, abs=1e-3)  # MSE 1e-4
+    assert row["decoder_max_abs_error"] == pytest.approx(0.01, abs=1e-6)
+    assert row["bits_per_image"] == 12 and row["bits_per_pixel"] == 12 / 1024 and not row["reference"]
+
+
+@pytest.mark.parametrize(
+    "precision,changes,match",
+    [
+        ("fp32", {"index_agreement": 0.9999}, "--min-index-agreement"),
+        ("fp32", {"decoder_max_abs_error": 1e-3}, "--max-decoder-error"),
+        ("bf16", {"index_agreement": 0.98}, "--min-index-agreement-reduced"),
+        ("bf16", {"psnr_vs_reference": 39.0}, "--min-psnr-vs-reference"),
+    ],
+)
+def test_gates(precision, changes, match):
+    row = {"backend": "x", "precision": precision, "reference": False, "index_agreement": 1.0,
+           "decoder_max_abs_error": 0.0, "psnr_vs_reference": 100.0}
+    assert bench.check_gate(row, Gates()) == {"passed": True, "reasons": []}
+    gate = bench.check_gate({**row, **changes}, Gates())
+    assert not gate["passed"] and len(gate["reasons"]) == 1 and match in gate["reasons"][0]
+
+
+def test_failed_gate_exits_1(bench_cli, art32, tmp_path):
+    needs_bf16()
+    out = tmp_path / "bench.json"
+    code, stdout, err = bench_cli("bench", art32.art, *FAST, "--backends", "torch,onnxruntime,openvino:bf16",
+                                  "--min-psnr-vs-reference", "1000", "--no-baselines", "--json", out)
+    assert code == 1, err
+    assert "gate failed: openvino bf16: PSNR vs reference" in stdout and "Traceback" not in err
+    gates = json.loads(out.read_text())["gates"]  # the report is written before the exit
+    assert not gates["passed"] and len(gates["failures"]) == 1 and "1000 dB" in gates["failures"][0]
+
+
+# -- skipped backends ------------------------------------------------------------------------------
+
+
+def test_default_backends_skip_what_cannot_run(bench_cli, art32, tmp_path):
+    if all(backend_unavailable_reason(b) is None for b in GPU_BACKENDS):
+        pytest.skip("every backend can run here")
+    out = tmp_path / "bench.json"
+    code, stdout, err = bench_cli("bench", art32.art, *FAST, "--batch-sizes", "2", "--no-baselines",
+                                  "--json", out)
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    ran = {f["backend"] for f in r["fidelity"]}
+    skipped = {k["backend"]: k["reason"] for k in r["skipped"]}
+    assert ran | set(skipped) == set(bench.BACKENDS) and not ran & set(skipped)
+    assert {b for b in CPU_FP32 if backend_unavailable_reason(b) is None} <= ran
+    for backend in GPU_BACKENDS:
+        if backend_unavailable_reason(backend):
+            assert skipped[backend] == backend_unavailable_reason(backend)
+    assert "skipped:" in stdout and "Traceback" not in stdout + err
+
+
+def test_unavailable_precisions_are_skipped_rows(bench_cli, art32, tmp_path):
+    out = tmp_path / "bench.json"
+    code, _, err = bench_cli("bench", art32.art, *FAST, "--backends", "onnxruntime,onnxruntime:int8,tensorrt:int8,"
+                             "onnxruntime-trt:fp16", "--no-baselines", "--json", out)
+    assert code == 0, err
+    skipped = {(k["backend"], k["precision"]): k["reason"] for k in json.loads(out.read_text())["skipped"]}
+    assert "int8" in skipped[("onnxruntime", "int8")]  # no int8 graphs until fsqdeploy calibrate
+    assert ("tensorrt", "int8") in skipped or backend_unavailable_reason("tensorrt") is None
+
+
+# -- user errors: one line, exit 2 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--backends", "tflite"], "unknown backend 'tflite'"),
+        (["--backends", "openvino:fp8"], "unknown precision 'fp8'"),
+        (["--backends", "torch,torch"], "torch is listed twice"),
+        (["--backends", ","], "--backends is empty"),
+        (["--batch-sizes", "0,x"], "not a comma-separated list of integers"),
+        (["--batch-sizes", "0"], "batch size 0 is outside"),
+        (["--min-index-agreement", "1.5"], "must lie in [0, 1]"),
+        (["--min-index-agreement-reduced", "-0.1"], "must lie in [0, 1]"),
+        (["--iters", "3", "--seconds", "1"], "--iters or --seconds, not both"),
+        (["--images", "0"], "--images must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--data", "folder:/nonexistent/bench"], "does not exist"),
+        (["--json", "."], "is a directory"),
+    ],
+)
+def test_bad_input_is_one_line(bench_cli, one_line_error, art32, args, match):
+    code, _, err = bench_cli("bench", art32.art, *args)
+    one_line_error(code, err, match)
+
+
+def test_missing_artifact_is_one_line(bench_cli, one_line_error, tmp_path):
+    code, _, err = bench_cli("bench", tmp_path / "nothing", "--iters", "1")
+    one_line_error(code, err, "does not exist")
+
+
+def test_artifact_without_reference_is_one_line(bench_cli, one_line_error, art32, tmp_path):
+    import shutil
+
+    from fsqdeploy.export.manifest import read_manifest, write_manifest
+
+    art = tmp_path / "art"
+    shutil.copytree(art32.art, art)
+    shutil.rmtree(art / "checkpoint")
+    manifest = read_manifest(art)
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("checkpoint/")}
+    write_manifest(art, manifest)
+    code, _, err = bench_cli("bench", art, "--iters", "1")
+    one_line_error(code, err, "PyTorch reference")
+
+
+# -- timing and baselines ----------------------------------------------------------------------------
+
+
+class FixedClock:
+    name = "fixed"
+
+    def __call__(self, fn):
+        fn()
+        return 0.002
+
+
+def test_measure_counts_and_clock_is_pluggable():
+    calls = []
+    times = bench.measure(lambda: calls.append(1), FixedClock(), warmup=2, iters=5)
+    assert len(calls) == 7 and times == [0.002] * 5
+    assert len(bench.measure(lambda: None, bench.WallClock(), warmup=0, seconds=1e-6)) == bench.MIN_ITERS
+    stats = bench.latency_stats(times, batch_size=64)
+    assert stats["latency_ms"] == pytest.approx({"p50": 2.0, "p90": 2.0, "p99": 2.0, "mean": 2.0})
+    assert stats["throughput_ips"] == pytest.approx(32_000) and stats["samples"] == 5
+
+
+def test_latency_rows_carry_the_clock(art32):
+    with Codec.load(art32.art, "onnxruntime") as codec:
+        x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+        settings = bench.BenchSettings(batch_sizes=[1, 5], warmup=0, iters=3)
+        rows = bench.measure_latency(codec, BackendSpec("onnxruntime"), x, codec.encode(x), settings, FixedClock())
+    assert [(r["batch_size"], r["stage"]) for r in rows] == [(b, s) for b in (1, 5) for s in bench.STAGES]
+    assert all(r["timing"] == "fixed" and r["latency_ms"]["p50"] == pytest.approx(2.0) for r in rows)
+
+
+def test_best_quality_is_the_largest_file_within_budget():
+    import skimage.data
+
+    image = np.ascontiguousarray(skimage.data.astronaut()[100:164, 200:264])
+    for codec in ("jpeg", "webp"):
+        budget = len(bench.encode_image(image, codec, 40)) + 3
+        quality, data = bench.best_quality_within(image, codec, budget)
+        assert len(data) <= budget and quality >= 40
+        assert quality == bench.MAX_QUALITY or len(bench.encode_image(image, codec, quality + 1)) > budget
+        assert bench.best_quality_within(image, codec, 10) is None  # even quality 1 has headers
+
+
+def test_baselines_at_a_generous_budget():
+    images = images_to_float(load_images("sample", 32).test[:6])
+    rows = bench.baseline_rows(images, budget_bytes=4000, scope="patch")
+    fit = {r["codec"]: r for r in rows if r["mode"] == "equal_bytes"}
+    for r in fit.values():
+        assert r["images_within_budget"] == 6 and r["note"] is None and r["bytes_mean"] <= 4000
+        assert r["quality_mean"] > 50 and r["psnr_vs_input"] > 30
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("torch", [BackendSpec("torch")]),
+        (" onnxruntime , openvino:bf16", [BackendSpec("onnxruntime"), BackendSpec("openvino", "bf16")]),
+        ("tensorrt:int8,onnxruntime-trt:fp16",
+         [BackendSpec("tensorrt", "int8"), BackendSpec("onnxruntime-trt", "fp16")]),
+    ],
+)
+def test_parse_backends(text, expected):
+    assert bench.parse_backends(text) == expected
+    assert [s.label for s in expected][-1] == text.split(",")[-1].strip().removesuffix(":fp32")
+
+
+def test_settings_are_checked_before_loading(tmp_path):
+    with pytest.raises(FSQDeployError, match="multiple of 16"):
+        bench.run_bench(tmp_path, bench.BenchSettings(tile_size=100))
