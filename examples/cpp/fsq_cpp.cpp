@@ -1,0 +1,138 @@
+// fsq-cpp: inspect artifacts and .fsq files, compress and decompress images with the C++ runtime.
+//
+//   fsq-cpp info ART                  the manifest, every file's sha256 checked, engines, backends
+//   fsq-cpp info FILE.fsq             a bitstream's header (the whole file is checked)
+//   fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision fp16]
+//   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...]
+//
+// Errors are one line on stderr and exit code 2, as with the Python CLI.
+#include <cstdio>
+#include <filesystem>
+#include <fsq/fsq.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "ppm.hpp"
+
+namespace {
+
+const char* const kUsage =
+    "usage: fsq-cpp info ART|FILE.fsq\n"
+    "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P]\n"
+    "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P]\n";
+
+std::string join(const std::vector<std::string>& items) {
+    std::string s;
+    for (const auto& item : items) s += (s.empty() ? "" : ", ") + item;
+    return s.empty() ? "none" : s;
+}
+
+std::string levels_text(const fsq::Levels& levels) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < levels.size() && i < 16; ++i) s += (i ? ", " : "") + std::to_string(levels[i]);
+    return s + (levels.size() > 16 ? ", ...]" : "]");
+}
+
+void info_artifact(const std::filesystem::path& art) {
+    const fsq::Manifest m = fsq::Manifest::load(art);  // refuses any file that does not match
+    std::cout << "artifact   " << art.string() << "\n"
+              << "model_id   " << m.model_id << "\n"
+              << "levels     " << levels_text(m.levels) << " (W=" << m.code_width << ": " << m.stages
+              << " stage(s) of D=" << m.latent_dim << ")\n"
+              << "bitstream  " << fsq::bits_per_patch(m.levels) << " bits per " << m.image_size << "x" << m.image_size
+              << " patch\n";
+    const char* label = "files      ";
+    for (const auto& [name, entry] : m.files) {
+        std::cout << label << name << "  " << entry.size << " bytes  sha256 ok\n";
+        label = "           ";
+    }
+    for (const std::string& engine : m.engine_files()) {
+        try {
+            const fsq::EngineSidecar s = fsq::EngineSidecar::load(m.file(engine));
+            std::cout << "engine     " << engine << ": TensorRT " << s.tensorrt_version << ", " << s.gpu_name << " (sm "
+                      << s.compute_capability << "), " << s.precision << "\n";
+        } catch (const fsq::Error& e) {
+            std::cout << "engine     " << engine << ": " << e.what() << "\n";
+        }
+    }
+    std::cout << "backends   compiled: " << join(fsq::compiled_backends()) << "\n";
+}
+
+void info_bitstream(const std::filesystem::path& path) {
+    const fsq::Bitstream b = fsq::Bitstream::load(path);  // every check of docs/bitstream.md
+    const fsq::Header& h = b.header;
+    const std::uint32_t bits = fsq::bits_per_patch(h.levels);
+    std::cout << "file       " << path.string() << " (" << std::filesystem::file_size(path) << " bytes)\n"
+              << "image      " << h.image_height << "x" << h.image_width << " pixels, " << h.patch_size
+              << "-pixel patches, grid " << h.grid_rows << "x" << h.grid_cols << " (" << h.num_patches()
+              << " patches)\n"
+              << "levels     " << levels_text(h.levels) << " (D=" << h.levels.size() << ", " << bits
+              << " bits per patch)\n"
+              << "model      " << fsq::to_hex(h.model_hash) << "\n"
+              << "payload    " << (h.num_patches() * bits + 7) / 8 << " bytes, CRCs ok\n";
+}
+
+fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::size_t from) {
+    fsq::BackendOptions options;
+    for (std::size_t i = from; i < args.size(); i += 2) {
+        if (i + 1 >= args.size()) throw fsq::Error("fsq-cpp: " + args[i] + " needs a value");
+        const std::string& value = args[i + 1];
+        if (args[i] == "--backend") {
+            if (value == "tensorrt") {
+                options.kind = fsq::BackendOptions::Kind::TensorRT;
+            } else if (value == "onnxruntime") {
+                options.kind = fsq::BackendOptions::Kind::OnnxRuntime;
+            } else if (value != "auto") {
+                throw fsq::Error("fsq-cpp: unknown backend '" + value + "'. Note: use auto, tensorrt or onnxruntime");
+            }
+        } else if (args[i] == "--precision") {
+            options.precision = value;
+        } else {
+            throw fsq::Error("fsq-cpp: unknown option '" + args[i] + "'");
+        }
+    }
+    return options;
+}
+
+int run(const std::vector<std::string>& args) {
+    if (args.size() == 2 && args[0] == "info") {
+        if (std::filesystem::is_directory(args[1])) {
+            info_artifact(args[1]);
+        } else {
+            info_bitstream(args[1]);
+        }
+        return 0;
+    }
+    if (args.size() >= 4 && args[0] == "encode") {
+        fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
+        const fsq::Image image = ppm::read(args[2]);
+        const fsq::Bitstream b = codec.compress(image);
+        b.save(args[3]);
+        std::cout << args[3] << ": " << b.header.num_patches() << " patches via " << codec.backend().name() << "\n";
+        return 0;
+    }
+    if (args.size() >= 4 && args[0] == "decode") {
+        fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
+        const fsq::Image image = codec.decompress(fsq::Bitstream::load(args[2]));
+        ppm::write(args[3], image);
+        std::cout << args[3] << ": " << image.height << "x" << image.width << " via " << codec.backend().name() << "\n";
+        return 0;
+    }
+    std::fputs(kUsage, stderr);
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(std::vector<std::string>(argv + 1, argv + argc));
+    } catch (const fsq::Error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 2;
+    } catch (const std::filesystem::filesystem_error& e) {
+        std::fprintf(stderr, "fsq-cpp: %s\n", e.what());
+        return 2;
+    }
+}

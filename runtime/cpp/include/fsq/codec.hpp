@@ -1,0 +1,73 @@
+// Codec: the exported FSQ codec on any compiled backend, with the Python runtime's contract.
+//
+//     fsq::Codec codec = fsq::Codec::open("art");          // verifies every file's sha256 first
+//     std::vector<int32_t> idx = codec.encode(images, {n, 3, S, S});  // float [0, 1] -> int32 [n, W]
+//     std::vector<float> out = codec.decode(idx, {n, W});              // -> float [n, 3, S, S]
+//     codec.compress(image).save("photo.fsq");              // any H x W RGB image -> .fsq
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "fsq/backend.hpp"
+#include "fsq/bitstream.hpp"
+#include "fsq/manifest.hpp"
+
+namespace fsq {
+
+/// An 8-bit RGB image: rows top to bottom, pixels interleaved, rgb.size() == height * width * 3.
+struct Image {
+    std::uint32_t height = 0;
+    std::uint32_t width = 0;
+    std::vector<std::uint8_t> rgb;
+};
+
+/// The image as float32 patches [rows * cols, 3, P, P] in [0, 1] (value / 255), tiles row-major,
+/// padded on the right and bottom by repeating its edge pixels: runtime/compress.py's to_patches.
+std::vector<float> to_patches(const Image& image, std::uint32_t patch_size);
+/// Inverse of to_patches: stitch the grid, crop to height x width, clip to [0, 1] and round to
+/// 8 bits as compress.py's from_patches does (NaN becomes 0).
+Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t grid_cols, std::uint32_t height,
+                   std::uint32_t width, std::uint32_t patch_size);
+
+/// The boundary checks of fsqdeploy/validation.py, with its messages: images float32
+/// [N, 3, S, S], finite, in [0, 1]; indices [N, W] with index c in [0, levels[c]).
+void check_images(const float* images, const std::vector<std::int64_t>& shape, int image_size,
+                  const char* component = "encode");
+void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
+                   const char* component = "decode");
+
+class Codec {
+public:
+    Codec(Manifest manifest, std::unique_ptr<Backend> backend);
+    /// Manifest::load (every file's size and sha256 checked) then open_backend.
+    static Codec open(const std::filesystem::path& art_dir, const BackendOptions& options = {});
+
+    const Manifest& manifest() const { return manifest_; }
+    Backend& backend() { return *backend_; }
+    int image_size() const { return manifest_.image_size; }
+    std::size_t code_width() const { return manifest_.levels.size(); }
+
+    /// float32 images [N, 3, S, S] in [0, 1] -> int32 indices [N, W], row-major. Batches larger
+    /// than the backend's maximum are split into chunks.
+    std::vector<std::int32_t> encode(const float* images, const std::vector<std::int64_t>& shape);
+    std::vector<std::int32_t> encode(const std::vector<float>& images, const std::vector<std::int64_t>& shape);
+    /// int32 indices [N, W] -> float32 images [N, 3, S, S].
+    std::vector<float> decode(const std::int32_t* indices, const std::vector<std::int64_t>& shape);
+    std::vector<float> decode(const std::vector<std::int32_t>& indices, const std::vector<std::int64_t>& shape);
+
+    /// Any H x W image -> a .fsq bitstream (tile with edge padding, encode, header for_image).
+    Bitstream compress(const Image& image);
+    /// A .fsq bitstream written by this model -> the H x W image; refuses another model's file.
+    Image decompress(const Bitstream& bitstream);
+
+private:
+    void run(bool encoding, const void* in, std::size_t n, void* out);
+
+    Manifest manifest_;
+    std::unique_ptr<Backend> backend_;
+};
+
+}  // namespace fsq

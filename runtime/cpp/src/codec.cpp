@@ -1,0 +1,278 @@
+// Codec: validation at the boundary, batch chunking, tiling; the backend only runs graphs.
+#include "fsq/codec.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "fsq/error.hpp"
+
+namespace fsq {
+namespace {
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+std::string g4(double v) {  // Python's f"{v:.4g}"
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return buf;
+}
+
+// n items of `per_item` values each, refused when the count would not fit memory (or size_t).
+std::size_t total_values(std::size_t n, std::size_t per_item, const char* component, const char* what) {
+    if (per_item != 0 && n > std::numeric_limits<std::size_t>::max() / sizeof(float) / per_item) {
+        throw Error(std::string(component) + ": " + std::to_string(n) + " " + what + " of " + std::to_string(per_item) +
+                    " values do not fit in memory. Note: process them in smaller batches");
+    }
+    return n * per_item;
+}
+
+}  // namespace
+
+// -- validation (fsqdeploy/validation.py) -------------------------------------------------------
+
+namespace {
+
+void check_image_shape(const std::vector<std::int64_t>& shape, int image_size, const char* component) {
+    const std::int64_t s = image_size;
+    if (shape.size() != 4 || shape[0] < 0 || shape[1] != 3 || shape[2] != s || shape[3] != s) {
+        throw Error(std::string(component) + ": images must have shape [N, 3, " + std::to_string(s) + ", " +
+                    std::to_string(s) + "], got " + shape_text(shape));
+    }
+}
+
+void check_index_shape(const std::vector<std::int64_t>& shape, const Levels& levels, const char* component) {
+    const auto width = static_cast<std::int64_t>(levels.size());
+    if (shape.size() != 2 || shape[0] < 0 || shape[1] != width) {
+        throw Error(std::string(component) + ": indices must have shape [N, " + std::to_string(width) + "], got " +
+                    shape_text(shape));
+    }
+}
+
+}  // namespace
+
+void check_images(const float* images, const std::vector<std::int64_t>& shape, int image_size, const char* component) {
+    check_image_shape(shape, image_size, component);
+    const std::size_t s = static_cast<std::size_t>(image_size);
+    const std::size_t count = total_values(static_cast<std::size_t>(shape[0]), 3 * s * s, component, "images");
+    if (count == 0) return;
+    float lo = images[0], hi = images[0];
+    for (std::size_t i = 0; i < count; ++i) {
+        const float v = images[i];
+        if (!std::isfinite(v)) throw Error(std::string(component) + ": images contain NaN or infinite values");
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+    }
+    if (lo < 0.0f || hi > 1.0f) {
+        throw Error(std::string(component) + ": pixel values must lie in [0, 1], got [" + g4(lo) + ", " + g4(hi) + "]");
+    }
+}
+
+void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
+                   const char* component) {
+    check_index_shape(shape, levels, component);
+    const std::size_t n = static_cast<std::size_t>(shape[0]), w = levels.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t c = 0; c < w; ++c) {
+            const std::int32_t v = indices[i * w + c];
+            if (v < 0 || v >= levels[c]) {
+                throw Error(std::string(component) + ": index " + std::to_string(v) + " at [" + std::to_string(i) +
+                            ", " + std::to_string(c) + "] is outside [0, " + std::to_string(levels[c]) + ")");
+            }
+        }
+    }
+}
+
+// -- tiling (runtime/compress.py) -------------------------------------------------------------------
+
+std::vector<float> to_patches(const Image& image, std::uint32_t patch_size) {
+    const std::size_t h = image.height, w = image.width, p = patch_size;
+    if (h == 0 || w == 0 || p == 0) {
+        throw Error("compress: image " + std::to_string(h) + "x" + std::to_string(w) + " or patch size " +
+                    std::to_string(p) + " is empty");
+    }
+    if (h > std::numeric_limits<std::size_t>::max() / 3 / w || image.rgb.size() != h * w * 3) {
+        throw Error("compress: image holds " + std::to_string(image.rgb.size()) + " bytes, expected " +
+                    std::to_string(h) + " x " + std::to_string(w) + " x 3 (interleaved RGB)");
+    }
+    const std::size_t rows = (h + p - 1) / p, cols = (w + p - 1) / p;
+    std::vector<float> out(rows * cols * 3 * p * p);
+    float* dst = out.data();
+    for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t c = 0; c < cols; ++c) {
+            for (std::size_t ch = 0; ch < 3; ++ch) {
+                for (std::size_t y = 0; y < p; ++y) {
+                    const std::size_t sy = std::min(r * p + y, h - 1);  // edge padding
+                    const std::uint8_t* row = image.rgb.data() + sy * w * 3;
+                    for (std::size_t x = 0; x < p; ++x) {
+                        const std::size_t sx = std::min(c * p + x, w - 1);
+                        *dst++ = static_cast<float>(row[sx * 3 + ch]) / 255.0f;
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}
+
+Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t grid_cols, std::uint32_t height,
+                   std::uint32_t width, std::uint32_t patch_size) {
+    const std::size_t p = patch_size, cols = grid_cols;
+    if (std::uint64_t{grid_rows} * p < height || std::uint64_t{grid_cols} * p < width) {
+        throw Error("decompress: a " + std::to_string(grid_rows) + "x" + std::to_string(grid_cols) + " grid of " +
+                    std::to_string(p) + "-pixel patches does not cover a " + std::to_string(height) + "x" +
+                    std::to_string(width) + " image");
+    }
+    Image image;
+    image.height = height;
+    image.width = width;
+    image.rgb.resize(total_values(height, std::size_t{width} * 3, "decompress", "rows"));
+    for (std::size_t y = 0; y < height; ++y) {
+        for (std::size_t x = 0; x < width; ++x) {
+            const std::size_t tile = (y / p) * cols + x / p;
+            for (std::size_t ch = 0; ch < 3; ++ch) {
+                float v = patches[((tile * 3 + ch) * p + y % p) * p + x % p];
+                // np.clip(v, 0, 1) * 255 + 0.5, truncated: float32 steps, no fused multiply-add.
+                if (!(v >= 0.0f)) v = 0.0f;  // also NaN
+                if (v > 1.0f) v = 1.0f;
+                const float scaled = v * 255.0f;
+                const float rounded = scaled + 0.5f;
+                image.rgb[(y * width + x) * 3 + ch] = static_cast<std::uint8_t>(rounded);
+            }
+        }
+    }
+    return image;
+}
+
+// -- Codec --------------------------------------------------------------------------------------
+
+Codec::Codec(Manifest manifest, std::unique_ptr<Backend> backend)
+    : manifest_(std::move(manifest)), backend_(std::move(backend)) {
+    if (!backend_) throw Error("codec: no backend given. Note: use Codec::open or open_backend");
+}
+
+Codec Codec::open(const std::filesystem::path& art_dir, const BackendOptions& options) {
+    Manifest manifest = Manifest::load(art_dir);
+    std::unique_ptr<Backend> backend = open_backend(manifest, options);
+    return Codec(std::move(manifest), std::move(backend));
+}
+
+void Codec::run(bool encoding, const void* in, std::size_t n, void* out) {
+    const std::size_t s = static_cast<std::size_t>(manifest_.image_size);
+    const std::size_t image_values = 3 * s * s, width = code_width();
+    const std::size_t in_stride = encoding ? image_values : width;
+    const std::size_t out_stride = encoding ? width : image_values;
+    const std::size_t max_batch = backend_->max_batch() ? backend_->max_batch() : n;
+    const std::size_t min_batch = std::max<std::size_t>(backend_->min_batch(), 1);
+    if (backend_->max_batch() && min_batch > backend_->max_batch()) {
+        throw Error("codec: the " + backend_->name() + " backend accepts batches of at least " +
+                    std::to_string(min_batch) + " but at most " + std::to_string(backend_->max_batch()) +
+                    ". Note: rebuild its engines with overlapping batch profiles");
+    }
+    // Inputs and outputs are float32 or int32: 4 bytes either way.
+    const auto* src = static_cast<const std::uint8_t*>(in);
+    auto* dst = static_cast<std::uint8_t*>(out);
+    std::vector<std::uint8_t> pad_in, pad_out;
+    for (std::size_t start = 0; start < n; start += max_batch) {
+        const std::size_t count = std::min(max_batch, n - start);
+        const std::uint8_t* chunk_in = src + start * in_stride * 4;
+        std::uint8_t* chunk_out = dst + start * out_stride * 4;
+        std::size_t run_count = count;
+        if (count < min_batch) {
+            // Below the engine profile's minimum: pad with zeros (a valid image and valid indices).
+            pad_in.assign(min_batch * in_stride * 4, 0);
+            pad_out.assign(min_batch * out_stride * 4, 0);
+            std::memcpy(pad_in.data(), chunk_in, count * in_stride * 4);
+            chunk_in = pad_in.data();
+            chunk_out = pad_out.data();
+            run_count = min_batch;
+        }
+        if (encoding) {
+            backend_->encode(reinterpret_cast<const float*>(chunk_in), run_count,
+                             reinterpret_cast<std::int32_t*>(chunk_out));
+        } else {
+            backend_->decode(reinterpret_cast<const std::int32_t*>(chunk_in), run_count,
+                             reinterpret_cast<float*>(chunk_out));
+        }
+        if (chunk_out == pad_out.data()) std::memcpy(dst + start * out_stride * 4, chunk_out, count * out_stride * 4);
+    }
+}
+
+std::vector<std::int32_t> Codec::encode(const float* images, const std::vector<std::int64_t>& shape) {
+    check_images(images, shape, manifest_.image_size, "encode");
+    const std::size_t n = static_cast<std::size_t>(shape[0]);
+    std::vector<std::int32_t> indices(total_values(n, code_width(), "encode", "index rows"));
+    if (n) run(true, images, n, indices.data());
+    // A backend that returns indices outside the levels runs another model's graph.
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+        const int level = manifest_.levels[i % code_width()];
+        if (indices[i] < 0 || indices[i] >= level) {
+            throw Error("codec: the " + backend_->name() + " encoder returned index " + std::to_string(indices[i]) +
+                        " at [" + std::to_string(i / code_width()) + ", " + std::to_string(i % code_width()) +
+                        "], outside [0, " + std::to_string(level) +
+                        "). Note: the graph or engine does not belong "
+                        "to this manifest; export again");
+        }
+    }
+    return indices;
+}
+
+std::vector<std::int32_t> Codec::encode(const std::vector<float>& images, const std::vector<std::int64_t>& shape) {
+    check_image_shape(shape, manifest_.image_size, "encode");
+    const std::size_t per_image = 3 * static_cast<std::size_t>(manifest_.image_size) * manifest_.image_size;
+    if (images.size() % per_image != 0 || images.size() / per_image != static_cast<std::size_t>(shape[0])) {
+        throw Error("encode: images hold " + std::to_string(images.size()) + " values but shape " + shape_text(shape) +
+                    " needs " + std::to_string(static_cast<std::size_t>(shape[0]) * per_image));
+    }
+    return encode(images.data(), shape);
+}
+
+std::vector<float> Codec::decode(const std::int32_t* indices, const std::vector<std::int64_t>& shape) {
+    check_indices(indices, shape, manifest_.levels, "decode");
+    const std::size_t n = static_cast<std::size_t>(shape[0]);
+    const std::size_t s = static_cast<std::size_t>(manifest_.image_size);
+    std::vector<float> images(total_values(n, 3 * s * s, "decode", "images"));
+    if (n) run(false, indices, n, images.data());
+    return images;
+}
+
+std::vector<float> Codec::decode(const std::vector<std::int32_t>& indices, const std::vector<std::int64_t>& shape) {
+    check_index_shape(shape, manifest_.levels, "decode");
+    if (indices.size() % code_width() != 0 || indices.size() / code_width() != static_cast<std::size_t>(shape[0])) {
+        throw Error("decode: indices hold " + std::to_string(indices.size()) + " values but shape " +
+                    shape_text(shape) + " needs " + std::to_string(static_cast<std::size_t>(shape[0]) * code_width()));
+    }
+    return decode(indices.data(), shape);
+}
+
+Bitstream Codec::compress(const Image& image) {
+    const auto s = static_cast<std::uint32_t>(manifest_.image_size);
+    Bitstream out;
+    out.header = Header::for_image(manifest_.model_hash, image.height, image.width, s, manifest_.levels);
+    const std::vector<float> patches = to_patches(image, s);
+    const auto n = static_cast<std::int64_t>(out.header.num_patches());
+    out.indices = encode(patches, {n, 3, static_cast<std::int64_t>(s), static_cast<std::int64_t>(s)});
+    return out;
+}
+
+Image Codec::decompress(const Bitstream& bitstream) {
+    const Header& h = bitstream.header;
+    check_model(h, manifest_.model_hash, manifest_.levels);
+    if (h.patch_size != manifest_.image_size) {
+        throw Error("decompress: the file has " + std::to_string(h.patch_size) + "-pixel patches, the model " +
+                    std::to_string(manifest_.image_size));
+    }
+    h.check();
+    const auto n = static_cast<std::int64_t>(h.num_patches());
+    const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
+    return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.patch_size);
+}
+
+}  // namespace fsq

@@ -1,0 +1,126 @@
+// Shared by the tests: temporary directories, the golden vector, and artifact directories made on
+// the spot (dummy graph files with their real sha256 in a manifest shaped like export/pipeline.py's).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fsq/fsq.hpp"
+
+namespace fsq::test {
+
+namespace fs = std::filesystem;
+
+// docs/bitstream.md's golden file: a 5x7 image, 4-pixel patches, levels [3, 5, 7], hash 00..1f.
+inline const char* const kGoldenHex =
+    "4653514201005200000102030405060708090a0b0c0d0e0f101112131415"
+    "161718191a1b1c1d1e1f0500000007000000040002000000020000000300"
+    "0300050007000700000004000000000000007d0737be0034ad0950e85360";
+inline const Levels kGoldenLevels = {3, 5, 7};
+inline const std::vector<std::int32_t> kGoldenIndices = {0, 0, 0, 2, 4, 6, 1, 2, 3, 2, 0, 5};
+
+inline std::vector<std::uint8_t> from_hex(const std::string& hex) {
+    std::vector<std::uint8_t> out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        out.push_back(static_cast<std::uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    }
+    return out;
+}
+
+inline ModelHash golden_hash() {
+    ModelHash h{};
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint8_t>(i);
+    return h;
+}
+
+/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+class TempDir {
+public:
+    TempDir() {
+        std::random_device entropy;
+        path_ = fs::temp_directory_path() / ("fsq-test-" + std::to_string(entropy()) + std::to_string(entropy()));
+        fs::create_directories(path_);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        fs::remove_all(path_, ignored);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const fs::path& path() const { return path_; }
+    fs::path operator/(const std::string& name) const { return path_ / name; }
+
+private:
+    fs::path path_;
+};
+
+inline void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& data) {
+    fs::create_directories(path.parent_path());
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+
+inline void write_text(const fs::path& path, const std::string& text) {
+    write_bytes(path, std::vector<std::uint8_t>(text.begin(), text.end()));
+}
+
+inline nlohmann::json io_contract(int image_size, int code_width) {
+    const nlohmann::json images = {
+        {"name", "images"}, {"dtype", "float32"}, {"shape", {"batch", 3, image_size, image_size}}};
+    const nlohmann::json indices = {{"name", "indices"}, {"dtype", "int32"}, {"shape", {"batch", code_width}}};
+    return {{"encoder", {{"inputs", {images}}, {"outputs", {indices}}}},
+            {"decoder", {{"inputs", {indices}}, {"outputs", {images}}}}};
+}
+
+/// An artifact directory with dummy graphs (and any extra files) and a manifest listing their real
+/// sha256 and size, shaped like export/pipeline.py's build_manifest. Returns the manifest JSON.
+inline nlohmann::json make_art(const fs::path& dir, const Levels& levels = {8, 5, 5, 5}, int image_size = 32,
+                               int stages = 1, const std::vector<std::string>& extra_files = {}) {
+    std::vector<std::string> names = {"encoder.onnx", "decoder.onnx", "checkpoint/model.safetensors"};
+    names.insert(names.end(), extra_files.begin(), extra_files.end());
+    nlohmann::json files = nlohmann::json::object();
+    for (const std::string& name : names) {
+        const std::string content = "dummy bytes of " + name;
+        write_text(dir / name, content);
+        files[name] = {{"sha256", sha256_hex(content.data(), content.size())}, {"size", content.size()}};
+    }
+    const int width = static_cast<int>(levels.size());
+    nlohmann::json m = {
+        {"format", "fsqdeploy-artifact"},
+        {"format_version", 1},
+        {"model_id", sha256_hex("model", 5)},
+        {"levels", levels},
+        {"latent_dim", width / stages},
+        {"code_width", width},
+        {"image_size", image_size},
+        {"stages", stages},
+        {"temperature", 0.1},
+        {"opset", 18},
+        {"inline", false},
+        {"io", io_contract(image_size, width)},
+        {"files", files},
+        {"parity", {{"passed", true}}},
+    };
+    write_text(dir / "manifest.json", m.dump(2));
+    return m;
+}
+
+/// EXPECT that `statement` throws fsq::Error whose message contains `needle`.
+#define EXPECT_FSQ_ERROR(statement, needle)                                               \
+    do {                                                                                  \
+        try {                                                                             \
+            statement;                                                                    \
+            ADD_FAILURE() << "expected fsq::Error containing: " << (needle);              \
+        } catch (const fsq::Error& e) {                                                   \
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what(); \
+        }                                                                                 \
+    } while (0)
+
+}  // namespace fsq::test

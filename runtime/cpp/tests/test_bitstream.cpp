@@ -1,0 +1,367 @@
+// The .fsq format: the golden vector, packing, and every way the reader refuses a file, with the
+// Python reader's messages (tests/runtime/test_bitstream.py is the model).
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <random>
+
+#include "helpers.hpp"
+#include "limbs.hpp"
+
+namespace fsq::test {
+namespace {
+
+std::vector<std::uint8_t> le(std::uint64_t v, int bytes) {
+    std::vector<std::uint8_t> out;
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    return out;
+}
+
+void append(std::vector<std::uint8_t>& out, const std::vector<std::uint8_t>& more) {
+    out.insert(out.end(), more.begin(), more.end());
+}
+
+// A file assembled field by field from the documented layout, with correct CRCs (as build() in
+// tests/runtime/test_bitstream.py), so each test changes exactly one thing.
+struct Fields {
+    std::vector<std::uint8_t> magic = {'F', 'S', 'Q', 'B'};
+    std::uint64_t version = 1, flags = 0;
+    std::optional<std::uint64_t> header_length;
+    std::uint64_t height = 5, width = 7, patch = 4, rows = 2, cols = 2;
+    Levels levels = kGoldenLevels;
+    std::uint64_t bits = 7;
+    std::vector<std::uint8_t> payload = {0x00, 0x34, 0xad, 0x09};
+    std::optional<std::uint64_t> payload_length;
+    std::vector<std::uint8_t> trailing;
+
+    std::vector<std::uint8_t> build() const {
+        std::vector<std::uint8_t> head = magic;
+        append(head, le(version, 1));
+        append(head, le(flags, 1));
+        append(head, le(header_length.value_or(76 + 2 * levels.size()), 2));
+        const ModelHash hash = golden_hash();
+        head.insert(head.end(), hash.begin(), hash.end());
+        append(head, le(height, 4));
+        append(head, le(width, 4));
+        append(head, le(patch, 2));
+        append(head, le(rows, 4));
+        append(head, le(cols, 4));
+        append(head, le(levels.size(), 2));
+        for (int level : levels) append(head, le(static_cast<std::uint64_t>(level), 2));
+        append(head, le(bits, 4));
+        append(head, le(payload_length.value_or(payload.size()), 8));
+        std::vector<std::uint8_t> out = head;
+        append(out, le(crc32(head.data(), head.size()), 4));
+        append(out, payload);
+        append(out, le(crc32(payload.data(), payload.size()), 4));
+        append(out, trailing);
+        return out;
+    }
+};
+
+std::string read_error(const std::vector<std::uint8_t>& data) {
+    try {
+        Bitstream::read(data);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+TEST(Crc32, MatchesZlibCheckValue) {
+    const std::string check = "123456789";
+    EXPECT_EQ(crc32(reinterpret_cast<const std::uint8_t*>(check.data()), check.size()), 0xCBF43926u);
+}
+
+TEST(Golden, WriteIsByteIdentical) {
+    Bitstream b{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), kGoldenIndices};
+    EXPECT_EQ(b.write(), from_hex(kGoldenHex));
+    EXPECT_EQ(Fields{}.build(), from_hex(kGoldenHex));
+}
+
+TEST(Golden, ReadGivesTheDocumentedFields) {
+    const Bitstream b = Bitstream::read(from_hex(kGoldenHex));
+    EXPECT_EQ(b.header.model_hash, golden_hash());
+    EXPECT_EQ(b.header.image_height, 5u);
+    EXPECT_EQ(b.header.image_width, 7u);
+    EXPECT_EQ(b.header.patch_size, 4u);
+    EXPECT_EQ(b.header.grid_rows, 2u);
+    EXPECT_EQ(b.header.grid_cols, 2u);
+    EXPECT_EQ(b.header.levels, kGoldenLevels);
+    EXPECT_EQ(b.header.header_length(), 82u);
+    EXPECT_EQ(b.indices, kGoldenIndices);
+}
+
+TEST(Golden, EveryFlippedBitIsRefused) {
+    const std::vector<std::uint8_t> golden = from_hex(kGoldenHex);
+    ASSERT_EQ(golden.size() * 8, 720u);
+    for (std::size_t bit = 0; bit < golden.size() * 8; ++bit) {
+        std::vector<std::uint8_t> data = golden;
+        data[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+        EXPECT_EQ(read_error(data).rfind("bitstream: ", 0), 0u) << "bit " << bit << ": " << read_error(data);
+    }
+}
+
+TEST(Golden, EveryTruncationIsRefused) {
+    const std::vector<std::uint8_t> golden = from_hex(kGoldenHex);
+    for (std::size_t n = 0; n < golden.size(); ++n) {
+        const std::vector<std::uint8_t> data(golden.begin(), golden.begin() + static_cast<std::ptrdiff_t>(n));
+        const std::string error = read_error(data);
+        EXPECT_EQ(error.rfind("bitstream: ", 0), 0u) << n << " bytes: " << error;
+        EXPECT_NE(error.find("truncated"), std::string::npos) << n << " bytes: " << error;
+    }
+}
+
+TEST(Packing, WorkedExampleFromTheSpec) {
+    // levels [3, 5]: V = 14, 3, 10 in 4-bit fields -> 3e 0a.
+    const std::vector<std::uint8_t> packed = pack_indices({2, 4, 0, 1, 1, 3}, {3, 5});
+    EXPECT_EQ(packed, (std::vector<std::uint8_t>{0x3e, 0x0a}));
+    EXPECT_EQ(unpack_indices(packed.data(), packed.size(), {3, 5}, 3), (std::vector<std::int32_t>{2, 4, 0, 1, 1, 3}));
+}
+
+TEST(Packing, BitsPerPatch) {
+    EXPECT_EQ(bits_per_patch(Levels(64, 8)), 192u);
+    EXPECT_EQ(bits_per_patch({8, 5, 5, 5}), 10u);
+    EXPECT_EQ(bits_per_patch({3, 5, 7}), 7u);
+    EXPECT_EQ(bits_per_patch({2}), 1u);
+    EXPECT_EQ(bits_per_patch({65535, 65535}), 32u);
+    EXPECT_EQ(bits_per_patch({65535, 65535, 2}), 33u);
+    EXPECT_EQ(bits_per_patch({1024, 1024}), 20u);  // prod = 2^20 exactly
+    EXPECT_EQ(bits_per_patch({1025, 1024}), 21u);
+    EXPECT_EQ(bits_per_patch(Levels(32729, 65535)), 523664u);  // (65535^D - 1).bit_length(), D = MAX_D
+}
+
+// Power-of-two levels: V is the indices' bits side by side, so a plain bit writer is a reference.
+TEST(Packing, PowerOfTwoLevelsAreConcatenatedBits) {
+    const Levels levels = {8, 2, 16, 4, 256, 2, 65536 / 2};
+    std::mt19937 rng(1);
+    std::vector<std::int32_t> idx;
+    for (int i = 0; i < 50 * 7; ++i) idx.push_back(static_cast<std::int32_t>(rng() % levels[i % 7]));
+    std::vector<std::uint8_t> expected((50 * bits_per_patch(levels) + 7) / 8, 0);
+    std::size_t pos = 0;
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        for (int bit = 0; (1 << bit) < levels[i % 7]; ++bit, ++pos) {
+            if ((idx[i] >> bit) & 1) expected[pos / 8] |= static_cast<std::uint8_t>(1u << (pos % 8));
+        }
+    }
+    EXPECT_EQ(pack_indices(idx, levels), expected);
+    EXPECT_EQ(unpack_indices(expected.data(), expected.size(), levels, 50), idx);
+}
+
+TEST(Packing, RandomRoundTrips) {
+    std::mt19937 rng(7);
+    for (int trial = 0; trial < 200; ++trial) {
+        const std::size_t d = 1 + rng() % (trial % 10 == 0 ? 300 : 20);
+        Levels levels;
+        for (std::size_t j = 0; j < d; ++j) {
+            const int kind = static_cast<int>(rng() % 3);
+            levels.push_back(kind == 0   ? 2 + static_cast<int>(rng() % 15)
+                             : kind == 1 ? 1 << (1 + rng() % 16)
+                                         : 2 + static_cast<int>(rng() % 65534));
+            levels.back() = std::min(levels.back(), kMaxLevel);
+        }
+        const std::size_t n = rng() % 40;
+        std::vector<std::int32_t> idx(n * d);
+        for (std::size_t i = 0; i < idx.size(); ++i) {
+            const int level = levels[i % d];
+            idx[i] = rng() % 4 == 0 ? level - 1 : static_cast<std::int32_t>(rng() % static_cast<unsigned>(level));
+        }
+        const std::vector<std::uint8_t> packed = pack_indices(idx, levels);
+        ASSERT_EQ(packed.size(), (n * bits_per_patch(levels) + 7) / 8);
+        ASSERT_EQ(unpack_indices(packed.data(), packed.size(), levels, n), idx) << "trial " << trial;
+    }
+}
+
+TEST(Packing, RefusesBadInput) {
+    EXPECT_FSQ_ERROR(bits_per_patch({}), "bitstream: levels is empty. Note: pass the model's levels");
+    EXPECT_FSQ_ERROR(bits_per_patch({8, 1}), "levels[1] = 1 is not an int in [2, 65535]");
+    EXPECT_FSQ_ERROR(bits_per_patch({65536}), "levels[0] = 65536 is not an int in [2, 65535]");
+    EXPECT_FSQ_ERROR(pack_indices({0, 5}, {8, 5}), "indices[0, 1] = 5 is outside [0, 5) (levels[1])");
+    EXPECT_FSQ_ERROR(pack_indices({0, -1}, {8, 5}), "indices[0, 1] = -1 is outside [0, 5)");
+    EXPECT_FSQ_ERROR(pack_indices({0, 1, 2}, {8, 5}), "indices have 3 values, not a multiple of D = 2");
+}
+
+TEST(Packing, UnpackRefusesWrongLengthPaddingAndOverflow) {
+    const std::vector<std::uint8_t> data = {0x3e, 0x0a};
+    EXPECT_FSQ_ERROR(unpack_indices(data.data(), 2, {3, 5}, 2),
+                     "payload has 2 bytes, expected 1 for 2 patches of 4 bits");
+    EXPECT_FSQ_ERROR(unpack_indices(data.data(), 2, {3, 5}, 5),
+                     "payload has 2 bytes, expected 3 for 5 patches of 4 bits");
+    const std::vector<std::uint8_t> padded = {0x3e, 0x1a};
+    EXPECT_FSQ_ERROR(unpack_indices(padded.data(), 2, {3, 5}, 3), "padding bits after the last patch are not zero");
+    const std::vector<std::uint8_t> over = {0x0f};  // V = 15 >= 3*5
+    EXPECT_FSQ_ERROR(unpack_indices(over.data(), 1, {3, 5}, 2), "patch 0 decodes to 15, outside the codebook [0, 15)");
+}
+
+TEST(Header, ForImageComputesTheGridAndChecksSizes) {
+    const Header h = Header::for_image(golden_hash(), 100, 33, 32, {8});
+    EXPECT_EQ(h.grid_rows, 4u);
+    EXPECT_EQ(h.grid_cols, 2u);
+    EXPECT_EQ(h.num_patches(), 8u);
+    EXPECT_FSQ_ERROR(Header::for_image(golden_hash(), 0, 5, 4, {8}),
+                     "image_height = 0 is not an int in [1, 4294967295]");
+    EXPECT_FSQ_ERROR(Header::for_image(golden_hash(), 5, 5, 65536, {8}),
+                     "patch_size = 65536 is not an int in [1, 65535]");
+    EXPECT_FSQ_ERROR(Header::for_image(golden_hash(), 5, 5, 4, Levels(32730, 2)),
+                     "32730 levels do not fit the header (at most 32729)");
+    Header bad = h;
+    bad.grid_rows = 3;
+    EXPECT_FSQ_ERROR(bad.check(), "grid 3x2 does not tile a 100x33 image with 32-pixel patches (expected 4x2)");
+}
+
+TEST(Writer, RefusesIndicesThatDoNotFitTheHeader) {
+    Bitstream b{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), {0, 0, 0}};
+    EXPECT_FSQ_ERROR(b.write(), "indices have 1 rows but the 2x2 grid needs 4");
+    b.indices = kGoldenIndices;
+    b.indices[4] = 5;
+    EXPECT_FSQ_ERROR(b.write(), "indices[1, 1] = 5 is outside [0, 5) (levels[1])");
+}
+
+TEST(Reader, RefusesEachMalformedFieldWithPythonsReason) {
+    const std::vector<std::uint8_t> golden = from_hex(kGoldenHex);
+    struct Case {
+        std::vector<std::uint8_t> data;
+        std::string reason;
+    };
+    auto with = [](auto change) {
+        Fields f;
+        change(f);
+        return f.build();
+    };
+    auto flip = [&](std::size_t byte) {
+        std::vector<std::uint8_t> d = golden;
+        d[byte] ^= 0x10;
+        return d;
+    };
+    auto prefix = [&](std::size_t n) {
+        return std::vector<std::uint8_t>(golden.begin(), golden.begin() + static_cast<std::ptrdiff_t>(n));
+    };
+    const std::vector<Case> cases = {
+        {with([](Fields& f) {
+             f.magic = {'P', 'N', 'G', '!'};
+         }),
+         "bitstream: not an .fsq file (it starts with b'PNG!', not b'FSQB'). Note: pass a file written by "
+         "`fsqdeploy compress`"},
+        {with([](Fields& f) {
+             f.magic = {0x89, '\'', '\\', 'G'};
+         }),
+         "(it starts with b\"\\x89'\\\\G\", not b'FSQB')"},
+        {prefix(59),
+         "bitstream: file is truncated or too short: 59 bytes, the fixed header alone has 60. Note: the "
+         "file was damaged after it was written; compress the image again"},
+        {with([](Fields& f) { f.version = 2; }),
+         "unsupported format version 2 (this reader knows 1). Note: read the file with the fsqdeploy version"},
+        {with([](Fields& f) { f.flags = 1; }), "flags byte is 0x01, expected 0 (reserved)"},
+        {with([](Fields& f) { f.header_length = 80; }),
+         "header_length 80 does not match D = 3 levels (expected 76 + 2*D)"},
+        {with([](Fields& f) { f.levels = {}; }), "header_length 76 does not match D = 0 levels"},
+        {prefix(70), "file is truncated: 70 bytes, shorter than its 82-byte header"},
+        {flip(41), "corrupted header (header CRC32 mismatch)"},
+        {with([](Fields& f) {
+             f.levels = {3, 1, 7};
+         }),
+         "invalid header: levels[1] = 1 is not an int in [2, 65535]"},
+        {with([](Fields& f) { f.height = 0; }), "invalid header: image_height = 0 is not an int in [1, 4294967295]"},
+        {with([](Fields& f) { f.patch = 0; }), "invalid header: patch_size = 0 is not an int in [1, 65535]"},
+        {with([](Fields& f) { f.rows = 3; }),
+         "invalid header: grid 3x2 does not tile a 5x7 image with 4-pixel patches (expected 2x2)"},
+        {with([](Fields& f) { f.bits = 8; }), "bits_per_patch is 8 but levels [3, 5, 7] need 7"},
+        {with([](Fields& f) {
+             f.levels = Levels(10, 2);
+             f.bits = 11;
+         }),
+         "bits_per_patch is 11 but levels [2, 2, 2, 2, ...] (D=10) need 10"},
+        {with([](Fields& f) { f.payload_length = 5; }), "payload_length is 5, expected 4 for 4 patches of 7 bits"},
+        {with([](Fields& f) {
+             f.height = f.width = f.rows = f.cols = 0xFFFFFFFFu;
+             f.patch = 1;
+             f.levels = {65535};
+             f.bits = 16;
+         }),
+         "payload_length is 4, expected 36893488130239234050 for 18446744065119617025 patches of 16 bits"},
+        {with([](Fields& f) {
+             f.height = f.width = 0xFFFFFFFFu;
+             f.patch = 2;
+             f.rows = f.cols = 0x80000000u;
+             f.levels = {2};
+             f.bits = 1;
+             f.payload_length = std::uint64_t{1} << 59;
+         }),
+         "file is truncated: 86 bytes, expected 576460752303423570"},
+        {prefix(89), "file is truncated: 89 bytes, expected 90"},
+        {with([](Fields& f) { f.trailing = {'x'}; }),
+         "1 trailing bytes after the payload CRC. Note: the file was appended to, or several files were joined"},
+        {flip(83), "corrupted payload (payload CRC32 mismatch)"},
+        {with([](Fields& f) {
+             f.payload = {0x00, 0x34, 0xad, 0x19};
+         }),
+         "padding bits after the last patch are not zero"},
+        {with([](Fields& f) {
+             f.payload = {0x7f, 0x34, 0xad, 0x09};
+         }),
+         "patch 0 decodes to 127, outside the codebook [0, 105)"},
+    };
+    for (const Case& c : cases) {
+        const std::string error = read_error(c.data);
+        EXPECT_NE(error.find(c.reason), std::string::npos) << "expected: " << c.reason << "\n     got: " << error;
+    }
+}
+
+TEST(Files, SaveAndLoadRoundTrip) {
+    TempDir dir;
+    Bitstream b{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), kGoldenIndices};
+    b.save(dir / "golden.fsq");
+    EXPECT_EQ(Bitstream::load(dir / "golden.fsq").indices, kGoldenIndices);
+    std::size_t entries = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) entries += entry.is_regular_file();
+    EXPECT_EQ(entries, 1u);  // no temp file left behind
+}
+
+TEST(Files, ErrorsNameTheFile) {
+    TempDir dir;
+    const std::string missing = (dir / "missing.fsq").string();
+    EXPECT_FSQ_ERROR(Bitstream::load(missing), "bitstream: cannot read '" + missing + "': No such file or directory");
+    write_bytes(dir / "short.fsq", {'F', 'S', 'Q', 'B'});
+    EXPECT_FSQ_ERROR(Bitstream::load(dir / "short.fsq"),
+                     "bitstream: '" + (dir / "short.fsq").string() + "': file is truncated or too short: 4 bytes");
+    Bitstream bad{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), {}};
+    EXPECT_FSQ_ERROR(bad.save(dir / "bad.fsq"), "indices have 0 rows");
+    EXPECT_FALSE(std::filesystem::exists(dir / "bad.fsq"));
+    Bitstream good{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), kGoldenIndices};
+    EXPECT_FSQ_ERROR(good.save(dir / "no-such-dir" / "x.fsq"), "bitstream: cannot write");
+}
+
+TEST(Model, HashHexAndCheckModel) {
+    const ModelHash h = golden_hash();
+    EXPECT_EQ(to_hex(h), "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+    EXPECT_EQ(hash_from_hex(to_hex(h)), h);
+    EXPECT_EQ(hash_from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"), h);
+    EXPECT_FSQ_ERROR(hash_from_hex("abc"), "model hash must be a sha256 digest (32 raw bytes or 64 hex characters)");
+    const Header header = Header::for_image(h, 5, 7, 4, kGoldenLevels);
+    EXPECT_NO_THROW(check_model(header, h, kGoldenLevels));
+    ModelHash other = h;
+    other[0] = 0xab;
+    EXPECT_FSQ_ERROR(check_model(header, other, kGoldenLevels),
+                     "file was made by another model (hash 00010203.. != ab010203..). Note: decompress with the model");
+    EXPECT_FSQ_ERROR(check_model(header, h, {3, 5, 8}),
+                     "file was made with levels [3, 5, 7] but the model has [3, 5, 8]");
+}
+
+TEST(Limbs, DecimalAndArithmetic) {
+    detail::Limbs v(1);
+    for (int i = 0; i < 64; ++i) v.mul_add(2, 0);
+    EXPECT_EQ(v.to_decimal(), "18446744073709551616");
+    EXPECT_EQ(v.bit_length(), 65u);
+    EXPECT_FALSE(v.fits_u64());
+    v.sub_one();
+    EXPECT_TRUE(v.fits_u64());
+    EXPECT_EQ(v.to_u64(), ~std::uint64_t{0});
+    detail::Limbs w(0xFFFFFFFFFFFFFFFFull);
+    w.mul_add(0xFFFFFFFFu, 0xFFFFFFFFFFFFFFFFull);
+    EXPECT_EQ(w.to_decimal(), "79228162514264337589248983040");  // (2^64-1)(2^32-1) + 2^64-1
+    EXPECT_EQ(w.divmod(1000000007u), 578555943u);
+    EXPECT_EQ(w.to_decimal(), "79228161959667203871");
+}
+
+}  // namespace
+}  // namespace fsq::test

@@ -1,0 +1,232 @@
+// Codec over a fake backend: validation messages (fsqdeploy/validation.py), batch chunking and
+// padding, tiling and stitching, compress/decompress, and the half-float conversions of the
+// TensorRT backend.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "half.hpp"
+#include "helpers.hpp"
+
+namespace fsq::test {
+namespace {
+
+// A lossless "codec" for 2-pixel patches with levels [256] * 12: index c is pixel value c * 255,
+// so compress -> decompress must give back the exact image, exercising tiling, edge padding,
+// stitching, cropping and the bitstream end to end.
+class LosslessBackend final : public Backend {
+public:
+    LosslessBackend(std::size_t min_batch = 1, std::size_t max_batch = 0) : min_(min_batch), max_(max_batch) {}
+    std::string name() const override { return "lossless"; }
+    std::size_t max_batch() const override { return max_; }
+    std::size_t min_batch() const override { return min_; }
+    void encode(const float* images, std::size_t n, std::int32_t* indices) override {
+        calls.push_back(n);
+        for (std::size_t i = 0; i < n * 12; ++i)
+            indices[i] = static_cast<std::int32_t>(std::lround(images[i] * 255.0f));
+        if (corrupt) indices[0] = 256;
+    }
+    void decode(const std::int32_t* indices, std::size_t n, float* images) override {
+        calls.push_back(n);
+        for (std::size_t i = 0; i < n * 12; ++i) images[i] = static_cast<float>(indices[i]) / 255.0f;
+    }
+    std::vector<std::size_t> calls;
+    bool corrupt = false;
+
+private:
+    std::size_t min_, max_;
+};
+
+struct Fixture {
+    TempDir dir;
+    Manifest manifest;
+    LosslessBackend* backend = nullptr;
+    std::unique_ptr<Codec> codec;
+
+    explicit Fixture(std::size_t min_batch = 1, std::size_t max_batch = 0) {
+        make_art(dir.path(), Levels(12, 256), 2, 1);
+        manifest = Manifest::load(dir.path());
+        auto owned = std::make_unique<LosslessBackend>(min_batch, max_batch);
+        backend = owned.get();
+        codec = std::make_unique<Codec>(manifest, std::move(owned));
+    }
+};
+
+Image random_image(std::uint32_t h, std::uint32_t w, unsigned seed) {
+    Image image{h, w, std::vector<std::uint8_t>(std::size_t{h} * w * 3)};
+    std::mt19937 rng(seed);
+    for (std::uint8_t& v : image.rgb) v = static_cast<std::uint8_t>(rng());
+    return image;
+}
+
+TEST(Validation, ImagesAsInPython) {
+    const std::vector<float> ok(2 * 3 * 4 * 4, 0.5f);
+    EXPECT_NO_THROW(check_images(ok.data(), {2, 3, 4, 4}, 4));
+    EXPECT_NO_THROW(check_images(nullptr, {0, 3, 4, 4}, 4));
+    EXPECT_FSQ_ERROR(check_images(ok.data(), {2, 4, 4, 4}, 4),
+                     "encode: images must have shape [N, 3, 4, 4], got [2, 4, 4, 4]");
+    EXPECT_FSQ_ERROR(check_images(ok.data(), {2, 3, 16}, 4), "got [2, 3, 16]");
+    EXPECT_FSQ_ERROR(check_images(ok.data(), {-1, 3, 4, 4}, 4), "got [-1, 3, 4, 4]");
+    std::vector<float> bad = ok;
+    bad[5] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_FSQ_ERROR(check_images(bad.data(), {2, 3, 4, 4}, 4), "encode: images contain NaN or infinite values");
+    bad[5] = std::numeric_limits<float>::infinity();
+    EXPECT_FSQ_ERROR(check_images(bad.data(), {2, 3, 4, 4}, 4), "NaN or infinite");
+    bad[5] = -0.25f;
+    bad[7] = 1.5f;
+    EXPECT_FSQ_ERROR(check_images(bad.data(), {2, 3, 4, 4}, 4, "compress"),
+                     "compress: pixel values must lie in [0, 1], got [-0.25, 1.5]");
+}
+
+TEST(Validation, IndicesAsInPython) {
+    const Levels levels = {8, 5};
+    const std::vector<std::int32_t> idx = {7, 4, 0, 5};
+    EXPECT_FSQ_ERROR(check_indices(idx.data(), {2, 2}, levels), "decode: index 5 at [1, 1] is outside [0, 5)");
+    EXPECT_FSQ_ERROR(check_indices(idx.data(), {4}, levels), "decode: indices must have shape [N, 2], got [4]");
+    EXPECT_FSQ_ERROR(check_indices(idx.data(), {1, 4}, levels), "got [1, 4]");
+    EXPECT_NO_THROW(check_indices(idx.data(), {1, 2}, levels));
+}
+
+TEST(Codec, EncodeDecodeAndSizeChecks) {
+    Fixture f;
+    std::vector<float> images(3 * 12);
+    for (std::size_t i = 0; i < images.size(); ++i) images[i] = static_cast<float>(i) / 255.0f;
+    const std::vector<std::int32_t> idx = f.codec->encode(images, {3, 3, 2, 2});
+    ASSERT_EQ(idx.size(), 36u);
+    EXPECT_EQ(idx[35], 35);
+    EXPECT_EQ(f.codec->decode(idx, {3, 12}), images);
+    EXPECT_FSQ_ERROR(f.codec->encode(images, {2, 3, 2, 2}),
+                     "encode: images hold 36 values but shape [2, 3, 2, 2] needs 24");
+    EXPECT_FSQ_ERROR(f.codec->decode(idx, {2, 12}), "decode: indices hold 36 values but shape [2, 12] needs 24");
+    EXPECT_FSQ_ERROR(f.codec->decode(idx, {3, 11}), "decode: indices must have shape [N, 12], got [3, 11]");
+    EXPECT_TRUE(f.codec->encode(std::vector<float>{}, {0, 3, 2, 2}).empty());
+    EXPECT_TRUE(f.backend->calls.size() == 2);  // N = 0 never reaches the backend
+}
+
+TEST(Codec, ChunksToTheBackendsBatchRangeAndPads) {
+    Fixture f(2, 3);
+    std::vector<float> images(7 * 12);
+    for (std::size_t i = 0; i < images.size(); ++i) images[i] = static_cast<float>(i % 256) / 255.0f;
+    const std::vector<std::int32_t> idx = f.codec->encode(images, {7, 3, 2, 2});
+    EXPECT_EQ(f.backend->calls, (std::vector<std::size_t>{3, 3, 2}));  // the last one padded from 1 to 2
+    for (std::size_t i = 0; i < idx.size(); ++i) ASSERT_EQ(idx[i], static_cast<std::int32_t>(i % 256)) << i;
+    f.backend->calls.clear();
+    EXPECT_EQ(f.codec->decode(idx, {7, 12}), images);
+    EXPECT_EQ(f.backend->calls, (std::vector<std::size_t>{3, 3, 2}));
+    f.backend->calls.clear();
+    f.codec->encode(std::vector<float>(12, 0.0f), {1, 3, 2, 2});
+    EXPECT_EQ(f.backend->calls, (std::vector<std::size_t>{2}));
+}
+
+TEST(Codec, RefusesAnEmptyBatchRange) {
+    Fixture f(4, 3);
+    EXPECT_FSQ_ERROR(f.codec->encode(std::vector<float>(12, 0.0f), {1, 3, 2, 2}),
+                     "codec: the lossless backend accepts batches of at least 4 but at most 3");
+}
+
+TEST(Codec, RefusesIndicesOutsideTheLevelsFromTheBackend) {
+    Fixture f;
+    f.backend->corrupt = true;
+    EXPECT_FSQ_ERROR(f.codec->encode(std::vector<float>(12, 0.0f), {1, 3, 2, 2}),
+                     "codec: the lossless encoder returned index 256 at [0, 0], outside [0, 256)");
+}
+
+TEST(Codec, CompressDecompressIsExactForTheLosslessBackend) {
+    Fixture f;
+    for (auto [h, w] : std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 1}, {5, 7}, {2, 2}, {9, 4}, {31, 2}}) {
+        const Image image = random_image(h, w, h * 100 + w);
+        const Bitstream b = f.codec->compress(image);
+        EXPECT_EQ(b.header.grid_rows, (h + 1) / 2);
+        EXPECT_EQ(b.header.model_hash, f.manifest.model_hash);
+        b.save(f.dir / "x.fsq");
+        const Image back = f.codec->decompress(Bitstream::load(f.dir / "x.fsq"));
+        EXPECT_EQ(back.height, h);
+        EXPECT_EQ(back.width, w);
+        EXPECT_EQ(back.rgb, image.rgb) << h << "x" << w;
+    }
+}
+
+TEST(Codec, DecompressRefusesAnotherModelsFile) {
+    Fixture f;
+    Bitstream b = f.codec->compress(random_image(3, 3, 1));
+    Bitstream other = b;
+    other.header.model_hash[0] ^= 1;
+    EXPECT_FSQ_ERROR(f.codec->decompress(other), "bitstream: file was made by another model");
+    Bitstream golden = Bitstream::read(from_hex(kGoldenHex));
+    golden.header.model_hash = f.manifest.model_hash;
+    EXPECT_FSQ_ERROR(f.codec->decompress(golden), "file was made with levels [3, 5, 7] but the model has [256, 256");
+    Bitstream patch = b;
+    patch.header.patch_size = 3;
+    patch.header.grid_rows = patch.header.grid_cols = 1;
+    EXPECT_FSQ_ERROR(f.codec->decompress(patch), "decompress: the file has 3-pixel patches, the model 2");
+}
+
+TEST(Codec, OpenWithoutABackendSaysHowToGetOne) {
+    TempDir dir;
+    make_art(dir.path());
+    if (!compiled_backends().empty()) GTEST_SKIP() << "this build has a backend";
+    EXPECT_FSQ_ERROR(Codec::open(dir.path()),
+                     "codec: this build of the fsqdeploy C++ runtime has no inference backend");
+    BackendOptions trt;
+    trt.kind = BackendOptions::Kind::TensorRT;
+    EXPECT_FSQ_ERROR(open_backend(Manifest::load(dir.path()), trt), "codec: this build has no TensorRT backend");
+    write_text(dir / "encoder.onnx", "tampered!");
+    EXPECT_FSQ_ERROR(Codec::open(dir.path()), "failed verification: encoder.onnx");  // checked before the backend
+}
+
+TEST(Tiling, EdgePaddingRowMajorTiles) {
+    // A 3x3 image with 2-pixel patches: grid 2x2, the last row and column repeated.
+    Image image{3, 3, {}};
+    for (int i = 0; i < 27; ++i) image.rgb.push_back(static_cast<std::uint8_t>(i * 9));
+    const std::vector<float> p = to_patches(image, 2);
+    ASSERT_EQ(p.size(), 4u * 3 * 2 * 2);
+    auto at = [&](int tile, int ch, int y, int x) {
+        return p[static_cast<std::size_t>(((tile * 3 + ch) * 2 + y) * 2 + x)];
+    };
+    auto px = [&](int y, int x, int ch) {
+        return static_cast<float>(image.rgb[static_cast<std::size_t>((y * 3 + x) * 3 + ch)]) / 255.0f;
+    };
+    EXPECT_EQ(at(0, 1, 1, 1), px(1, 1, 1));
+    EXPECT_EQ(at(1, 0, 0, 1), px(0, 2, 0));  // column 3 is padding: repeats column 2
+    EXPECT_EQ(at(2, 2, 1, 0), px(2, 0, 2));  // row 3 is padding: repeats row 2
+    EXPECT_EQ(at(3, 0, 1, 1), px(2, 2, 0));
+    const Image back = from_patches(p.data(), 2, 2, 3, 3, 2);
+    EXPECT_EQ(back.rgb, image.rgb);
+    EXPECT_FSQ_ERROR(to_patches(Image{2, 2, {1, 2, 3}}, 2), "compress: image holds 3 bytes, expected 2 x 2 x 3");
+    EXPECT_FSQ_ERROR(from_patches(p.data(), 1, 1, 3, 3, 2), "does not cover a 3x3 image");
+    // Sizes whose byte counts overflow 64 bits are refused, never allocated short.
+    EXPECT_FSQ_ERROR(to_patches(Image{0xFFFFFFFFu, 0xFFFFFFFFu, {1, 2}}, 2), "compress: image holds 2 bytes");
+    EXPECT_FSQ_ERROR(from_patches(p.data(), 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 1),
+                     "decompress: 4294967295 rows of 12884901885 values do not fit in memory");
+    EXPECT_FSQ_ERROR(check_images(p.data(), {std::int64_t{1} << 62, 3, 2, 2}, 2), "images of 12 values do not fit");
+}
+
+TEST(Tiling, FromPatchesClipsRoundsAndZeroesNaN) {
+    const std::vector<float> p = {-1.0f, 2.0f, 0.5f, std::numeric_limits<float>::quiet_NaN(),
+                                  0.0f,  1.0f, 0.2f, 100.5f / 255.0f,
+                                  0.0f,  0.0f, 0.0f, 0.0f};
+    const Image img = from_patches(p.data(), 1, 1, 2, 2, 2);
+    EXPECT_EQ(img.rgb, (std::vector<std::uint8_t>{0, 0, 0, 255, 255, 0, 128, 51, 0, 0, 101, 0}));
+}
+
+TEST(Half, RoundTripsEveryHalfAndRoundsToNearestEven) {
+    for (std::uint32_t h = 0; h < 0x10000; ++h) {
+        const auto half = static_cast<std::uint16_t>(h);
+        const bool nan = (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu) != 0;
+        if (nan) continue;
+        ASSERT_EQ(detail::float_to_half(detail::half_to_float(half)), half) << std::hex << h;
+    }
+    EXPECT_EQ(detail::half_to_float(0x3C00), 1.0f);
+    EXPECT_EQ(detail::half_to_float(0x0001), std::ldexp(1.0f, -24));
+    EXPECT_EQ(detail::float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie -> even
+    EXPECT_EQ(detail::float_to_half(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even (up)
+    EXPECT_EQ(detail::float_to_half(65520.0f), 0x7C00);                          // rounds up to inf
+    EXPECT_EQ(detail::float_to_half(65519.0f), 0x7BFF);
+    EXPECT_EQ(detail::float_to_half(std::ldexp(1.0f, -25)), 0x0000);  // tie between 0 and the smallest subnormal
+    EXPECT_EQ(detail::float_to_half(std::ldexp(1.5f, -25)), 0x0001);
+    EXPECT_TRUE(std::isnan(detail::half_to_float(detail::float_to_half(std::nanf("")))));
+}
+
+}  // namespace
+}  // namespace fsq::test
