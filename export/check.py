@@ -218,6 +218,12 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
     contract = io_contract(int(manifest["image_size"]), int(manifest["code_width"]))
     graphs = {name: check_graph(report, art, name, contract[key])
               for name, key in ((ENCODER_FILE, "encoder"), (DECODER_FILE, "decoder"))}
+    for name, key in (("encoder.fp16.onnx", "encoder"), ("decoder.fp16.onnx", "decoder")):
+        if name in manifest["files"]:  # written by export --precision fp16: the quantizer must stay FP32
+            model = check_graph(report, art, name, contract[key])
+            if model is not None:
+                report.add(f"{name}: quantizer FP32", _fp32_quantizer_problems(model),
+                           "every float tensor of the quantizer is float32")
     encoder = graphs[ENCODER_FILE]
     if not fp16:
         return report
@@ -234,8 +240,29 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
     report.findings.append(Finding(
         "quantizer FP16 risk", "info",
         f"{100 * risk['share']:.3f}% of pre-rounding values within FP16 error of a threshold "
-        f"({per_stage}; {risk['images']} test images)"))
+        f"({per_stage}; {risk['images']} test images){_measured_fp16(manifest)}"))
     return report
+
+
+def _fp32_quantizer_problems(model: onnx.ModelProto) -> list[str]:
+    from fsqdeploy.export.precision import quantizer_precision_problems
+
+    try:
+        return quantizer_precision_problems(model)
+    except FSQDeployError as e:
+        return [str(e)]
+
+
+def _measured_fp16(manifest: dict[str, Any]) -> str:
+    """What export --precision fp16 measured, to set beside the risk that predicts it."""
+    record = manifest.get("fp16")
+    try:
+        rounded = record["fp16_rounding"]["index_agreement"]  # type: ignore[index]
+        ort = record["onnxruntime_cpu"]["index_agreement"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return ""
+    return (f"; the FP16 graphs measured {100 * rounded:.3f}% indices equal to FP32 with every FP16 tensor "
+            f"rounded, {100 * ort:.3f}% on ONNX Runtime CPU")
 
 
 def _contract_problems(manifest: dict[str, Any]) -> list[str]:

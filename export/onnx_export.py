@@ -155,6 +155,20 @@ def _const_i64(name: str, values: list[int]) -> onnx.NodeProto:
                                                                               [len(values)], values))
 
 
+def _scoped(prefix: str, inputs: list[str], outputs: list[str], body: list[onnx.NodeProto]
+            ) -> tuple[list[str], list[str], list[onnx.NodeProto]]:
+    """Prefix every name inside a function body. onnx-tensorrt has been seen binding a function's
+    formal input to a graph tensor of the same name (e.g. ``latent``) instead of the argument, so
+    function-local names must never collide with graph names."""
+    def rename(name: str) -> str:
+        return f"{prefix}{name}" if name else name
+
+    for node in body:
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    return [rename(n) for n in inputs], [rename(n) for n in outputs], body
+
+
 def build_quantize_function(opset: int) -> onnx.FunctionProto:
     """FSQQuantize: how many of its decision thresholds each latent value reaches, as int32."""
     body = [
@@ -164,8 +178,9 @@ def build_quantize_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Cast", ["reached"], ["reached_i32"], to=TensorProto.INT32),
         helper.make_node("ReduceSum", ["reached_i32", "last_axis"], ["indices"], keepdims=0),
     ]
+    inputs, outputs, body = _scoped("fsqq_", ["latent", "thresholds"], ["indices"], body)
     return helper.make_function(
-        DOMAIN, QUANTIZE_OP, ["latent", "thresholds"], ["indices"], body,
+        DOMAIN, QUANTIZE_OP, inputs, outputs, body,
         [helper.make_opsetid("", opset)], attributes=["levels", "temperature", "stage"],
         doc_string="indices[n, d] = #{k : latent[n, d] >= thresholds[d, k]} (exact in every IEEE runtime)",
     )
@@ -189,8 +204,9 @@ def build_dequantize_function(opset: int, stages: int, width: int) -> onnx.Funct
             out = "decoder_input" if k == stages - 1 else f"sum{k}"
             body.append(helper.make_node("Add", [acc, parts[k]], [out]))
             acc = out
+    inputs, outputs, body = _scoped("fsqd_", ["indices", "half_width", "stage_weights"], ["decoder_input"], body)
     return helper.make_function(
-        DOMAIN, DEQUANTIZE_OP, ["indices", "half_width", "stage_weights"], ["decoder_input"], body,
+        DOMAIN, DEQUANTIZE_OP, inputs, outputs, body,
         [helper.make_opsetid("", opset)], attributes=["levels", "stages"],
         doc_string="decoder_input = sum_k stage_weights * (float(indices) - half_width) / half_width over K slices",
     )

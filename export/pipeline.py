@@ -1,8 +1,10 @@
-"""RUN -> ART: load the checkpoint, export both graphs, pass the parity gate, write the manifest.
+"""RUN -> ART: load the checkpoint, export both graphs, pass the parity gate, write the manifest;
+then, when asked, the FP16 graphs (``--precision fp16``) and the TensorRT engines (``--trt``).
 
 Everything is written to a temporary directory beside ``--out`` and renamed into place only after
-the gate passes, so a failed export leaves nothing behind and a reader never sees half an artifact.
-All user-facing validation (opset, --out, run dir, data) happens before any file is written.
+the gate passes and every engine passed its checks, so a failed export leaves nothing behind and a
+reader never sees half an artifact. All user-facing validation (opset, precisions, --out, TensorRT
+and a GPU for --trt, run dir, data) happens before any file is written.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from fsqdeploy.export.manifest import (
     ARTIFACT_VERSION,
     CHECKPOINT_DIR,
     file_entry,
+    read_manifest,
     write_manifest,
 )
 from fsqdeploy.export.onnx_export import (
@@ -38,6 +42,8 @@ from fsqdeploy.export.onnx_export import (
     io_contract,
 )
 from fsqdeploy.export.parity import ParityReport, run_parity
+from fsqdeploy.export.precision import check_precision, compare_fp16, convert_graphs, fp16_rounding_graph
+from fsqdeploy.export.tensorrt_build import TIMING_CACHE_FILE, BuildOptions, build_engines, require_tensorrt_and_gpu
 from fsqdeploy.fileio import sha256_file
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
 
@@ -114,22 +120,54 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def fp16_record(graphs: dict[str, onnx.ModelProto], graphs16: dict[str, onnx.ModelProto], images: np.ndarray,
+                source: str) -> dict[str, Any]:
+    """The manifest's ``fp16``: what FP16 costs against the FP32 graphs on ONNX Runtime CPU, as the
+    files run there and with every FP16 tensor rounded (what an FP16 GPU computes), beside the FP16
+    risk that ``fsqdeploy check`` reports for the FP32 quantizer (see export/precision.py)."""
+    from fsqdeploy.export.check import fp16_risk
+
+    as16 = {ENCODER_FILE: graphs16["encoder.fp16.onnx"], DECODER_FILE: graphs16["decoder.fp16.onnx"]}
+    rounded = {name: fp16_rounding_graph(g) for name, g in as16.items()}
+    risk = fp16_risk(graphs[ENCODER_FILE], images)
+    return {
+        "files": sorted(graphs16),
+        "quantizer": "float32",
+        "data": source,
+        "images": int(len(images)),
+        "onnxruntime_cpu": compare_fp16(graphs, as16, images),
+        "fp16_rounding": compare_fp16(graphs, rounded, images),
+        "fp16_risk": risk["share"],
+    }
+
+
 def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, force: bool = False,
-                    parity_images: int = 512, data: str | None = None) -> dict[str, Any]:
-    """Write ART (``out``) from RUN; returns the manifest. Raises FSQDeployError, writing nothing."""
+                    parity_images: int = 512, data: str | None = None, precisions: Sequence[str] = ("fp32",),
+                    trt: BuildOptions | None = None) -> dict[str, Any]:
+    """Write ART (``out``) from RUN; returns the manifest. Raises FSQDeployError, writing nothing.
+
+    ``precisions``: "fp32" graphs are always written; "fp16" adds the FP16 graphs. ``trt``: build
+    TensorRT engines of every listed precision (needs TensorRT and an NVIDIA GPU, checked first).
+    """
     check_opset(opset)
+    for precision in precisions:
+        check_precision(precision)
     check_out_dir(out, force)
+    if trt is not None:
+        trt.check()
+        require_tensorrt_and_gpu()
     config = read_config(run)
     model = FSQVAE.load(run)
     images, source = load_parity_images(config, model.config.image_size, parity_images, data)
     checkpoint_sha256 = sha256_file(Path(run) / WEIGHTS_FILE)
     graphs = export_graphs(model, opset, inline, checkpoint_sha256)
+    graphs16 = convert_graphs(graphs, "fp16") if "fp16" in precisions else {}
 
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for name, graph in graphs.items():
+        for name, graph in {**graphs, **graphs16}.items():
             onnx.save(graph, str(work / name))
         # The PyTorch reference travels with the graphs, so bench and Codec(backend="torch") need
         # nothing but ART.
@@ -140,9 +178,15 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
         if not report.passed:
             raise FSQDeployError(report.failure())
         manifest = build_manifest(model, checkpoint_sha256, opset, inline, work, report)
+        if graphs16:
+            manifest["files"].update({name: file_entry(work / name) for name in sorted(graphs16)})
+            manifest["fp16"] = fp16_record(graphs, graphs16, images, source)
         write_manifest(work, manifest)
+        if trt is not None:
+            # The timing cache outlives --force: the old ART's cache seeds the new one.
+            build_engines(work, list(dict.fromkeys(precisions)), trt, previous_cache=out / TIMING_CACHE_FILE)
+            manifest = read_manifest(work)
         replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
-

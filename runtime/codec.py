@@ -127,10 +127,13 @@ class Codec:
     ) -> tuple[Runner, Runner]:
         def graph(name: str) -> Path:
             if name not in manifest["files"]:
-                raise FSQDeployError(f"codec: '{art}' has no {name}. Note: export it first")
+                how = ("calibrate it with fsqdeploy calibrate" if ".int8." in name
+                       else "export it with --precision fp16" if ".fp16." in name else "export it first")
+                raise FSQDeployError(f"codec: '{art}' has no {name}. Note: {how}")
             return art / name
 
         allowed = {
+            "onnxruntime": ("fp32", "int8"),
             "openvino": ("fp32", "bf16"),
             "onnxruntime-trt": ("fp16", "fp32"),
             "tensorrt": ("fp32", "fp16", "int8"),
@@ -144,9 +147,13 @@ class Codec:
             return (TorchRunner(ckpt, "encoder", device, threads), TorchRunner(ckpt, "decoder", device, threads))
         if backend in ORT_PROVIDERS:
             cache_dir = art / "trt_cache"
-            fp16 = precision == "fp16"
+            # Precision lives in the graph: fp16 runs the strongly typed encoder.fp16.onnx (quantizer
+            # in FP32) with TensorRT's FP16 flag off; int8 runs the QDQ graphs of fsqdeploy calibrate.
+            suffix = {"fp16": ".fp16.onnx", "int8": ".int8.onnx"}.get(precision, ".onnx")
             return tuple(  # type: ignore[return-value]
-                OnnxRuntimeRunner(graph(f"{g}.onnx"), backend, threads, fp16, cache_dir) for g in ("encoder", "decoder")
+                OnnxRuntimeRunner(graph(f"{g}{suffix}"), backend, threads, False, cache_dir,
+                                  precision=precision)
+                for g in ("encoder", "decoder")
             )
         if backend == "openvino":
             runners = []

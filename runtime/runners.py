@@ -130,6 +130,7 @@ class OnnxRuntimeRunner(Runner):
         threads: int | None = None,
         trt_fp16: bool = True,
         trt_cache_dir: str | Path | None = None,
+        precision: str | None = None,
     ):
         super().__init__()
         if backend not in ORT_PROVIDERS:
@@ -137,7 +138,8 @@ class OnnxRuntimeRunner(Runner):
         self.model, self.backend, self.threads = model, backend, threads
         self.trt_fp16, self.trt_cache_dir = trt_fp16, trt_cache_dir
         self.name = backend
-        self.precision = "fp16" if backend == "onnxruntime-trt" and trt_fp16 else "fp32"
+        # None: what the session computes in; "int8" for the QDQ graphs of fsqdeploy calibrate.
+        self.precision = precision or ("fp16" if backend == "onnxruntime-trt" and trt_fp16 else "fp32")
         self.session: Any = None
 
     def _providers(self, ort: Any) -> list[Any]:

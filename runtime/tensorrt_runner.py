@@ -1,124 +1,127 @@
 """Native TensorRT engines: load (after checking the sidecar), run on a CUDA stream, chunk batches.
 
 Device buffers are torch CUDA tensors, so no extra CUDA binding package is needed. Inputs and
-outputs are bound by name and run with ``execute_async_v3`` on torch's current stream; when the
-same batch shape repeats, the launch is captured once into a CUDA graph and replayed. Batches
-above the engine profile's maximum are split into chunks.
+outputs are bound by name and run with ``execute_async_v3`` on the runner's stream. Each batch
+size gets its own execution context with static input and output buffers; the first run of a
+size executes directly, and when the size repeats, the launch is captured once into a CUDA graph
+and replayed from then on (a few recent sizes are kept). Batches above the engine profile's
+maximum are split into chunks; a batch below its minimum is padded (rows are independent).
+
+Before anything is deserialized, the engine's sidecar (``<engine>.json``, written by
+``fsqdeploy export --trt``) is checked against this machine: an engine built by another TensorRT
+version or for another GPU is refused with a message that says to rebuild, instead of TensorRT's
+deserialization error. Portable engines (``--version-compatible``, ``--hardware-compatible``) relax
+exactly the checks they allow.
 
 Nothing here imports tensorrt or touches a GPU until a runner is activated. This module cannot be
-executed on machines without an NVIDIA GPU; it is type-checked against ``tensorrt-stubs`` in CI
-and exercised by the tests marked ``gpu``.
+executed on machines without an NVIDIA GPU; CI type-checks it against ``tensorrt-stubs`` and the
+tests marked ``gpu`` run it.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.tensorrt_build import (  # noqa: F401 - re-exported for the runtime's callers
+    INSTALL_HINT,
+    cuda_unavailable_reason,
+    current_device_facts,
+    dims_tuple,
+    engine_file,
+    import_tensorrt,
+    require_tensorrt_and_gpu,
+    sidecar_path,
+    tensorrt_unavailable_reason,
+)
+from fsqdeploy.fileio import sha256_file
 from fsqdeploy.runtime.runners import Runner
 
-INSTALL_HINT = 'pip install "fsqdeploy[trt]"'
+if TYPE_CHECKING:
+    import tensorrt as trt
+    import torch
 
-
-def import_tensorrt() -> Any:
-    """The tensorrt module, or a clear error. ``tensorrt-stubs`` installed without its ``tensorrt``
-    dependency makes ``import tensorrt`` succeed as an empty namespace package, so a usable
-    TensorRT is recognised by its API, never by a bare import."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise FSQDeployError(f"tensorrt: TensorRT is not installed. Note: {INSTALL_HINT}") from None
-    if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
-        raise FSQDeployError(
-            f"tensorrt: the installed 'tensorrt' package has no TensorRT API (only type stubs?). Note: {INSTALL_HINT}"
-        )
-    return trt
-
-
-def cuda_unavailable_reason() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to PyTorch"
-    return None
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    try:
-        import_tensorrt()
-    except FSQDeployError as e:
-        return str(e).removeprefix("tensorrt: ")
-    return cuda_unavailable_reason()
-
-
-def require_tensorrt_and_gpu() -> Any:
-    trt = import_tensorrt()
-    reason = cuda_unavailable_reason()
-    if reason:
-        raise FSQDeployError(f"tensorrt: TensorRT is installed but {reason}. Note: engines build and run on NVIDIA GPUs")
-    return trt
+REBUILD = "Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine"
+SIDECAR_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")
+HARDWARE_COMPATIBLE_MIN_MAJOR = 8  # AMPERE_PLUS engines run on sm 8.0 and newer
 
 
 # -- sidecars -------------------------------------------------------------------------------------
 
 
-def current_device_facts() -> dict[str, Any]:
-    """What an engine is tied to: TensorRT and CUDA versions, GPU name and compute capability."""
-    import torch
-
-    trt = import_tensorrt()
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return {
-        "tensorrt_version": trt.__version__,
-        "cuda_version": torch.version.cuda,
-        "gpu_name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-    }
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'10.13.0.35' -> (10, 13, 0, 35); parts that are not numbers end it."""
+    out = []
+    for part in str(version).split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
 
 
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
+def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None, precision: str | None = None
+                  ) -> dict[str, Any]:
+    """Refuse an engine built for another GPU or TensorRT version (or not the engine its sidecar
+    describes) with a message that says to rebuild, instead of TensorRT's deserialization error.
 
-
-def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Refuse an engine built for another GPU or TensorRT version, with a message that says to rebuild
-    (instead of TensorRT's deserialization error). Portable engines relax the checks they allow."""
+    Engines built with ``--version-compatible`` load on the same or a later TensorRT of the same
+    major version; with ``--hardware-compatible`` on any GPU of compute capability 8.0 or newer.
+    ``facts`` defaults to this machine's (``current_device_facts``)."""
+    engine = Path(engine)
     path = sidecar_path(engine)
+    if not engine.is_file():
+        raise FSQDeployError(f"tensorrt: '{engine}' is missing. {REBUILD}")
     if not path.is_file():
-        raise FSQDeployError(f"tensorrt: '{path}' is missing. Note: rebuild with fsqdeploy export --trt")
+        raise FSQDeployError(f"tensorrt: '{path}' is missing. {REBUILD}")
     try:
         sidecar = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FSQDeployError(f"tensorrt: '{path}' is not valid JSON. Note: rebuild with fsqdeploy export --trt") from None
-    facts = dict(facts or current_device_facts())
-    version_compatible = bool(sidecar.get("version_compatible"))
-    hardware_compatible = bool(sidecar.get("hardware_compatible"))
-    built, here = str(sidecar.get("tensorrt_version", "?")), str(facts["tensorrt_version"])
-    same_version = built == here or (version_compatible and built.split(".")[0] == here.split(".")[0])
+        raise FSQDeployError(f"tensorrt: '{path}' is not valid JSON. {REBUILD}") from None
+    missing = [k for k in SIDECAR_KEYS if not isinstance(sidecar, dict) or k not in sidecar]
+    if missing:
+        raise FSQDeployError(f"tensorrt: '{path}' lacks {', '.join(missing)}. {REBUILD}")
+    if "engine_sha256" in sidecar and sidecar["engine_sha256"] != sha256_file(engine):
+        raise FSQDeployError(f"tensorrt: '{engine.name}' is not the engine its sidecar describes "
+                             f"(sha256 differs). {REBUILD}")
+    if precision is not None and sidecar["precision"] != precision:
+        raise FSQDeployError(f"tensorrt: '{engine.name}' is a {sidecar['precision']} engine, "
+                             f"{precision} was asked for. {REBUILD} --precision {precision}")
+    facts = dict(facts if facts is not None else current_device_facts())
+    built, here = str(sidecar["tensorrt_version"]), str(facts["tensorrt_version"])
+    b, h = version_tuple(built), version_tuple(here)
+    if sidecar.get("version_compatible"):
+        same_version = bool(b) and bool(h) and b[0] == h[0] and h >= b
+    else:
+        same_version = built == here
     if not same_version:
+        allowed = (f" (a version-compatible engine runs on TensorRT {b[0] if b else '?'}.x from {built} on)"
+                   if sidecar.get("version_compatible") else " (or build it with --version-compatible)")
+        raise FSQDeployError(f"tensorrt: '{engine.name}' was built with TensorRT {built}, this is TensorRT "
+                             f"{here}{allowed}. {REBUILD}")
+    built_cc, here_cc = str(sidecar["compute_capability"]), str(facts["compute_capability"])
+    if sidecar.get("hardware_compatible"):
+        here_major = version_tuple(here_cc)[:1] or (0,)
+        if here_major[0] < HARDWARE_COMPATIBLE_MIN_MAJOR:
+            raise FSQDeployError(
+                f"tensorrt: '{engine.name}' is hardware-compatible for Ampere and newer (sm 8.0+), this GPU is "
+                f"{facts['gpu_name']} (sm {here_cc}). {REBUILD}")
+    elif built_cc != here_cc:
         raise FSQDeployError(
-            f"tensorrt: '{engine.name}' was built with TensorRT {built}, this is {here}. "
-            "Note: rebuild with fsqdeploy export --trt (or build with --version-compatible)"
-        )
-    if not hardware_compatible and sidecar.get("compute_capability") != facts["compute_capability"]:
-        raise FSQDeployError(
-            f"tensorrt: '{engine.name}' was built for {sidecar.get('gpu_name')} (sm {sidecar.get('compute_capability')}), "
-            f"this GPU is {facts['gpu_name']} (sm {facts['compute_capability']}). "
-            "Note: rebuild with fsqdeploy export --trt on this GPU (or build with --hardware-compatible)"
-        )
+            f"tensorrt: '{engine.name}' was built for {sidecar['gpu_name']} (sm {built_cc}), this GPU is "
+            f"{facts['gpu_name']} (sm {here_cc}) (or build it with --hardware-compatible). {REBUILD}")
     return sidecar
 
 
 def engine_paths(art: Path, manifest: Mapping[str, Any], precision: str) -> tuple[Path, Path]:
     """ART/encoder.<precision>.plan and ART/decoder.<precision>.plan, as listed in the manifest."""
-    names = [f"encoder.{precision}.plan", f"decoder.{precision}.plan"]
+    names = [engine_file("encoder", precision), engine_file("decoder", precision)]
     missing = [n for n in names if n not in manifest["files"]]
     if missing:
         raise FSQDeployError(
@@ -131,86 +134,168 @@ def engine_paths(art: Path, manifest: Mapping[str, Any], precision: str) -> tupl
 # -- the runner -----------------------------------------------------------------------------------
 
 
+@dataclass
+class _Slot:
+    """One batch size: its execution context, static device buffers and (once it repeats) graph."""
+
+    context: trt.IExecutionContext
+    input: torch.Tensor
+    output: torch.Tensor
+    runs: int = 0
+    graph: torch.cuda.CUDAGraph | None = None
+    capture_failed: bool = False
+
+
 class TensorRTRunner(Runner):
     """One engine with one input and one output, bound by name."""
 
     name = "tensorrt"
+    max_shapes = 4  # execution contexts (and CUDA graphs) kept for the most recent batch sizes
 
-    def __init__(self, engine_path: str | Path, use_cuda_graphs: bool = True):
+    def __init__(self, engine_path: str | Path, use_cuda_graphs: bool = True, precision: str | None = None):
         super().__init__()
         self.engine_path = Path(engine_path)
         self.use_cuda_graphs = use_cuda_graphs
+        self.expected_precision = precision
+        # Known before activation (the Codec reads it): ART/<graph>.<precision>.plan; the sidecar rules.
+        parts = self.engine_path.name.split(".")
+        self.precision = precision or (parts[-2] if len(parts) >= 3 and parts[-1] == "plan" else "fp32")
         self.engine: Any = None
-        self.context: Any = None
-        self._graphs: dict[tuple[int, ...], Any] = {}
+        self.runtime: Any = None
+        self._slots: OrderedDict[int, _Slot] = OrderedDict()
+        self.graph_replays = 0  # launches served by a CUDA graph (for tests and bench)
 
     def _activate(self) -> None:
-        trt = require_tensorrt_and_gpu()
+        require_tensorrt_and_gpu()  # TensorRT recognised by its API, and a CUDA GPU
+        import tensorrt as trt
         import torch
 
-        sidecar = check_sidecar(self.engine_path)
-        self.precision = str(sidecar.get("precision", "fp32"))
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
+        sidecar = check_sidecar(self.engine_path, precision=self.expected_precision)
+        self.precision = str(sidecar["precision"])
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self._logger)
         if sidecar.get("version_compatible"):
-            runtime.engine_host_code_allowed = True
+            runtime.engine_host_code_allowed = True  # the engine carries its own lean runtime
         engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
-            raise FSQDeployError(f"tensorrt: could not load '{self.engine_path}'. Note: rebuild it on this GPU")
+            raise FSQDeployError(f"tensorrt: could not load '{self.engine_path}'. {REBUILD}")
         self.engine, self.runtime = engine, runtime
-        self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' must have one input and one output")
-        _, _, max_shape = engine.get_tensor_profile_shape(self.inputs[0], 0)
-        self.max_batch = int(max_shape[0])
-        to_torch = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
-        self.dtypes = {n: to_torch[engine.get_tensor_dtype(n)] for n in names}
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' must have one input and one output. {REBUILD}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.inputs, self.outputs = inputs, outputs
+        lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
+        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self.input_shape = dims_tuple(engine.get_tensor_shape(self.input_name))
+        self.output_shape = dims_tuple(engine.get_tensor_shape(self.output_name))
+        to_torch = {trt.float32: torch.float32, trt.float16: torch.float16,
+                    trt.int32: torch.int32}
+        try:
+            self.dtypes = {n: to_torch[engine.get_tensor_dtype(n)] for n in names}
+        except KeyError:
+            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' binds an unsupported dtype. {REBUILD}") from None
         self.stream = torch.cuda.Stream()
 
-    def _run_chunk(self, x: Any) -> Any:
-        """Run one chunk already on the GPU; returns a GPU tensor (graph-captured when it repeats)."""
+    # -- one chunk ---------------------------------------------------------------------------------
+
+    def _slot(self, batch: int) -> _Slot:
         import torch
 
-        name_in, name_out = self.inputs[0], self.outputs[0]
-        key = tuple(x.shape)
-        if self.use_cuda_graphs and key in self._graphs:
-            graph, static_in, static_out = self._graphs[key]
-            static_in.copy_(x)
-            graph.replay()
-            return static_out
-        self.context.set_input_shape(name_in, key)
-        out = torch.empty(tuple(self.context.get_tensor_shape(name_out)), dtype=self.dtypes[name_out], device="cuda")
-        static_in = x.clone()
-        self.context.set_tensor_address(name_in, static_in.data_ptr())
-        self.context.set_tensor_address(name_out, out.data_ptr())
-        with torch.cuda.stream(self.stream):
-            self.context.execute_async_v3(self.stream.cuda_stream)  # the first run also warms up
-            if self.use_cuda_graphs:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=self.stream):
-                    self.context.execute_async_v3(self.stream.cuda_stream)
-                self._graphs[key] = (graph, static_in, out)
-        self.stream.synchronize()
-        return out
+        if batch in self._slots:
+            self._slots.move_to_end(batch)
+            return self._slots[batch]
+        if not self.min_batch <= batch <= self.max_batch:
+            raise FSQDeployError(f"tensorrt: batch {batch} is outside the engine profile "
+                                 f"{self.min_batch}..{self.max_batch} of '{self.engine_path.name}'")
+        context = self.engine.create_execution_context()
+        shape = (batch, *self.input_shape[1:])
+        if not context.set_input_shape(self.input_name, shape):
+            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' refuses input shape {list(shape)} "
+                                 f"(profile {self.min_batch}..{self.max_batch})")
+        static_in = torch.empty(shape, dtype=self.dtypes[self.input_name], device="cuda")
+        out_shape = dims_tuple(context.get_tensor_shape(self.output_name))
+        static_out = torch.empty(out_shape, dtype=self.dtypes[self.output_name], device="cuda")
+        context.set_tensor_address(self.input_name, static_in.data_ptr())
+        context.set_tensor_address(self.output_name, static_out.data_ptr())
+        slot = _Slot(context, static_in, static_out)
+        self._slots[batch] = slot
+        while len(self._slots) > self.max_shapes:
+            self._slots.popitem(last=False)
+        return slot
 
-    def infer_torch(self, x: Any) -> Any:
+    def _launch(self, slot: _Slot) -> None:
+        if not slot.context.execute_async_v3(self.stream.cuda_stream):
+            raise FSQDeployError(f"tensorrt: execute_async_v3 failed for '{self.engine_path.name}'")
+
+    def run_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """One batch within the profile, already on the GPU; returns the slot's static output buffer
+        (valid until the next call with the same batch size; clone it to keep it)."""
+        import torch
+
+        slot = self._slot(len(x))
+        current = torch.cuda.current_stream()
+        self.stream.wait_stream(current)  # x was written on the caller's stream
+        with torch.cuda.stream(self.stream):
+            slot.input.copy_(x)
+            if slot.graph is not None:
+                slot.graph.replay()
+                self.graph_replays += 1
+            elif self.use_cuda_graphs and slot.runs >= 1 and not slot.capture_failed:
+                # The size repeats: capture the launch once (it was warmed up by the first run).
+                graph = torch.cuda.CUDAGraph()
+                try:
+                    with torch.cuda.graph(graph, stream=self.stream):
+                        self._launch(slot)
+                    slot.graph = graph
+                except (RuntimeError, FSQDeployError):
+                    slot.capture_failed = True  # e.g. a kernel TensorRT cannot capture: run directly
+                if slot.graph is not None:
+                    slot.graph.replay()
+                    self.graph_replays += 1
+                else:
+                    self._launch(slot)
+            else:
+                self._launch(slot)
+            slot.runs += 1
+        current.wait_stream(self.stream)
+        return slot.output
+
+    @property
+    def captured_batch_sizes(self) -> list[int]:
+        return [b for b, s in self._slots.items() if s.graph is not None]
+
+    # -- whole batches -----------------------------------------------------------------------------
+
+    def infer_torch(self, x: torch.Tensor) -> torch.Tensor:
         """GPU tensor in, GPU tensor out (no host copies): what bench times as 'device' latency."""
         import torch
 
-        x = x.to(self.dtypes[self.inputs[0]])
-        parts = [self._run_chunk(x[i : i + self.max_batch]).clone() for i in range(0, len(x), self.max_batch)]
-        torch.cuda.current_stream().wait_stream(self.stream)
+        x = x.to(device="cuda", dtype=self.dtypes[self.input_name])
+        n = len(x)
+        if n == 0:
+            return torch.empty((0, *self.output_shape[1:]), dtype=self.dtypes[self.output_name], device="cuda")
+        parts = []
+        for start in range(0, n, self.max_batch):
+            chunk = x[start : start + self.max_batch]
+            short = self.min_batch - len(chunk)
+            if short > 0:  # below the profile: pad with copies of the last row, keep the real rows
+                chunk = torch.cat([chunk, chunk[-1:].expand(short, *chunk.shape[1:])])
+            parts.append(self.run_batch(chunk)[: len(chunk) - max(short, 0)].clone())
         return torch.cat(parts) if len(parts) != 1 else parts[0]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(feed[self.inputs[0]])).cuda()
-        return {self.outputs[0]: self.infer_torch(x).cpu().numpy()}
+        if self.input_name not in feed:
+            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' expects input '{self.input_name}'")
+        x = torch.from_numpy(np.ascontiguousarray(feed[self.input_name])).cuda()
+        return {self.output_name: self.infer_torch(x).cpu().numpy()}
 
     def _deactivate(self) -> None:
-        self._graphs.clear()
-        self.context = self.engine = None
+        for slot in self._slots.values():  # graphs before the contexts they launch, contexts before the engine
+            slot.graph = None
+        self._slots.clear()
+        self.engine = self.runtime = None

@@ -1,0 +1,752 @@
+"""TensorRT: what can be proven without a GPU runs everywhere (availability detection, one-line
+errors that write nothing, the sidecar refusal, the graph the parser reads, the reading of
+TensorRT's layer information); what needs a GPU is marked ``gpu`` and skips with the reason.
+
+On a machine with an NVIDIA GPU, TensorRT and a CUDA build of torch: ``pytest -m gpu -v``
+(docs/tensorrt.md says what to expect).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE
+from fsqdeploy.export.parity import ort_session
+from fsqdeploy.export.precision import convert_to_fp16
+from fsqdeploy.export.tensorrt_build import (
+    QUANTIZER_PREFIX,
+    REDUCED_PRECISIONS,
+    BuildOptions,
+    inspect_quantizer,
+    parser_graph,
+    tensor_precision,
+    tensorrt_unavailable_reason,
+)
+from fsqdeploy.runtime.tensorrt_runner import TensorRTRunner, check_sidecar, engine_paths, sidecar_path
+from fsqdeploy.train.data import images_to_float, load_images
+
+# -- without TensorRT: `export --trt` says what to install, exits 2 and writes nothing -------------
+
+
+def _no_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+
+
+def _stubs_only(monkeypatch):
+    # What `pip install --no-deps tensorrt-stubs` leaves: an importable, empty namespace package.
+    stub = types.ModuleType("tensorrt")
+    stub.__path__ = []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", stub)
+
+
+def _fake_trt_without_gpu(monkeypatch):
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
+    fake.Builder = fake.Runtime = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build of torch ...
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # ... on a machine without a GPU
+
+
+def _fake_trt_cpu_torch(monkeypatch):
+    _fake_trt_without_gpu(monkeypatch)
+    monkeypatch.setattr(torch.version, "cuda", None)
+
+
+WITHOUT_TENSORRT = [
+    (_no_module, 'tensorrt: TensorRT is not installed. Note: pip install "fsqdeploy[trt]"'),
+    (_stubs_only, 'TensorRT is not installed (the \'tensorrt\' package has no TensorRT API'),
+    (_fake_trt_without_gpu, "tensorrt: TensorRT is installed but no CUDA GPU is visible to PyTorch"),
+    (_fake_trt_cpu_torch, "TensorRT is installed but this PyTorch is a CPU-only build"),
+]
+
+
+@pytest.mark.parametrize("simulate, message", WITHOUT_TENSORRT, ids=["missing", "stubs", "no-gpu", "cpu-torch"])
+def test_export_trt_without_tensorrt_is_one_line_and_writes_nothing(cli, one_line_error, run32, tmp_path,
+                                                                    monkeypatch, simulate, message):
+    simulate(monkeypatch)
+    out = tmp_path / "art"
+    code, stdout, err = cli("export", run32, "--out", out, "--trt", "--precision", "fp16")
+    one_line_error(code, err, message)
+    assert stdout == "" and list(tmp_path.iterdir()) == []
+    assert 'pip install "fsqdeploy[trt]"' in err or "GPU" in err
+
+
+@pytest.mark.parametrize("simulate, message", WITHOUT_TENSORRT, ids=["missing", "stubs", "no-gpu", "cpu-torch"])
+def test_unavailable_reason_and_runner(monkeypatch, tmp_path, simulate, message):
+    from fsqdeploy.runtime.codec import backend_unavailable_reason
+
+    simulate(monkeypatch)
+    reason = tensorrt_unavailable_reason()
+    assert reason and message.removeprefix("tensorrt: ").split(". Note")[0] in reason
+    assert backend_unavailable_reason("tensorrt") == reason
+    with pytest.raises(FSQDeployError, match="tensorrt: TensorRT is (not installed|installed but)"):
+        TensorRTRunner(tmp_path / "encoder.fp16.plan").activate()
+
+
+def test_this_machine_has_no_usable_tensorrt():
+    """Here (no GPU, at most tensorrt-stubs) TensorRT must be reported unusable, never half-usable."""
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are usable here; the gpu tests cover this machine")
+    assert "not installed" in reason or "GPU" in reason or "CPU-only" in reason
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-batch", "64"], "--max-batch only applies to TensorRT engines. Note: add --trt"),
+    (["--version-compatible"], "--version-compatible only applies to TensorRT engines"),
+    (["--trt", "--min-batch", "8", "--max-batch", "4"], "1 <= --min-batch <= --opt-batch <= --max-batch"),
+    (["--trt", "--opt-batch", "300"], "got 1, 300, 256"),
+    (["--trt", "--optimization-level", "6"], "--optimization-level must be in 0..5"),
+    (["--trt", "--workspace", "0"], "--workspace must be at least 1 MiB"),
+    (["--trt", "--timing-cache", "/nonexistent/dir/t.cache"], "must be a file in an existing directory"),
+])
+def test_trt_option_errors_come_first(cli, one_line_error, run32, tmp_path, args, message):
+    code, stdout, err = cli("export", run32, "--out", tmp_path / "art", *args)
+    one_line_error(code, err, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_opt_batch_follows_the_range():
+    from fsqdeploy.export.commands import export  # noqa: F401 - the CLI builds BuildOptions like this
+
+    BuildOptions(min_batch=1, opt_batch=64, max_batch=256).check()
+    BuildOptions(min_batch=128, opt_batch=128, max_batch=512).check()
+    with pytest.raises(FSQDeployError, match="got 4, 2, 8"):
+        BuildOptions(min_batch=4, opt_batch=2, max_batch=8).check()
+
+
+# -- the sidecar refusal (pure Python) --------------------------------------------------------------
+
+FACTS = {"tensorrt_version": "10.8.0.43", "cuda_version": "12.6", "gpu_name": "NVIDIA L4",
+         "compute_capability": "8.9"}
+
+
+def _engine(tmp_path: Path, **sidecar) -> Path:
+    engine = tmp_path / "encoder.fp16.plan"
+    engine.write_bytes(b"serialized engine")
+    from fsqdeploy.fileio import sha256_file
+
+    record = {**FACTS, "precision": "fp16", "profile": {"min": 1, "opt": 64, "max": 256},
+              "onnx_sha256": "0" * 64, "engine_sha256": sha256_file(engine),
+              "version_compatible": False, "hardware_compatible": False, **sidecar}
+    sidecar_path(engine).write_text(json.dumps(record))
+    return engine
+
+
+def test_sidecar_matching_machine_loads(tmp_path):
+    assert check_sidecar(_engine(tmp_path), FACTS, precision="fp16")["gpu_name"] == "NVIDIA L4"
+
+
+@pytest.mark.parametrize("sidecar, here, message", [
+    ({"tensorrt_version": "10.3.0.26"}, {}, "built with TensorRT 10.3.0.26, this is TensorRT 10.8.0.43 (or build"),
+    ({"compute_capability": "8.6", "gpu_name": "NVIDIA A10"}, {},
+     "built for NVIDIA A10 (sm 8.6), this GPU is NVIDIA L4 (sm 8.9)"),
+    # Version-compatible engines load on the same or a later TensorRT of the same major only.
+    ({"tensorrt_version": "10.9.0.1", "version_compatible": True}, {}, "built with TensorRT 10.9.0.1"),
+    ({"tensorrt_version": "10.3.0.26", "version_compatible": True}, {"tensorrt_version": "11.0.0.1"},
+     "runs on TensorRT 10.x from 10.3.0.26 on"),
+    # Hardware-compatible engines run on Ampere or newer, not on Turing.
+    ({"hardware_compatible": True}, {"compute_capability": "7.5", "gpu_name": "Tesla T4"},
+     "hardware-compatible for Ampere and newer (sm 8.0+), this GPU is Tesla T4 (sm 7.5)"),
+])
+def test_sidecar_refuses_another_machine(tmp_path, sidecar, here, message):
+    engine = _engine(tmp_path, **sidecar)
+    with pytest.raises(FSQDeployError, match="rebuild it with fsqdeploy export RUN --out ART --trt") as e:
+        check_sidecar(engine, {**FACTS, **here})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("sidecar, here", [
+    ({"tensorrt_version": "10.3.0.26", "version_compatible": True}, {}),
+    ({"compute_capability": "8.0", "gpu_name": "NVIDIA A100", "hardware_compatible": True}, {}),
+    ({"compute_capability": "8.9", "hardware_compatible": True}, {"compute_capability": "9.0", "gpu_name": "H100"}),
+])
+def test_portable_engines_relax_exactly_their_check(tmp_path, sidecar, here):
+    assert check_sidecar(_engine(tmp_path, **sidecar), {**FACTS, **here})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda e: sidecar_path(e).unlink(), "encoder.fp16.plan.json' is missing"),
+    (lambda e: e.unlink(), "encoder.fp16.plan' is missing"),
+    (lambda e: sidecar_path(e).write_text("{"), "is not valid JSON"),
+    (lambda e: sidecar_path(e).write_text('{"precision": "fp16"}'), "lacks tensorrt_version, gpu_name"),
+    (lambda e: e.write_bytes(b"another engine"), "is not the engine its sidecar describes"),
+])
+def test_damaged_sidecar_or_engine(tmp_path, damage, message):
+    engine = _engine(tmp_path)
+    damage(engine)
+    with pytest.raises(FSQDeployError, match="rebuild it") as e:
+        check_sidecar(engine, FACTS)
+    assert message in str(e.value)
+
+
+def test_sidecar_precision_must_match(tmp_path):
+    with pytest.raises(FSQDeployError, match="is a fp16 engine, fp32 was asked for"):
+        check_sidecar(_engine(tmp_path), FACTS, precision="fp32")
+
+
+def test_engine_paths_say_how_to_build(art64):
+    manifest = json.loads((art64.art / "manifest.json").read_text())
+    with pytest.raises(FSQDeployError, match="has no encoder.fp16.plan. Note: build it with fsqdeploy export RUN "
+                                             r"--out .* --trt --precision fp16"):
+        engine_paths(art64.art, manifest, "fp16")
+
+
+# -- the graph the parser reads ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture, precision", [("art32", "fp32"), ("art64", "fp32"), ("art64", "fp16"),
+                                                 ("art64_inline", "fp16")])
+def test_parser_graph_is_inlined_named_and_computes_the_same(request, fixture, precision):
+    exported = request.getfixturevalue(fixture)
+    s = exported.model.config.image_size
+    images = images_to_float(load_images("sample", s).test[:64])
+    for name in (ENCODER_FILE, DECODER_FILE):
+        graph = onnx.load(str(exported.art / name))
+        if precision == "fp16":
+            graph = convert_to_fp16(graph)
+        prepared = parser_graph(graph)
+        # No local function is left for the parser's function importer to bind by formal name.
+        assert not prepared.model.functions and all(n.domain in ("", "ai.onnx") for n in prepared.model.graph.node)
+        named = [n.name for n in prepared.model.graph.node if n.name.startswith(QUANTIZER_PREFIX)]
+        assert set(named) == prepared.quantizer_nodes and len(named) >= 4
+        if name == ENCODER_FILE:
+            # Every stage's input is watched, the later stages' residual inputs included.
+            stages = exported.model.config.stages
+            assert "latent" in prepared.quantizer_float_tensors
+            assert all(f"fsq_stage_input_{k}" in prepared.quantizer_float_tensors for k in range(1, stages))
+            feed = {"images": images}
+        else:
+            assert "decoder_input" in prepared.quantizer_float_tensors
+            feed = {"indices": ort_session(exported.art / ENCODER_FILE).run(None, {"images": images})[0]}
+        want = ort_session(graph).run(None, feed)[0]
+        got = ort_session(prepared.model).run(None, feed)[0]
+        assert np.array_equal(got, want)
+
+
+# -- reading TensorRT's layer information -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry, precision", [
+    ({"Format/Datatype": "Row major linear FP32"}, "FP32"),
+    ({"Format/Datatype": "Float"}, "FP32"),
+    ({"Format/Datatype": "Half"}, "FP16"),
+    ({"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}, "FP16"),
+    ({"Format/Datatype": "Int32"}, "INT32"),
+    ({"Format/Datatype": "Bool"}, "BOOL"),
+    ({"Format": "Row major linear (kLINEAR)", "DataType": "BFloat16"}, "BF16"),
+    ({"Format": "Row major linear FP32 format (kLINEAR)", "DataType": "Float"}, "FP32"),
+    ({"Format/Datatype": "Int8"}, "INT8"),
+])
+def test_tensor_precision_reads_trt10_and_trt11(entry, precision):
+    assert tensor_precision({"Name": "t", **entry}) == precision
+
+
+def _layer(name, metadata, inputs, outputs, key="Format/Datatype"):
+    return {"Name": name, "LayerType": "x", "Metadata": metadata,
+            "Inputs": [{"Name": n, key: t} for n, t in inputs], "Outputs": [{"Name": n, key: t} for n, t in outputs]}
+
+
+def _info(key="Format/Datatype", latent="Float", compare="Float"):
+    return {"Layers": [
+        _layer("node_conv2d + node_relu", "[ONNX Layer: node_conv2d]\x1f[ONNX Layer: node_relu]",
+               [("images/fp16", "Half")], [("relu", "Half")], key),
+        # Myelin fuses the FP16 Gemm, the cast and the first quantizer ops: only its quantizer
+        # tensors are checked (its conv side is FP16 by design).
+        _layer("{ForeignNode[node_linear...fsq_quantizer/GreaterOrEqual_12]}",
+               "[ONNX Layer: node_linear]\x1f[ONNX Layer: to_fp32/latent]\x1e"
+               "[ONNX Layer: fsq_quantizer/Unsqueeze_11]\x1f[ONNX Layer: fsq_quantizer/GreaterOrEqual_12]",
+               [("view_1", "Half")], [("latent", latent), ("reached__1", "Bool")], key),
+        _layer("fsq_quantizer/fsq_residual_0", "[ONNX Layer: fsq_quantizer/fsq_residual_0 | Local Function: x]",
+               [("latent", latent), ("(Unnamed Layer* 40) [Constant]_output", compare)],
+               [("fsq_residual_0", compare)], key),
+        _layer("fsq_quantizer/ReduceSum_14", "[ONNX Layer: fsq_quantizer/ReduceSum_14]",
+               [("reached_i32__1", "Int32")], [("fsq_indices_0", "Int32")], key),
+    ], "Bindings": ["images", "indices"]}
+
+
+WATCHED = {"latent", "fsq_residual_0", "fsq_stage_input_1", "fsq_thresholds_0"}
+
+
+@pytest.mark.parametrize("key", ["Format/Datatype", "DataType"])
+def test_inspector_passes_an_fp32_quantizer(key):
+    result = inspect_quantizer(json.dumps(_info(key)), WATCHED)
+    assert result.passed, result.problems
+    names = [layer["name"] for layer in result.layers]
+    assert len(names) == 3 and names[0].startswith("{ForeignNode[")
+    assert result.summary()["precisions"] == ["BOOL", "FP16", "FP32", "INT32"]  # FP16: the fused Gemm's input
+
+
+@pytest.mark.parametrize("latent, compare, message", [
+    ("Half", "Float", "has 'latent' in FP16"),
+    ("Float", "Half", "layer 'fsq_quantizer/fsq_residual_0' has '(Unnamed Layer* 40) [Constant]_output' in FP16"),
+    ("Float", "BFloat16", "in BF16"),
+])
+def test_inspector_fails_a_reduced_quantizer(latent, compare, message):
+    result = inspect_quantizer(_info(latent=latent, compare=compare), WATCHED)
+    assert not result.passed and any(message in p for p in result.problems), result.problems
+
+
+def test_inspector_tolerates_names_only():
+    """Layer information below detailed verbosity is a list of names: nothing to check, no crash."""
+    result = inspect_quantizer({"Layers": ["fsq_quantizer/ReduceSum_14", "node_conv2d"]}, WATCHED)
+    assert result.passed and result.layers == []
+
+
+# -- on a GPU -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu_art(tmp_path_factory, run64):
+    """The 64 px two-stage model exported with FP16 graphs and FP32 + FP16 engines, profile 1/8/16
+    (small, so that a batch of 40 runs in chunks)."""
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        pytest.skip(f"TensorRT engines need an NVIDIA GPU with TensorRT: {reason}")
+    from fsqdeploy.export.pipeline import export_artifact
+
+    art = tmp_path_factory.mktemp("trt") / "art"
+    export_artifact(run64, art, opset=18, parity_images=128, precisions=("fp32", "fp16"),
+                    trt=BuildOptions(min_batch=1, opt_batch=8, max_batch=16, workspace_mib=1024))
+    return art
+
+
+def _reference(art: Path, count: int = 256):
+    from fsqdeploy.runtime.bench import reference_outputs
+    from fsqdeploy.runtime.codec import Codec
+
+    images = images_to_float(load_images("sample", 64).test[:count])
+    with Codec.load(art, "torch") as torch_codec:
+        return reference_outputs(torch_codec, images)
+
+
+def _fidelity(art: Path, precision: str, ref):
+    from fsqdeploy.runtime.bench import BackendSpec, measure_fidelity
+    from fsqdeploy.runtime.codec import Codec
+
+    with Codec.load(art, "tensorrt", precision=precision) as codec:
+        assert codec.encoder.precision == precision
+        return measure_fidelity(codec, BackendSpec("tensorrt", precision), ref)
+
+
+@pytest.mark.gpu
+def test_fp32_engines_match_pytorch(gpu_art, run64):
+    from fsqdeploy.export.parity import stage_inputs, threshold_distance
+    from fsqdeploy.model import FSQVAE
+
+    ref = _reference(gpu_art)
+    row = _fidelity(gpu_art, "fp32", ref)
+    # FP32 engines (TF32 off) compute the latent to ~1e-6 of PyTorch: indices are equal except for a
+    # latent within that of a threshold, which the parity gate's images do not have.
+    model = FSQVAE.load(run64)
+    with torch.no_grad():
+        us = stage_inputs(model.quantizer, model.encoder(torch.from_numpy(ref.images)))
+    thresholds = [s.tables(torch.device("cpu"))[0].numpy() for s in model.quantizer.stages]
+    near = np.concatenate([threshold_distance(u.numpy(), t) for u, t in zip(us, thresholds)], axis=1).min()
+    print(f"tensorrt fp32: index agreement {row['index_agreement']:.6f}, decoder max error "
+          f"{row['decoder_max_abs_error']:.2e}, nearest latent to a threshold {near:.2e}")
+    if near > 1e-5:
+        assert row["index_agreement"] == 1.0
+    assert row["index_agreement"] >= 1 - 1 / ref.indices.size
+    assert row["decoder_max_abs_error"] <= 1e-4
+
+
+@pytest.mark.gpu
+def test_fp16_engines_within_the_fp16_risk(gpu_art):
+    from fsqdeploy.export.check import fp16_risk
+
+    ref = _reference(gpu_art)
+    row = _fidelity(gpu_art, "fp16", ref)
+    risk = fp16_risk(onnx.load(str(gpu_art / ENCODER_FILE)), ref.images)["share"]
+    manifest = json.loads((gpu_art / "manifest.json").read_text())
+    print(f"tensorrt fp16: index agreement {row['index_agreement']:.6f} (FP16 risk {risk:.6f}, ONNX Runtime CPU "
+          f"with FP16 rounding {manifest['fp16']['fp16_rounding']['index_agreement']:.6f}), PSNR vs FP32 "
+          f"{row['psnr_vs_reference']:.1f} dB")
+    # On ONNX Runtime CPU the FP16 graphs flip about 0.4x the at-risk share; TensorRT kernels may
+    # accumulate in FP16 too, hence 3x, plus one index for small sets.
+    assert 1 - row["index_agreement"] <= 3 * risk + 1 / ref.indices.size
+    assert row["decoder_max_abs_error"] <= 5e-3 and row["psnr_vs_reference"] >= 40
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_quantizer_layers_run_in_fp32(gpu_art, precision):
+    for graph in ("encoder", "decoder"):
+        plan = gpu_art / f"{graph}.{precision}.plan"
+        sidecar = json.loads(sidecar_path(plan).read_text())
+        q = sidecar["quantizer"]
+        assert q["network_layers"] >= 5 and q["engine"]["passed"], q
+        assert q["engine"]["layers"] >= 1, "the layer information names no quantizer layer"
+        prepared = parser_graph(onnx.load(str(gpu_art / sidecar["onnx_file"])))
+        layers = json.loads(plan.with_name(plan.name + ".layers.json").read_text())
+        again = inspect_quantizer(layers, prepared.quantizer_float_tensors)
+        assert again.passed, again.problems
+        precisions = {tensor_precision(t) for layer in layers["Layers"]
+                      for t in [*layer.get("Inputs", []), *layer.get("Outputs", [])]}
+        print(f"{plan.name}: {q['engine']['layers']} quantizer layers, tensor types {sorted(precisions)}")
+        if precision == "fp32":  # strongly typed FP32: nothing anywhere below FP32 (TF32 is off too)
+            assert not precisions & REDUCED_PRECISIONS
+        assert sidecar["precision"] == precision and sidecar["strongly_typed"] and not sidecar["tf32"]
+
+
+@pytest.mark.gpu
+def test_profile_limits_and_chunks(gpu_art):
+    from fsqdeploy.runtime.codec import Codec
+
+    images = images_to_float(load_images("sample", 64).test[:40])
+    with Codec.load(gpu_art, "tensorrt", precision="fp32") as codec:
+        runner = codec.encoder
+        assert (runner.min_batch, runner.max_batch) == (1, 16)
+        whole = codec.encode(images)  # 40 > 16: chunks of 16, 16 and 8
+        parts = np.concatenate([codec.encode(images[i : i + 10]) for i in range(0, 40, 10)])
+        # Kernels may sum in another order for another batch size, so a latent within float32
+        # noise of a threshold could flip; a chunking mistake would change whole rows.
+        assert (whole == parts).mean() >= 0.999 and whole.shape == parts.shape == (40, 16)
+        with pytest.raises(FSQDeployError, match="batch 17 is outside the engine profile 1..16"):
+            runner.run_batch(torch.from_numpy(images[:17]).cuda())
+        assert codec.encode(images[:0]).shape == (0, 16)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_give_the_same_result(gpu_art):
+    images = torch.from_numpy(images_to_float(load_images("sample", 64).test[:12])).cuda()
+    with TensorRTRunner(gpu_art / "encoder.fp16.plan") as graphs, \
+            TensorRTRunner(gpu_art / "encoder.fp16.plan", use_cuda_graphs=False) as plain:
+        first = graphs.infer_torch(images)
+        again = [graphs.infer_torch(images) for _ in range(3)]
+        assert graphs.captured_batch_sizes == [12] and graphs.graph_replays == 3
+        want = plain.infer_torch(images)
+        assert plain.graph_replays == 0
+        for out in [first, *again]:
+            assert torch.equal(out, want)
+
+
+@pytest.mark.gpu
+def test_tampered_sidecar_is_refused(gpu_art, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(gpu_art, art)
+    plan = art / "encoder.fp16.plan"
+    sidecar = json.loads(sidecar_path(plan).read_text())
+    sidecar_path(plan).write_text(json.dumps({**sidecar, "tensorrt_version": "9.0.0.0"}))
+    with pytest.raises(FSQDeployError, match="built with TensorRT 9.0.0.0, this is TensorRT .* rebuild"):
+        TensorRTRunner(plan).activate()
+    sidecar_path(plan).write_text(json.dumps({**sidecar, "compute_capability": "1.0", "gpu_name": "Tesla C870"}))
+    with pytest.raises(FSQDeployError, match=r"built for Tesla C870 \(sm 1.0\), this GPU is"):
+        TensorRTRunner(plan).activate()
+
+
+@pytest.mark.gpu
+def test_timing_cache_is_kept_and_reused(gpu_art, run64, tmp_path):
+    from fsqdeploy.export.pipeline import export_artifact
+
+    manifest = json.loads((gpu_art / "manifest.json").read_text())
+    assert "timing.cache" in manifest["files"] and (gpu_art / "timing.cache").stat().st_size > 0
+    cache = tmp_path / "shared.cache"
+    export_artifact(run64, tmp_path / "a", opset=18, parity_images=32, trt=BuildOptions(timing_cache=cache))
+    size = cache.stat().st_size
+    export_artifact(run64, tmp_path / "b", opset=18, parity_images=32, trt=BuildOptions(timing_cache=cache))
+    assert cache.stat().st_size >= size and not (tmp_path / "b" / "timing.cache").exists()
+
+
+@pytest.mark.gpu
+def test_onnxruntime_tensorrt_ep_runs_the_fp16_graphs(gpu_art):
+    """The second route: ONNX Runtime's TensorRT EP on the strongly typed FP16 graphs (FP16 flag
+    off, so the EP builds a strongly typed network too), with its engine cache in ART/trt_cache."""
+    import onnxruntime
+
+    from fsqdeploy.runtime.runners import OnnxRuntimeRunner
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu with the TensorRT execution provider is not installed")
+    images = images_to_float(load_images("sample", 64).test[:64])
+    cache = gpu_art / "trt_cache"
+    with OnnxRuntimeRunner(gpu_art / "encoder.fp16.onnx", "onnxruntime-trt", trt_fp16=False,
+                           trt_cache_dir=cache) as ep, TensorRTRunner(gpu_art / "encoder.fp16.plan") as native:
+        got = ep.infer({"images": images})["indices"]
+        want = native.infer({"images": images})["indices"]
+    assert any(cache.iterdir())
+    assert (got == want).mean() >= 0.999
+
+
+# -- the build plumbing, with a fake TensorRT -------------------------------------------------------
+# A stand-in for the tensorrt module that turns the parsed ONNX graph into "layers" (one per node,
+# typed as ONNX infers) and answers the builder, runtime and inspector calls build_engine makes. It
+# proves no TensorRT behaviour; it proves fsqdeploy's side: options reach the config, the checks
+# read what TensorRT would report, files and manifest are written atomically, failures are one line
+# and leave nothing behind.
+
+
+def make_fake_trt(*, build_fails=False, parse_error=False, fp16_quantizer_layer=False, fp16_latent=False):
+    from onnx import TensorProto
+
+    from fsqdeploy.export.precision import tensor_types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = FAKE_FACTS["tensorrt_version"]
+    trt.float32, trt.float16, trt.bfloat16, trt.int8, trt.int32, trt.int64, trt.bool = (
+        "float32", "float16", "bfloat16", "int8", "int32", "int64", "bool")
+    onnx_types = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT32: "int32",
+                  TensorProto.INT64: "int64", TensorProto.BOOL: "bool"}
+    inspector_names = {"float32": "Float", "float16": "Half", "int32": "Int32", "int64": "Int64", "bool": "Bool"}
+    ns = types.SimpleNamespace
+    trt.NetworkDefinitionCreationFlag = ns(STRONGLY_TYPED=1)
+    trt.BuilderFlag = ns(TF32=6, VERSION_COMPATIBLE=13)
+    trt.MemoryPoolType = ns(WORKSPACE=0)
+    trt.ProfilingVerbosity = ns(DETAILED=2)
+    trt.HardwareCompatibilityLevel = ns(AMPERE_PLUS=1)
+    trt.LayerInformationFormat = ns(JSON=1)
+    trt.TensorIOMode = ns(INPUT=1, OUTPUT=2)
+    trt.configs = []  # every builder config, for the tests to read
+
+    class ILogger:
+        INTERNAL_ERROR, ERROR, WARNING = 0, 1, 2
+
+        def __init__(self):
+            pass
+
+    class Dims(list):
+        pass
+
+    class Network:
+        def __init__(self, flags):
+            self.flags, self.layers, self.inputs, self.outputs = flags, [], [], []
+
+        def get_flag(self, flag):
+            return bool(self.flags & (1 << flag))
+
+        num_layers = property(lambda self: len(self.layers))
+        num_inputs = property(lambda self: len(self.inputs))
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.network, self.logger, self.errors = network, logger, []
+
+        def parse_from_file(self, path):
+            model = onnx.load(path)
+            if parse_error:
+                self.errors.append(ns(desc=lambda: "Assertion failed: unsupported", node_name=lambda: "node_conv2d",
+                                      node_operator=lambda: "Conv"))
+                return False
+            typed = tensor_types(model)
+            for n in model.graph.node:
+                dtypes = [onnx_types[typed[o]] for o in n.output]
+                if fp16_quantizer_layer and n.name.startswith(QUANTIZER_PREFIX) and "float32" in dtypes:
+                    dtypes = ["float16" if d == "float32" else d for d in dtypes]
+                outputs = [ns(name=o, dtype=d) for o, d in zip(n.output, dtypes)]
+                self.network.layers.append(ns(name=n.name, metadata=f"[ONNX Layer: {n.name}]", num_outputs=len(outputs),
+                                              get_output=outputs.__getitem__, onnx=n, typed=dtypes))
+            for v in model.graph.input:
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+                self.network.inputs.append(ns(name=v.name, shape=Dims(dims), dtype=onnx_types[typed[v.name]]))
+            self.network.outputs = [ns(name=v.name, dtype=onnx_types[typed[v.name]]) for v in model.graph.output]
+            return True
+
+        num_errors = property(lambda self: len(self.errors))
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class Cache:
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return self.data
+
+    class Config:
+        def __init__(self):
+            self.flags, self.cleared, self.pools, self.profiles = set(), set(), {}, []
+            self.builder_optimization_level = 3
+            self.profiling_verbosity = self.hardware_compatibility_level = self.cache = None
+            trt.configs.append(self)
+
+        def set_memory_pool_limit(self, pool, size):
+            self.pools[pool] = size
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+        def clear_flag(self, flag):
+            self.cleared.add(flag)
+
+        def create_timing_cache(self, data):
+            return Cache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            profile = ns(shapes={})
+            profile.set_shape = lambda name, lo, opt, hi: profile.shapes.update({name: (lo, opt, hi)})
+            return profile
+
+        def build_serialized_network(self, network, config):
+            if build_fails:
+                self.logger.log(ILogger.ERROR, "Error Code 2: Internal Error (out of memory)")
+                return None
+            config.cache.data += b"+"  # one timing measurement more per build
+            (name, (lo, opt, hi)), = config.profiles[0].shapes.items()
+            layers = []
+            for layer in network.layers:
+                dtypes = [("float16" if fp16_latent and o == "latent" else d) for o, d in zip(layer.onnx.output,
+                                                                                               layer.typed)]
+                layers.append({"Name": layer.name, "Metadata": layer.metadata,
+                               "Inputs": [{"Name": i, "Format/Datatype": "Float"} for i in layer.onnx.input if i],
+                               "Outputs": [{"Name": o, "Format/Datatype": inspector_names[d]}
+                                           for o, d in zip(layer.onnx.output, dtypes)]})
+            io = [(t.name, 1, t.dtype) for t in network.inputs] + [(t.name, 2, t.dtype) for t in network.outputs]
+            return json.dumps({"io": io, "profile": [lo, opt, hi], "layers": layers}).encode()
+
+    class Runtime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+
+        def deserialize_cuda_engine(self, plan):
+            data = json.loads(bytes(plan))
+            io = {name: (mode, dtype) for name, mode, dtype in data["io"]}
+            names = [name for name, _, _ in data["io"]]
+            return ns(num_io_tensors=len(names), get_tensor_name=names.__getitem__,
+                      get_tensor_mode=lambda n: io[n][0], get_tensor_dtype=lambda n: io[n][1],
+                      get_tensor_profile_shape=lambda n, p: [Dims(d) for d in data["profile"]],
+                      create_engine_inspector=lambda: ns(get_engine_information=lambda fmt: json.dumps(
+                          {"Layers": data["layers"], "Bindings": names})))
+
+    trt.ILogger, trt.Logger, trt.Dims, trt.Builder, trt.OnnxParser, trt.Runtime = (
+        ILogger, ILogger, Dims, Builder, Parser, Runtime)
+    return trt
+
+
+FAKE_FACTS = {"tensorrt_version": "10.13.0.35", "cuda_version": "12.6", "gpu_name": "NVIDIA L4",
+              "compute_capability": "8.9"}
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """``fake_trt(**behaviour)`` installs a fake tensorrt on a machine that pretends to have a GPU."""
+    import fsqdeploy.export.tensorrt_build as build
+
+    monkeypatch.setattr(build, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(build, "current_device_facts", lambda: dict(FAKE_FACTS))
+
+    def install(**behaviour):
+        trt = make_fake_trt(**behaviour)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        return trt
+
+    return install
+
+
+def test_export_trt_builds_checks_and_records_engines(cli, run32, tmp_path, fake_trt):
+    from fsqdeploy.export.manifest import verify_files
+    from fsqdeploy.fileio import sha256_file
+
+    trt = fake_trt()
+    out = tmp_path / "art"
+    code, stdout, err = cli("export", run32, "--out", out, "--parity-images", "32", "--trt", "--precision", "fp32",
+                            "--precision", "fp16", "--max-batch", "32", "--workspace", "512",
+                            "--optimization-level", "4")
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert verify_files(manifest, out) == []
+    for precision in ("fp32", "fp16"):
+        for graph in ("encoder", "decoder"):
+            plan = out / f"{graph}.{precision}.plan"
+            for name in (plan.name, f"{plan.name}.json", f"{plan.name}.layers.json"):
+                assert name in manifest["files"], name
+            sidecar = check_sidecar(plan, FAKE_FACTS, precision=precision)
+            onnx_file = f"{graph}.onnx" if precision == "fp32" else f"{graph}.fp16.onnx"
+            assert sidecar["onnx_file"] == onnx_file and sidecar["onnx_sha256"] == sha256_file(out / onnx_file)
+            assert sidecar["profile"] == {"min": 1, "opt": 32, "max": 32}  # default opt clamped into 1..32
+            assert sidecar["quantizer"]["network_layers"] >= 4 and sidecar["quantizer"]["engine"]["passed"]
+            assert sidecar["strongly_typed"] and not sidecar["tf32"] and not sidecar["version_compatible"]
+        assert manifest["tensorrt"][precision]["facts"] == FAKE_FACTS
+    assert "timing.cache" in manifest["files"] and (out / "timing.cache").read_bytes() == b"++++"
+    # What reached the builder: strongly typed network, TF32 off, workspace, level, detailed layer info.
+    assert len(trt.configs) == 4
+    for config in trt.configs:
+        assert config.cleared == {6} and config.flags == set() and config.pools == {0: 512 << 20}
+        assert config.builder_optimization_level == 4 and config.profiling_verbosity == 2
+        (name, (lo, opt, hi)), = config.profiles[0].shapes.items()
+        assert (lo[0], opt[0], hi[0]) == (1, 32, 32) and name in ("images", "indices")
+    assert "tensorrt fp16: encoder.fp16.plan, decoder.fp16.plan for NVIDIA L4 (sm 8.9, TensorRT 10.13.0.35), " \
+           "batch 1..32 (opt 32)" in stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temporary directory left
+
+    # --force keeps the timing cache: the old ART's seeds the new one.
+    code, _, err = cli("export", run32, "--out", out, "--parity-images", "32", "--trt", "--force",
+                       "--version-compatible", "--hardware-compatible")
+    assert code == 0, err
+    assert (out / "timing.cache").read_bytes() == b"++++++"
+    config = trt.configs[-1]
+    assert config.flags == {13} and config.hardware_compatibility_level == 1
+    assert json.loads((out / "encoder.fp32.plan.json").read_text())["version_compatible"] is True
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ({"build_fails": True}, "building the engine for encoder.onnx failed (Error Code 2: Internal Error (out of "
+                            "memory)). Note: try a larger --workspace"),
+    ({"parse_error": True}, "the ONNX parser rejects encoder.onnx: Assertion failed: unsupported at node "
+                            "'node_conv2d' (Conv). Note: fsqdeploy check ART lints"),
+    ({"fp16_quantizer_layer": True}, "the quantizer must run in FP32"),
+    ({"fp16_latent": True}, "has 'latent' in FP16; the quantizer must run in FP32"),
+])
+def test_failed_build_is_one_line_and_writes_nothing(cli, one_line_error, run32, tmp_path, fake_trt, behaviour,
+                                                     message):
+    fake_trt(**behaviour)
+    code, stdout, err = cli("export", run32, "--out", tmp_path / "art", "--parity-images", "32", "--trt")
+    one_line_error(code, err, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_engines_on_an_existing_artifact_is_atomic(art_copy, fake_trt):
+    from fsqdeploy.export.manifest import verify_files
+    from fsqdeploy.export.tensorrt_build import build_engines
+
+    before = {p.name: p.read_bytes() for p in art_copy.iterdir() if p.is_file()}
+    fake_trt(fp16_latent=True)
+    with pytest.raises(FSQDeployError, match="must run in FP32"):
+        build_engines(art_copy, ["fp32"], BuildOptions(max_batch=8, opt_batch=8))
+    assert {p.name: p.read_bytes() for p in art_copy.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in art_copy.iterdir() if p.is_dir()) == ["checkpoint"]
+
+    with pytest.raises(FSQDeployError, match="has no encoder.fp16.onnx. Note: export with --precision fp16"):
+        build_engines(art_copy, ["fp16"], BuildOptions())
+
+    fake_trt()
+    summary = build_engines(art_copy, ["fp32"], BuildOptions(max_batch=8, opt_batch=8))
+    manifest = json.loads((art_copy / "manifest.json").read_text())
+    assert manifest["tensorrt"] == summary and verify_files(manifest, art_copy) == []
+    assert manifest["model_id"] == json.loads(before["manifest.json"])["model_id"]
+    assert engine_paths(art_copy, manifest, "fp32") == (art_copy / "encoder.fp32.plan", art_copy / "decoder.fp32.plan")
