@@ -22,6 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from fsqdeploy.calibration import commands as calibration_commands
     from fsqdeploy.export import commands as export_commands
     from fsqdeploy.runtime import commands as runtime_commands
     from fsqdeploy.train import commands as train_commands
@@ -30,6 +31,7 @@ def _register() -> None:
     app.command("eval")(train_commands.evaluate)
     app.command("export")(export_commands.export)
     app.command("check")(export_commands.check)
+    app.command("calibrate")(calibration_commands.calibrate)
     app.command("bench")(runtime_commands.bench)
     app.command("compress")(runtime_commands.compress)
     app.command("decompress")(runtime_commands.decompress)

@@ -1,0 +1,324 @@
+"""ART -> ART/{encoder,decoder}.int8.onnx + calibration.json, added to the manifest.
+
+In order: validate every input (nothing is written on a user error), load the data, reuse the
+record if every input matches, else prepare the graphs (exact rewrites), collect ranges, optionally
+run the sensitivity pass, quantize, measure on the test split, and write the files atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from fsqdeploy.calibration.accuracy import (
+    TARGET_AGREEMENT,
+    TARGET_PSNR_DROP,
+    Accuracy,
+    lower_bound,
+    mean_psnr,
+    measure,
+    psnr_per_image,
+    run,
+    session,
+)
+from fsqdeploy.calibration.data import CalibrationData, load_calibration_data
+from fsqdeploy.calibration.quantize import (
+    LAYER_OPS,
+    QuantSettings,
+    activation_scales,
+    calibration_providers,
+    collect_ranges,
+    name_nodes,
+    protected_nodes,
+    quantize_graph,
+    quantized_layers,
+)
+from fsqdeploy.calibration.record import (
+    PROCEDURE_VERSION,
+    RECORD_FILE,
+    RECORD_FORMAT,
+    RECORD_VERSION,
+    differences,
+    read_record,
+)
+from fsqdeploy.calibration.rewrites import conv_as_matmul, transposed_to_phase_convs
+from fsqdeploy.calibration.sensitivity import keep_worst_in_float
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
+from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, validate
+from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
+from fsqdeploy.train.data import images_to_float
+
+GRAPHS = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
+INT8_FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
+DEFAULT_BATCH_SIZE, DEFAULT_EVAL_IMAGES = 64, 1024
+
+
+@dataclass
+class CalibrationResult:
+    art: Path
+    record: dict[str, Any]
+    accuracy: Accuracy
+    reused: bool
+    reasons: list[str] = field(default_factory=list)  # why an existing record was not reused
+    seconds: float = 0.0
+
+
+# -- the graphs as they are quantized ----------------------------------------------------------------
+
+
+def feeding_conv(model: onnx.ModelProto, protected: Mapping[str, str]) -> str | None:
+    """The Conv whose output reaches the layer feeding the quantizer through Relu/Reshape/Flatten only."""
+    by_name = {n.name: n for n in model.graph.node}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = next((by_name[name] for name, why in protected.items()
+                 if why == "feeds the quantizer" and by_name[name].op_type in LAYER_OPS), None)
+    node = head and producers.get(head.input[0])
+    while node is not None and node.op_type in ("Relu", "Reshape", "Flatten"):
+        node = producers.get(node.input[0])
+    return node.name if node is not None and node.op_type == "Conv" else None
+
+
+def prepare(graph: str, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str], list[str]]:
+    """The graph to quantize, the nodes that stay in float (name -> why) and the rewrites applied.
+
+    Decoder: every ConvTranspose(k4, s2, p1) as phase convolutions (rewrites.py), so that ONNX
+    Runtime can run it on INT8 kernels. Encoder: the convolution feeding the quantizer's float
+    layer as a MatMul, so it runs in INT8 but hands that layer a float result (rewrites.py).
+    """
+    model = name_nodes(onnx.ModelProto.FromString(model.SerializeToString()))  # a copy: the source stays as read
+    applied = []
+    if graph == "decoder":
+        model, count = transposed_to_phase_convs(model)
+        if count:
+            applied.append(f"{count} ConvTranspose(k4,s2,p1) -> 3x3 Conv + phase interleave")
+        return model, protected_nodes(model, graph), applied
+    protected = protected_nodes(model, graph)
+    conv = feeding_conv(model, protected)
+    if conv is not None:
+        model, matmul = conv_as_matmul(model, conv)
+        if matmul is not None:
+            applied.append(f"{conv} -> MatMul (INT8 inputs, float output)")
+    return model, protected, applied
+
+
+# -- the whole command -------------------------------------------------------------------------------
+
+
+def calibrate_artifact(
+    art: str | Path,
+    *,
+    data: str | None = None,
+    method: str = "minmax",
+    samples: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    sensitivity: bool = False,
+    eval_images: int = DEFAULT_EVAL_IMAGES,
+    activation_type: str = "uint8",
+    weight_type: str = "int8",
+) -> CalibrationResult:
+    """Calibrate ART's graphs to INT8 (or reuse its record); raises FSQDeployError before writing anything."""
+    import onnxruntime
+
+    started = time.perf_counter()
+    art = Path(art)
+    settings = QuantSettings(method=method, activation_type=activation_type, weight_type=weight_type)
+    settings.validate()
+    manifest = read_manifest(art)
+    for name in GRAPHS.values():
+        if name not in manifest["files"]:
+            raise FSQDeployError(f"calibrate: '{art}' has no {name} in its manifest. "
+                                 "Note: export it with fsqdeploy export")
+    problems = [p for p in verify_files(manifest, art) if p.split(":")[0] in GRAPHS.values()]
+    if problems:
+        raise FSQDeployError(f"calibrate: '{art}' failed verification: {problems[0]}. Note: export again")
+    spec = data or (manifest.get("parity") or {}).get("data")
+    if not spec:
+        raise FSQDeployError("calibrate: the manifest names no data source. Note: pass --data SPEC")
+    cdata = load_calibration_data(spec, int(manifest["image_size"]), samples, batch_size, eval_images)
+
+    key = {
+        "source_onnx": {name: manifest["files"][name]["sha256"] for name in GRAPHS.values()},
+        "data": {"source": cdata.source, "image_size": int(manifest["image_size"]), "digest": cdata.digest,
+                 "holdout_images": len(cdata.holdout), "holdout_digest": cdata.holdout_digest,
+                 "test_images": len(cdata.test), "test_digest": cdata.test_digest},
+        "method": method,
+        "samples": len(cdata.images),
+        "settings": {**{k: v for k, v in settings.to_json().items() if k != "method"},
+                     "batch_size": batch_size, "sensitivity": sensitivity,
+                     "targets": {"index_agreement": TARGET_AGREEMENT, "psnr_drop_db": TARGET_PSNR_DROP},
+                     "onnxruntime": onnxruntime.__version__, "procedure": PROCEDURE_VERSION},
+    }
+    sources = {g: onnx.load(str(art / name)) for g, name in GRAPHS.items()}
+    old = read_record(art)
+    reasons = differences(old, key) if old else []
+    if old and not reasons:
+        reused = _reuse(art, old, sources, settings)
+        if reused is not None:
+            reused.seconds = time.perf_counter() - started
+            return reused
+        reasons = ["its INT8 graphs could not be rebuilt identically from it"]
+    result = _calibrate(art, key, sources, settings, cdata, batch_size, sensitivity)
+    result.reasons, result.seconds = reasons, time.perf_counter() - started
+    return result
+
+
+def _calibrate(art: Path, key: dict[str, Any], sources: dict[str, onnx.ModelProto], settings: QuantSettings,
+               cdata: CalibrationData, batch_size: int, sensitivity: bool) -> CalibrationResult:
+    fp32 = (session(sources["encoder"]), session(sources["decoder"]))
+    calib = images_to_float(cdata.images)
+    idx32 = run(fp32[0], calib)
+
+    prepared, protected, rewrites, ranges = {}, {}, {}, {}
+    for g in GRAPHS:
+        prepared[g], protected[g], rewrites[g] = prepare(g, sources[g])
+    # The decoder is calibrated on what it will decode: the FP32 encoder's indices of the same images.
+    ranges["encoder"] = collect_ranges(prepared["encoder"], _batches("images", calib, batch_size), settings)
+    ranges["decoder"] = collect_ranges(prepared["decoder"], _batches("indices", idx32, batch_size), settings)
+
+    floats = {g: dict(protected[g]) for g in GRAPHS}
+    holdout = images_to_float(cdata.holdout)
+    scores = _sensitivity(prepared, ranges, settings, floats, fp32, holdout) if sensitivity else None
+
+    int8 = {g: _quantize(prepared[g], ranges[g], settings, floats[g], sources[g], key["method"]) for g in GRAPHS}
+    accuracy = _measure(cdata, fp32, int8)
+    record = {
+        "format": RECORD_FORMAT,
+        "format_version": RECORD_VERSION,
+        **key,
+        "calibration_providers": calibration_providers(),
+        "rewrites": rewrites,
+        "float_nodes": floats,
+        "int8_layers": {g: quantized_layers(int8[g]) for g in GRAPHS},
+        "sensitivity": scores,
+        "ranges": {g: {t: list(r) for t, r in sorted(ranges[g].items())} for g in GRAPHS},
+        "scales": {g: activation_scales(int8[g]) for g in GRAPHS},
+        "results": {"data": cdata.source, "images": len(cdata.test), **accuracy.to_json()},
+    }
+    _write(art, int8, record)
+    return CalibrationResult(art, record, accuracy, reused=False)
+
+
+def _sensitivity(prepared: Mapping[str, onnx.ModelProto], ranges: Mapping[str, Any], settings: QuantSettings,
+                 floats: dict[str, dict[str, str]], fp32: tuple[Any, Any], holdout: np.ndarray) -> dict[str, Any]:
+    """The sensitivity pass on the held-out train images; adds the layers it keeps to ``floats``.
+
+    A target holds when its 95% lower confidence bound over the images does (accuracy.lower_bound):
+    the encoder's per-image index agreement >= 0.99, the per-image PSNR difference of the round
+    trip through the INT8 encoder just chosen and the decoder >= -0.5 dB.
+    """
+    idx32 = run(fp32[0], holdout)
+    psnr32 = psnr_per_image(run(fp32[1], idx32), holdout)
+
+    def agreement(m: onnx.ModelProto) -> np.ndarray:
+        return np.mean(run(session(m), holdout) == idx32, axis=1)
+
+    enc_scores, enc_kept = keep_worst_in_float(
+        prepared["encoder"], ranges["encoder"], settings, floats["encoder"],
+        score=lambda m: float(agreement(m).mean()), meets=lambda m: lower_bound(agreement(m)) >= TARGET_AGREEMENT)
+    floats["encoder"].update({n: "sensitivity" for nodes in enc_kept.values() for n in nodes})
+    encoder8 = _quantize(prepared["encoder"], ranges["encoder"], settings, floats["encoder"])
+    idx8 = run(session(encoder8), holdout)
+    dec_scores, dec_kept = keep_worst_in_float(
+        prepared["decoder"], ranges["decoder"], settings, floats["decoder"],
+        score=lambda m: mean_psnr(run(session(m), idx32), holdout),
+        meets=lambda m: lower_bound(psnr_per_image(run(session(m), idx8), holdout) - psnr32) >= -TARGET_PSNR_DROP)
+    floats["decoder"].update({n: "sensitivity" for nodes in dec_kept.values() for n in nodes})
+    decoder8 = _quantize(prepared["decoder"], ranges["decoder"], settings, floats["decoder"])
+    final_agreement = np.mean(idx8 == idx32, axis=1)
+    final_delta = psnr_per_image(run(session(decoder8), idx8), holdout) - psnr32
+    return {
+        "images": len(holdout),
+        "rule": "keep the worst layers in float until the 95% lower confidence bound of the target holds",
+        "encoder": {"score": "index agreement, only this layer INT8", "layers": [s.to_json() for s in enc_scores],
+                    "kept": list(enc_kept), "index_agreement": float(final_agreement.mean()),
+                    "index_agreement_lower_95": lower_bound(final_agreement)},
+        "decoder": {"score": "decoded PSNR (dB) of the FP32 indices, only this layer INT8",
+                    "layers": [s.to_json() for s in dec_scores], "kept": list(dec_kept),
+                    "psnr_delta": float(final_delta.mean()), "psnr_delta_lower_95": lower_bound(final_delta)},
+    }
+
+
+def _batches(name: str, array: np.ndarray, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    return ({name: array[i : i + batch_size]} for i in range(0, len(array), batch_size))
+
+
+def _quantize(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], settings: QuantSettings,
+              floats: Mapping[str, str], source: onnx.ModelProto | None = None, method: str = "") -> onnx.ModelProto:
+    """The QDQ graph; with ``source``, stamped with its metadata and checked like an exported graph."""
+    int8 = quantize_graph(model, ranges, settings, floats)
+    if source is None:
+        return int8
+    meta = {p.key: p.value for p in source.metadata_props}
+    meta.update(precision="int8", calibration_method=method)
+    del int8.metadata_props[:]
+    for k, v in meta.items():
+        int8.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    int8.producer_name, int8.producer_version = source.producer_name, source.producer_version
+    validate(int8, "calibrate")
+    return int8
+
+
+def _measure(cdata: CalibrationData, fp32: tuple[Any, Any], int8: Mapping[str, onnx.ModelProto]) -> Accuracy:
+    return measure(images_to_float(cdata.test), fp32, (session(int8["encoder"]), session(int8["decoder"])))
+
+
+def _write(art: Path, int8: Mapping[str, onnx.ModelProto], record: dict[str, Any]) -> None:
+    blobs = {INT8_FILES[g]: int8[g].SerializeToString() for g in GRAPHS}
+    for name, blob in blobs.items():
+        if not (art / name).is_file() or (art / name).read_bytes() != blob:
+            write_bytes_atomic(art / name, blob)
+    record["files"] = {name: sha256_file(art / name) for name in blobs}
+    write_json_atomic(art / RECORD_FILE, record)
+    _add_to_manifest(art, record)
+
+
+def _add_to_manifest(art: Path, record: dict[str, Any]) -> None:
+    results = record["results"]
+    summary = {
+        "files": sorted(record["files"]),
+        "record": RECORD_FILE,
+        "format": "QDQ",
+        "method": record["method"],
+        "samples": record["samples"],
+        "data": record["data"]["source"],
+        "activations": record["settings"]["activation_type"],
+        "weights": f"{record['settings']['weight_type']} per-channel" if record["settings"]["per_channel"]
+        else record["settings"]["weight_type"],
+        "float_nodes": {g: sorted(names) for g, names in record["float_nodes"].items()},
+        **{k: results[k] for k in ("images", "index_agreement", "psnr_fp32", "psnr_int8", "psnr_delta",
+                                   "targets_met")},
+    }
+    add_files(art, [*record["files"], RECORD_FILE], {"int8": summary})
+
+
+def _reuse(art: Path, record: dict[str, Any], sources: dict[str, onnx.ModelProto],
+           settings: QuantSettings) -> CalibrationResult | None:
+    """The result from ``record`` if its graphs are on disk or rebuild byte for byte; else None."""
+    on_disk = all((art / name).is_file() and sha256_file(art / name) == sha for name, sha in record["files"].items())
+    if not on_disk:
+        int8 = {}
+        for g in GRAPHS:
+            model, _, _ = prepare(g, sources[g])
+            ranges = {t: (float(r[0]), float(r[1])) for t, r in record["ranges"][g].items()}
+            int8[g] = _quantize(model, ranges, settings, record["float_nodes"][g], sources[g], record["method"])
+        if any(hashlib.sha256(int8[g].SerializeToString()).hexdigest() != record["files"][INT8_FILES[g]]
+               for g in GRAPHS):
+            return None
+        for g in GRAPHS:
+            write_bytes_atomic(art / INT8_FILES[g], int8[g].SerializeToString())
+    manifest = read_manifest(art)
+    listed = all(manifest["files"].get(name, {}).get("sha256") == sha for name, sha in record["files"].items())
+    if not listed or manifest["files"].get(RECORD_FILE, {}).get("sha256") != sha256_file(art / RECORD_FILE) \
+            or "int8" not in manifest:
+        _add_to_manifest(art, record)
+    r = record["results"]
+    accuracy = Accuracy(r["index_agreement"], r["psnr_fp32"], r["psnr_int8"])
+    return CalibrationResult(art, record, accuracy, reused=True)
