@@ -13,9 +13,8 @@ table shows the median over repetitions of each codec's median, and the ratio is
 repetition (FP32 / INT8 of the same repetition) and then its median taken, so load that comes
 and goes hits both sides of a ratio alike.
 
-``--types`` adds minmax with int8 activations (S8S8) next to uint8 (U8S8). ``--fp32-rewrite`` adds
-the FP32 graphs with the decoder's phase-convolution rewrite (calibration/rewrites.py), timed as
-bare ONNX Runtime sessions, to show what that rewrite alone is worth.
+``--types`` adds minmax with int8 activations (S8S8) next to uint8 (U8S8). The FP32 codec is the
+one users get: ONNX Runtime on the graphs runtime/cpu_graphs.py rewrites for its CPU kernels.
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: ONNX Runtime's default")
     parser.add_argument("--sensitivity", action="store_true")
     parser.add_argument("--types", action="store_true", help="also minmax with int8 activations (S8S8)")
-    parser.add_argument("--fp32-rewrite", action="store_true", help="also FP32 with the decoder rewrite")
     args = parser.parse_args()
     threads = args.threads or None
 
@@ -83,8 +81,6 @@ def main() -> None:
         for label, (art, _) in results.items():
             runners[label] = Codec.load(art, "onnxruntime", precision="int8", threads=threads)
         calls = {label: (lambda batch, c=c: c.decode(c.encode(batch))) for label, c in runners.items()}
-        if args.fp32_rewrite:
-            calls["fp32 + decoder rewrite"] = _rewritten_fp32(args.art, threads)
         for call in calls.values():  # warm up: first runs allocate and pick kernels
             call(x)
         times: dict[str, list[float]] = {label: [] for label in calls}
@@ -115,17 +111,6 @@ def main() -> None:
             c.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _rewritten_fp32(art: Path, threads: int | None):
-    import onnx
-
-    from fsqdeploy.calibration.accuracy import session
-    from fsqdeploy.calibration.rewrites import transposed_to_phase_convs
-
-    enc = session(onnx.load(str(art / "encoder.onnx")), threads)
-    dec = session(transposed_to_phase_convs(onnx.load(str(art / "decoder.onnx")))[0], threads)
-    return lambda batch: dec.run(None, {"indices": enc.run(None, {"images": batch})[0]})[0]
 
 
 if __name__ == "__main__":

@@ -48,11 +48,11 @@ from fsqdeploy.calibration.record import (
     differences,
     read_record,
 )
-from fsqdeploy.calibration.rewrites import conv_as_matmul, transposed_to_phase_convs
 from fsqdeploy.calibration.sensitivity import keep_worst_in_float
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, validate
+from fsqdeploy.export.onnx_rewrites import conv_as_matmul, transposed_to_phase_convs
 from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from fsqdeploy.train.data import images_to_float
 

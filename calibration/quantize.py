@@ -244,7 +244,7 @@ def quantize_graph(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, flo
             nodes_to_exclude=sorted(set(float_nodes)), calibrate_method=_method(settings.method),
             calibration_cache_path=cache,
             # A MatMul's output stays float: the only MatMul is the encoder's last convolution, lowered by
-            # rewrites.conv_as_matmul so that the latent's float Gemm gets a float input.
+            # onnx_rewrites.conv_as_matmul so that the latent's float Gemm gets a float input.
             extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
         )
         return onnx.load(str(out))

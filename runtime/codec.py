@@ -22,6 +22,7 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.manifest import CHECKPOINT_DIR
 from fsqdeploy.runtime.runners import (
     ORT_PROVIDERS,
+    BatchSizeSwitch,
     OnnxRuntimeRunner,
     OpenVINORunner,
     Runner,
@@ -64,23 +65,29 @@ def backend_unavailable_reason(backend: str) -> str | None:
 
 
 @cache
-def _phase_conv_bytes(path: str, sha256: str) -> bytes:
-    """The decoder with its ConvTranspose(k4, s2, p1) layers as 3x3 convolutions + interleave
-    (an exact rewrite, shared with calibration; tests/runtime/test_codec.py checks it against PyTorch)."""
+def _cpu_graph_bytes(path: str, sha256: str, runtime: str, large_batches: bool) -> bytes:
+    """The exported graph at ``path`` (``sha256`` keys the cache) as runtime/cpu_graphs.py tunes it
+    for ``runtime``: exact rewrites, checked against PyTorch by tests/runtime/test_codec.py."""
     import onnx
 
-    from fsqdeploy.calibration.rewrites import transposed_to_phase_convs
+    from fsqdeploy.runtime import cpu_graphs
 
-    return transposed_to_phase_convs(onnx.load(path))[0].SerializeToString()
+    tune = {"onnxruntime": cpu_graphs.for_onnxruntime, "openvino": cpu_graphs.for_openvino}[runtime]
+    return tune(onnx.load(path), large_batches).SerializeToString()
 
 
-@cache
-def _inlined_bytes(path: str, sha256: str) -> bytes:
-    """The graph with its local functions inlined, for runtimes that do not read ONNX functions."""
-    import onnx
-    import onnx.inliner
+def _cpu_runners(make: Callable[[Callable[[], bytes]], Runner], art: Path, manifest: dict[str, Any],
+                 runtime: str) -> tuple[Runner, Runner]:
+    """Encoder and decoder runners for a CPU runtime on its tuned graphs; the encoder is two runners
+    switched by batch size, because its MatMul rewrite pays off only on large batches."""
+    from fsqdeploy.runtime.cpu_graphs import MATMUL_MIN_BATCH
 
-    return onnx.inliner.inline_local_functions(onnx.load(path)).SerializeToString()
+    def source(name: str, large_batches: bool) -> Callable[[], bytes]:
+        return partial(_cpu_graph_bytes, str(art / name), manifest["files"][name]["sha256"], runtime, large_batches)
+
+    encoder = BatchSizeSwitch(make(source("encoder.onnx", False)), make(source("encoder.onnx", True)),
+                              MATMUL_MIN_BATCH)
+    return encoder, make(source("decoder.onnx", True))
 
 
 class Codec:
@@ -164,23 +171,18 @@ class Codec:
             suffix = {"fp16": ".fp16.onnx", "int8": ".int8.onnx"}.get(precision, ".onnx")
             encoder, decoder = graph(f"encoder{suffix}"), graph(f"decoder{suffix}")
             if backend == "onnxruntime" and precision == "fp32":
-                # ONNX Runtime's CPU ConvTranspose is its slowest kernel; the exact phase-convolution
-                # rewrite runs the decoder on its NCHWc convolutions instead (batch 256: ~26 -> ~17 ms).
-                sha = manifest["files"][decoder.name]["sha256"]
-                decoder_source: Path | Callable[[], bytes] = partial(_phase_conv_bytes, str(decoder), sha)
-            else:
-                decoder_source = decoder
+                # The CPU provider gets the graphs rewritten for its kernels (runtime/cpu_graphs.py);
+                # the INT8 graphs were rewritten before calibration, the GPU providers read the files.
+                return _cpu_runners(lambda src: OnnxRuntimeRunner(src, backend, threads, False, cache_dir),
+                                    art, manifest, backend)
             return (
                 OnnxRuntimeRunner(encoder, backend, threads, False, cache_dir, precision=precision),
-                OnnxRuntimeRunner(decoder_source, backend, threads, False, cache_dir, precision=precision),
+                OnnxRuntimeRunner(decoder, backend, threads, False, cache_dir, precision=precision),
             )
         if backend == "openvino":
-            runners = []
-            for g in ("encoder", "decoder"):
-                path = graph(f"{g}.onnx")
-                sha = manifest["files"][f"{g}.onnx"]["sha256"]
-                runners.append(OpenVINORunner(lambda p=path, s=sha: _inlined_bytes(str(p), s), precision, threads))
-            return runners[0], runners[1]
+            for name in ("encoder.onnx", "decoder.onnx"):
+                graph(name)  # a clear error for a missing graph, before any loader runs
+            return _cpu_runners(lambda src: OpenVINORunner(src, precision, threads), art, manifest, backend)
         from fsqdeploy.runtime.tensorrt_runner import TensorRTRunner, engine_paths
 
         enc, dec = engine_paths(art, manifest, precision)

@@ -6,6 +6,8 @@ import torch
 
 from fsqdeploy import FSQDeployError
 from fsqdeploy.runtime.codec import BACKENDS, Codec, backend_unavailable_reason
+from fsqdeploy.runtime.cpu_graphs import MATMUL_MIN_BATCH
+from fsqdeploy.runtime.runners import BatchSizeSwitch
 from fsqdeploy.train.data import images_to_float, load_images
 
 CPU_FP32 = ["torch", "onnxruntime", "openvino"]
@@ -21,22 +23,29 @@ def real64():
     return images_to_float(load_images("sample", 64).test[:40])
 
 
+# art32's encoder ends in a 2x2 convolution that the CPU runtimes run as a MatMul
+# (runtime/cpu_graphs.py), art64's in a 4x4 one that stays a convolution: both paths are held here.
+@pytest.mark.parametrize("art_name", ["art32", "art64"])
 @pytest.mark.parametrize("backend", CPU_FP32)
 @pytest.mark.parametrize("kind", ["random", "real"])
-def test_fp32_backends_agree_with_pytorch(art64, reference, real64, backend, kind):
+def test_fp32_backends_agree_with_pytorch(request, art_name, backend, kind):
     if backend_unavailable_reason(backend):
         pytest.skip(backend_unavailable_reason(backend))
-    x = real64 if kind == "real" else np.random.default_rng(0).random((40, 3, 64, 64), dtype=np.float32)
-    with Codec.load(art64.art, backend) as codec:
+    exported = request.getfixturevalue(art_name)
+    reference = Codec.load(exported.art, "torch")
+    size, width = reference.image_size, reference.code_width
+    x = (images_to_float(load_images("sample", size).test[:40]) if kind == "real"
+         else np.random.default_rng(0).random((40, 3, size, size), dtype=np.float32))
+    with Codec.load(exported.art, backend) as codec:
         assert codec.backend == backend and codec.precision == "fp32"
         idx = codec.encode(x)
-        assert idx.dtype == np.int32 and idx.shape == (40, 16)
+        assert idx.dtype == np.int32 and idx.shape == (40, width)
         assert np.array_equal(idx, reference.encode(x))
         images = codec.decode(idx)
         assert images.dtype == np.float32 and images.shape == x.shape
         assert np.abs(images - reference.decode(idx)).max() < 1e-5
     # and the reference is the model itself
-    assert np.array_equal(reference.encode(x), art64.model.encode(torch.from_numpy(x)).numpy())
+    assert np.array_equal(reference.encode(x), exported.model.encode(torch.from_numpy(x)).numpy())
 
 
 def test_torch_tensors_in_and_out(art64, real64):
@@ -125,3 +134,18 @@ def test_tampered_artifact_is_refused(tmp_path, art64):
     (art / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(FSQDeployError, match="decoder.onnx"):
         Codec.load(art, "onnxruntime")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cpu_encoders_switch_graphs_by_batch_size(art32, backend):
+    if backend_unavailable_reason(backend):
+        pytest.skip(backend_unavailable_reason(backend))
+    x = images_to_float(load_images("sample", 32).test[:MATMUL_MIN_BATCH])
+    reference = Codec.load(art32.art, "torch").encode(x)
+    with Codec.load(art32.art, backend) as codec:
+        switch = codec.encoder
+        assert isinstance(switch, BatchSizeSwitch)
+        assert np.array_equal(codec.encode(x[:5]), reference[:5])
+        assert switch.small.last_inference_time is not None and switch.large.last_inference_time is None
+        assert np.array_equal(codec.encode(x), reference)
+        assert switch.large.last_inference_time is not None

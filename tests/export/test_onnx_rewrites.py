@@ -1,4 +1,5 @@
-"""The exact graph rewrites behind the INT8 graphs, checked against the graphs they replace."""
+"""The exact graph rewrites behind the INT8 graphs and the CPU runtimes' graphs, checked against the graphs
+they replace."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fsqdeploy.calibration.accuracy import session
-from fsqdeploy.calibration.rewrites import conv_as_matmul, transposed_to_phase_convs
+from fsqdeploy.export.onnx_rewrites import conv_as_matmul, tiny_convs_as_matmul, transposed_to_phase_convs
 
 
 def single_op_model(op: str, x_shape: list, w: np.ndarray, b: np.ndarray | None, relu: bool,
@@ -48,8 +49,8 @@ def test_phase_convolutions_equal_the_transposed_convolution(cin, cout, side, bi
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
-def test_the_exported_decoder_keeps_its_output(trained_art):
-    model = onnx.load(str(trained_art / "decoder.onnx"))
+def test_the_exported_decoder_keeps_its_output(art32):
+    model = onnx.load(str(art32.art / "decoder.onnx"))
     rewritten, count = transposed_to_phase_convs(model)
     assert count == 3  # four layers; the first is folded into the head Gemm by the export
     assert transposed_to_phase_convs(rewritten)[1] == 0
@@ -98,3 +99,25 @@ def test_convolutions_whose_dense_form_costs_too_much_stay():
     for model in (big, grouped):
         rewritten, name = conv_as_matmul(model, "layer")
         assert name is None and rewritten == model
+
+
+def test_phase_rewrite_limited_to_few_output_channels(art32):
+    model = onnx.load(str(art32.art / "decoder.onnx"))
+    couts = [numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == n.input[1])).shape[1]
+             for n in model.graph.node if n.op_type == "ConvTranspose"]
+    assert couts == [16, 8, 3]
+    rewritten, count = transposed_to_phase_convs(model, max_out_channels=15)
+    assert count == 2 and [n.op_type for n in rewritten.graph.node].count("ConvTranspose") == 1
+    indices = np.random.default_rng(1).integers(0, 8, (32, 16)).astype(np.int32)
+    assert np.abs(outputs(rewritten, indices) - outputs(model, indices)).max() <= 1e-5
+
+
+def test_only_convolutions_with_a_tiny_output_become_matmuls(art32):
+    model = onnx.load(str(art32.art / "encoder.onnx"))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    rewritten, count = tiny_convs_as_matmul(model)
+    assert count == 1  # 32 px: only the last convolution (4x4 -> 2x2) costs no more as a MatMul
+    left = [n.name for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert left == convs[:-1] and f"{convs[-1]}/as_matmul" in [n.name for n in rewritten.graph.node]
+    images = np.random.default_rng(2).random((32, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(outputs(rewritten, images), outputs(model, images))

@@ -1,4 +1,9 @@
-"""An exact ONNX graph rewrite that lets ONNX Runtime run the decoder on INT8 convolution kernels.
+"""Exact ONNX graph rewrites: the same function computed by kernels a CPU runtime runs faster.
+
+Used in two places: fsqdeploy calibrate applies them before quantizing (so that INT8 kernels exist
+for every layer), and the runtime applies them at load time to the FP32 graphs it hands ONNX Runtime
+and OpenVINO (runtime/cpu_graphs.py says which, with measurements). The exported files themselves
+stay as PyTorch wrote them: TensorRT runs ConvTranspose well and reads the plain graph best.
 
 ``transposed_to_phase_convs``: ONNX Runtime has no INT8 ConvTranspose kernel, so the QDQ pairs
 around one only add work (measured while planning: an INT8 decoder 1.6x slower than FP32). A
@@ -92,9 +97,11 @@ def _const(name: str, values: list[int]) -> onnx.TensorProto:
     return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
 
 
-def transposed_to_phase_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | None = None
+                              ) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every phase-decomposable ConvTranspose (module docstring) replaced by
-    a 3x3 Conv [-> Relu] and the phase interleave; returns the copy and how many were replaced."""
+    a 3x3 Conv [-> Relu] and the phase interleave; returns the copy and how many were replaced.
+    ``max_out_channels`` limits the rewrite to layers with at most that many output channels."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -113,7 +120,8 @@ def transposed_to_phase_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     for node in g.node:
         if id(node) in absorbed:
             continue
-        if not is_phase_decomposable(node, inits) or node.input[0] not in sizes:
+        if (not is_phase_decomposable(node, inits) or node.input[0] not in sizes
+                or (max_out_channels is not None and inits[node.input[1]].dims[1] > max_out_channels)):
             nodes.append(node)
             continue
         h, w = sizes[node.input[0]]
@@ -188,12 +196,13 @@ def dense_conv_matrix(weight: np.ndarray, in_hw: tuple[int, int], strides: list[
     return dense.reshape(cin * h * w, cout * oh * ow), (oh, ow)
 
 
-def conv_as_matmul(model: onnx.ModelProto, conv_name: str) -> tuple[onnx.ModelProto, str | None]:
+def conv_as_matmul(model: onnx.ModelProto, conv_name: str, max_cost: float = MAX_DENSE_COST
+                   ) -> tuple[onnx.ModelProto, str | None]:
     """A copy of ``model`` with the Conv named ``conv_name`` computed as
     ``Reshape [N, Cin*H*W] -> MatMul(D) -> Reshape [N, Cout, OH, OW] -> Add(bias)``; returns the copy
     and the MatMul's name, or the unchanged copy and None when the Conv does not qualify (group,
     dilation, auto_pad, non-constant weight, no static input size, or a dense form costing more than
-    MAX_DENSE_COST times the convolution).
+    ``max_cost`` times the convolution).
 
     Why: the encoder's last convolution feeds the float layer that computes the latent. Quantizing
     its output to 8 bits costs ~1.3% of the indices of a trained paper-shape model (its thresholds
@@ -221,7 +230,7 @@ def conv_as_matmul(model: onnx.ModelProto, conv_name: str) -> tuple[onnx.ModelPr
     dense, (oh, ow) = dense_conv_matrix(weight, (h, w), list(a.get("strides", [1, 1])),
                                         list(a.get("pads", [0, 0, 0, 0])))
     conv_cost = weight.size * oh * ow
-    if dense.size > MAX_DENSE_COST * conv_cost:
+    if dense.size > max_cost * conv_cost:
         return out, None
     cout = weight.shape[0]
     name = node.name
@@ -245,3 +254,17 @@ def conv_as_matmul(model: onnx.ModelProto, conv_name: str) -> tuple[onnx.ModelPr
     at = list(g.node).index(node)
     _replace_nodes(g, [*g.node[:at], *nodes, *g.node[at + 1:]], new_inits)
     return out, f"{name}/as_matmul"
+
+
+def tiny_convs_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Every Conv whose dense form costs no more multiply-adds than the convolution itself (an output
+    of at most 2x2 for kernel 4, stride 2, padding 1: every window covers the whole input, padding
+    included) as one MatMul. CPU convolution kernels tile the output's rows and columns; with two of
+    each they idle, while a [batch, Cin*H*W] x [Cin*H*W, Cout*OH*OW] product is the shape GEMM
+    kernels are best at. Returns the copy and how many were replaced."""
+    out, replaced = onnx.ModelProto(), 0
+    out.CopyFrom(model)
+    for name in [n.name for n in model.graph.node if n.op_type == "Conv" and n.name]:
+        out, matmul = conv_as_matmul(out, name, max_cost=1.0)
+        replaced += matmul is not None
+    return out, replaced

@@ -1,0 +1,54 @@
+"""The graphs the CPU runtimes are handed: the exported FP32 graphs with the exact rewrites of
+export/onnx_rewrites.py that suit each runtime's kernels, applied in memory at load time.
+
+The files in the artifact stay as exported (TensorRT and the GPU providers read them as they are);
+only summation order changes, so the results match the exported graph to float32 rounding and the
+runner tests (tests/runtime/test_runners.py, test_codec.py) hold every backend to PyTorch's indices.
+
+Where the time went, per layer, on this 2-core machine (paper-shape model, batch 256, FP32; OpenVINO's
+PERF_COUNT profile and ONNX Runtime's profiler):
+
+- Encoder, both runtimes: the last convolution (128 -> 256 channels, 4x4 -> 2x2) took ~45% of the
+  encoder (6.7 of 14 ms in OpenVINO): convolution kernels tile the output's rows and columns, and
+  with two of each they idle. As one MatMul ([batch, 2048] x [2048, 1024], the same multiply-adds)
+  the encoder drops to ~10.5 ms in both (``tiny_convs_as_matmul``).
+- Decoder, ONNX Runtime: its CPU ConvTranspose kernel is its slowest (~36 ms for the decoder);
+  every ConvTranspose(k4, s2, p1) as a 3x3 phase convolution + interleave: ~18 ms.
+- Decoder, OpenVINO: its ConvTranspose runs well where there are many output channels, but the last
+  layer (32 -> 3 channels) vectorises over 3 of 16 lanes (4.7 ms for 4% of the multiply-adds), and
+  the Sigmoid after it runs on that padded channel layout (2.8 ms). The phase form of that layer
+  alone (12 output channels, Sigmoid fused) takes the decoder from ~15.5 to ~11 ms (BF16: 16 -> 4.6
+  ms); the phase form of every layer is slower (~18.5 ms), since a 3x3 phase convolution does 2.25x
+  the multiply-adds of the ConvTranspose it replaces.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx.inliner
+
+from fsqdeploy.export.onnx_rewrites import tiny_convs_as_matmul, transposed_to_phase_convs
+
+# OpenVINO's CPU convolutions vectorise over output channels, 16 float32 lanes at a time.
+OPENVINO_LANES = 16
+# From this many images on, the encoder's tiny convolutions run faster as MatMuls (docstring).
+MATMUL_MIN_BATCH = 16
+
+
+def for_onnxruntime(model: onnx.ModelProto, large_batches: bool = True) -> onnx.ModelProto:
+    """The exported encoder or decoder as ONNX Runtime's CPU provider runs it fastest, on batches of
+    ``MATMUL_MIN_BATCH`` images or more when ``large_batches``, on fewer otherwise."""
+    if large_batches:
+        model, _ = tiny_convs_as_matmul(model)
+    model, _ = transposed_to_phase_convs(model)
+    return model
+
+
+def for_openvino(model: onnx.ModelProto, large_batches: bool = True) -> onnx.ModelProto:
+    """The exported encoder or decoder, functions inlined (OpenVINO does not read ONNX local functions),
+    as OpenVINO's CPU plugin runs it fastest, in FP32 and BF16 alike; ``large_batches`` as above."""
+    model = onnx.inliner.inline_local_functions(model)
+    if large_batches:
+        model, _ = tiny_convs_as_matmul(model)
+    model, _ = transposed_to_phase_convs(model, max_out_channels=OPENVINO_LANES - 1)
+    return model
