@@ -287,12 +287,7 @@ def cycle(array: np.ndarray, n: int) -> np.ndarray:
 
 
 class Clock(Protocol):
-    """Times one call in seconds; ``name`` goes into every result row as ``timing``.
-
-    On the CPU this is host wall-clock time. A GPU backend supplies its own clock here: CUDA events
-    around the launch, with the host<->device copies inside the interval or outside it, under its
-    own ``timing`` name; the schema already carries the field so such rows can sit beside these.
-    """
+    """Times one call in seconds; ``name`` goes into every result row as ``timing``."""
 
     name: str
 
@@ -300,6 +295,8 @@ class Clock(Protocol):
 
 
 class WallClock:
+    """Host wall-clock time: every CPU backend's calls are synchronous on the host."""
+
     name = "wall"
 
     def __call__(self, fn: Callable[[], object]) -> float:
@@ -308,9 +305,31 @@ class WallClock:
         return time.perf_counter() - start
 
 
+class CudaEventClock:
+    """GPU time between two CUDA events recorded on the current stream around the call. The call may
+    return before the GPU is done (device-resident inputs): the interval ends when the GPU reaches
+    the second event, not when the host returns, so launch overhead hidden by queueing is not counted
+    and work still queued is."""
+
+    name = "cuda-events"
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3  # elapsed_time is in milliseconds
+
+
+GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime-trt")
+
+
 def clock_for(codec: Codec) -> Clock:
-    """Wall clock for every backend that runs today (all synchronous on the host)."""
-    return WallClock()
+    """CUDA events for the GPU backends, host wall clock for the CPU ones."""
+    return CudaEventClock() if codec.backend in GPU_BACKENDS else WallClock()
 
 
 def measure(fn: Callable[[], object], clock: Clock, *, warmup: int, iters: int | None = None,
@@ -341,7 +360,8 @@ def latency_stats(times: Sequence[float], batch_size: int) -> dict[str, Any]:
 
 
 def stage_calls(codec: Codec, images: np.ndarray, indices: np.ndarray) -> dict[str, Callable[[], object]]:
-    """The three timed calls on one batch; the inputs are prepared once, outside the timing."""
+    """The three timed calls on one batch of host (NumPy) arrays, so a GPU backend's time includes
+    the host<->device copies; the inputs are prepared once, outside the timing."""
     enc, dec = codec.encoder, codec.decoder
     images = np.ascontiguousarray(images, dtype=np.float32)
     indices = np.ascontiguousarray(indices, dtype=np.int32)
@@ -352,18 +372,43 @@ def stage_calls(codec: Codec, images: np.ndarray, indices: np.ndarray) -> dict[s
     }
 
 
+def device_stage_calls(codec: Codec, images: np.ndarray, indices: np.ndarray
+                       ) -> dict[str, Callable[[], object]] | None:
+    """The three calls on GPU-resident tensors (no host copies), for runners that take them (the
+    TensorRT runner's ``infer_torch``); None for the others."""
+    enc, dec = codec.encoder, codec.decoder
+    if not (hasattr(enc, "infer_torch") and hasattr(dec, "infer_torch")):
+        return None
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+    idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int32)).cuda()
+    return {
+        "encode": lambda: enc.infer_torch(x),
+        "decode": lambda: dec.infer_torch(idx),
+        "roundtrip": lambda: dec.infer_torch(enc.infer_torch(x)),
+    }
+
+
 def measure_latency(codec: Codec, spec: BackendSpec, images: np.ndarray, indices: np.ndarray,
                     settings: BenchSettings, clock: Clock | None = None) -> list[dict[str, Any]]:
-    """One result row per batch size and stage; ``images``/``indices`` are cycled up to the batch."""
+    """One result row per batch size, stage and I/O placement; ``images``/``indices`` are cycled up to
+    the batch. ``io`` is ``"host"`` (NumPy in and out: what an application pays, copies included)
+    for every backend, plus ``"device"`` (GPU tensors in and out) where the runners take them."""
     clock = clock or clock_for(codec)
     rows = []
     for batch in settings.batch_sizes:
-        calls = stage_calls(codec, cycle(images, batch), cycle(indices, batch))
-        for stage in STAGES:
-            times = measure(calls[stage], clock, warmup=settings.warmup, iters=settings.iters,
-                            seconds=settings.timed_seconds)
-            rows.append({"backend": spec.backend, "precision": spec.precision, "batch_size": batch,
-                         "stage": stage, "timing": clock.name, **latency_stats(times, batch)})
+        x, idx = cycle(images, batch), cycle(indices, batch)
+        placements = [("host", stage_calls(codec, x, idx))]
+        on_device = device_stage_calls(codec, x, idx)
+        if on_device is not None:
+            placements.append(("device", on_device))
+        for placement, calls in placements:
+            for stage in STAGES:
+                times = measure(calls[stage], clock, warmup=settings.warmup, iters=settings.iters,
+                                seconds=settings.timed_seconds)
+                rows.append({"backend": spec.backend, "precision": spec.precision, "batch_size": batch,
+                             "stage": stage, "timing": clock.name, "io": placement, **latency_stats(times, batch)})
     return rows
 
 

@@ -16,7 +16,12 @@ PSNR_CAP = 100.0  # train.metrics.psnr caps identical images at 100 dB
 
 
 def _label(row: dict[str, Any]) -> str:
-    return row["backend"] if row["precision"] == "fp32" else f"{row['backend']}:{row['precision']}"
+    label = row["backend"] if row["precision"] == "fp32" else f"{row['backend']}:{row['precision']}"
+    return f"{label} (device io)" if row.get("io") == "device" else label
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int, str, str]:
+    return (row["backend"], row["precision"], row["batch_size"], row["stage"], row.get("io", "host"))
 
 
 def _ms(value: float) -> str:
@@ -37,16 +42,17 @@ def _err(value: float) -> str:
     return "0" if value == 0 else f"{value:.2g}"
 
 
-def speedups(results: list[dict[str, Any]], reference: str = "torch") -> dict[tuple[str, str, int, str], float]:
-    """(backend, precision, batch, stage) -> torch's p50 latency / this row's, where torch ran
-    (the median: a few calls slowed by a neighbour on the machine do not move it)."""
+def speedups(results: list[dict[str, Any]], reference: str = "torch") -> dict[tuple[str, str, int, str, str], float]:
+    """(backend, precision, batch, stage, io) -> torch's p50 latency / this row's, where torch ran
+    (the median: a few calls slowed by a neighbour on the machine do not move it). Torch runs on
+    host arrays; device-io rows are compared with it too, and labelled as such."""
     torch_p50 = {(r["batch_size"], r["stage"]): r["latency_ms"]["p50"]
                  for r in results if r["backend"] == reference and r["precision"] == "fp32"}
     out = {}
     for r in results:
         base = torch_p50.get((r["batch_size"], r["stage"]))
         if base:
-            out[(r["backend"], r["precision"], r["batch_size"], r["stage"])] = base / r["latency_ms"]["p50"]
+            out[_key(r)] = base / r["latency_ms"]["p50"]
     return out
 
 
@@ -67,13 +73,14 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
         console.print(f"[yellow]note:[/] {escape(s['data_note'])}")
 
     ratio = speedups(report["results"])
-    table = Table(title="latency (wall clock, ms)")
+    clocks = sorted({r.get("timing", "wall") for r in report["results"]})
+    table = Table(title=f"latency (ms; {', '.join(clocks).replace('cuda-events', 'CUDA events')})")
     for col in ("backend", "batch", "stage", "p50", "p90", "p99", "mean", "images/s", "p50 vs torch"):
         table.add_column(col, justify="left" if col in ("backend", "stage") else "right", no_wrap=True)
     previous = None
     for r in report["results"]:
         label = _label(r)
-        key = (r["backend"], r["precision"], r["batch_size"], r["stage"])
+        key = _key(r)
         lat = r["latency_ms"]
         table.add_row(label if label != previous else "", str(r["batch_size"]), r["stage"],
                       _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),

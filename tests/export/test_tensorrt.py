@@ -460,6 +460,22 @@ def test_timing_cache_is_kept_and_reused(gpu_art, run64, tmp_path):
 
 
 @pytest.mark.gpu
+def test_bench_times_engines_with_cuda_events_with_and_without_copies(gpu_art):
+    from fsqdeploy.runtime.bench import BackendSpec, BenchSettings, measure_latency
+    from fsqdeploy.runtime.codec import Codec
+
+    images = images_to_float(load_images("sample", 64).test[:8])
+    with Codec.load(gpu_art, "tensorrt", precision="fp16") as codec:
+        rows = measure_latency(codec, BackendSpec("tensorrt", "fp16"), images, codec.encode(images),
+                               BenchSettings(batch_sizes=[8], warmup=2, iters=5))
+    assert {(r["io"], r["stage"]) for r in rows} == {(io, s) for io in ("host", "device")
+                                                     for s in ("encode", "decode", "roundtrip")}
+    assert all(r["timing"] == "cuda-events" and r["latency_ms"]["p50"] > 0 for r in rows)
+    p50 = {(r["io"], r["stage"]): r["latency_ms"]["p50"] for r in rows}
+    print("tensorrt fp16, batch 8, p50 ms (a number to read, not to assert):", p50)
+
+
+@pytest.mark.gpu
 def test_onnxruntime_tensorrt_ep_runs_the_fp16_graphs(gpu_art):
     """The second route: ONNX Runtime's TensorRT EP on the strongly typed FP16 graphs (FP16 flag
     off, so the EP builds a strongly typed network too), with its engine cache in ART/trt_cache."""

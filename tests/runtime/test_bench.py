@@ -293,6 +293,42 @@ def test_latency_rows_carry_the_clock(art32):
         rows = bench.measure_latency(codec, BackendSpec("onnxruntime"), x, codec.encode(x), settings, FixedClock())
     assert [(r["batch_size"], r["stage"]) for r in rows] == [(b, s) for b in (1, 5) for s in bench.STAGES]
     assert all(r["timing"] == "fixed" and r["latency_ms"]["p50"] == pytest.approx(2.0) for r in rows)
+    assert all(r["io"] == "host" for r in rows)  # CPU runners take no device tensors
+
+
+def test_gpu_backends_get_cuda_event_clocks():
+    from types import SimpleNamespace
+
+    for backend in bench.GPU_BACKENDS:
+        assert isinstance(bench.clock_for(SimpleNamespace(backend=backend)), bench.CudaEventClock)
+    for backend in ("torch", "onnxruntime", "openvino"):
+        assert isinstance(bench.clock_for(SimpleNamespace(backend=backend)), bench.WallClock)
+
+
+def test_device_rows_are_labelled_and_compared_with_torch(capsys):
+    from rich.console import Console
+
+    from fsqdeploy.runtime.bench_report import print_report, speedups
+
+    def row(backend, io, p50, timing="wall"):
+        return {"backend": backend, "precision": "fp16" if backend == "tensorrt" else "fp32", "batch_size": 64,
+                "stage": "encode", "timing": timing, "io": io, "samples": 5, "throughput_ips": 64 / p50 * 1e3,
+                "latency_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50}}
+
+    results = [row("torch", "host", 8.0), row("tensorrt", "host", 2.0, "cuda-events"),
+               row("tensorrt", "device", 0.5, "cuda-events")]
+    ratio = speedups(results)
+    assert ratio[("tensorrt", "fp16", 64, "encode", "host")] == 4.0
+    assert ratio[("tensorrt", "fp16", 64, "encode", "device")] == 16.0
+    report = {"machine": {"gpu": {"name": "A GPU"}, "cpu": "cpu", "usable_cores": 2, "cores": 2},
+              "settings": {"iters": 5, "warmup": 1, "threads": 2, "images": 8, "data": "sample"},
+              "artifact": {"path": "art", "model_id": "0" * 16, "image_size": 32, "code_width": 16,
+                           "bits_per_image": 48, "bits_per_pixel": 0.047},
+              "results": results, "skipped": [], "fidelity": [], "baselines": [],
+              "gates": {"passed": True, "failures": []}}
+    print_report(report, Console(width=200, force_terminal=False))
+    out = capsys.readouterr().out
+    assert "CUDA events" in out and "tensorrt:fp16 (device io)" in out and "16.00x" in out
 
 
 def test_best_quality_is_the_largest_file_within_budget():
