@@ -39,6 +39,7 @@ from fsqdeploy.calibration.quantize import (
     protected_nodes,
     quantize_graph,
     quantized_layers,
+    slow_in_int8,
 )
 from fsqdeploy.calibration.record import (
     PROCEDURE_VERSION,
@@ -52,7 +53,7 @@ from fsqdeploy.calibration.sensitivity import keep_worst_in_float
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, validate
-from fsqdeploy.export.onnx_rewrites import conv_as_matmul, transposed_to_phase_convs
+from fsqdeploy.export.onnx_rewrites import conv_as_matmul, transposed_convs_for_onnxruntime
 from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from fsqdeploy.train.data import images_to_float
 
@@ -89,24 +90,24 @@ def feeding_conv(model: onnx.ModelProto, protected: Mapping[str, str]) -> str | 
 def prepare(graph: str, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str], list[str]]:
     """The graph to quantize, the nodes that stay in float (name -> why) and the rewrites applied.
 
-    Decoder: every ConvTranspose(k4, s2, p1) as phase convolutions (rewrites.py), so that ONNX
-    Runtime can run it on INT8 kernels. Encoder: the convolution feeding the quantizer's float
-    layer as a MatMul, so it runs in INT8 but hands that layer a float result (rewrites.py).
+    Decoder: every ConvTranspose(k4, s2, p1) as phase convolutions with whole blocks of outputs
+    (export/onnx_rewrites.py), so that ONNX Runtime can run them on INT8 kernels. Encoder:
+    the convolution feeding the quantizer's float layer as a MatMul, so it runs in INT8 but hands
+    that layer a float result. Both: layers slower in INT8 than in float stay in float
+    (quantize.slow_in_int8).
     """
     model = name_nodes(onnx.ModelProto.FromString(model.SerializeToString()))  # a copy: the source stays as read
     applied = []
     if graph == "decoder":
-        model, count = transposed_to_phase_convs(model)
-        if count:
-            applied.append(f"{count} ConvTranspose(k4,s2,p1) -> 3x3 Conv + phase interleave")
-        return model, protected_nodes(model, graph), applied
+        model, applied = transposed_convs_for_onnxruntime(model)
+        return model, {**slow_in_int8(model), **protected_nodes(model, graph)}, applied
     protected = protected_nodes(model, graph)
     conv = feeding_conv(model, protected)
     if conv is not None:
         model, matmul = conv_as_matmul(model, conv)
         if matmul is not None:
             applied.append(f"{conv} -> MatMul (INT8 inputs, float output)")
-    return model, protected, applied
+    return model, {**slow_in_int8(model), **protected}, applied
 
 
 # -- the whole command -------------------------------------------------------------------------------

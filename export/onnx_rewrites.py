@@ -97,11 +97,15 @@ def _const(name: str, values: list[int]) -> onnx.TensorProto:
     return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
 
 
-def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | None = None
-                              ) -> tuple[onnx.ModelProto, int]:
+def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | None = None,
+                              channel_multiple: int = 1) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every phase-decomposable ConvTranspose (module docstring) replaced by
     a 3x3 Conv [-> Relu] and the phase interleave; returns the copy and how many were replaced.
-    ``max_out_channels`` limits the rewrite to layers with at most that many output channels."""
+    ``max_out_channels`` limits the rewrite to layers with at most that many output channels.
+    ``channel_multiple`` pads the Conv's ``4 * Cout`` outputs with zero filters up to a multiple of
+    it, sliced off again before the interleave: ONNX Runtime's INT8 convolution runs 12 outputs at
+    half the speed of 16 (32 -> 12 vs 32 -> 16 channels, 3x3, 16x16, batch 256: 4.9 vs 2.3 ms), so
+    the decoder's 3-channel last layer is faster with 4 more that nobody reads."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -129,10 +133,14 @@ def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | No
         replaced += 1
         weight = numpy_helper.to_array(inits[node.input[1]])
         cout = weight.shape[1]
-        new_inits.append(numpy_helper.from_array(phase_kernel(weight), f"{name}/phase_weight"))
+        kernel = phase_kernel(weight)
+        padding = -len(kernel) % channel_multiple
+        kernel = np.concatenate([kernel, np.zeros((padding, *kernel.shape[1:]), kernel.dtype)])
+        new_inits.append(numpy_helper.from_array(kernel, f"{name}/phase_weight"))
         conv_inputs = [node.input[0], f"{name}/phase_weight"]
         if len(node.input) > 2 and node.input[2]:
             bias = np.tile(numpy_helper.to_array(inits[node.input[2]]), 4)
+            bias = np.concatenate([bias, np.zeros(padding, bias.dtype)])
             new_inits.append(numpy_helper.from_array(bias, f"{name}/phase_bias"))
             conv_inputs.append(f"{name}/phase_bias")
         result, phases = node.output[0], f"{name}/phases"
@@ -145,6 +153,11 @@ def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | No
             nodes.append(helper.make_node("Relu", [phases], [f"{phases}_relu"], name=relu.name or f"{name}/relu"))
             phases, result = f"{phases}_relu", relu.output[0]
             absorbed.add(id(relu))
+        if padding:
+            new_inits += [_const(f"{name}/zero", [0]), _const(f"{name}/used", [4 * cout]), _const(f"{name}/axis", [1])]
+            nodes.append(helper.make_node("Slice", [phases, f"{name}/zero", f"{name}/used", f"{name}/axis"],
+                                          [f"{phases}_used"], name=f"{name}/drop_padding"))
+            phases = f"{phases}_used"
         new_inits += [_const(f"{name}/phase_rows", [0, h, w, 2, 2 * cout]),
                       _const(f"{name}/interleaved", [0, 2 * h, 2 * w, cout])]
         nodes += [
@@ -169,6 +182,21 @@ def _replace_nodes(g: onnx.GraphProto, nodes: list[onnx.NodeProto], new_inits: l
     kept = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend([*kept, *new_inits])
+
+
+# ONNX Runtime's CPU convolutions, FP32 and INT8, take output channels in blocks of 16
+# (transposed_to_phase_convs' docstring measures what a partial block costs in INT8).
+ORT_CHANNEL_BLOCK = 16
+
+
+def transposed_convs_for_onnxruntime(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Every ConvTranspose(k4, s2, p1) as phase convolutions with their outputs padded to whole blocks,
+    the form ONNX Runtime's CPU kernels run fastest, FP32 and INT8 alike. Returns the copy and what
+    was applied, for calibration's record."""
+    model, count = transposed_to_phase_convs(model, channel_multiple=ORT_CHANNEL_BLOCK)
+    applied = [f"{count} ConvTranspose(k4,s2,p1) -> 3x3 Conv (outputs padded to a multiple of "
+               f"{ORT_CHANNEL_BLOCK}) + phase interleave"] if count else []
+    return model, applied
 
 
 # -- a convolution with a tiny output as one MatMul ------------------------------------------------

@@ -13,7 +13,9 @@ PERF_COUNT profile and ONNX Runtime's profiler):
   with two of each they idle. As one MatMul ([batch, 2048] x [2048, 1024], the same multiply-adds)
   the encoder drops to ~10.5 ms in both (``tiny_convs_as_matmul``).
 - Decoder, ONNX Runtime: its CPU ConvTranspose kernel is its slowest (~36 ms for the decoder);
-  every ConvTranspose(k4, s2, p1) as a 3x3 phase convolution + interleave: ~18 ms.
+  every ConvTranspose(k4, s2, p1) as a 3x3 phase convolution + interleave: ~18 ms. The last
+  layer's 12 phase outputs are padded to 16, which INT8 needs (2x faster) and FP32 does not mind, so
+  calibration and this module share one form (``transposed_convs_for_onnxruntime``).
 - Decoder, OpenVINO: its ConvTranspose runs well where there are many output channels, but the last
   layer (32 -> 3 channels) vectorises over 3 of 16 lanes (4.7 ms for 4% of the multiply-adds), and
   the Sigmoid after it runs on that padded channel layout (2.8 ms). The phase form of that layer
@@ -27,7 +29,11 @@ from __future__ import annotations
 import onnx
 import onnx.inliner
 
-from fsqdeploy.export.onnx_rewrites import tiny_convs_as_matmul, transposed_to_phase_convs
+from fsqdeploy.export.onnx_rewrites import (
+    tiny_convs_as_matmul,
+    transposed_convs_for_onnxruntime,
+    transposed_to_phase_convs,
+)
 
 # OpenVINO's CPU convolutions vectorise over output channels, 16 float32 lanes at a time.
 OPENVINO_LANES = 16
@@ -40,7 +46,7 @@ def for_onnxruntime(model: onnx.ModelProto, large_batches: bool = True) -> onnx.
     ``MATMUL_MIN_BATCH`` images or more when ``large_batches``, on fewer otherwise."""
     if large_batches:
         model, _ = tiny_convs_as_matmul(model)
-    model, _ = transposed_to_phase_convs(model)
+    model, _ = transposed_convs_for_onnxruntime(model)
     return model
 
 

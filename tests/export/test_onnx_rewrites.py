@@ -9,7 +9,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fsqdeploy.calibration.accuracy import session
-from fsqdeploy.export.onnx_rewrites import conv_as_matmul, tiny_convs_as_matmul, transposed_to_phase_convs
+from fsqdeploy.export.onnx_rewrites import (
+    conv_as_matmul,
+    tiny_convs_as_matmul,
+    transposed_convs_for_onnxruntime,
+    transposed_to_phase_convs,
+)
 
 
 def single_op_model(op: str, x_shape: list, w: np.ndarray, b: np.ndarray | None, relu: bool,
@@ -121,3 +126,22 @@ def test_only_convolutions_with_a_tiny_output_become_matmuls(art32):
     assert left == convs[:-1] and f"{convs[-1]}/as_matmul" in [n.name for n in rewritten.graph.node]
     images = np.random.default_rng(2).random((32, 3, 32, 32), dtype=np.float32)
     np.testing.assert_array_equal(outputs(rewritten, images), outputs(model, images))
+
+
+@pytest.mark.parametrize("cout,relu", [(3, False), (3, True), (5, True), (4, False)])
+def test_padded_phase_outputs_are_sliced_off_again(cout, relu):
+    rng = np.random.default_rng(cout)
+    w = rng.standard_normal((8, cout, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    model = single_op_model("ConvTranspose", [8, 5, 5], w, b, relu, kernel_shape=[4, 4], strides=[2, 2],
+                            pads=[1, 1, 1, 1])
+    rewritten, applied = transposed_convs_for_onnxruntime(model)
+    assert len(applied) == 1
+    conv = next(n for n in rewritten.graph.node if n.op_type == "Conv")
+    filters = next(t for t in rewritten.graph.initializer if t.name == conv.input[1]).dims[0]
+    assert filters == 16 * -(-4 * cout // 16)  # 4 * cout phases, padded up to whole blocks of 16
+    assert ("Slice" in [n.op_type for n in rewritten.graph.node]) == (4 * cout != 16)
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = rng.standard_normal((3, 8, 5, 5)).astype(np.float32)
+    ref = outputs(model, x)
+    assert np.abs(outputs(rewritten, x) - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())

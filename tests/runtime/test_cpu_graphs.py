@@ -19,7 +19,8 @@ def test_onnxruntime_gets_no_transposed_convolution_and_a_matmul_encoder_tail(ar
     encoder, decoder = (onnx.load(str(art32.art / f"{g}.onnx")) for g in ("encoder", "decoder"))
     enc, dec = for_onnxruntime(encoder), for_onnxruntime(decoder)
     assert ops(enc).count("Conv") == ops(encoder).count("Conv") - 1 and "MatMul" in ops(enc)
-    assert "ConvTranspose" not in ops(dec) and ops(dec).count("Conv") == ops(decoder).count("ConvTranspose") == 3
+    # art32's ConvTransposes have 16, 8 and 3 output channels: 64, 32 and 12 phases, the last padded to 16
+    assert "ConvTranspose" not in ops(dec) and ops(dec).count("Conv") == 3 and ops(dec).count("Slice") == 1
     # the custom-domain quantizer is left as it was
     assert [f.name for f in enc.functions] == [f.name for f in encoder.functions] == ["FSQQuantize"]
     images = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
