@@ -27,9 +27,12 @@ def calibrate(
     eval_images: Annotated[int, typer.Option("--eval-images", help="Test-split images the targets are measured "
                                              "on.")] = DEFAULT_EVAL_IMAGES,
 ) -> None:
-    """Write INT8 (QDQ) encoder.int8.onnx and decoder.int8.onnx calibrated on real images, and calibration.json."""
+    """Write INT8 (QDQ) graphs calibrated on real images: encoder.int8.onnx and decoder.int8.onnx for ONNX
+    Runtime, encoder.int8.trt.onnx and decoder.int8.trt.onnx for TensorRT, and calibration.json."""
+    from fsqdeploy.calibration.accuracy import Accuracy
     from fsqdeploy.calibration.pipeline import INT8_FILES, calibrate_artifact
     from fsqdeploy.calibration.record import RECORD_FILE
+    from fsqdeploy.calibration.tensorrt_graphs import TENSORRT_FILES
 
     result = calibrate_artifact(art, data=data, method=method, samples=samples, batch_size=batch_size,
                                 sensitivity=sensitivity, eval_images=eval_images)
@@ -51,6 +54,11 @@ def calibrate(
         typer.echo(f"  {graph}: {len(layers)} layer(s) in INT8; in float: {', '.join(kept) or 'nothing'}")
     r = record["results"]
     typer.echo(f"  test split ({r['images']} images of {r['data']}): {result.accuracy.summary()}")
-    typer.echo(f"  files: {', '.join([*INT8_FILES.values(), RECORD_FILE])}; manifest updated")
+    t = record["tensorrt"]["results"]
+    trt = Accuracy(t["index_agreement"], t["psnr_fp32"], t["psnr_int8"])
+    typer.echo(f"  TensorRT graphs (int8 activations with zero point 0, measured on ONNX Runtime CPU): {trt.summary()}")
+    files = [*INT8_FILES.values(), *TENSORRT_FILES.values(), RECORD_FILE]
+    typer.echo(f"  files: {', '.join(files)}; manifest updated. Note: fsqdeploy export {art} --trt --precision int8 "
+               "builds TensorRT engines from them")
     if not r["targets_met"] and not record["settings"]["sensitivity"]:
         typer.echo("  Note: rerun with --sensitivity to keep the layers INT8 hurts most in float")

@@ -50,6 +50,8 @@ from fsqdeploy.calibration.record import (
     read_record,
 )
 from fsqdeploy.calibration.sensitivity import keep_worst_in_float
+from fsqdeploy.calibration.tensorrt_graphs import TENSORRT_FILES, tensorrt_settings
+from fsqdeploy.calibration.tensorrt_graphs import prepare as prepare_for_tensorrt
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, validate
@@ -190,6 +192,8 @@ def _calibrate(art: Path, key: dict[str, Any], sources: dict[str, onnx.ModelProt
 
     int8 = {g: _quantize(prepared[g], ranges[g], settings, floats[g], sources[g], key["method"]) for g in GRAPHS}
     accuracy = _measure(cdata, fp32, int8)
+    trt8, trt_record = _calibrate_tensorrt(sources, settings, floats, calib, idx32, batch_size, key["method"], cdata,
+                                           fp32)
     record = {
         "format": RECORD_FORMAT,
         "format_version": RECORD_VERSION,
@@ -202,9 +206,33 @@ def _calibrate(art: Path, key: dict[str, Any], sources: dict[str, onnx.ModelProt
         "ranges": {g: {t: list(r) for t, r in sorted(ranges[g].items())} for g in GRAPHS},
         "scales": {g: activation_scales(int8[g]) for g in GRAPHS},
         "results": {"data": cdata.source, "images": len(cdata.test), **accuracy.to_json()},
+        "tensorrt": trt_record,
     }
-    _write(art, int8, record)
+    _write(art, {**{INT8_FILES[g]: int8[g] for g in GRAPHS}, **{TENSORRT_FILES[g]: trt8[g] for g in GRAPHS}}, record)
     return CalibrationResult(art, record, accuracy, reused=False)
+
+
+def _calibrate_tensorrt(sources: Mapping[str, onnx.ModelProto], settings: QuantSettings,
+                        floats: Mapping[str, Mapping[str, str]], calib: np.ndarray, idx32: np.ndarray,
+                        batch_size: int, method: str, cdata: CalibrationData, fp32: tuple[Any, Any]
+                        ) -> tuple[dict[str, onnx.ModelProto], dict[str, Any]]:
+    """The TensorRT graphs (tensorrt_graphs.py) and their part of the record."""
+    trt_settings = tensorrt_settings(settings)
+    prepared, kept, ranges = {}, {}, {}
+    for g in GRAPHS:
+        prepared[g], kept[g] = prepare_for_tensorrt(g, sources[g], floats[g])
+    ranges["encoder"] = collect_ranges(prepared["encoder"], _batches("images", calib, batch_size), trt_settings)
+    ranges["decoder"] = collect_ranges(prepared["decoder"], _batches("indices", idx32, batch_size), trt_settings)
+    trt8 = {g: _quantize(prepared[g], ranges[g], trt_settings, kept[g], sources[g], method) for g in GRAPHS}
+    accuracy = _measure(cdata, fp32, trt8)
+    return trt8, {
+        "settings": trt_settings.to_json(),
+        "float_nodes": kept,
+        "int8_layers": {g: quantized_layers(trt8[g]) for g in GRAPHS},
+        "ranges": {g: {t: list(r) for t, r in sorted(ranges[g].items())} for g in GRAPHS},
+        "results": {"data": cdata.source, "images": len(cdata.test), "measured_on": "onnxruntime-cpu",
+                    **accuracy.to_json()},
+    }
 
 
 def _sensitivity(prepared: Mapping[str, onnx.ModelProto], ranges: Mapping[str, Any], settings: QuantSettings,
@@ -271,8 +299,9 @@ def _measure(cdata: CalibrationData, fp32: tuple[Any, Any], int8: Mapping[str, o
     return measure(images_to_float(cdata.test), fp32, (session(int8["encoder"]), session(int8["decoder"])))
 
 
-def _write(art: Path, int8: Mapping[str, onnx.ModelProto], record: dict[str, Any]) -> None:
-    blobs = {INT8_FILES[g]: int8[g].SerializeToString() for g in GRAPHS}
+def _write(art: Path, graphs: Mapping[str, onnx.ModelProto], record: dict[str, Any]) -> None:
+    """Write the INT8 graphs (file name -> model), the record and the manifest entries."""
+    blobs = {name: model.SerializeToString() for name, model in graphs.items()}
     for name, blob in blobs.items():
         if not (art / name).is_file() or (art / name).read_bytes() != blob:
             write_bytes_atomic(art / name, blob)
@@ -296,8 +325,15 @@ def _add_to_manifest(art: Path, record: dict[str, Any]) -> None:
         "float_nodes": {g: sorted(names) for g, names in record["float_nodes"].items()},
         **{k: results[k] for k in ("images", "index_agreement", "psnr_fp32", "psnr_int8", "psnr_delta",
                                    "targets_met")},
+        "tensorrt": {"files": [TENSORRT_FILES[g] for g in GRAPHS], "activations": "int8 symmetric",
+                     **{k: record["tensorrt"]["results"][k] for k in ("measured_on", "index_agreement", "psnr_delta",
+                                                                       "targets_met")}},
     }
     add_files(art, [*record["files"], RECORD_FILE], {"int8": summary})
+
+
+def _ranges(stored: Mapping[str, list[float]]) -> dict[str, tuple[float, float]]:
+    return {t: (float(r[0]), float(r[1])) for t, r in stored.items()}
 
 
 def _reuse(art: Path, record: dict[str, Any], sources: dict[str, onnx.ModelProto],
@@ -305,16 +341,22 @@ def _reuse(art: Path, record: dict[str, Any], sources: dict[str, onnx.ModelProto
     """The result from ``record`` if its graphs are on disk or rebuild byte for byte; else None."""
     on_disk = all((art / name).is_file() and sha256_file(art / name) == sha for name, sha in record["files"].items())
     if not on_disk:
-        int8 = {}
+        if "tensorrt" not in record:
+            return None
+        trt, trt_settings = record["tensorrt"], tensorrt_settings(settings)
+        rebuilt = {}
         for g in GRAPHS:
             model, _, _ = prepare(g, sources[g])
-            ranges = {t: (float(r[0]), float(r[1])) for t, r in record["ranges"][g].items()}
-            int8[g] = _quantize(model, ranges, settings, record["float_nodes"][g], sources[g], record["method"])
-        if any(hashlib.sha256(int8[g].SerializeToString()).hexdigest() != record["files"][INT8_FILES[g]]
-               for g in GRAPHS):
+            rebuilt[INT8_FILES[g]] = _quantize(model, _ranges(record["ranges"][g]), settings,
+                                               record["float_nodes"][g], sources[g], record["method"])
+            model, _ = prepare_for_tensorrt(g, sources[g], record["float_nodes"][g])
+            rebuilt[TENSORRT_FILES[g]] = _quantize(model, _ranges(trt["ranges"][g]), trt_settings,
+                                                   trt["float_nodes"][g], sources[g], record["method"])
+        if any(hashlib.sha256(m.SerializeToString()).hexdigest() != record["files"].get(name)
+               for name, m in rebuilt.items()):
             return None
-        for g in GRAPHS:
-            write_bytes_atomic(art / INT8_FILES[g], int8[g].SerializeToString())
+        for name, m in rebuilt.items():
+            write_bytes_atomic(art / name, m.SerializeToString())
     manifest = read_manifest(art)
     listed = all(manifest["files"].get(name, {}).get("sha256") == sha for name, sha in record["files"].items())
     if not listed or manifest["files"].get(RECORD_FILE, {}).get("sha256") != sha256_file(art / RECORD_FILE) \

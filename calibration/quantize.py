@@ -45,7 +45,9 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.onnx_export import find_quantizer_stages
 
 METHODS = ("minmax", "entropy", "percentile")
-LAYER_OPS = ("Conv", "Gemm", "MatMul")  # the layers INT8 is for
+# The layers INT8 is for. ConvTranspose appears only in the TensorRT graphs (tensorrt_graphs.py):
+# the ONNX Runtime graphs have it rewritten into convolutions first.
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that carry INT8 between layers: Relu is absorbed into the range of the layer before it, and
 # the reshapes and transposes of the decoder's phase interleave move bytes, not values.
 QUANTIZED_OPS = (*LAYER_OPS, "Relu", "Reshape", "Transpose")
@@ -69,10 +71,18 @@ class QuantSettings:
     histogram_bins: int = 2048
     entropy_quantized_bins: int = 128
     percentile: float = 99.999
+    # "onnxruntime": asymmetric uint8 activations (a ReLU output's [0, max] fills the grid), INT8 carried
+    # through Relu/Reshape/Transpose, int32 biases: ONNX Runtime's CPU form. "tensorrt": what TensorRT's
+    # parser reads (tensorrt_graphs.py): zero points 0, float biases, weights as float initializers
+    # with a Q/DQ pair, Q/DQ on the layers' inputs only (NVIDIA's placement; TensorRT fuses the next
+    # layer's input scale into each layer's output, and a layer read by a float one hands it floats).
+    target: str = "onnxruntime"
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise FSQDeployError(f"calibrate: unknown method {self.method!r}. Note: use one of {', '.join(METHODS)}")
+        if self.target not in ("onnxruntime", "tensorrt"):
+            raise FSQDeployError(f"calibrate: unknown target {self.target!r}")
         for what, t in (("activation", self.activation_type), ("weight", self.weight_type)):
             if t not in TYPES:
                 raise FSQDeployError(f"calibrate: unknown {what} type {t!r}. Note: use uint8 or int8")
@@ -254,21 +264,26 @@ def quantize_graph(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, flo
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+    for_tensorrt = settings.target == "tensorrt"
+    # A MatMul's output stays float: the only MatMul is the encoder's last convolution, lowered by
+    # onnx_rewrites.conv_as_matmul so that the latent's float Gemm gets a float input.
+    extra: dict[str, Any] = {"OpTypesToExcludeOutputQuantization": list(LAYER_OPS) if for_tensorrt else ["MatMul"]}
+    if for_tensorrt:
+        extra.update(ActivationSymmetric=True, QuantizeBias=False, AddQDQPairToWeight=True)
     tensors = TensorsData(_method(settings.method), {
         name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()})
     with tempfile.TemporaryDirectory(prefix="fsqdeploy-quantize-") as tmp, _quiet():
         cache, out = Path(tmp) / "ranges.json", Path(tmp) / "int8.onnx"
         save_tensors_data(tensors, cache)
         quantize_static(
-            model, out, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+            model, out, None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(LAYER_OPS if for_tensorrt else QUANTIZED_OPS),
             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
             activation_type=getattr(QuantType, TYPES[settings.activation_type]),
             weight_type=getattr(QuantType, TYPES[settings.weight_type]),
             nodes_to_exclude=sorted(set(float_nodes)), calibrate_method=_method(settings.method),
             calibration_cache_path=cache,
-            # A MatMul's output stays float: the only MatMul is the encoder's last convolution, lowered by
-            # onnx_rewrites.conv_as_matmul so that the latent's float Gemm gets a float input.
-            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+            extra_options=extra,
         )
         return onnx.load(str(out))
 

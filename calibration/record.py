@@ -16,7 +16,7 @@ RECORD_FILE = "calibration.json"
 RECORD_FORMAT = "fsqdeploy-calibration"
 RECORD_VERSION = 1
 # Bump when the calibration procedure changes in a way that changes its output for the same inputs.
-PROCEDURE_VERSION = 2  # 2: narrow convolutions stay in float
+PROCEDURE_VERSION = 3  # 2: narrow convolutions stay in float; 3: TensorRT graphs
 KEY_FIELDS = ("source_onnx", "data", "method", "samples", "settings")
 
 

@@ -224,6 +224,16 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
             if model is not None:
                 report.add(f"{name}: quantizer FP32", _fp32_quantizer_problems(model),
                            "every float tensor of the quantizer is float32")
+    for name, key in (("encoder.int8.onnx", "encoder"), ("decoder.int8.onnx", "decoder"),
+                      ("encoder.int8.trt.onnx", "encoder"), ("decoder.int8.trt.onnx", "decoder")):
+        if name in manifest["files"]:  # written by fsqdeploy calibrate
+            model = check_graph(report, art, name, contract[key])
+            if model is not None:
+                report.add(f"{name}: quantizer float", _float_quantizer_problems(model),
+                           "no Q/DQ node touches the quantizer")
+            if model is not None and ".trt." in name:
+                report.add(f"{name}: TensorRT Q/DQ", tensorrt_qdq_problems(model),
+                           "int8 with zero point 0, float biases: what TensorRT's parser reads")
     encoder = graphs[ENCODER_FILE]
     if not fp16:
         return report
@@ -251,6 +261,41 @@ def _fp32_quantizer_problems(model: onnx.ModelProto) -> list[str]:
         return quantizer_precision_problems(model)
     except FSQDeployError as e:
         return [str(e)]
+
+
+def _float_quantizer_problems(model: onnx.ModelProto) -> list[str]:
+    """The FSQ quantizer of an INT8 graph: no QuantizeLinear/DequantizeLinear reads or writes the
+    encoder's latent or indices, or the decoder's indices (its codes may be quantized: they feed an
+    INT8 layer, and its Q/DQ pair sits after the dequantizer)."""
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    stages = find_quantizer_stages(model)
+    guarded = {t for s in stages for t in (s.latent, s.indices)} | {i.name for i in model.graph.input}
+    guarded -= {"images"}
+    return [f"{n.name} ({n.op_type}) touches {sorted(guarded & {*n.input, *n.output})[0]}"
+            for n in qdq if guarded & {*n.input, *n.output}]
+
+
+def tensorrt_qdq_problems(model: onnx.ModelProto) -> list[str]:
+    """What TensorRT's ONNX parser refuses in a Q/DQ graph: a zero point that is not int8 (uint8
+    activations, int32 biases) or not zero."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    problems = []
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zero is None:
+            if n.op_type == "QuantizeLinear" and not any(a.name == "output_dtype" for a in n.attribute):
+                problems.append(f"{n.name}: no zero point, so uint8 output (TensorRT reads int8 only)")
+            continue
+        kind = {**_DTYPES, TensorProto.INT8: "int8"}.get(zero.data_type, str(zero.data_type))
+        if zero.data_type != TensorProto.INT8:
+            problems.append(f"{n.name}: {kind} zero point (TensorRT reads int8 only)")
+        elif numpy_helper.to_array(zero).any():
+            problems.append(f"{n.name}: non-zero zero point (TensorRT quantizes symmetrically)")
+    return problems
 
 
 def _measured_fp16(manifest: dict[str, Any]) -> str:

@@ -18,8 +18,10 @@ DEFAULT_PARITY_IMAGES = 512
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="Training run directory (config.json + model.safetensors).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to create.")],
+    run: Annotated[Path, typer.Argument(help="Training run directory (config.json + model.safetensors), or an "
+                                        "exported artifact to build TensorRT engines into (with --trt).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Artifact directory to create (from a run).")]
+    = None,
     opset: Annotated[int, typer.Option(help=f"ONNX opset, one of {', '.join(map(str, SUPPORTED_OPSETS))}.")]
     = DEFAULT_OPSET,
     inline: Annotated[bool, typer.Option("--inline", help="Inline the FSQ functions: standard ops only, "
@@ -32,7 +34,8 @@ def export(
                                              "run's, e.g. cifar10:DIR when the run's folder moved.")] = None,
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="fp32 (default) or fp16: FP16 graphs (encoder.fp16.onnx, decoder.fp16.onnx) with "
-        "the quantizer in FP32. Repeat it to build TensorRT engines of both.")] = None,
+        "the quantizer in FP32. Repeat it to build TensorRT engines of both. int8: engines from the "
+        "calibrated graphs of an artifact (fsqdeploy export ART --trt --precision int8).")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (strongly typed) of each "
                                       "--precision; needs TensorRT and an NVIDIA GPU.")] = False,
     min_batch: Annotated[int | None, typer.Option("--min-batch", help="TensorRT profile: smallest batch [1].")]
@@ -53,11 +56,24 @@ def export(
                                                       "run on every Ampere or newer GPU.")] = False,
 ) -> None:
     """Export the encoder+quantizer and decoder ONNX graphs and prove them equal to PyTorch; with
-    --precision fp16 also FP16 graphs, with --trt TensorRT engines (docs/tensorrt.md)."""
+    --precision fp16 also FP16 graphs, with --trt TensorRT engines (docs/tensorrt.md). Given an
+    artifact instead of a run, with --trt: build engines into it (int8 after fsqdeploy calibrate)."""
     from fsqdeploy.export.pipeline import export_artifact
-    from fsqdeploy.export.tensorrt_build import BuildOptions, describe
+    from fsqdeploy.export.tensorrt_build import BuildOptions, build_engines, describe
 
     precisions = list(dict.fromkeys(precision or ["fp32"]))
+    into_artifact = (run / "manifest.json").is_file()
+    if into_artifact and not trt:
+        raise FSQDeployError(f"export: '{run}' is an exported artifact. Note: add --trt to build TensorRT engines "
+                             "into it, or export from a training run")
+    if into_artifact and (out is not None or inline or force or data is not None):
+        flag = "--out" if out is not None else "--inline" if inline else "--force" if force else "--data"
+        raise FSQDeployError(f"export: {flag} does not apply when building engines into the artifact '{run}'")
+    if not into_artifact and "int8" in precisions:
+        raise FSQDeployError("export: int8 engines are built from calibrated graphs. Note: fsqdeploy export RUN "
+                             "--out ART, fsqdeploy calibrate ART, then fsqdeploy export ART --trt --precision int8")
+    if not into_artifact and out is None:
+        raise FSQDeployError("export: --out is required. Note: fsqdeploy export RUN --out ART")
     given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch,
              "--workspace": workspace, "--optimization-level": optimization_level, "--timing-cache": timing_cache,
              "--version-compatible": version_compatible or None, "--hardware-compatible": hardware_compatible or None}
@@ -78,6 +94,13 @@ def export(
             raise FSQDeployError(f"export: {stray[0]} only applies to TensorRT engines. Note: add --trt")
 
     started = time.perf_counter()
+    if into_artifact:
+        assert options is not None  # --trt was checked above
+        summary = build_engines(run, precisions, options)
+        typer.echo(describe({k: v for k, v in summary.items() if k in precisions})
+                   + f"; {time.perf_counter() - started:.1f} s")
+        return
+    assert out is not None
     manifest = export_artifact(run, out, opset=opset, inline=inline, force=force,
                                parity_images=parity_images, data=data, precisions=precisions, trt=options)
     p = manifest["parity"]

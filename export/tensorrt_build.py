@@ -136,6 +136,18 @@ def engine_file(graph: str, precision: str) -> str:
     return f"{graph}.{precision}.plan"
 
 
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def engine_source(graph: str, precision: str) -> str:
+    """The ONNX file an engine of ``precision`` is built from: the exported graphs for fp32 and fp16,
+    and for int8 the TensorRT QDQ graphs of fsqdeploy calibrate (symmetric INT8, nothing rewritten;
+    calibration/tensorrt_graphs.py), not the ONNX Runtime ones."""
+    if precision == "int8":
+        return f"{graph}.int8.trt.onnx"
+    return graph_file(graph, precision)
+
+
 def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
@@ -514,16 +526,25 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
     Atomic: everything is built in a temporary directory inside ``art`` and moved into place only
     when every engine passed its checks, so a failure leaves ``art`` as it was.
     """
-    from fsqdeploy.export.manifest import add_files, read_manifest
+    from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 
     options.check()
     require_tensorrt_and_gpu()
     manifest = read_manifest(art)
     for precision in precisions:
+        if precision not in ENGINE_PRECISIONS:
+            raise FSQDeployError(f"tensorrt: no engines of precision {precision!r}. "
+                                 f"Note: use one of {', '.join(ENGINE_PRECISIONS)}")
         for graph in GRAPHS:
-            name = graph_file(graph, precision)
+            name = engine_source(graph, precision)
             if name not in manifest["files"]:
-                raise FSQDeployError(f"tensorrt: '{art}' has no {name}. Note: export with --precision {precision}")
+                how = (f"calibrate it first: fsqdeploy calibrate {art}" if precision == "int8"
+                       else f"export with --precision {precision}")
+                raise FSQDeployError(f"tensorrt: '{art}' has no {name}. Note: {how}")
+    sources = {engine_source(graph, precision) for precision in precisions for graph in GRAPHS}
+    damaged = [p for p in verify_files(manifest, art) if p.split(":")[0] in sources]
+    if damaged:
+        raise FSQDeployError(f"tensorrt: '{art}' failed verification: {damaged[0]}. Note: export (and calibrate) again")
     facts = current_device_facts()
     if options.hardware_compatible and int(facts["compute_capability"].split(".")[0]) < 8:
         raise FSQDeployError(f"tensorrt: --hardware-compatible engines need an Ampere or newer GPU (sm 8.0+); "
@@ -533,7 +554,7 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
 
     scratch = Path(tempfile.mkdtemp(prefix=".trt-build.", dir=art))
     try:
-        built = [build_engine(art / graph_file(graph, precision), graph, precision, options, cache, facts, scratch)
+        built = [build_engine(art / engine_source(graph, precision), graph, precision, options, cache, facts, scratch)
                  for precision in precisions for graph in GRAPHS]
         written: list[str] = []
         for b in built:

@@ -125,8 +125,8 @@ def engine_paths(art: Path, manifest: Mapping[str, Any], precision: str) -> tupl
     missing = [n for n in names if n not in manifest["files"]]
     if missing:
         raise FSQDeployError(
-            f"tensorrt: '{art}' has no {missing[0]}. Note: build it with fsqdeploy export RUN --out {art} --trt "
-            f"--precision {precision} on this GPU"
+            f"tensorrt: '{art}' has no {missing[0]}. Note: build it on this GPU with fsqdeploy export {art} --trt "
+            f"--precision {precision}" + (" (after fsqdeploy calibrate)" if precision == "int8" else "")
         )
     return art / names[0], art / names[1]
 

@@ -198,9 +198,11 @@ def test_sidecar_precision_must_match(tmp_path):
 
 def test_engine_paths_say_how_to_build(art64):
     manifest = json.loads((art64.art / "manifest.json").read_text())
-    with pytest.raises(FSQDeployError, match="has no encoder.fp16.plan. Note: build it with fsqdeploy export RUN "
-                                             r"--out .* --trt --precision fp16"):
+    with pytest.raises(FSQDeployError, match="has no encoder.fp16.plan. Note: build it on this GPU with fsqdeploy "
+                                             r"export .* --trt --precision fp16$"):
         engine_paths(art64.art, manifest, "fp16")
+    with pytest.raises(FSQDeployError, match=r"--precision int8 \(after fsqdeploy calibrate\)"):
+        engine_paths(art64.art, manifest, "int8")
 
 
 # -- the graph the parser reads ---------------------------------------------------------------------
@@ -476,6 +478,37 @@ def test_bench_times_engines_with_cuda_events_with_and_without_copies(gpu_art):
 
 
 @pytest.mark.gpu
+def test_int8_engines_compute_what_their_qdq_graphs_say(gpu_art, tmp_path):
+    """INT8 engines from calibrate's TensorRT graphs, against the same graphs on ONNX Runtime's CPU
+    (which computes Q/DQ exactly as ONNX defines it): run64 is an untrained model, so agreement with
+    FP32 says nothing here; agreement with the graph TensorRT was given does."""
+    import shutil
+
+    from fsqdeploy.calibration.accuracy import session
+    from fsqdeploy.calibration.pipeline import calibrate_artifact
+    from fsqdeploy.export.tensorrt_build import build_engines
+    from fsqdeploy.runtime.bench import BackendSpec, BenchSettings, measure_latency
+    from fsqdeploy.runtime.codec import Codec
+
+    art = tmp_path / "art"
+    shutil.copytree(gpu_art, art)
+    calibrate_artifact(art, samples=128, eval_images=128)
+    build_engines(art, ["int8"], BuildOptions(min_batch=1, opt_batch=8, max_batch=16, workspace_mib=1024))
+    images = images_to_float(load_images("sample", 64).test[:64])
+    simulated = session(onnx.load(str(art / "encoder.int8.trt.onnx"))).run(None, {"images": images})[0]
+    with Codec.load(art, "tensorrt", precision="int8") as codec:
+        engine = codec.encode(images)
+        rows = measure_latency(codec, BackendSpec("tensorrt", "int8"), images[:8], engine[:8],
+                               BenchSettings(batch_sizes=[8], warmup=1, iters=3))
+    agreement = float((engine == simulated).mean())
+    print(f"tensorrt int8 vs its Q/DQ graph on ONNX Runtime CPU: {100 * agreement:.3f}% indices equal")
+    assert agreement >= 0.99
+    assert {r["io"] for r in rows} == {"host", "device"}
+    sidecar = json.loads((art / "encoder.int8.plan.json").read_text())
+    assert sidecar["onnx_file"] == "encoder.int8.trt.onnx" and sidecar["quantizer"]["engine"]["passed"]
+
+
+@pytest.mark.gpu
 def test_onnxruntime_tensorrt_ep_runs_the_fp16_graphs(gpu_art):
     """The second route: ONNX Runtime's TensorRT EP on the strongly typed FP16 graphs (FP16 flag
     off, so the EP builds a strongly typed network too), with its engine cache in ART/trt_cache."""
@@ -513,8 +546,9 @@ def make_fake_trt(*, build_fails=False, parse_error=False, fp16_quantizer_layer=
     trt.float32, trt.float16, trt.bfloat16, trt.int8, trt.int32, trt.int64, trt.bool = (
         "float32", "float16", "bfloat16", "int8", "int32", "int64", "bool")
     onnx_types = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT32: "int32",
-                  TensorProto.INT64: "int64", TensorProto.BOOL: "bool"}
-    inspector_names = {"float32": "Float", "float16": "Half", "int32": "Int32", "int64": "Int64", "bool": "Bool"}
+                  TensorProto.INT64: "int64", TensorProto.BOOL: "bool", TensorProto.INT8: "int8"}
+    inspector_names = {"float32": "Float", "float16": "Half", "int32": "Int32", "int64": "Int64", "bool": "Bool",
+                       "int8": "Int8"}
     ns = types.SimpleNamespace
     trt.NetworkDefinitionCreationFlag = ns(STRONGLY_TYPED=1)
     trt.BuilderFlag = ns(TF32=6, VERSION_COMPATIBLE=13)
@@ -766,3 +800,44 @@ def test_build_engines_on_an_existing_artifact_is_atomic(art_copy, fake_trt):
     assert manifest["tensorrt"] == summary and verify_files(manifest, art_copy) == []
     assert manifest["model_id"] == json.loads(before["manifest.json"])["model_id"]
     assert engine_paths(art_copy, manifest, "fp32") == (art_copy / "encoder.fp32.plan", art_copy / "decoder.fp32.plan")
+
+
+def test_int8_engines_are_built_into_a_calibrated_artifact(cli, art_copy, fake_trt):
+    from fsqdeploy.calibration.pipeline import calibrate_artifact
+    from fsqdeploy.export.manifest import verify_files
+    from fsqdeploy.fileio import sha256_file
+
+    calibrate_artifact(art_copy, samples=64, eval_images=64)
+    trt = fake_trt()
+    code, stdout, err = cli("export", art_copy, "--trt", "--precision", "int8", "--max-batch", "16")
+    assert code == 0, err
+    manifest = json.loads((art_copy / "manifest.json").read_text())
+    assert verify_files(manifest, art_copy) == []
+    for graph in ("encoder", "decoder"):
+        plan = art_copy / f"{graph}.int8.plan"
+        sidecar = check_sidecar(plan, FAKE_FACTS, precision="int8")
+        # built from the TensorRT graphs of calibrate, not from ONNX Runtime's uint8 ones
+        assert sidecar["onnx_file"] == f"{graph}.int8.trt.onnx"
+        assert sidecar["onnx_sha256"] == sha256_file(art_copy / f"{graph}.int8.trt.onnx")
+        assert sidecar["quantizer"]["engine"]["passed"] and sidecar["strongly_typed"]
+    assert len(trt.configs) == 2 and all(c.flags == set() for c in trt.configs)  # no INT8 flag: typed by Q/DQ
+    assert "tensorrt int8: encoder.int8.plan, decoder.int8.plan" in stdout
+    assert not [p for p in art_copy.iterdir() if p.name.startswith(".trt-build")]
+
+
+def test_int8_engine_requests_that_cannot_work_are_one_line(cli, one_line_error, run32, art_copy, fake_trt, tmp_path):
+    one_line_error(*cli("export", run32, "--out", tmp_path / "a", "--trt", "--precision", "int8")[::2],
+                   "int8 engines are built from calibrated graphs. Note: fsqdeploy export RUN --out ART, "
+                   "fsqdeploy calibrate ART")
+    assert not (tmp_path / "a").exists()
+    one_line_error(*cli("export", art_copy)[::2], "is an exported artifact. Note: add --trt")
+    one_line_error(*cli("export", art_copy, "--trt", "--out", tmp_path / "b")[::2], "--out does not apply")
+    one_line_error(*cli("export", run32, "--trt")[::2], "--out is required")
+    before = sorted(p.name for p in art_copy.iterdir())
+    fake_trt()
+    one_line_error(*cli("export", art_copy, "--trt", "--precision", "int8")[::2],
+                   "has no encoder.int8.trt.onnx. Note: calibrate it first: fsqdeploy calibrate")
+    one_line_error(*cli("export", art_copy, "--trt", "--precision", "bf16")[::2], "no engines of precision 'bf16'")
+    (art_copy / "encoder.onnx").write_bytes(b"tampered")
+    one_line_error(*cli("export", art_copy, "--trt")[::2], "failed verification: encoder.onnx")
+    assert sorted(p.name for p in art_copy.iterdir()) == before
