@@ -60,20 +60,3 @@ def art_int8(tmp_path, trained_art) -> Path:
     dst = tmp_path / "art"
     shutil.copytree(trained_art, dst)
     return dst
-
-
-@pytest.fixture
-def calibrate_cli(cli, monkeypatch):
-    """``cli("calibrate", ...)``, with the command registered even before fsqdeploy/cli.py lists it."""
-    import fsqdeploy.cli as cli_module
-    from fsqdeploy.calibration.commands import calibrate
-
-    register = cli_module._register
-
-    def with_calibrate() -> None:
-        register()
-        if not any(c.name == "calibrate" for c in cli_module.app.registered_commands):
-            cli_module.app.command("calibrate")(calibrate)
-
-    monkeypatch.setattr(cli_module, "_register", with_calibrate)
-    return cli

@@ -36,8 +36,8 @@ def image_folder(path: Path, count: int) -> Path:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_targets_hold_on_the_sample_test_split(calibrate_cli, art_int8, method):
-    code, out, err = calibrate_cli("calibrate", art_int8, "--data", "sample", "--method", method, "--sensitivity")
+def test_targets_hold_on_the_sample_test_split(cli, art_int8, method):
+    code, out, err = cli("calibrate", art_int8, "--data", "sample", "--method", method, "--sensitivity")
     assert code == 0, err
     r = record(art_int8)
     results = r["results"]
@@ -54,8 +54,8 @@ def test_targets_hold_on_the_sample_test_split(calibrate_cli, art_int8, method):
     assert r["source_onnx"]["encoder.onnx"] == manifest["files"]["encoder.onnx"]["sha256"]
 
 
-def test_the_int8_codec_reproduces_the_recorded_numbers(calibrate_cli, art_int8):
-    code, _, err = calibrate_cli("calibrate", art_int8, "--samples", "256")
+def test_the_int8_codec_reproduces_the_recorded_numbers(cli, art_int8):
+    code, _, err = cli("calibrate", art_int8, "--samples", "256")
     assert code == 0, err
     images = images_to_float(load_images("sample", 32).test)
     with Codec.load(art_int8, "onnxruntime") as fp32, Codec.load(art_int8, "onnxruntime", precision="int8") as int8:
@@ -64,37 +64,37 @@ def test_the_int8_codec_reproduces_the_recorded_numbers(calibrate_cli, art_int8)
     assert agreement == pytest.approx(record(art_int8)["results"]["index_agreement"], abs=1e-12)
 
 
-def test_the_record_is_reused_and_rebuilt(calibrate_cli, art_int8):
-    assert calibrate_cli("calibrate", art_int8, "--samples", "128")[0] == 0
+def test_the_record_is_reused_and_rebuilt(cli, art_int8):
+    assert cli("calibrate", art_int8, "--samples", "128")[0] == 0
     before = snapshot(art_int8)
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--samples", "128")
+    code, out, _ = cli("calibrate", art_int8, "--samples", "128")
     assert code == 0 and out.startswith("reusing calibration record")
     assert snapshot(art_int8) == before
     # A lost INT8 graph is rebuilt from the recorded ranges, byte for byte, without calibrating again.
     (art_int8 / "decoder.int8.onnx").unlink()
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--samples", "128")
+    code, out, _ = cli("calibrate", art_int8, "--samples", "128")
     assert code == 0 and out.startswith("reusing calibration record")
     assert snapshot(art_int8) == before
     for lost in ("encoder.int8.onnx", "encoder.int8.trt.onnx"):  # the TensorRT graphs too
         (art_int8 / lost).unlink()
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--samples", "128")
+    code, out, _ = cli("calibrate", art_int8, "--samples", "128")
     assert code == 0 and out.startswith("reusing calibration record")
     assert snapshot(art_int8) == before
 
 
-def test_a_changed_model_data_or_setting_invalidates_the_record(calibrate_cli, art_int8, tmp_path):
+def test_a_changed_model_data_or_setting_invalidates_the_record(cli, art_int8, tmp_path):
     folder = image_folder(tmp_path / "photos", 40)
-    assert calibrate_cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
+    assert cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
                          "--batch-size", "16")[0] == 0
     first = record(art_int8)
 
     image_folder(folder, 41)  # one more photo: another subset digest
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
+    code, out, _ = cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
                                  "--batch-size", "16")
     assert code == 0 and "recalibrating: the data changed (digest" in out
     assert record(art_int8)["data"]["digest"] != first["data"]["digest"]
 
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
+    code, out, _ = cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
                                  "--batch-size", "8")
     assert code == 0 and "recalibrating: the settings changed (batch_size)" in out
 
@@ -102,7 +102,7 @@ def test_a_changed_model_data_or_setting_invalidates_the_record(calibrate_cli, a
     model.metadata_props.append(onnx.StringStringEntryProto(key="note", value="re-exported"))
     onnx.save(model, str(art_int8 / "encoder.onnx"))
     add_files(art_int8, ["encoder.onnx"])
-    code, out, _ = calibrate_cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
+    code, out, _ = cli("calibrate", art_int8, "--data", f"folder:{folder}", "--samples", "32",
                                  "--batch-size", "8")
     assert code == 0 and "recalibrating: the model changed (encoder.onnx sha256)" in out
     assert record(art_int8)["source_onnx"]["encoder.onnx"] == sha256_file(art_int8 / "encoder.onnx")
@@ -119,18 +119,18 @@ def test_a_changed_model_data_or_setting_invalidates_the_record(calibrate_cli, a
     (["--data", "imagenet"], "data: unknown data source 'imagenet'"),
 ], ids=["empty-folder", "fewer-samples-than-a-batch", "more-samples-than-images", "fewer-images-than-a-batch",
         "unknown-method", "batch-size", "unknown-data"])
-def test_bad_inputs_give_one_line_and_write_nothing(calibrate_cli, one_line_error, trained_art, tmp_path, args, match):
+def test_bad_inputs_give_one_line_and_write_nothing(cli, one_line_error, trained_art, tmp_path, args, match):
     (tmp_path / "empty").mkdir()
     image_folder(tmp_path / "five", 5)
     args = [a.format(empty=tmp_path / "empty", five=tmp_path / "five") for a in args]
     before = snapshot(trained_art)
-    code, _, err = calibrate_cli("calibrate", trained_art, *args)
+    code, _, err = cli("calibrate", trained_art, *args)
     one_line_error(code, err, match)
     assert snapshot(trained_art) == before
 
 
-def test_a_missing_artifact_is_one_line(calibrate_cli, one_line_error, tmp_path):
-    code, _, err = calibrate_cli("calibrate", tmp_path / "nowhere")
+def test_a_missing_artifact_is_one_line(cli, one_line_error, tmp_path):
+    code, _, err = cli("calibrate", tmp_path / "nowhere")
     one_line_error(code, err, "does not exist")
     assert not (tmp_path / "nowhere").exists()
 

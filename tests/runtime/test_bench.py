@@ -18,23 +18,6 @@ GPU_BACKENDS = ["onnxruntime-cuda", "onnxruntime-trt", "tensorrt"]
 FAST = ["--warmup", "1", "--iters", "2", "--batch-sizes", "1,3", "--images", "24", "--data", "sample"]
 
 
-@pytest.fixture
-def bench_cli(cli, monkeypatch):
-    """``cli`` with ``bench`` registered, until fsqdeploy.cli registers it itself."""
-    from fsqdeploy import cli as cli_module
-    from fsqdeploy.runtime import commands
-
-    register = cli_module._register
-
-    def with_bench() -> None:
-        register()
-        if not any(c.name == "bench" for c in cli_module.app.registered_commands):
-            cli_module.app.command("bench")(commands.bench)
-
-    monkeypatch.setattr(cli_module, "_register", with_bench)
-    return cli
-
-
 def needs(backend: str) -> None:
     reason = backend_unavailable_reason(backend)
     if reason:
@@ -52,10 +35,10 @@ def needs_bf16() -> None:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def test_report_schema(bench_cli, art32, tmp_path):
+def test_report_schema(cli, art32, tmp_path):
     needs_bf16()
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    code, stdout, err = bench_cli(
+    code, stdout, err = cli(
         "bench", art32.art, *FAST,
         "--backends", "torch,onnxruntime,openvino,openvino:bf16,onnxruntime-cuda,tensorrt:fp16",
         "--min-index-agreement-reduced", "0", "--min-psnr-vs-reference", "0",  # random weights: bf16 may flip
@@ -177,10 +160,10 @@ def test_gates(precision, changes, match):
     assert not gate["passed"] and len(gate["reasons"]) == 1 and match in gate["reasons"][0]
 
 
-def test_failed_gate_exits_1(bench_cli, art32, tmp_path):
+def test_failed_gate_exits_1(cli, art32, tmp_path):
     needs_bf16()
     out = tmp_path / "bench.json"
-    code, stdout, err = bench_cli("bench", art32.art, *FAST, "--backends", "torch,onnxruntime,openvino:bf16",
+    code, stdout, err = cli("bench", art32.art, *FAST, "--backends", "torch,onnxruntime,openvino:bf16",
                                   "--min-psnr-vs-reference", "1000", "--no-baselines", "--json", out)
     assert code == 1, err
     assert "gate failed: openvino bf16: PSNR vs reference" in stdout and "Traceback" not in err
@@ -191,11 +174,11 @@ def test_failed_gate_exits_1(bench_cli, art32, tmp_path):
 # -- skipped backends ------------------------------------------------------------------------------
 
 
-def test_default_backends_skip_what_cannot_run(bench_cli, art32, tmp_path):
+def test_default_backends_skip_what_cannot_run(cli, art32, tmp_path):
     if all(backend_unavailable_reason(b) is None for b in GPU_BACKENDS):
         pytest.skip("every backend can run here")
     out = tmp_path / "bench.json"
-    code, stdout, err = bench_cli("bench", art32.art, *FAST, "--batch-sizes", "2", "--no-baselines",
+    code, stdout, err = cli("bench", art32.art, *FAST, "--batch-sizes", "2", "--no-baselines",
                                   "--json", out)
     assert code == 0, err
     r = json.loads(out.read_text())
@@ -209,9 +192,9 @@ def test_default_backends_skip_what_cannot_run(bench_cli, art32, tmp_path):
     assert "skipped:" in stdout and "Traceback" not in stdout + err
 
 
-def test_unavailable_precisions_are_skipped_rows(bench_cli, art32, tmp_path):
+def test_unavailable_precisions_are_skipped_rows(cli, art32, tmp_path):
     out = tmp_path / "bench.json"
-    code, _, err = bench_cli("bench", art32.art, *FAST, "--backends", "onnxruntime,onnxruntime:int8,tensorrt:int8,"
+    code, _, err = cli("bench", art32.art, *FAST, "--backends", "onnxruntime,onnxruntime:int8,tensorrt:int8,"
                              "onnxruntime-trt:fp16", "--no-baselines", "--json", out)
     assert code == 0, err
     skipped = {(k["backend"], k["precision"]): k["reason"] for k in json.loads(out.read_text())["skipped"]}
@@ -240,17 +223,17 @@ def test_unavailable_precisions_are_skipped_rows(bench_cli, art32, tmp_path):
         (["--json", "."], "is a directory"),
     ],
 )
-def test_bad_input_is_one_line(bench_cli, one_line_error, art32, args, match):
-    code, _, err = bench_cli("bench", art32.art, *args)
+def test_bad_input_is_one_line(cli, one_line_error, art32, args, match):
+    code, _, err = cli("bench", art32.art, *args)
     one_line_error(code, err, match)
 
 
-def test_missing_artifact_is_one_line(bench_cli, one_line_error, tmp_path):
-    code, _, err = bench_cli("bench", tmp_path / "nothing", "--iters", "1")
+def test_missing_artifact_is_one_line(cli, one_line_error, tmp_path):
+    code, _, err = cli("bench", tmp_path / "nothing", "--iters", "1")
     one_line_error(code, err, "does not exist")
 
 
-def test_artifact_without_reference_is_one_line(bench_cli, one_line_error, art32, tmp_path):
+def test_artifact_without_reference_is_one_line(cli, one_line_error, art32, tmp_path):
     import shutil
 
     from fsqdeploy.export.manifest import read_manifest, write_manifest
@@ -261,7 +244,7 @@ def test_artifact_without_reference_is_one_line(bench_cli, one_line_error, art32
     manifest = read_manifest(art)
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("checkpoint/")}
     write_manifest(art, manifest)
-    code, _, err = bench_cli("bench", art, "--iters", "1")
+    code, _, err = cli("bench", art, "--iters", "1")
     one_line_error(code, err, "PyTorch reference")
 
 
