@@ -270,7 +270,7 @@ def _float_quantizer_problems(model: onnx.ModelProto) -> list[str]:
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     stages = find_quantizer_stages(model)
     guarded = {t for s in stages for t in (s.latent, s.indices)} | {i.name for i in model.graph.input}
-    guarded -= {"images"}
+    guarded -= {IMAGES}
     return [f"{n.name} ({n.op_type}) touches {sorted(guarded & {*n.input, *n.output})[0]}"
             for n in qdq if guarded & {*n.input, *n.output}]
 
@@ -278,8 +278,6 @@ def _float_quantizer_problems(model: onnx.ModelProto) -> list[str]:
 def tensorrt_qdq_problems(model: onnx.ModelProto) -> list[str]:
     """What TensorRT's ONNX parser refuses in a Q/DQ graph: a zero point that is not int8 (uint8
     activations, int32 biases) or not zero."""
-    from onnx import numpy_helper
-
     inits = {t.name: t for t in model.graph.initializer}
     problems = []
     for n in model.graph.node:

@@ -66,9 +66,12 @@ def export(
     if into_artifact and not trt:
         raise FSQDeployError(f"export: '{run}' is an exported artifact. Note: add --trt to build TensorRT engines "
                              "into it, or export from a training run")
-    if into_artifact and (out is not None or inline or force or data is not None):
-        flag = "--out" if out is not None else "--inline" if inline else "--force" if force else "--data"
-        raise FSQDeployError(f"export: {flag} does not apply when building engines into the artifact '{run}'")
+    if into_artifact:
+        export_only = {"--out": out is not None, "--inline": inline, "--force": force, "--data": data is not None,
+                       "--opset": opset != DEFAULT_OPSET, "--parity-images": parity_images != DEFAULT_PARITY_IMAGES}
+        flag = next((f for f, given in export_only.items() if given), None)
+        if flag:
+            raise FSQDeployError(f"export: {flag} does not apply when building engines into the artifact '{run}'")
     if not into_artifact and "int8" in precisions:
         raise FSQDeployError("export: int8 engines are built from calibrated graphs. Note: fsqdeploy export RUN "
                              "--out ART, fsqdeploy calibrate ART, then fsqdeploy export ART --trt --precision int8")

@@ -3,7 +3,7 @@ export/onnx_rewrites.py that suit each runtime's kernels, applied in memory at l
 
 The files in the artifact stay as exported (TensorRT and the GPU providers read them as they are);
 only summation order changes, so the results match the exported graph to float32 rounding and the
-runner tests (tests/runtime/test_runners.py, test_codec.py) hold every backend to PyTorch's indices.
+codec tests (tests/runtime/test_codec.py, test_bench.py) hold every backend to PyTorch's indices.
 
 Where the time went, per layer, on this 2-core machine (paper-shape model, batch 256, FP32; OpenVINO's
 PERF_COUNT profile and ONNX Runtime's profiler):

@@ -66,7 +66,7 @@ class Runner(ABC):
 class BatchSizeSwitch(Runner):
     """Two runners of one graph: ``small`` for batches below ``threshold`` images, ``large`` from there
     on. Some exact rewrites pay off only on large batches (runtime/cpu_graphs.py measures one that
-    halves a single image's speed and saves 30% at 256), and a dynamic batch axis cannot tell."""
+    halves a single image's speed and saves a quarter at 256), and a dynamic batch axis cannot tell."""
 
     def __init__(self, small: Runner, large: Runner, threshold: int):
         super().__init__()

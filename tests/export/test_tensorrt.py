@@ -832,6 +832,7 @@ def test_int8_engine_requests_that_cannot_work_are_one_line(cli, one_line_error,
     assert not (tmp_path / "a").exists()
     one_line_error(*cli("export", art_copy)[::2], "is an exported artifact. Note: add --trt")
     one_line_error(*cli("export", art_copy, "--trt", "--out", tmp_path / "b")[::2], "--out does not apply")
+    one_line_error(*cli("export", art_copy, "--trt", "--opset", "17")[::2], "--opset does not apply")
     one_line_error(*cli("export", run32, "--trt")[::2], "--out is required")
     before = sorted(p.name for p in art_copy.iterdir())
     fake_trt()
