@@ -206,13 +206,19 @@ def transposed_convs_for_onnxruntime(model: onnx.ModelProto) -> tuple[onnx.Model
 MAX_DENSE_COST = 4
 
 
+def conv_output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: list[int], pads: list[int]
+                   ) -> tuple[int, int]:
+    (h, w), (kh, kw), (sh, sw), (top, left, bottom, right) = in_hw, kernel_hw, strides, pads
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+
 def dense_conv_matrix(weight: np.ndarray, in_hw: tuple[int, int], strides: list[int], pads: list[int]
                       ) -> tuple[np.ndarray, tuple[int, int]]:
     """Conv weight ``[Cout, Cin, kh, kw]`` on a ``[Cin, H, W]`` input -> ``D [Cin*H*W, Cout*OH*OW]`` with
     ``flatten(conv(x)) == flatten(x) @ D`` (NCHW flattening on both sides), and ``(OH, OW)``."""
     cout, cin, kh, kw = weight.shape
-    (h, w), (sh, sw), (top, left, bottom, right) = in_hw, strides, pads
-    oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    (h, w), (sh, sw), (top, left) = in_hw, strides, pads[:2]
+    oh, ow = conv_output_hw(in_hw, (kh, kw), strides, pads)
     dense = np.zeros((cin, h, w, cout, oh, ow), dtype=weight.dtype)
     for oy in range(oh):
         for ox in range(ow):
@@ -255,12 +261,13 @@ def conv_as_matmul(model: onnx.ModelProto, conv_name: str, max_cost: float = MAX
             or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits)):
         return out, None
     h, w = sizes[node.input[0]]
-    dense, (oh, ow) = dense_conv_matrix(weight, (h, w), list(a.get("strides", [1, 1])),
-                                        list(a.get("pads", [0, 0, 0, 0])))
-    conv_cost = weight.size * oh * ow
-    if dense.size > max_cost * conv_cost:
+    strides, pads = list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0]))
+    cout, cin = weight.shape[:2]
+    oh, ow = conv_output_hw((h, w), weight.shape[2:], strides, pads)
+    # The cost test comes first: the dense matrix of a large convolution runs to hundreds of MB.
+    if cin * h * w * cout * oh * ow > max_cost * weight.size * oh * ow:
         return out, None
-    cout = weight.shape[0]
+    dense, _ = dense_conv_matrix(weight, (h, w), strides, pads)
     name = node.name
     new_inits = [numpy_helper.from_array(dense, f"{name}/dense_weight"),
                  _const(f"{name}/flat", [0, -1]), _const(f"{name}/unflat", [0, cout, oh, ow])]
