@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,11 @@ class Accuracy:
     def to_json(self) -> dict[str, Any]:
         return {"index_agreement": self.index_agreement, "psnr_fp32": self.psnr_fp32, "psnr_int8": self.psnr_int8,
                 "psnr_delta": self.psnr_delta, "targets_met": self.targets_met}
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Accuracy:
+        """Back from ``to_json`` (a record's ``results``); the derived fields are recomputed."""
+        return cls(stored["index_agreement"], stored["psnr_fp32"], stored["psnr_int8"])
 
     def summary(self) -> str:
         def mark(ok: bool) -> str:

@@ -54,8 +54,7 @@ def calibrate(
         typer.echo(f"  {graph}: {len(layers)} layer(s) in INT8; in float: {', '.join(kept) or 'nothing'}")
     r = record["results"]
     typer.echo(f"  test split ({r['images']} images of {r['data']}): {result.accuracy.summary()}")
-    t = record["tensorrt"]["results"]
-    trt = Accuracy(t["index_agreement"], t["psnr_fp32"], t["psnr_int8"])
+    trt = Accuracy.from_json(record["tensorrt"]["results"])
     typer.echo(f"  TensorRT graphs (int8 activations with zero point 0, measured on ONNX Runtime CPU): {trt.summary()}")
     files = [*INT8_FILES.values(), *TENSORRT_FILES.values(), RECORD_FILE]
     typer.echo(f"  files: {', '.join(files)}; manifest updated. Note: fsqdeploy export {art} --trt --precision int8 "

@@ -362,6 +362,4 @@ def _reuse(art: Path, record: dict[str, Any], sources: dict[str, onnx.ModelProto
     if not listed or manifest["files"].get(RECORD_FILE, {}).get("sha256") != sha256_file(art / RECORD_FILE) \
             or "int8" not in manifest:
         _add_to_manifest(art, record)
-    r = record["results"]
-    accuracy = Accuracy(r["index_agreement"], r["psnr_fp32"], r["psnr_int8"])
-    return CalibrationResult(art, record, accuracy, reused=True)
+    return CalibrationResult(art, record, Accuracy.from_json(record["results"]), reused=True)
