@@ -62,6 +62,9 @@ def export(
     from fsqdeploy.export.tensorrt_build import BuildOptions, build_engines, describe
 
     precisions = list(dict.fromkeys(precision or ["fp32"]))
+    if not run.is_dir():
+        raise FSQDeployError(f"export: '{run}' does not exist. Note: pass a training run directory, or an "
+                             "artifact with --trt")
     into_artifact = (run / "manifest.json").is_file()
     if into_artifact and not trt:
         raise FSQDeployError(f"export: '{run}' is an exported artifact. Note: add --trt to build TensorRT engines "

@@ -529,8 +529,8 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
     from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 
     options.check()
-    require_tensorrt_and_gpu()
     manifest = read_manifest(art)
+    # What the artifact lacks is said before what the machine lacks: it is the user's next step.
     for precision in precisions:
         if precision not in ENGINE_PRECISIONS:
             raise FSQDeployError(f"tensorrt: no engines of precision {precision!r}. "
@@ -545,6 +545,7 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
     damaged = [p for p in verify_files(manifest, art) if p.split(":")[0] in sources]
     if damaged:
         raise FSQDeployError(f"tensorrt: '{art}' failed verification: {damaged[0]}. Note: export (and calibrate) again")
+    require_tensorrt_and_gpu()
     facts = current_device_facts()
     if options.hardware_compatible and int(facts["compute_capability"].split(".")[0]) < 8:
         raise FSQDeployError(f"tensorrt: --hardware-compatible engines need an Ampere or newer GPU (sm 8.0+); "

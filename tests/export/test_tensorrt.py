@@ -834,7 +834,12 @@ def test_int8_engine_requests_that_cannot_work_are_one_line(cli, one_line_error,
     one_line_error(*cli("export", art_copy, "--trt", "--out", tmp_path / "b")[::2], "--out does not apply")
     one_line_error(*cli("export", art_copy, "--trt", "--opset", "17")[::2], "--opset does not apply")
     one_line_error(*cli("export", run32, "--trt")[::2], "--out is required")
+    one_line_error(*cli("export", tmp_path / "nope", "--trt", "--precision", "int8")[::2],
+                   "'" + str(tmp_path / "nope") + "' does not exist")
     before = sorted(p.name for p in art_copy.iterdir())
+    # Without TensorRT, what the artifact lacks comes first: it is the next step either way.
+    one_line_error(*cli("export", art_copy, "--trt", "--precision", "int8")[::2],
+                   "has no encoder.int8.trt.onnx. Note: calibrate it first: fsqdeploy calibrate")
     fake_trt()
     one_line_error(*cli("export", art_copy, "--trt", "--precision", "int8")[::2],
                    "has no encoder.int8.trt.onnx. Note: calibrate it first: fsqdeploy calibrate")
