@@ -85,5 +85,5 @@ if run_mypy "$canary" > /dev/null; then
     exit 1
 fi
 
-run_mypy export/tensorrt_build.py runtime/tensorrt_runner.py
-echo "typecheck: export/tensorrt_build.py and runtime/tensorrt_runner.py are clean against tensorrt-stubs"
+run_mypy export/tensorrt_build.py fsqdeploy/backends/tensorrt.py fsqdeploy/backends/tensorrt_env.py
+echo "typecheck: the TensorRT builder, runner and probes are clean against tensorrt-stubs"

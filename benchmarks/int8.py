@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fsqdeploy.artifact import read_manifest
 from fsqdeploy.calibration.pipeline import calibrate_artifact
-from fsqdeploy.export.manifest import read_manifest
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.train.data import images_to_float, load_images
 
 
 def round_trip_ms(run, x: np.ndarray, inner: int) -> float:

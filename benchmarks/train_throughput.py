@@ -17,7 +17,8 @@ import torch
 
 from fsqdeploy import FSQVAE
 from fsqdeploy.config import ModelConfig
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.train.losses import fsq_vae_loss
 
 

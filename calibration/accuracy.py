@@ -3,7 +3,7 @@
 - Index agreement: the fraction of equal entries of the INT8 and FP32 encoders' indices for the
   same images (all N x W entries), as in the export's parity gate. Target: at least 0.99.
 - Decoded PSNR: the mean over images of the per-image PSNR of a round trip against its input
-  (``train.metrics.psnr``, what training and ``fsqdeploy eval`` report). "Within 0.5 dB" means
+  (``fsqdeploy.metrics.psnr``, what training and ``fsqdeploy eval`` report). "Within 0.5 dB" means
   ``PSNR(decode_int8(encode_int8(x)), x) >= PSNR(decode_fp32(encode_fp32(x)), x) - 0.5``.
 """
 
@@ -47,7 +47,7 @@ def psnr_per_image(decoded: np.ndarray, images: np.ndarray) -> np.ndarray:
     """Per-image PSNR (dB) of float decoded images against the float originals."""
     import torch
 
-    from fsqdeploy.train.metrics import psnr
+    from fsqdeploy.metrics import psnr
 
     return psnr(torch.from_numpy(decoded), torch.from_numpy(images)).double().numpy()
 

@@ -1,4 +1,4 @@
-"""Calibration and evaluation images, read through training's data sources (``train/data.py``).
+"""Calibration and evaluation images, read through the hub's image sources (``fsqdeploy/data.py``).
 
 Calibration draws ``samples`` images from the source's *train* split (a fixed-seed subset, so
 a folder sorted by name does not calibrate on its first subfolder only). The sensitivity pass
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fsqdeploy.data import dataset_digest, load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.train.data import dataset_digest, load_images
 
 SUBSET_SEED = 0  # fixed: the same data spec and sample count always pick the same images
 DEFAULT_SAMPLES = 512

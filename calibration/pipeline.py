@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, add_files, read_manifest, verify_files
 from fsqdeploy.calibration.accuracy import (
     TARGET_AGREEMENT,
     TARGET_PSNR_DROP,
@@ -53,11 +54,10 @@ from fsqdeploy.calibration.sensitivity import keep_worst_in_float
 from fsqdeploy.calibration.tensorrt_graphs import TENSORRT_FILES, tensorrt_settings
 from fsqdeploy.calibration.tensorrt_graphs import prepare as prepare_for_tensorrt
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
-from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, validate
-from fsqdeploy.export.onnx_rewrites import conv_as_matmul, transposed_convs_for_onnxruntime
 from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from fsqdeploy.train.data import images_to_float
+from fsqdeploy.images import images_to_float
+from fsqdeploy.onnxgraph.graph import validate
+from fsqdeploy.onnxgraph.rewrites import conv_as_matmul, transposed_convs_for_onnxruntime
 
 GRAPHS = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
 INT8_FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
@@ -93,7 +93,7 @@ def prepare(graph: str, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[s
     """The graph to quantize, the nodes that stay in float (name -> why) and the rewrites applied.
 
     Decoder: every ConvTranspose(k4, s2, p1) as phase convolutions with whole blocks of outputs
-    (export/onnx_rewrites.py), so that ONNX Runtime can run them on INT8 kernels. Encoder:
+    (fsqdeploy/onnxgraph/rewrites.py), so that ONNX Runtime can run them on INT8 kernels. Encoder:
     the convolution feeding the quantizer's float layer as a MatMul, so it runs in INT8 but hands
     that layer a float result. Both: layers slower in INT8 than in float stay in float
     (quantize.slow_in_int8).

@@ -42,7 +42,7 @@ import onnx
 from onnx import numpy_helper
 
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.onnx_export import find_quantizer_stages
+from fsqdeploy.onnxgraph.graph import find_quantizer_stages
 
 METHODS = ("minmax", "entropy", "percentile")
 # The layers INT8 is for. ConvTranspose appears only in the TensorRT graphs (tensorrt_graphs.py):

@@ -23,19 +23,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from fsqdeploy.artifact import BATCH, DECODER_FILE, ENCODER_FILE, IMAGES, io_contract, read_manifest, verify_files
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export import trt_ops
-from fsqdeploy.export.manifest import read_manifest, verify_files
-from fsqdeploy.export.onnx_export import (
-    BATCH,
-    DECODER_FILE,
-    ENCODER_FILE,
-    IMAGES,
-    find_quantizer_stages,
-    inline_functions,
-    io_contract,
-    validate,
-)
+from fsqdeploy.onnxgraph.graph import find_quantizer_stages, inline_functions, validate
 
 FP16_RELATIVE = 2.0**-10
 FP16_SMALLEST_NORMAL = 2.0**-14
@@ -162,7 +153,7 @@ def fp16_at_risk(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def fp16_risk(encoder: onnx.ModelProto, images: np.ndarray, batch: int = 256) -> dict[str, Any]:
     """Share of pre-rounding values at FP16 risk, per stage and overall, on float images."""
-    from fsqdeploy.export.parity import ort_session
+    from fsqdeploy.backends.onnxruntime import ort_session
 
     stages = find_quantizer_stages(encoder)
     inferred = validate(encoder, "check")
@@ -191,7 +182,8 @@ def fp16_risk(encoder: onnx.ModelProto, images: np.ndarray, batch: int = 256) ->
 
 
 def _risk_images(manifest: dict[str, Any], data: str | None, limit: int | None) -> np.ndarray:
-    from fsqdeploy.train.data import images_to_float, load_images
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import images_to_float
 
     spec = data or (manifest.get("parity") or {}).get("data")
     if not spec:
@@ -255,7 +247,7 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
 
 
 def _fp32_quantizer_problems(model: onnx.ModelProto) -> list[str]:
-    from fsqdeploy.export.precision import quantizer_precision_problems
+    from fsqdeploy.onnxgraph.graph import quantizer_precision_problems
 
     try:
         return quantizer_precision_problems(model)

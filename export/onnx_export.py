@@ -29,7 +29,6 @@ import copy
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -38,22 +37,24 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from fsqdeploy import __version__
+from fsqdeploy.artifact import BATCH, DECODER_FILE, ENCODER_FILE, IMAGES, INDICES
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.rewrites import fold_decoder_head
 from fsqdeploy.fsq import ResidualFSQ
 from fsqdeploy.model import FSQVAE
+from fsqdeploy.onnxgraph.graph import (
+    DECODER_INPUT,
+    DEQUANTIZE_OP,
+    DOMAIN,
+    DOMAIN_VERSION,
+    LATENT,
+    QUANTIZE_OP,
+    inline_functions,
+    validate,
+)
 
-DOMAIN = "fsqdeploy"
-DOMAIN_VERSION = 1
-QUANTIZE_OP = "FSQQuantize"
-DEQUANTIZE_OP = "FSQDequantize"
 DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = (17, 18, 19, 20)  # the exporter writes >= 17; TensorRT 10.0 reads <= 20
-BATCH = "batch"
-
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
-IMAGES, INDICES, LATENT, DECODER_INPUT = "images", "indices", "latent", "decoder_input"
 
 # Op types torch may leave behind that have no place in an inference graph.
 TRAINING_ONLY_OPS = frozenset({"BatchNormalization", "Dropout", "Identity"})
@@ -320,17 +321,6 @@ def export_decoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
     return proto
 
 
-def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same graph with the FSQ functions expanded into standard ops and no custom domain."""
-    import onnx.inliner
-
-    inlined = onnx.inliner.inline_local_functions(model)
-    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
-    del inlined.opset_import[:]
-    inlined.opset_import.extend(kept)
-    return inlined
-
-
 def model_metadata(model: FSQVAE, checkpoint_sha256: str) -> dict[str, str]:
     """metadata_props of both graphs: enough to tie a graph to its model without the manifest."""
     cfg = model.config
@@ -358,16 +348,6 @@ def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProt
     return model
 
 
-def validate(model: onnx.ModelProto, component: str) -> onnx.ModelProto:
-    """onnx.checker full check and strict, type-checked shape inference; returns the inferred model."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FSQDeployError(f"{component}: the ONNX checker rejects the graph ({first})") from None
-
-
 def export_graphs(model: FSQVAE, opset: int, inline: bool, checkpoint_sha256: str
                   ) -> dict[str, onnx.ModelProto]:
     """Both graphs, checked, keyed by file name."""
@@ -379,45 +359,3 @@ def export_graphs(model: FSQVAE, opset: int, inline: bool, checkpoint_sha256: st
     return {name: finalize(g, {**meta, "graph": name.removesuffix(".onnx")}) for name, g in graphs.items()}
 
 
-@dataclass(frozen=True)
-class QuantizerStage:
-    """Where one FSQ stage sits in a graph: its input latent, thresholds initializer and indices."""
-
-    latent: str
-    thresholds: str
-    indices: str
-
-
-def find_quantizer_stages(model: onnx.ModelProto) -> list[QuantizerStage]:
-    """The stages in graph order, found by op type in both forms: FSQQuantize nodes, or (after
-    inlining) each GreaterOrEqual fed by an Unsqueeze and followed by Cast -> ReduceSum."""
-    nodes = list(model.graph.node)
-    fsq = [n for n in nodes if n.domain == DOMAIN and n.op_type == QUANTIZE_OP]
-    if fsq:
-        return [QuantizerStage(n.input[0], n.input[1], n.output[0]) for n in fsq]
-    producer = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-
-    def only_consumer(tensor: str, op_type: str) -> onnx.NodeProto | None:
-        found = consumers.get(tensor, [])
-        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
-
-    stages = []
-    for ge in (n for n in nodes if n.op_type == "GreaterOrEqual"):
-        unsqueeze = producer.get(ge.input[0])
-        cast = only_consumer(ge.output[0], "Cast")
-        reduce = cast and only_consumer(cast.output[0], "ReduceSum")
-        if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze" and reduce:
-            stages.append(QuantizerStage(unsqueeze.input[0], ge.input[1], reduce.output[0]))
-    return stages
-
-
-def io_contract(image_size: int, code_width: int) -> dict[str, dict[str, list[dict[str, object]]]]:
-    """The manifest's ``io``: names, dtypes and shapes ("batch" is the only symbolic dim)."""
-    images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, image_size, image_size]}
-    indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, code_width]}
-    return {"encoder": {"inputs": [images], "outputs": [indices]},
-            "decoder": {"inputs": [indices], "outputs": [images]}}

@@ -31,23 +31,16 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from fsqdeploy.export.onnx_export import IMAGES, INDICES, find_quantizer_stages, validate
+from fsqdeploy.artifact import IMAGES, INDICES
+from fsqdeploy.backends.onnxruntime import ort_session
 from fsqdeploy.fsq import ResidualFSQ
 from fsqdeploy.model import FSQVAE
+from fsqdeploy.onnxgraph.graph import find_quantizer_stages, validate
 
 BATCH_SIZES = (1, 7, 256)
 BATCH1_IMAGES = 64
 IMAGE_TOLERANCE = 1e-5
 RANDOM_LATENTS = 256
-
-
-def ort_session(model: str | Path | onnx.ModelProto) -> ort.InferenceSession:
-    """A CPU session with ONNX Runtime's default (full) graph optimizations: what users get."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def stage_inputs(quantizer: ResidualFSQ, z: torch.Tensor) -> list[torch.Tensor]:

@@ -20,32 +20,27 @@ from typing import Any
 import numpy as np
 import onnx
 
-from fsqdeploy.config import read_config
-from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.manifest import (
+from fsqdeploy.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
     CHECKPOINT_DIR,
+    DECODER_FILE,
+    ENCODER_FILE,
     file_entry,
+    io_contract,
     read_manifest,
     write_manifest,
 )
-from fsqdeploy.export.onnx_export import (
-    DECODER_FILE,
-    DEQUANTIZE_OP,
-    DOMAIN,
-    DOMAIN_VERSION,
-    ENCODER_FILE,
-    QUANTIZE_OP,
-    check_opset,
-    export_graphs,
-    io_contract,
-)
+from fsqdeploy.backends.tensorrt_env import require_tensorrt_and_gpu
+from fsqdeploy.config import read_config
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.onnx_export import check_opset, export_graphs
 from fsqdeploy.export.parity import ParityReport, run_parity
 from fsqdeploy.export.precision import check_precision, compare_fp16, convert_graphs, fp16_rounding_graph
-from fsqdeploy.export.tensorrt_build import TIMING_CACHE_FILE, BuildOptions, build_engines, require_tensorrt_and_gpu
+from fsqdeploy.export.tensorrt_build import TIMING_CACHE_FILE, BuildOptions, build_engines
 from fsqdeploy.fileio import sha256_file
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
+from fsqdeploy.onnxgraph.graph import DEQUANTIZE_OP, DOMAIN, DOMAIN_VERSION, QUANTIZE_OP
 
 CHECKPOINT_FILES = (f"{CHECKPOINT_DIR}/config.json", f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}")
 
@@ -60,7 +55,8 @@ def check_out_dir(out: Path, force: bool) -> None:
 def load_parity_images(run_config: dict[str, Any], image_size: int, count: int, data: str | None
                        ) -> tuple[np.ndarray, str]:
     """The first ``count`` test-split images of the run's data (or ``data``), as float32 in [0, 1]."""
-    from fsqdeploy.train.data import images_to_float, load_images
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import images_to_float
 
     if count < 1:
         raise FSQDeployError(f"export: --parity-images must be at least 1, got {count}")

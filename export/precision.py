@@ -33,24 +33,20 @@ in float32) do; the numbers are the expectation for a GPU, not a proof.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, IMAGES, INDICES, graph_file
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.onnx_export import (
-    DECODER_FILE,
-    DECODER_INPUT,
-    DEQUANTIZE_OP,
-    DOMAIN,
-    ENCODER_FILE,
-    IMAGES,
-    INDICES,
-    find_quantizer_stages,
+from fsqdeploy.onnxgraph.graph import (
+    consumer_index,
+    quantizer_precision_problems,
+    split_graph,
+    tensor_types,
+    toposort,
     validate,
 )
 
@@ -60,7 +56,6 @@ FP16_SAFE_OPS = frozenset({
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid",
     "Tanh", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Constant", "Cast",
 })
-FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 
 
 def check_precision(precision: str) -> None:
@@ -69,106 +64,7 @@ def check_precision(precision: str) -> None:
                              f"Note: use one of {', '.join(PRECISIONS)}")
 
 
-def graph_file(graph: str, precision: str) -> str:
-    """encoder.onnx for fp32, encoder.fp16.onnx for fp16 (``graph`` is 'encoder' or 'decoder')."""
-    check_precision(precision)
-    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
-
-
 # -- where the quantizer is ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    """A graph cut in two at one float32 tensor: the conv part and the quantizer part."""
-
-    kind: str  # "encoder" | "decoder"
-    boundary: str  # the encoder's first stage input (latent) or the decoder's FSQDequantize output
-    conv: frozenset[int]  # node positions of the conv part
-    quantizer: frozenset[int]  # node positions of the quantizer part
-
-
-def _producers(nodes: Sequence[onnx.NodeProto]) -> dict[str, int]:
-    return {o: i for i, n in enumerate(nodes) for o in n.output if o}
-
-
-def _consumers(nodes: Sequence[onnx.NodeProto]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for x in n.input:
-            if x:
-                out.setdefault(x, []).append(i)
-    return out
-
-
-def _ancestors(nodes: Sequence[onnx.NodeProto], tensor: str) -> set[int]:
-    producer, seen, todo = _producers(nodes), set(), [tensor]
-    while todo:
-        i = producer.get(todo.pop())
-        if i is not None and i not in seen:
-            seen.add(i)
-            todo.extend(nodes[i].input)
-    return seen
-
-
-def _descendants(nodes: Sequence[onnx.NodeProto], tensor: str) -> set[int]:
-    consumers, seen, todo = _consumers(nodes), set(), [tensor]
-    while todo:
-        for i in consumers.get(todo.pop(), []):
-            if i not in seen:
-                seen.add(i)
-                todo.extend(nodes[i].output)
-    return seen
-
-
-def split_graph(model: onnx.ModelProto) -> Split:
-    """Find the quantizer by structure, in both forms (FSQ functions or inlined): an encoder has
-    quantizer stages and the quantizer is everything downstream of the first stage's input; a
-    decoder's quantizer is everything upstream of ``decoder_input``."""
-    nodes = list(model.graph.node)
-    stages = find_quantizer_stages(model)
-    every = set(range(len(nodes)))
-    if stages:
-        boundary = stages[0].latent
-        quantizer = _descendants(nodes, boundary)
-        # Inputless nodes (Constants of an inlined quantizer) belong to the part that reads them.
-        consumers = _consumers(nodes)
-        for i, n in enumerate(nodes):
-            readers = [j for o in n.output for j in consumers.get(o, [])]
-            if not n.input and readers and all(j in quantizer for j in readers):
-                quantizer.add(i)
-        return Split("encoder", boundary, frozenset(every - quantizer), frozenset(quantizer))
-    deq = [n for n in nodes if n.domain == DOMAIN and n.op_type == DEQUANTIZE_OP]
-    boundary = deq[0].output[0] if deq else DECODER_INPUT
-    if boundary not in _producers(nodes):
-        raise FSQDeployError("precision: the graph has neither FSQ quantizer stages nor a decoder_input tensor")
-    quantizer = _ancestors(nodes, boundary)
-    return Split("decoder", boundary, frozenset(every - quantizer), frozenset(quantizer))
-
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor of the main graph, after strict shape inference."""
-    inferred = validate(model, "precision")
-    g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
-    types.update({t.name: t.data_type for t in g.initializer})
-    return types
-
-
-def quantizer_tensors(model: onnx.ModelProto, split: Split | None = None) -> set[str]:
-    """Every main-graph tensor the quantizer reads or writes (initializers included)."""
-    split = split or split_graph(model)
-    nodes = model.graph.node
-    return {x for i in split.quantizer for x in [*nodes[i].input, *nodes[i].output] if x}
-
-
-def quantizer_precision_problems(model: onnx.ModelProto) -> list[str]:
-    """Float tensors of the quantizer that are not float32 (must be []), checked on the graph."""
-    split = split_graph(model)
-    types = tensor_types(model)
-    bad = sorted(t for t in quantizer_tensors(model, split)
-                 if types.get(t) in FLOAT_TYPES and types[t] != TensorProto.FLOAT)
-    return [f"quantizer tensor '{t}' is {TensorProto.DataType.Name(types[t]).lower()}, not float32" for t in bad]
 
 
 # -- the conversion --------------------------------------------------------------------------------
@@ -184,22 +80,6 @@ def _to_fp16(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(half, name)
 
 
-def toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
-    """Nodes in an order where every input is produced before it is read (stable otherwise)."""
-    known, placed, out = set(available) | {""}, [False] * len(nodes), []
-    progress = True
-    while progress and len(out) < len(nodes):
-        progress = False
-        for i, n in enumerate(nodes):
-            if not placed[i] and all(x in known for x in n.input):
-                placed[i], progress = True, True
-                out.append(n)
-                known.update(n.output)
-    if len(out) != len(nodes):
-        raise FSQDeployError("precision: the converted graph has a cycle or an unknown input (a bug)")
-    return out
-
-
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with its conv part in float16 and its quantizer untouched (see above)."""
     split = split_graph(model)
@@ -210,7 +90,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes = list(g.node)
     region = split.conv
     inits = {t.name: t for t in g.initializer}
-    consumers = _consumers(nodes)
+    readers_of = consumer_index(nodes)
     graph_outputs = {o.name for o in g.output}
 
     unsupported = sorted({nodes[i].op_type for i in region if nodes[i].domain not in ("", "ai.onnx")
@@ -228,7 +108,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     def half_input(name: str) -> str:
         """The float16 stand-in for a float32 input of the conv part."""
         if name in inits:
-            if all(i in region for i in consumers.get(name, [])):
+            if all(i in region for i in readers_of.get(name, [])):
                 inits[name].CopyFrom(_to_fp16(inits[name], name))  # only the conv part reads it
                 return name
             half = f"{name}/fp16"
@@ -260,7 +140,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # float32 type through a Cast; inside the conv part they are float16 under a new name.
     casts_out = []
     for x in sorted(produced):
-        outside = [j for j in consumers.get(x, []) if j not in region]
+        outside = [j for j in readers_of.get(x, []) if j not in region]
         if not is_float32(x) or not (outside or x in graph_outputs):
             continue
         half = f"{x}/fp16"
@@ -307,7 +187,7 @@ def compare_fp16(graphs32: dict[str, Any], graphs16: dict[str, Any], images: np.
                  ) -> dict[str, Any]:
     """Index agreement of the FP16 encoder with the FP32 encoder, and the FP16 decoder's error on the
     FP32 encoder's indices; graphs are file paths or ModelProtos keyed by FP32 file name."""
-    from fsqdeploy.export.parity import ort_session
+    from fsqdeploy.backends.onnxruntime import ort_session
 
     enc32, enc16 = ort_session(graphs32[ENCODER_FILE]), ort_session(graphs16[ENCODER_FILE])
     dec32, dec16 = ort_session(graphs32[DECODER_FILE]), ort_session(graphs16[DECODER_FILE])

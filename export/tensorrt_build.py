@@ -48,112 +48,26 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from fsqdeploy.artifact import ENGINE_PRECISIONS, IMAGES, INDICES, engine_file, engine_source, layers_path, sidecar_path
+from fsqdeploy.backends.tensorrt_env import (
+    HARDWARE_COMPATIBLE_MIN_MAJOR,
+    current_device_facts,
+    dims_tuple,
+    require_tensorrt_and_gpu,
+)
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.onnx_export import IMAGES, INDICES, inline_functions
-from fsqdeploy.export.precision import FLOAT_TYPES, graph_file, split_graph, tensor_types
 from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
+from fsqdeploy.onnxgraph.graph import FLOAT_TYPES, inline_functions, split_graph, tensor_types
 
 if TYPE_CHECKING:  # type-checked against tensorrt-stubs; imported lazily at run time
     import tensorrt as trt
 
-INSTALL_HINT = 'pip install "fsqdeploy[trt]"'
 QUANTIZER_PREFIX = "fsq_quantizer/"
 TIMING_CACHE_FILE = "timing.cache"
 MAX_OPTIMIZATION_LEVEL = 5
 GRAPHS = ("encoder", "decoder")
 # The contract's I/O: the one input and one output of each graph, with the dtype TensorRT must bind.
 GRAPH_IO = {"encoder": (IMAGES, "float32", INDICES, "int32"), "decoder": (INDICES, "int32", IMAGES, "float32")}
-
-
-# -- is TensorRT usable here? ----------------------------------------------------------------------
-
-
-def import_tensorrt() -> Any:
-    """The tensorrt module, or a one-line FSQDeployError that says what to install."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise FSQDeployError(f"tensorrt: TensorRT is not installed. Note: {INSTALL_HINT}") from None
-    except Exception as e:  # e.g. OSError: a wheel whose CUDA libraries cannot be loaded
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise FSQDeployError(f"tensorrt: TensorRT is installed but cannot be loaded ({first}). "
-                             f"Note: reinstall it with {INSTALL_HINT}") from None
-    if not hasattr(tensorrt, "Builder") or not hasattr(tensorrt, "Runtime"):
-        # tensorrt-stubs alone (or a half-removed install) leaves an empty namespace package.
-        raise FSQDeployError(f"tensorrt: TensorRT is not installed (the 'tensorrt' package has no "
-                             f"TensorRT API, only type stubs?). Note: {INSTALL_HINT}")
-    return tensorrt
-
-
-def cuda_unavailable_reason() -> str | None:
-    """None when PyTorch sees a CUDA GPU (the runtime's device buffers are torch CUDA tensors)."""
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch is not installed"
-    if torch.version.cuda is None:
-        return "this PyTorch is a CPU-only build (install a CUDA build of torch)"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to PyTorch"
-    return None
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """None when TensorRT engines can be built and run here, else a one-line reason."""
-    try:
-        import_tensorrt()
-    except FSQDeployError as e:
-        return str(e).removeprefix("tensorrt: ")
-    reason = cuda_unavailable_reason()
-    return f"TensorRT is installed but {reason}" if reason else None
-
-
-def require_tensorrt_and_gpu() -> Any:
-    """The tensorrt module when it and a CUDA GPU are usable; else a one-line FSQDeployError."""
-    trt_module = import_tensorrt()
-    reason = cuda_unavailable_reason()
-    if reason:
-        raise FSQDeployError(f"tensorrt: TensorRT is installed but {reason}. "
-                             "Note: engines are built and run on a machine with an NVIDIA GPU")
-    return trt_module
-
-
-def current_device_facts() -> dict[str, Any]:
-    """What an engine is tied to: TensorRT and CUDA versions, GPU name and compute capability."""
-    import torch
-
-    trt_module = import_tensorrt()
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return {
-        "tensorrt_version": str(trt_module.__version__),
-        "cuda_version": torch.version.cuda,
-        "gpu_name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-    }
-
-
-def engine_file(graph: str, precision: str) -> str:
-    return f"{graph}.{precision}.plan"
-
-
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def engine_source(graph: str, precision: str) -> str:
-    """The ONNX file an engine of ``precision`` is built from: the exported graphs for fp32 and fp16,
-    and for int8 the TensorRT QDQ graphs of fsqdeploy calibrate (symmetric INT8, nothing rewritten;
-    calibration/tensorrt_graphs.py), not the ONNX Runtime ones."""
-    if precision == "int8":
-        return f"{graph}.int8.trt.onnx"
-    return graph_file(graph, precision)
-
-
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
-
-
-def layers_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".layers.json")
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -371,10 +285,6 @@ def network_quantizer_problems(network: trt.INetworkDefinition, quantizer_nodes:
     return found, problems
 
 
-def dims_tuple(dims: trt.Dims) -> tuple[int, ...]:
-    return tuple(int(dims[i]) for i in range(len(dims)))
-
-
 def configure(builder: trt.Builder, network: trt.INetworkDefinition, options: BuildOptions,
               cache_bytes: bytes) -> tuple[trt.IBuilderConfig, trt.ITimingCache]:
     import tensorrt as trt
@@ -526,7 +436,7 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
     Atomic: everything is built in a temporary directory inside ``art`` and moved into place only
     when every engine passed its checks, so a failure leaves ``art`` as it was.
     """
-    from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
+    from fsqdeploy.artifact import add_files, read_manifest, verify_files
 
     options.check()
     manifest = read_manifest(art)
@@ -547,7 +457,7 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
         raise FSQDeployError(f"tensorrt: '{art}' failed verification: {damaged[0]}. Note: export (and calibrate) again")
     require_tensorrt_and_gpu()
     facts = current_device_facts()
-    if options.hardware_compatible and int(facts["compute_capability"].split(".")[0]) < 8:
+    if options.hardware_compatible and int(facts["compute_capability"].split(".")[0]) < HARDWARE_COMPATIBLE_MIN_MAJOR:
         raise FSQDeployError(f"tensorrt: --hardware-compatible engines need an Ampere or newer GPU (sm 8.0+); "
                              f"this is {facts['gpu_name']} (sm {facts['compute_capability']})")
     cache_path = options.timing_cache or art / TIMING_CACHE_FILE

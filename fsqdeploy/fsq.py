@@ -89,11 +89,6 @@ def parse_levels(spec: str | Sequence[int], width: int) -> list[int]:
     return pattern * (width // len(pattern))
 
 
-def bits_per_image(levels: Sequence[int]) -> float:
-    """The fixed-rate cost of one index vector, sum of log2 L_d (before rounding up to whole bits)."""
-    return float(sum(math.log2(v) for v in levels))
-
-
 def _bound_constants(levels: np.ndarray, eps: float = EPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """half_l, offset and shift of the bound for each dimension, in float64."""
     levels = levels.astype(np.float64)

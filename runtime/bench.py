@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.runtime.bitstream import bits_per_patch
+from fsqdeploy.images import chw_to_hwc_uint8, hwc_uint8_to_chw
+from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.runtime.codec import BACKENDS, Codec, backend_unavailable_reason
 
 SCHEMA = "fsqdeploy-bench"
@@ -264,7 +265,8 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 def load_bench_images(spec: str, image_size: int, count: int) -> tuple[np.ndarray, str]:
     """The first ``count`` test-split images of ``spec`` as float32 [N, 3, S, S] in [0, 1]."""
-    from fsqdeploy.train.data import images_to_float, load_images
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import images_to_float
 
     splits = load_images(spec, image_size)
     if len(splits.test) == 0:
@@ -430,14 +432,14 @@ def reference_outputs(reference: Codec, images: np.ndarray) -> Reference:
 
 
 def rate(levels: Sequence[int], image_size: int) -> dict[str, float]:
-    bits = bits_per_patch(levels)
+    bits = fixed_bits(levels)
     return {"bits_per_image": bits, "bits_per_pixel": bits / (image_size * image_size)}
 
 
 def _psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from fsqdeploy.train.metrics import psnr, ssim
+    from fsqdeploy.metrics import psnr, ssim
 
     ta, tb = torch.from_numpy(np.asarray(a, np.float32)), torch.from_numpy(np.asarray(b, np.float32))
     return psnr(ta, tb).numpy(), ssim(ta, tb).numpy()
@@ -448,7 +450,7 @@ def _pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
     100 dB cap for identical images would dominate when only a few images differ)."""
     import torch
 
-    from fsqdeploy.train.metrics import psnr
+    from fsqdeploy.metrics import psnr
 
     return float(psnr(torch.from_numpy(a).reshape(1, -1), torch.from_numpy(b).reshape(1, -1))[0])
 
@@ -546,19 +548,10 @@ def best_quality_within(image: np.ndarray, codec: str, budget: int) -> tuple[int
     return best
 
 
-def _hwc(images: np.ndarray) -> np.ndarray:
-    """float [N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3] (exact for images that came from uint8)."""
-    return (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
-
-
-def _chw_float(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255)
-
-
 def baseline_rows(images: np.ndarray, budget_bytes: int, scope: str) -> list[dict[str, Any]]:
     """JPEG and WebP on float images [N, 3, H, W]: one row at the codec's byte budget (per image,
     the best quality that fits) and one at quality 1 (where each format's rate bottoms out)."""
-    originals = _hwc(images)
+    originals = chw_to_hwc_uint8(images)
     pixels = originals.shape[1] * originals.shape[2]
     rows = []
     for codec in BASELINE_FORMATS:
@@ -572,8 +565,8 @@ def baseline_rows(images: np.ndarray, budget_bytes: int, scope: str) -> list[dic
         smallest = [len(encode_image(img, codec, MIN_QUALITY)) for img in originals]
         if kept:
             files = [fits[i] for i in kept]  # type: ignore[misc]
-            decoded = _chw_float(np.stack([decode_image(f[1]) for f in files]))
-            p, s = _psnr_ssim(decoded, _chw_float(originals[kept]))
+            decoded = hwc_uint8_to_chw(np.stack([decode_image(f[1]) for f in files]))
+            p, s = _psnr_ssim(decoded, hwc_uint8_to_chw(originals[kept]))
             nbytes = np.array([len(f[1]) for f in files])
             row.update(quality_mean=float(np.mean([f[0] for f in files])), bytes_mean=float(nbytes.mean()),
                        bits_per_pixel=float(nbytes.mean() * 8 / pixels),
@@ -586,8 +579,8 @@ def baseline_rows(images: np.ndarray, budget_bytes: int, scope: str) -> list[dic
         rows.append(row)
 
         files = [encode_image(img, codec, MIN_QUALITY) for img in originals]
-        decoded = _chw_float(np.stack([decode_image(f) for f in files]))
-        p, s = _psnr_ssim(decoded, _chw_float(originals))
+        decoded = hwc_uint8_to_chw(np.stack([decode_image(f) for f in files]))
+        p, s = _psnr_ssim(decoded, hwc_uint8_to_chw(originals))
         nbytes = np.array([len(f) for f in files])
         rows.append({**common, "mode": "min_quality", "quality": MIN_QUALITY, "bytes_mean": float(nbytes.mean()),
                      "bits_per_pixel": float(nbytes.mean() * 8 / pixels),
@@ -604,8 +597,8 @@ def codec_row(scope: str, images: int, image_size: Sequence[int], payload_bytes:
 
 def tile_rows(reference: Codec, settings: BenchSettings) -> list[dict[str, Any]]:
     """Whole tiles (e.g. 256x256 photo crops) through the codec's tiling vs JPEG/WebP at equal bytes."""
-    from fsqdeploy.runtime.compress import from_patches, to_patches
-    from fsqdeploy.train.data import load_images
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import from_patches, to_patches
 
     size = settings.tile_size
     try:
@@ -622,13 +615,13 @@ def tile_rows(reference: Codec, settings: BenchSettings) -> list[dict[str, Any]]
         patches, rows, cols = to_patches(img, reference.image_size)
         patches_per_tile = rows * cols
         decoded.append(from_patches(reference.decode(reference.encode(patches)), rows, cols, size, size))
-    bits = bits_per_patch(reference.levels) * patches_per_tile
+    bits = fixed_bits(reference.levels) * patches_per_tile
     payload = math.ceil(bits / 8)
-    p, s = _psnr_ssim(_chw_float(np.stack(decoded)), _chw_float(originals))
+    p, s = _psnr_ssim(hwc_uint8_to_chw(np.stack(decoded)), hwc_uint8_to_chw(originals))
     row = codec_row("tile", len(crops), (size, size), float(payload), size * size, float(p.mean()), float(s.mean()),
                     data=splits.source, patches_per_tile=patches_per_tile,
                     file_bytes=payload + FSQ_FILE_OVERHEAD + 2 * len(reference.levels))
-    return [row, *baseline_rows(_chw_float(originals), payload, "tile")]
+    return [row, *baseline_rows(hwc_uint8_to_chw(originals), payload, "tile")]
 
 
 # -- the whole bench -----------------------------------------------------------------------------
@@ -648,7 +641,7 @@ def _load(art: Path, spec: BackendSpec, threads: int) -> Codec | str:
 def run_bench(art: str | Path, settings: BenchSettings,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every backend in ``settings`` and compare it with PyTorch; returns the report."""
-    from fsqdeploy.export.manifest import CHECKPOINT_DIR, read_manifest, verify_files
+    from fsqdeploy.artifact import CHECKPOINT_DIR, read_manifest, verify_files
 
     settings.check()
     say = progress or (lambda _msg: None)

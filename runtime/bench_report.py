@@ -12,7 +12,7 @@ from typing import Any
 
 from fsqdeploy.fileio import write_with
 
-PSNR_CAP = 100.0  # train.metrics.psnr caps identical images at 100 dB
+PSNR_CAP = 100.0  # fsqdeploy.metrics.psnr caps identical images at 100 dB
 
 
 def _label(row: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_bytes_atomic
+from fsqdeploy.metrics import fixed_bits
 
 MAGIC = b"FSQB"
 VERSION = 1
@@ -77,13 +78,9 @@ def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(level) for level in values)
 
 
-def _bits(levels: tuple[int, ...]) -> int:
-    return (math.prod(levels) - 1).bit_length()
-
-
 def bits_per_patch(levels: Sequence[int]) -> int:
     """ceil(log2(prod(levels))), exact on ints; never 0 since every level is at least 2."""
-    return _bits(_check_levels(levels))
+    return fixed_bits(_check_levels(levels))
 
 
 def _digit_runs(levels: tuple[int, ...]) -> list[tuple[range, int]]:
@@ -134,7 +131,7 @@ def pack_indices(indices: np.ndarray, levels: Sequence[int]) -> bytes:
     """Pack integer indices [N, D] into exactly ceil(N * bits_per_patch / 8) bytes; N may be 0."""
     levels = _check_levels(levels)
     idx = _check_indices(indices, levels)
-    n, bits = idx.shape[0], _bits(levels)
+    n, bits = idx.shape[0], fixed_bits(levels)
     nbytes = (bits + 7) // 8
 
     # V per patch: Horner inside each uint64-sized run of digits (numpy), across runs on Python ints.
@@ -162,7 +159,7 @@ def unpack_indices(data: bytes, levels: Sequence[int], count: int) -> np.ndarray
         raise _error(f"count = {count!r} is not an int >= 0", "Note: pass the number of patches")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _error(f"data must be bytes, got {type(data).__name__}", "Note: pass the packed payload")
-    count, bits = int(count), _bits(levels)
+    count, bits = int(count), fixed_bits(levels)
     nbytes = (bits + 7) // 8
     expected = (count * bits + 7) // 8
     if len(data) != expected:
@@ -298,7 +295,7 @@ def write_fsq(header: FsqHeader, indices: np.ndarray) -> bytes:
     d = len(header.levels)
     sizes = (header.image_height, header.image_width, header.patch_size, header.grid_rows, header.grid_cols)
     head = _FIXED.pack(MAGIC, VERSION, 0, header.header_length, header.model_hash, *sizes, d)
-    head += struct.pack(f"<{d}H", *header.levels) + _TAIL.pack(_bits(header.levels), len(payload))
+    head += struct.pack(f"<{d}H", *header.levels) + _TAIL.pack(fixed_bits(header.levels), len(payload))
     return b"".join([head, _CRC.pack(zlib.crc32(head)), payload, _CRC.pack(zlib.crc32(payload))])
 
 
@@ -351,8 +348,8 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
         header = FsqHeader(model_hash, *sizes, levels)
     except FSQDeployError as err:
         raise fail(f"invalid header: {err.what}") from None  # type: ignore[attr-defined]
-    if bits != _bits(header.levels):
-        raise fail(f"bits_per_patch is {bits} but levels {_levels_text(levels)} need {_bits(header.levels)}")
+    if bits != fixed_bits(header.levels):
+        raise fail(f"bits_per_patch is {bits} but levels {_levels_text(levels)} need {fixed_bits(header.levels)}")
     expected = (header.num_patches * bits + 7) // 8
     if payload_length != expected:
         raise fail(

@@ -18,16 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from fsqdeploy.artifact import CHECKPOINT_DIR
+from fsqdeploy.backends.base import BatchSizeSwitch, Runner
+from fsqdeploy.backends.onnxruntime import ORT_PROVIDERS, OnnxRuntimeRunner
+from fsqdeploy.backends.openvino import OpenVINORunner
+from fsqdeploy.backends.pytorch import TorchRunner
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.manifest import CHECKPOINT_DIR
-from fsqdeploy.runtime.runners import (
-    ORT_PROVIDERS,
-    BatchSizeSwitch,
-    OnnxRuntimeRunner,
-    OpenVINORunner,
-    Runner,
-    TorchRunner,
-)
 from fsqdeploy.validation import check_images, check_indices
 
 log = logging.getLogger("fsqdeploy")
@@ -51,7 +47,7 @@ def backend_unavailable_reason(backend: str) -> str | None:
         elif backend == "openvino":
             import openvino  # noqa: F401
         elif backend == "tensorrt":
-            from fsqdeploy.runtime.tensorrt_runner import tensorrt_unavailable_reason
+            from fsqdeploy.backends.tensorrt_env import tensorrt_unavailable_reason
 
             return tensorrt_unavailable_reason()
         else:
@@ -114,7 +110,7 @@ class Codec:
         verify: bool = True,
         device: str = "cpu",
     ) -> Codec:
-        from fsqdeploy.export.manifest import read_manifest, verify_files
+        from fsqdeploy.artifact import read_manifest, verify_files
 
         art = Path(art)
         manifest = read_manifest(art)
@@ -183,7 +179,7 @@ class Codec:
             for name in ("encoder.onnx", "decoder.onnx"):
                 graph(name)  # a clear error for a missing graph, before any loader runs
             return _cpu_runners(lambda src: OpenVINORunner(src, precision, threads), art, manifest, backend)
-        from fsqdeploy.runtime.tensorrt_runner import TensorRTRunner, engine_paths
+        from fsqdeploy.backends.tensorrt import TensorRTRunner, engine_paths
 
         enc, dec = engine_paths(art, manifest, precision)
         return TensorRTRunner(enc), TensorRTRunner(dec)

@@ -103,8 +103,9 @@ def compress(
     force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
 ) -> None:
     """Tile images into model-sized patches, encode them and pack the indices into .fsq files."""
+    from fsqdeploy.images import read_image
     from fsqdeploy.runtime.codec import Codec
-    from fsqdeploy.runtime.compress import compress_file, read_image
+    from fsqdeploy.runtime.compress import compress_file
 
     targets = _targets(images, out, ".fsq", force)
     for image in images:  # refuse a bad input before any file is written

@@ -11,41 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_with
+from fsqdeploy.images import from_patches, read_image, to_patches
 from fsqdeploy.runtime.bitstream import FsqHeader, check_model, load_fsq, save_fsq
 from fsqdeploy.runtime.codec import Codec
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An RGB image as uint8 [H, W, 3]; one clear error for anything that is not an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise FSQDeployError(f"compress: '{path}' does not exist")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise FSQDeployError(f"compress: '{path}' is not a readable image ({type(e).__name__})") from None
-
-
-def to_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
-    """uint8 [H, W, 3] -> float32 patches [rows*cols, 3, patch, patch] in [0, 1], row-major."""
-    h, w = image.shape[:2]
-    rows, cols = -(-h // patch), -(-w // patch)
-    padded = np.pad(image, ((0, rows * patch - h), (0, cols * patch - w), (0, 0)), mode="edge")
-    tiles = padded.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, patch, patch)
-    return tiles.astype(np.float32) / 255.0, rows, cols
-
-
-def from_patches(patches: np.ndarray, rows: int, cols: int, height: int, width: int) -> np.ndarray:
-    """Float patches [rows*cols, 3, p, p] -> uint8 [height, width, 3] (cropped)."""
-    p = patches.shape[-1]
-    image = patches.reshape(rows, cols, 3, p, p).transpose(0, 3, 1, 4, 2).reshape(rows * p, cols * p, 3)
-    return (np.clip(image[:height, :width], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def compress_image(codec: Codec, image: np.ndarray) -> tuple[FsqHeader, np.ndarray]:

@@ -1,5 +1,5 @@
 """The graphs the CPU runtimes are handed: the exported FP32 graphs with the exact rewrites of
-export/onnx_rewrites.py that suit each runtime's kernels, applied in memory at load time.
+fsqdeploy/onnxgraph/rewrites.py that suit each runtime's kernels, applied in memory at load time.
 
 The files in the artifact stay as exported (TensorRT and the GPU providers read them as they are);
 only summation order changes, so the results match the exported graph to float32 rounding and the
@@ -29,7 +29,7 @@ from __future__ import annotations
 import onnx
 import onnx.inliner
 
-from fsqdeploy.export.onnx_rewrites import (
+from fsqdeploy.onnxgraph.rewrites import (
     tiny_convs_as_matmul,
     transposed_convs_for_onnxruntime,
     transposed_to_phase_convs,

@@ -16,10 +16,11 @@ import torch
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig
+from fsqdeploy.data import load_images
 from fsqdeploy.export.pipeline import export_artifact
 from fsqdeploy.fsq import parse_levels
+from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.data import images_to_float, load_images
 
 FIXTURE_PARITY_IMAGES = 256
 

@@ -11,10 +11,11 @@ trainer calls this at scheduled epochs and then freezes the levels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from fsqdeploy.metrics import code_bits
 
 
 def usage_entropy_bits(counts: np.ndarray, levels: Sequence[int]) -> np.ndarray:
@@ -30,10 +31,6 @@ def usage_entropy_bits(counts: np.ndarray, levels: Sequence[int]) -> np.ndarray:
     return out
 
 
-def total_bits(levels: Sequence[int]) -> float:
-    return float(sum(math.log2(v) for v in levels))
-
-
 def reallocate_levels(
     levels: Sequence[int],
     counts: np.ndarray,
@@ -42,7 +39,7 @@ def reallocate_levels(
     max_level: int = 64,
     min_gap: float = 0.1,
 ) -> list[int]:
-    """Return new levels with ``total_bits(new) <= budget_bits`` and the same length."""
+    """Return new levels with ``code_bits(new) <= budget_bits`` and the same length."""
     new = [int(v) for v in levels]
     util = usage_entropy_bits(counts, new) / np.log2(np.asarray(new, dtype=np.float64))
     order = list(np.argsort(util, kind="stable"))  # most wasteful first
@@ -55,7 +52,7 @@ def reallocate_levels(
             trial = list(new)
             trial[donor] -= 1
             trial[receiver] += 1
-            if total_bits(trial) <= budget_bits + 1e-9:
+            if code_bits(trial) <= budget_bits + 1e-9:
                 new = trial
         lo, hi = lo + 1, hi - 1
     return new

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from fsqdeploy.config import TrainConfig, read_config
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.data import images_to_float, load_images
 from fsqdeploy.train.loop import evaluate, pick_device
-from fsqdeploy.train.metrics import code_stats, frechet_distance, inception_features, load_feature_extractor
+from fsqdeploy.train.stats import code_stats, frechet_distance, inception_features, load_feature_extractor
 
 
 def evaluate_run(

@@ -22,14 +22,16 @@ import torch
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, model_config_to_dict
+from fsqdeploy.data import ImageSplits, load_images
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
+from fsqdeploy.images import images_to_float
+from fsqdeploy.metrics import code_bits, psnr, ssim
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.adaptive import reallocate_levels, total_bits
-from fsqdeploy.train.data import ImageSplits, images_to_float, load_images
+from fsqdeploy.train.adaptive import reallocate_levels
 from fsqdeploy.train.losses import fsq_vae_loss
-from fsqdeploy.train.metrics import code_stats, psnr, ssim
 from fsqdeploy.train.schedules import SCHEDULES, progress_of, temperature_at
+from fsqdeploy.train.stats import code_stats
 
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -158,7 +160,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
-    budget = [total_bits(s.level_list()) for s in model.quantizer.stages]
+    budget = [code_bits(s.level_list()) for s in model.quantizer.stages]
     if state is not None:
         budget = list(state["bit_budget"])
     adapt_at = adaptation_epochs(cfg)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from fsqdeploy.fileio import write_with
+from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.data import images_to_float
 
 
 def image_grid(rows: list[np.ndarray], scale: int = 3, pad: int = 2) -> Image.Image:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.images import read_image
 from fsqdeploy.runtime.bitstream import load_fsq, save_fsq
 from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.runtime.compress import compress_image, decompress_indices, read_image
+from fsqdeploy.runtime.compress import compress_image, decompress_indices
 
 
 def gradient(height: int = 100, width: int = 150) -> np.ndarray:

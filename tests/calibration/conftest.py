@@ -17,9 +17,10 @@ import torch
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig
+from fsqdeploy.data import load_images
 from fsqdeploy.export.pipeline import export_artifact
+from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.data import images_to_float, load_images
 from fsqdeploy.train.losses import fsq_vae_loss
 from fsqdeploy.train.schedules import temperature_at
 

@@ -10,11 +10,12 @@ import onnx
 import pytest
 from PIL import Image
 
+from fsqdeploy.artifact import add_files, read_manifest, verify_files
 from fsqdeploy.calibration.quantize import METHODS
-from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
+from fsqdeploy.data import load_images
 from fsqdeploy.fileio import sha256_file
+from fsqdeploy.images import images_to_float
 from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.train.data import images_to_float, load_images
 
 INT8 = ("encoder.int8.onnx", "decoder.int8.onnx")
 

@@ -15,9 +15,10 @@ from fsqdeploy.calibration.accuracy import session
 from fsqdeploy.calibration.pipeline import calibrate_artifact
 from fsqdeploy.calibration.quantize import QuantSettings, layers, protected_nodes, quantize_graph
 from fsqdeploy.calibration.sensitivity import keep_worst_in_float
-from fsqdeploy.export.onnx_export import find_quantizer_stages
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.onnxgraph.graph import find_quantizer_stages
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 

@@ -11,13 +11,14 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from fsqdeploy.artifact import read_manifest, verify_files
 from fsqdeploy.calibration.accuracy import session
 from fsqdeploy.calibration.pipeline import calibrate_artifact
 from fsqdeploy.calibration.quantize import layers
 from fsqdeploy.calibration.tensorrt_graphs import TENSORRT_FILES
-from fsqdeploy.export.manifest import read_manifest, verify_files
-from fsqdeploy.export.onnx_export import find_quantizer_stages
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
+from fsqdeploy.onnxgraph.graph import find_quantizer_stages
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_accurate_on_the_sample_test_split(calibrated):
 
 
 def test_check_lints_both_int8_pairs_and_catches_what_tensorrt_refuses(calibrated, tmp_path):
+    from fsqdeploy.artifact import add_files
     from fsqdeploy.export.check import check_artifact
-    from fsqdeploy.export.manifest import add_files
 
     report = check_artifact(calibrated, fp16=False)
     rows = {f.check: f.status for f in report.findings}

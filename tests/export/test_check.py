@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from fsqdeploy.artifact import add_files
 from fsqdeploy.export.check import check_artifact, fp16_at_risk
-from fsqdeploy.export.manifest import add_files
 
 
 def statuses(report) -> dict[str, str]:

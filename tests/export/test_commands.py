@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fsqdeploy.export.parity import ort_session
+from fsqdeploy.backends.onnxruntime import ort_session
 
 
 def test_export_cli_default_gate(cli, run32, tmp_path):

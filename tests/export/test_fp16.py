@@ -11,21 +11,15 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, io_contract, verify_files
+from fsqdeploy.backends.onnxruntime import ort_session
+from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.check import fp16_risk, io_problems
-from fsqdeploy.export.manifest import verify_files
-from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE, io_contract
-from fsqdeploy.export.parity import boundary_rows, extract, ort_session
-from fsqdeploy.export.precision import (
-    compare_fp16,
-    convert_graphs,
-    convert_to_fp16,
-    fp16_rounding_graph,
-    quantizer_precision_problems,
-    split_graph,
-    tensor_types,
-)
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.export.parity import boundary_rows, extract
+from fsqdeploy.export.precision import compare_fp16, convert_graphs, convert_to_fp16, fp16_rounding_graph
+from fsqdeploy.images import images_to_float
+from fsqdeploy.onnxgraph.graph import quantizer_precision_problems, split_graph, tensor_types
 
 
 def _graphs(exported) -> dict[str, onnx.ModelProto]:
@@ -153,7 +147,7 @@ def test_export_cli_writes_fp16_graphs(cli, run32, tmp_path):
 
 
 def test_check_fails_an_fp16_graph_whose_quantizer_is_fp16(cli, run32, tmp_path):
-    from fsqdeploy.export.manifest import add_files
+    from fsqdeploy.artifact import add_files
 
     out = tmp_path / "art"
     assert cli("export", run32, "--out", out, "--precision", "fp16", "--parity-images", "32")[0] == 0

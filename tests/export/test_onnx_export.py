@@ -10,16 +10,10 @@ import pytest
 import torch
 
 from fsqdeploy import __version__
-from fsqdeploy.export.onnx_export import (
-    DEQUANTIZE_OP,
-    DOMAIN,
-    QUANTIZE_OP,
-    export_graphs,
-    find_quantizer_stages,
-    validate,
-)
-from fsqdeploy.export.parity import ort_session
+from fsqdeploy.backends.onnxruntime import ort_session
+from fsqdeploy.export.onnx_export import export_graphs
 from fsqdeploy.fileio import sha256_file
+from fsqdeploy.onnxgraph.graph import DEQUANTIZE_OP, DOMAIN, QUANTIZE_OP, find_quantizer_stages, validate
 
 QUANTIZE_BODY = {"Constant", "Unsqueeze", "GreaterOrEqual", "Cast", "ReduceSum"}
 DEQUANTIZE_BODY = {"Constant", "Cast", "Sub", "Div", "Mul", "Split", "Add"}

@@ -10,9 +10,10 @@ import onnx
 import pytest
 import torch
 
+from fsqdeploy.artifact import ENCODER_FILE
+from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export import pipeline
-from fsqdeploy.export.onnx_export import ENCODER_FILE
 from fsqdeploy.export.parity import (
     IMAGE_TOLERANCE,
     boundary_rows,
@@ -23,7 +24,7 @@ from fsqdeploy.export.parity import (
     stage_inputs,
     threshold_distance,
 )
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.images import images_to_float
 
 CPU = torch.device("cpu")
 

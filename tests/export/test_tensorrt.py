@@ -19,9 +19,12 @@ import onnx
 import pytest
 import torch
 
+from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, sidecar_path
+from fsqdeploy.backends.onnxruntime import ort_session
+from fsqdeploy.backends.tensorrt import TensorRTRunner, check_sidecar, engine_paths
+from fsqdeploy.backends.tensorrt_env import tensorrt_unavailable_reason
+from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.onnx_export import DECODER_FILE, ENCODER_FILE
-from fsqdeploy.export.parity import ort_session
 from fsqdeploy.export.precision import convert_to_fp16
 from fsqdeploy.export.tensorrt_build import (
     QUANTIZER_PREFIX,
@@ -30,10 +33,8 @@ from fsqdeploy.export.tensorrt_build import (
     inspect_quantizer,
     parser_graph,
     tensor_precision,
-    tensorrt_unavailable_reason,
 )
-from fsqdeploy.runtime.tensorrt_runner import TensorRTRunner, check_sidecar, engine_paths, sidecar_path
-from fsqdeploy.train.data import images_to_float, load_images
+from fsqdeploy.images import images_to_float
 
 # -- without TensorRT: `export --trt` says what to install, exits 2 and writes nothing -------------
 
@@ -514,7 +515,7 @@ def test_onnxruntime_tensorrt_ep_runs_the_fp16_graphs(gpu_art):
     off, so the EP builds a strongly typed network too), with its engine cache in ART/trt_cache."""
     import onnxruntime
 
-    from fsqdeploy.runtime.runners import OnnxRuntimeRunner
+    from fsqdeploy.backends.onnxruntime import OnnxRuntimeRunner
 
     if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu with the TensorRT execution provider is not installed")
@@ -539,7 +540,7 @@ def test_onnxruntime_tensorrt_ep_runs_the_fp16_graphs(gpu_art):
 def make_fake_trt(*, build_fails=False, parse_error=False, fp16_quantizer_layer=False, fp16_latent=False):
     from onnx import TensorProto
 
-    from fsqdeploy.export.precision import tensor_types
+    from fsqdeploy.onnxgraph.graph import tensor_types
 
     trt = types.ModuleType("tensorrt")
     trt.__version__ = FAKE_FACTS["tensorrt_version"]
@@ -719,7 +720,7 @@ def fake_trt(monkeypatch):
 
 
 def test_export_trt_builds_checks_and_records_engines(cli, run32, tmp_path, fake_trt):
-    from fsqdeploy.export.manifest import verify_files
+    from fsqdeploy.artifact import verify_files
     from fsqdeploy.fileio import sha256_file
 
     trt = fake_trt()
@@ -781,7 +782,7 @@ def test_failed_build_is_one_line_and_writes_nothing(cli, one_line_error, run32,
 
 
 def test_build_engines_on_an_existing_artifact_is_atomic(art_copy, fake_trt):
-    from fsqdeploy.export.manifest import verify_files
+    from fsqdeploy.artifact import verify_files
     from fsqdeploy.export.tensorrt_build import build_engines
 
     before = {p.name: p.read_bytes() for p in art_copy.iterdir() if p.is_file()}
@@ -803,8 +804,8 @@ def test_build_engines_on_an_existing_artifact_is_atomic(art_copy, fake_trt):
 
 
 def test_int8_engines_are_built_into_a_calibrated_artifact(cli, art_copy, fake_trt):
+    from fsqdeploy.artifact import verify_files
     from fsqdeploy.calibration.pipeline import calibrate_artifact
-    from fsqdeploy.export.manifest import verify_files
     from fsqdeploy.fileio import sha256_file
 
     calibrate_artifact(art_copy, samples=64, eval_images=64)

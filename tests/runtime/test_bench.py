@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from fsqdeploy import FSQDeployError
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.runtime import bench
 from fsqdeploy.runtime.bench import BackendSpec, Gates, Reference
 from fsqdeploy.runtime.bitstream import bits_per_patch
 from fsqdeploy.runtime.codec import Codec, backend_unavailable_reason
-from fsqdeploy.train.data import images_to_float, load_images
 
 CPU_FP32 = ["torch", "onnxruntime", "openvino"]
 GPU_BACKENDS = ["onnxruntime-cuda", "onnxruntime-trt", "tensorrt"]
@@ -25,7 +26,7 @@ def needs(backend: str) -> None:
 
 
 def needs_bf16() -> None:
-    from fsqdeploy.runtime.runners import openvino_supports_bf16
+    from fsqdeploy.backends.openvino import openvino_supports_bf16
 
     needs("openvino")
     if not openvino_supports_bf16():
@@ -236,7 +237,7 @@ def test_missing_artifact_is_one_line(cli, one_line_error, tmp_path):
 def test_artifact_without_reference_is_one_line(cli, one_line_error, art32, tmp_path):
     import shutil
 
-    from fsqdeploy.export.manifest import read_manifest, write_manifest
+    from fsqdeploy.artifact import read_manifest, write_manifest
 
     art = tmp_path / "art"
     shutil.copytree(art32.art, art)

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from fsqdeploy import FSQDeployError
+from fsqdeploy.backends.base import BatchSizeSwitch
+from fsqdeploy.data import load_images
+from fsqdeploy.images import images_to_float
 from fsqdeploy.runtime.codec import BACKENDS, Codec, backend_unavailable_reason
 from fsqdeploy.runtime.cpu_graphs import MATMUL_MIN_BATCH
-from fsqdeploy.runtime.runners import BatchSizeSwitch
-from fsqdeploy.train.data import images_to_float, load_images
 
 CPU_FP32 = ["torch", "onnxruntime", "openvino"]
 

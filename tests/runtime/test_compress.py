@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 from fsqdeploy import FSQDeployError
+from fsqdeploy.images import from_patches, to_patches
 from fsqdeploy.runtime.bitstream import bits_per_patch, load_fsq
 from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.runtime.compress import compress_file, decompress_file, from_patches, to_patches
+from fsqdeploy.runtime.compress import compress_file, decompress_file
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def test_eval_fid_with_a_local_feature_extractor(tmp_path):
 def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift():
     import numpy as np
 
-    from fsqdeploy.train.metrics import frechet_distance
+    from fsqdeploy.train.stats import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 8))
@@ -110,7 +110,7 @@ def test_eval_corrupt_checkpoint(tmp_path):
 def test_ssim_matches_scikit_image():
     from skimage.metrics import structural_similarity
 
-    from fsqdeploy.train.metrics import ssim
+    from fsqdeploy.metrics import ssim
 
     torch.manual_seed(0)
     a = torch.rand(4, 3, 32, 32)

@@ -9,9 +9,10 @@ import torch
 
 from fsqdeploy import FSQVAE
 from fsqdeploy.config import ModelConfig, TrainConfig
+from fsqdeploy.data import ImageSplits, load_images
 from fsqdeploy.fsq import parse_levels
-from fsqdeploy.train.adaptive import reallocate_levels, total_bits
-from fsqdeploy.train.data import ImageSplits, load_images
+from fsqdeploy.metrics import code_bits
+from fsqdeploy.train.adaptive import reallocate_levels
 from fsqdeploy.train.loop import evaluate, train
 from fsqdeploy.train.schedules import progress_of, temperature_at
 
@@ -77,7 +78,7 @@ def test_adaptive_levels_keep_the_bit_budget_and_the_code_width(tmp_path):
     model = train(ModelConfig(**SMALL, levels=[8] * 16), cfg, tmp_path, splits=splits)
     levels = json.loads((tmp_path / "config.json").read_text())["levels"]
     assert len(levels) == 16 and levels == model.levels
-    assert total_bits(levels) <= 16 * 3 + 1e-9
+    assert code_bits(levels) <= 16 * 3 + 1e-9
     assert levels != [8] * 16  # usage is never perfectly even after training
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["levels_adapted"] and rows[1]["levels_adapted"] and "levels_adapted" not in rows[2]
@@ -91,9 +92,9 @@ def test_reallocate_moves_levels_from_unused_to_saturated_dims():
     counts[2, :4] = 1.0
     counts[3, :5] = 1.0
     new = reallocate_levels([8, 8, 8, 8], counts, budget_bits=12.0)
-    assert new[0] == 9 and new[1] == 7 and total_bits(new) <= 12.0
+    assert new[0] == 9 and new[1] == 7 and code_bits(new) <= 12.0
     # no move that breaks the budget
-    assert reallocate_levels([3, 8], np.array([[1.0, 1, 1] + [0] * 5, [1.0] * 8]), budget_bits=total_bits([3, 8])) in (
+    assert reallocate_levels([3, 8], np.array([[1.0, 1, 1] + [0] * 5, [1.0] * 8]), budget_bits=code_bits([3, 8])) in (
         [3, 8],
         [2, 9],
     )

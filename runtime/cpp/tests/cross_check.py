@@ -8,7 +8,7 @@
    with the same message.
 3. Damaged copies (truncations, flipped bits) are refused by both readers with the same message.
 4. Tiling: C++ to_patches / from_patches equal runtime/compress.py's, bit for bit.
-5. A manifest written with fsqdeploy.export.manifest (and grown with add_files) reads in C++
+5. A manifest written with fsqdeploy.artifact (and grown with add_files) reads in C++
    with the same fields; after a file is changed C++ refuses it, naming the problem as
    verify_files does.
 
@@ -207,7 +207,7 @@ def main() -> int:
     print(f"damaged: {len(damaged)} truncated, bit-flipped or extended files refused by both with the same message")
 
     # 4. Tiling and stitching, against runtime/compress.py.
-    from fsqdeploy.runtime.compress import from_patches, to_patches
+    from fsqdeploy.images import from_patches, to_patches
 
     tiles = 0
     for t in range(25):
@@ -233,8 +233,7 @@ def main() -> int:
     print(f"tiling: {tiles} images, to_patches and from_patches identical to runtime/compress.py")
 
     # 5. A manifest written by the exporter's code, read by C++.
-    from fsqdeploy.export.manifest import add_files, file_entry, read_manifest, verify_files, write_manifest
-    from fsqdeploy.export.onnx_export import io_contract
+    from fsqdeploy.artifact import add_files, file_entry, io_contract, read_manifest, verify_files, write_manifest
 
     art = work / "art"
     levels = [8, 5, 5, 5] * 2
@@ -294,7 +293,7 @@ def main() -> int:
     if proc.returncode != 2 or problem not in proc.stderr:
         fail(f"C++ did not refuse the changed file as Python does ({problem!r}): {proc.stderr.strip()}")
     print(
-        f"manifest: written by fsqdeploy.export.manifest, read by C++ with the same fields; a changed file "
+        f"manifest: written by fsqdeploy.artifact, read by C++ with the same fields; a changed file "
         f"refused ({problem})"
     )
     return 0

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from fsqdeploy.artifact import add_files, read_manifest, verify_files
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.manifest import add_files, read_manifest, verify_files
 from fsqdeploy.fileio import sha256_file
 
 

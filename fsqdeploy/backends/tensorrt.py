@@ -29,20 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.tensorrt_build import (  # noqa: F401 - re-exported for the runtime's callers
-    INSTALL_HINT,
-    cuda_unavailable_reason,
+from fsqdeploy.artifact import engine_file, sidecar_path
+from fsqdeploy.backends.base import Runner
+from fsqdeploy.backends.tensorrt_env import (
+    HARDWARE_COMPATIBLE_MIN_MAJOR,
     current_device_facts,
     dims_tuple,
-    engine_file,
-    import_tensorrt,
     require_tensorrt_and_gpu,
-    sidecar_path,
-    tensorrt_unavailable_reason,
+    version_tuple,
 )
+from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import sha256_file
-from fsqdeploy.runtime.runners import Runner
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -50,20 +47,9 @@ if TYPE_CHECKING:
 
 REBUILD = "Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine"
 SIDECAR_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")
-HARDWARE_COMPATIBLE_MIN_MAJOR = 8  # AMPERE_PLUS engines run on sm 8.0 and newer
 
 
 # -- sidecars -------------------------------------------------------------------------------------
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'10.13.0.35' -> (10, 13, 0, 35); parts that are not numbers end it."""
-    out = []
-    for part in str(version).split("."):
-        if not part.isdigit():
-            break
-        out.append(int(part))
-    return tuple(out)
 
 
 def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None, precision: str | None = None

@@ -1,4 +1,4 @@
-"""Tests for fsqdeploy.train.data: split contracts, file formats, and every user-facing error."""
+"""Tests for fsqdeploy.data: split contracts, file formats, and every user-facing error."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fsqdeploy import data
+from fsqdeploy.data import DATA_KINDS, ImageSplits, dataset_digest, load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.train import data
-from fsqdeploy.train.data import DATA_KINDS, ImageSplits, dataset_digest, images_to_float, load_images
+from fsqdeploy.images import images_to_float
 
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fsqdeploy.calibration.accuracy import session
-from fsqdeploy.export.onnx_rewrites import (
+from fsqdeploy.onnxgraph.rewrites import (
     conv_as_matmul,
     tiny_convs_as_matmul,
     transposed_convs_for_onnxruntime,

@@ -1,4 +1,4 @@
-"""Image and code metrics: PSNR, SSIM, codebook usage and perplexity, FID."""
+"""Code statistics (codebook usage, perplexity, entropy) and FID; PSNR, SSIM and rate live in fsqdeploy.metrics."""
 
 from __future__ import annotations
 
@@ -8,36 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fsq import FSQ
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR in dB of two [N, C, H, W] batches (capped at 100 dB for identical images)."""
-    mse = ((a.double() - b.double()) ** 2).flatten(1).mean(1)
-    return (10 * torch.log10(data_range**2 / mse.clamp_min(1e-10))).float()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win: int = 7) -> torch.Tensor:
-    """Per-image SSIM, matching skimage.metrics.structural_similarity's defaults
-    (7x7 uniform window, K1=0.01, K2=0.03, sample covariance, mean over channels and the valid
-    interior), but batched in torch so it costs nothing per epoch."""
-    a, b = a.double(), b.double()
-
-    def filt(x: torch.Tensor) -> torch.Tensor:  # the uniform window mean: avg_pool is ~13x faster than conv2d
-        return F.avg_pool2d(x, win, stride=1)
-
-    n = win * win
-    cov_norm = n / (n - 1)
-    ux, uy = filt(a), filt(b)
-    vx = cov_norm * (filt(a * a) - ux * ux)
-    vy = cov_norm * (filt(b * b) - uy * uy)
-    vxy = cov_norm * (filt(a * b) - ux * uy)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).float()
+from fsqdeploy.metrics import fixed_bits
 
 
 @dataclass
@@ -55,7 +29,7 @@ def code_stats(stages: list[FSQ], dead_share: float = 1e-3) -> CodeStats:
     alive = total = dead = 0
     perplexities: list[float] = []
     entropy_bits = 0.0
-    fixed = 0.0
+    levels_all: list[int] = []
     for stage in stages:
         counts = stage.ema_counts.double()
         levels = stage.levels
@@ -67,14 +41,14 @@ def code_stats(stages: list[FSQ], dead_share: float = 1e-3) -> CodeStats:
         ent = -(p * torch.log(p.clamp_min(1e-300))).sum(1)
         perplexities += torch.exp(ent).tolist()
         entropy_bits += float(ent.sum()) / math.log(2)
-        fixed += sum(math.log2(v) for v in stage.level_list())
+        levels_all += stage.level_list()
     alive = total - dead
     return CodeStats(
         usage=alive / total if total else 0.0,
         perplexity=float(np.mean(perplexities)) if perplexities else 0.0,
         dead_levels=dead,
         entropy_bits=entropy_bits,
-        fixed_bits=math.ceil(fixed - 1e-9),
+        fixed_bits=fixed_bits(levels_all),
     )
 
 

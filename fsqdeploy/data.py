@@ -74,13 +74,6 @@ def load_images(spec: str, image_size: int = 32, *, download: bool = False) -> I
                          "Note: use one of sample, synthetic, cifar10:DIR, folder:DIR")
 
 
-def images_to_float(batch: np.ndarray) -> np.ndarray:
-    """uint8 ``[N, 3, S, S]`` -> float32 in [0, 1]. Refuses other dtypes: /255 twice is a silent bug."""
-    if batch.dtype != np.uint8:
-        raise TypeError(f"images_to_float expects uint8 pixels, got {batch.dtype}")
-    return batch.astype(np.float32) / np.float32(255.0)
-
-
 def dataset_digest(splits_array: np.ndarray) -> str:
     """sha256 hex of ``"<dtype>:<d0,d1,...>\\n"`` followed by the array's C-order bytes."""
     arr = np.ascontiguousarray(splits_array)

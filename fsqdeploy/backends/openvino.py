@@ -1,0 +1,66 @@
+"""OpenVINO on the CPU (``pip install "fsqdeploy[openvino]"``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from fsqdeploy.backends.base import Runner
+from fsqdeploy.errors import FSQDeployError
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise FSQDeployError('openvino: not installed. Note: pip install "fsqdeploy[openvino]"') from None
+    return openvino
+
+
+def openvino_supports_bf16() -> bool:
+    ov = import_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINORunner(Runner):
+    """OpenVINO on the CPU, reading the exported ONNX (with local functions inlined)."""
+
+    name = "openvino"
+
+    def __init__(self, model: Callable[[], bytes], precision: str = "fp32", threads: int | None = None):
+        super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(precision)
+        self.model, self.precision, self.threads = model, precision, threads
+        self.request: Any = None
+
+    def _activate(self) -> None:
+        ov = import_openvino()
+        if self.precision == "bf16" and not openvino_supports_bf16():
+            raise FSQDeployError("openvino: this CPU has no BF16 support (AMX or AVX512-BF16). Note: use fp32")
+        core = ov.Core()
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        data = self.model()
+        compiled = core.compile_model(core.read_model(data, b""), "CPU", config)
+        # OpenVINO merges the names of tensors its fusions join (a Conv's output and the graph output
+        # after an activation fused into it), so name each output as the ONNX graph declares it.
+        import onnx
+
+        declared = [o.name for o in onnx.load_model_from_string(data).graph.output]
+        self.output_names = [next((n for n in declared if n in o.get_names()), o.get_any_name())
+                             for o in compiled.outputs]
+        self.request = compiled.create_infer_request()
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+        return {name: np.asarray(result[i]) for i, name in enumerate(self.output_names)}
+
+    def _deactivate(self) -> None:
+        self.request = None
