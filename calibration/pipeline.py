@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, add_files, read_manifest, verify_files
+from fsqdeploy.artifact import GRAPHS as GRAPH_NAMES
+from fsqdeploy.artifact import Manifest, add_files, graph_file
 from fsqdeploy.calibration.accuracy import (
     TARGET_AGREEMENT,
     TARGET_PSNR_DROP,
@@ -59,8 +60,9 @@ from fsqdeploy.images import images_to_float
 from fsqdeploy.onnxgraph.graph import validate
 from fsqdeploy.onnxgraph.rewrites import conv_as_matmul, transposed_convs_for_onnxruntime
 
-GRAPHS = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
-INT8_FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
+# graph -> the file it is calibrated from, and the files calibrate writes (ONNX Runtime's QDQ graphs)
+GRAPHS = {g: graph_file(g) for g in GRAPH_NAMES}
+INT8_FILES = {g: graph_file(g, "int8") for g in GRAPH_NAMES}
 DEFAULT_BATCH_SIZE, DEFAULT_EVAL_IMAGES = 64, 1024
 
 
@@ -134,22 +136,18 @@ def calibrate_artifact(
     art = Path(art)
     settings = QuantSettings(method=method, activation_type=activation_type, weight_type=weight_type)
     settings.validate()
-    manifest = read_manifest(art)
+    manifest = Manifest.load(art)
     for name in GRAPHS.values():
-        if name not in manifest["files"]:
-            raise FSQDeployError(f"calibrate: '{art}' has no {name} in its manifest. "
-                                 "Note: export it with fsqdeploy export")
-    problems = [p for p in verify_files(manifest, art) if p.split(":")[0] in GRAPHS.values()]
-    if problems:
-        raise FSQDeployError(f"calibrate: '{art}' failed verification: {problems[0]}. Note: export again")
-    spec = data or (manifest.get("parity") or {}).get("data")
+        manifest.require(name, "calibrate")
+    manifest.verify("calibrate", names=GRAPHS.values())
+    spec = data or manifest.default_data()
     if not spec:
         raise FSQDeployError("calibrate: the manifest names no data source. Note: pass --data SPEC")
-    cdata = load_calibration_data(spec, int(manifest["image_size"]), samples, batch_size, eval_images)
+    cdata = load_calibration_data(spec, manifest.image_size, samples, batch_size, eval_images)
 
     key = {
-        "source_onnx": {name: manifest["files"][name]["sha256"] for name in GRAPHS.values()},
-        "data": {"source": cdata.source, "image_size": int(manifest["image_size"]), "digest": cdata.digest,
+        "source_onnx": {name: manifest.sha256(name) for name in GRAPHS.values()},
+        "data": {"source": cdata.source, "image_size": manifest.image_size, "digest": cdata.digest,
                  "holdout_images": len(cdata.holdout), "holdout_digest": cdata.holdout_digest,
                  "test_images": len(cdata.test), "test_digest": cdata.test_digest},
         "method": method,
@@ -357,9 +355,9 @@ def _reuse(art: Path, record: dict[str, Any], sources: dict[str, onnx.ModelProto
             return None
         for name, m in rebuilt.items():
             write_bytes_atomic(art / name, m.SerializeToString())
-    manifest = read_manifest(art)
-    listed = all(manifest["files"].get(name, {}).get("sha256") == sha for name, sha in record["files"].items())
-    if not listed or manifest["files"].get(RECORD_FILE, {}).get("sha256") != sha256_file(art / RECORD_FILE) \
-            or "int8" not in manifest:
+    manifest = Manifest.load(art)
+    listed = all(manifest.files.get(name, {}).get("sha256") == sha for name, sha in record["files"].items())
+    if not listed or manifest.files.get(RECORD_FILE, {}).get("sha256") != sha256_file(art / RECORD_FILE) \
+            or not manifest.section("int8"):
         _add_to_manifest(art, record)
     return CalibrationResult(art, record, Accuracy.from_json(record["results"]), reused=True)

@@ -35,9 +35,10 @@ from dataclasses import replace
 
 import onnx
 
+from fsqdeploy.artifact import GRAPHS, graph_file
 from fsqdeploy.calibration.quantize import QuantSettings, layer_group, layers, name_nodes, protected_nodes
 
-TENSORRT_FILES = {"encoder": "encoder.int8.trt.onnx", "decoder": "decoder.int8.trt.onnx"}
+TENSORRT_FILES = {g: graph_file(g, "int8", target="tensorrt") for g in GRAPHS}
 
 
 def tensorrt_settings(settings: QuantSettings) -> QuantSettings:

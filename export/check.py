@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from fsqdeploy.artifact import BATCH, DECODER_FILE, ENCODER_FILE, IMAGES, io_contract, read_manifest, verify_files
+from fsqdeploy.artifact import BATCH, GRAPHS, IMAGES, Manifest, graph_file, io_contract
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export import trt_ops
 from fsqdeploy.onnxgraph.graph import find_quantizer_stages, inline_functions, validate
@@ -181,15 +181,15 @@ def fp16_risk(encoder: onnx.ModelProto, images: np.ndarray, batch: int = 256) ->
     }
 
 
-def _risk_images(manifest: dict[str, Any], data: str | None, limit: int | None) -> np.ndarray:
+def _risk_images(manifest: Manifest, data: str | None, limit: int | None) -> np.ndarray:
     from fsqdeploy.data import load_images
     from fsqdeploy.images import images_to_float
 
-    spec = data or (manifest.get("parity") or {}).get("data")
+    spec = data or manifest.default_data()
     if not spec:
         raise FSQDeployError("check: the manifest names no test data. Note: pass --data SPEC")
-    count = limit if limit is not None else int((manifest.get("parity") or {}).get("images", 512))
-    return images_to_float(load_images(spec, int(manifest["image_size"])).test[:count])
+    count = limit if limit is not None else manifest.default_images()
+    return images_to_float(load_images(spec, manifest.image_size).test[:count])
 
 
 # -- the whole check -------------------------------------------------------------------------------
@@ -202,23 +202,22 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
         raise FSQDeployError(f"check: TensorRT {trt_version} is not known. Note: use one of "
                              f"{', '.join(map(str, trt_ops.supported_versions()))}")
     art = Path(art_dir)
-    manifest = read_manifest(art)
+    manifest = Manifest.load(art)
     report = CheckReport(str(art), trt_version)
-    report.add("manifest files", verify_files(manifest, art),
-               f"{len(manifest['files'])} files match their size and sha256")
+    report.add("manifest files", manifest.problems(), f"{len(manifest.files)} files match their size and sha256")
     report.add("manifest I/O contract", _contract_problems(manifest), "matches levels, code width and image size")
-    contract = io_contract(int(manifest["image_size"]), int(manifest["code_width"]))
-    graphs = {name: check_graph(report, art, name, contract[key])
-              for name, key in ((ENCODER_FILE, "encoder"), (DECODER_FILE, "decoder"))}
-    for name, key in (("encoder.fp16.onnx", "encoder"), ("decoder.fp16.onnx", "decoder")):
-        if name in manifest["files"]:  # written by export --precision fp16: the quantizer must stay FP32
-            model = check_graph(report, art, name, contract[key])
+    contract = io_contract(manifest.image_size, manifest.code_width)
+    graphs = {graph: check_graph(report, art, graph_file(graph), contract[graph]) for graph in GRAPHS}
+    for graph in GRAPHS:
+        name = graph_file(graph, "fp16")
+        if manifest.has(name):  # written by export --precision fp16: the quantizer must stay FP32
+            model = check_graph(report, art, name, contract[graph])
             if model is not None:
                 report.add(f"{name}: quantizer FP32", _fp32_quantizer_problems(model),
                            "every float tensor of the quantizer is float32")
-    for name, key in (("encoder.int8.onnx", "encoder"), ("decoder.int8.onnx", "decoder"),
-                      ("encoder.int8.trt.onnx", "encoder"), ("decoder.int8.trt.onnx", "decoder")):
-        if name in manifest["files"]:  # written by fsqdeploy calibrate
+    int8 = [(graph_file(g, "int8", target), g) for target in ("onnxruntime", "tensorrt") for g in GRAPHS]
+    for name, key in int8:
+        if manifest.has(name):  # written by fsqdeploy calibrate
             model = check_graph(report, art, name, contract[key])
             if model is not None:
                 report.add(f"{name}: quantizer float", _float_quantizer_problems(model),
@@ -226,7 +225,7 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
             if model is not None and ".trt." in name:
                 report.add(f"{name}: TensorRT Q/DQ", tensorrt_qdq_problems(model),
                            "int8 with zero point 0, float biases: what TensorRT's parser reads")
-    encoder = graphs[ENCODER_FILE]
+    encoder = graphs["encoder"]
     if not fp16:
         return report
     if encoder is None or not find_quantizer_stages(encoder):
@@ -288,9 +287,9 @@ def tensorrt_qdq_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def _measured_fp16(manifest: dict[str, Any]) -> str:
+def _measured_fp16(manifest: Manifest) -> str:
     """What export --precision fp16 measured, to set beside the risk that predicts it."""
-    record = manifest.get("fp16")
+    record = manifest.section("fp16")
     try:
         rounded = record["fp16_rounding"]["index_agreement"]  # type: ignore[index]
         ort = record["onnxruntime_cpu"]["index_agreement"]  # type: ignore[index]
@@ -300,13 +299,13 @@ def _measured_fp16(manifest: dict[str, Any]) -> str:
             f"rounded, {100 * ort:.3f}% on ONNX Runtime CPU")
 
 
-def _contract_problems(manifest: dict[str, Any]) -> list[str]:
+def _contract_problems(manifest: Manifest) -> list[str]:
     """The manifest's io must be the fixed contract for its own image size and code width."""
-    s, w = manifest["image_size"], manifest["code_width"]
+    s, w = manifest.image_size, manifest.code_width
     want = io_contract(s, w)
     problems = []
-    if w != len(manifest["levels"]):
-        problems.append(f"code_width {w} != {len(manifest['levels'])} levels")
-    if manifest["io"] != want:
+    if w != len(manifest.levels):
+        problems.append(f"code_width {w} != {len(manifest.levels)} levels")
+    if manifest.io != want:
         problems.append("io differs from the contract for this image size and code width")
     return problems

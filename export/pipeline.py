@@ -24,7 +24,9 @@ from fsqdeploy.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
     CHECKPOINT_DIR,
+    CONFIG_FILE,
     DECODER_FILE,
+    DEFAULT_EVAL_IMAGES,
     ENCODER_FILE,
     file_entry,
     io_contract,
@@ -42,7 +44,7 @@ from fsqdeploy.fileio import sha256_file
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
 from fsqdeploy.onnxgraph.graph import DEQUANTIZE_OP, DOMAIN, DOMAIN_VERSION, QUANTIZE_OP
 
-CHECKPOINT_FILES = (f"{CHECKPOINT_DIR}/config.json", f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}")
+CHECKPOINT_FILES = (f"{CHECKPOINT_DIR}/{CONFIG_FILE}", f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}")
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -138,8 +140,8 @@ def fp16_record(graphs: dict[str, onnx.ModelProto], graphs16: dict[str, onnx.Mod
 
 
 def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, force: bool = False,
-                    parity_images: int = 512, data: str | None = None, precisions: Sequence[str] = ("fp32",),
-                    trt: BuildOptions | None = None) -> dict[str, Any]:
+                    parity_images: int = DEFAULT_EVAL_IMAGES, data: str | None = None,
+                    precisions: Sequence[str] = ("fp32",), trt: BuildOptions | None = None) -> dict[str, Any]:
     """Write ART (``out``) from RUN; returns the manifest. Raises FSQDeployError, writing nothing.
 
     ``precisions``: "fp32" graphs are always written; "fp16" adds the FP16 graphs. ``trt``: build
@@ -168,7 +170,7 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
         # The PyTorch reference travels with the graphs, so bench and Codec(backend="torch") need
         # nothing but ART.
         (work / CHECKPOINT_DIR).mkdir()
-        for name in ("config.json", WEIGHTS_FILE):
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copyfile(Path(run) / name, work / CHECKPOINT_DIR / name)
         report = run_parity(model, work / ENCODER_FILE, work / DECODER_FILE, images, source)
         if not report.passed:

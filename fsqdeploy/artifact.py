@@ -15,17 +15,16 @@ docs/artifacts.md lists every field.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsqdeploy.config import CONFIG_FILE  # noqa: F401 - ART/checkpoint/config.json is a run's config.json
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.fileio import sha256_file, write_json_atomic
+from fsqdeploy.fileio import read_format_json, sha256_file, write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
-CONFIG_FILE = "config.json"
 # The PyTorch reference travels with the graphs: ART/checkpoint/{config.json, model.safetensors}.
 CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_FORMAT = "fsqdeploy-artifact"
@@ -215,17 +214,10 @@ def read_manifest(art_dir: str | Path) -> dict[str, Any]:
     if not art.is_dir():
         raise FSQDeployError(f"artifact: directory '{art}' does not exist. Note: create it with fsqdeploy export")
     path = art / MANIFEST_FILE
-    if not path.is_file():
-        raise FSQDeployError(f"artifact: '{path}' is missing. Note: is '{art}' an fsqdeploy export directory?")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FSQDeployError(f"artifact: '{path}' is not valid JSON ({e}). Note: export again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
-        raise FSQDeployError(f"artifact: '{path}' is not an fsqdeploy artifact manifest")
-    if manifest.get("format_version") != ARTIFACT_VERSION:
-        raise FSQDeployError(f"artifact: '{path}' has format version {manifest.get('format_version')}, "
-                             f"this fsqdeploy reads {ARTIFACT_VERSION}")
+    manifest = read_format_json(path, component="artifact", fmt=ARTIFACT_FORMAT, version=ARTIFACT_VERSION,
+                                describes="an fsqdeploy artifact manifest",
+                                missing_note=f"is '{art}' an fsqdeploy export directory?",
+                                invalid_note=". Note: export again")
     missing = [k for k in REQUIRED_FIELDS if k not in manifest]
     files = manifest.get("files")
     if missing or not isinstance(files, dict) or not all(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fsqdeploy import __version__
-from fsqdeploy.config import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model_config_to_dict
+from fsqdeploy.config import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CONFIG_FILE, model_config_to_dict
 from fsqdeploy.fileio import write_json_atomic, write_with
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
 
@@ -34,4 +34,4 @@ def save_model(model: FSQVAE, run_dir: str | Path, training: dict[str, Any] | No
     write_with(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     model.config.levels = model.levels
     model.config.temperature = model.quantizer.temperature
-    write_json_atomic(run_dir / "config.json", checkpoint_config(model, training))
+    write_json_atomic(run_dir / CONFIG_FILE, checkpoint_config(model, training))

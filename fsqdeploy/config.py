@@ -7,14 +7,15 @@ one level count per index position) and the training fields under ``"training"``
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fileio import read_format_json
 
 CHECKPOINT_FORMAT = "fsqdeploy-checkpoint"
+CONFIG_FILE = "config.json"  # RUN/config.json and ART/checkpoint/config.json
 CHECKPOINT_VERSION = 1
 
 
@@ -94,20 +95,9 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """Read RUN/config.json with clear errors for a missing or corrupt file."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise FSQDeployError(f"checkpoint: run directory '{run_dir}' does not exist")
-    if not path.is_file():
-        raise FSQDeployError(f"checkpoint: '{path}' is missing. Note: is '{run_dir}' a training run directory?")
-    try:
-        d = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FSQDeployError(f"checkpoint: '{path}' is not valid JSON ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
-        raise FSQDeployError(f"checkpoint: '{path}' is not an fsqdeploy checkpoint config")
-    if d.get("format_version") != CHECKPOINT_VERSION:
-        raise FSQDeployError(
-            f"checkpoint: '{path}' has format version {d.get('format_version')}, this fsqdeploy reads "
-            f"{CHECKPOINT_VERSION}"
-        )
-    return d
+    return read_format_json(path, component="checkpoint", fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                            describes="an fsqdeploy checkpoint config",
+                            missing_note=f"is '{run_dir}' a training run directory?")

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fsqdeploy.errors import FSQDeployError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -56,3 +58,21 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_format_json(path: Path, *, component: str, fmt: str, version: int, describes: str,
+                     missing_note: str, invalid_note: str = "") -> dict[str, Any]:
+    """A JSON object that names its ``format`` and ``format_version`` (config.json, manifest.json),
+    with one clear line for a missing file, bad JSON, another kind of file or another version."""
+    if not path.is_file():
+        raise FSQDeployError(f"{component}: '{path}' is missing. Note: {missing_note}")
+    try:
+        d = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FSQDeployError(f"{component}: '{path}' is not valid JSON ({e}){invalid_note}") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise FSQDeployError(f"{component}: '{path}' is not {describes}")
+    if d.get("format_version") != version:
+        raise FSQDeployError(f"{component}: '{path}' has format version {d.get('format_version')}, "
+                             f"this fsqdeploy reads {version}")
+    return d

@@ -1,7 +1,8 @@
 // ART/manifest.json: what an artifact directory holds, for which model, with every file's sha256.
 //
-// docs/artifacts.md lists the fields; export/manifest.py writes them. Manifest::load refuses a
-// directory whose files do not match their recorded size and sha256, before anything is loaded.
+// docs/artifacts.md lists the fields; fsqdeploy/artifact.py (its Python twin, Manifest) writes
+// them. Manifest::load refuses a directory whose files do not match their recorded size and
+// sha256, before anything is loaded.
 #pragma once
 
 #include <cstdint>
@@ -50,7 +51,7 @@ struct Manifest {
     /// Read and check ART/manifest.json, then verify every listed file's size and sha256;
     /// throws Error ("artifact: ...") on the first problem.
     static Manifest load(const std::filesystem::path& art_dir);
-    /// Read and check the manifest's fields only (no hashing), like export.manifest.read_manifest.
+    /// Read and check the manifest's fields only (no hashing), like fsqdeploy.artifact.Manifest.load.
     static Manifest read(const std::filesystem::path& art_dir);
 
     /// One line per listed file that is missing, resized or re-hashed; empty when all match.
@@ -85,7 +86,7 @@ struct DeviceFacts {
     std::string compute_capability;  // "major.minor"
 };
 
-/// Refuse an engine built for another TensorRT version or GPU, as runtime/tensorrt_runner.py
+/// Refuse an engine built for another TensorRT version or GPU, as fsqdeploy/backends/tensorrt.py
 /// does, with a message that says to rebuild instead of TensorRT's deserialization error.
 void check_sidecar(const std::string& engine_name, const EngineSidecar& sidecar, const DeviceFacts& here);
 
