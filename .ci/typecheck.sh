@@ -85,5 +85,5 @@ if run_mypy "$canary" > /dev/null; then
     exit 1
 fi
 
-run_mypy export/tensorrt_build.py fsqdeploy/backends/tensorrt.py fsqdeploy/backends/tensorrt_env.py
+run_mypy export/tensorrt/*.py fsqdeploy/backends/tensorrt.py fsqdeploy/backends/tensorrt_env.py
 echo "typecheck: the TensorRT builder, runner and probes are clean against tensorrt-stubs"

@@ -14,7 +14,7 @@ repetition (FP32 / INT8 of the same repetition) and then its median taken, so lo
 and goes hits both sides of a ratio alike.
 
 ``--types`` adds minmax with int8 activations (S8S8) next to uint8 (U8S8). The FP32 codec is the
-one users get: ONNX Runtime on the graphs runtime/cpu_graphs.py rewrites for its CPU kernels.
+one users get: ONNX Runtime on the graphs fsqdeploy/backends/cpu_graphs.py rewrites for its CPU kernels.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@
 - Decoded PSNR: the mean over images of the per-image PSNR of a round trip against its input
   (``fsqdeploy.metrics.psnr``, what training and ``fsqdeploy eval`` report). "Within 0.5 dB" means
   ``PSNR(decode_int8(encode_int8(x)), x) >= PSNR(decode_fp32(encode_fp32(x)), x) - 0.5``.
+
+Both are fields of ``fsqdeploy.compare``'s record (the one comparator, FP32 as the reference):
+``index_agreement``, and ``reference_psnr_vs_input`` / ``psnr_vs_input``, which the calibration
+record calls ``psnr_fp32`` / ``psnr_int8``.
 """
 
 from __future__ import annotations
@@ -14,46 +18,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
+
+from fsqdeploy import compare as comparison
+from fsqdeploy.compare import Fidelity, SessionCodec, batched
 
 TARGET_AGREEMENT = 0.99
 TARGET_PSNR_DROP = 0.5  # dB
 EVAL_BATCH = 256
 
 
-def session(model: onnx.ModelProto | bytes, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session: the targets are defined on the CPU kernels bench measures."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # it warns about every initializer the QDQ fusions leave unused
-    if threads:
-        options.intra_op_num_threads = threads
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
 def run(sess: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """The session's only output for its only input, in batches."""
+    """One session's only output for its only input, in batches (the sensitivity pass scores one
+    graph at a time; whole codecs go through ``fsqdeploy.compare.run``)."""
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-
-
-def index_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(a == b))
+    return batched(lambda b: sess.run(None, {name: b})[0], x, batch)
 
 
 def psnr_per_image(decoded: np.ndarray, images: np.ndarray) -> np.ndarray:
     """Per-image PSNR (dB) of float decoded images against the float originals."""
-    import torch
-
     from fsqdeploy.metrics import psnr
 
-    return psnr(torch.from_numpy(decoded), torch.from_numpy(images)).double().numpy()
-
-
-def mean_psnr(decoded: np.ndarray, images: np.ndarray) -> float:
-    return float(psnr_per_image(decoded, images).mean())
+    return psnr(decoded, images).double().numpy()
 
 
 def lower_bound(per_image: np.ndarray) -> float:
@@ -70,9 +55,17 @@ def lower_bound(per_image: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Accuracy:
+    """The targets' view of a comparison of the INT8 codec (candidate) with the FP32 one (reference)."""
+
     index_agreement: float
-    psnr_fp32: float
-    psnr_int8: float
+    psnr_fp32: float  # the comparison's reference_psnr_vs_input
+    psnr_int8: float  # its psnr_vs_input
+
+    @classmethod
+    def from_fidelity(cls, fidelity: Fidelity) -> Accuracy:
+        if fidelity.psnr_vs_input is None or fidelity.reference_psnr_vs_input is None:
+            raise ValueError("accuracy: the comparison was made without the input images")
+        return cls(fidelity.index_agreement, fidelity.reference_psnr_vs_input, fidelity.psnr_vs_input)
 
     @property
     def psnr_delta(self) -> float:
@@ -110,6 +103,6 @@ class Accuracy:
 
 def measure(images: np.ndarray, fp32: tuple[Any, Any], int8: tuple[Any, Any]) -> Accuracy:
     """Both codecs (encoder, decoder sessions) on float images in [0, 1]."""
-    idx32, idx8 = run(fp32[0], images), run(int8[0], images)
-    return Accuracy(index_agreement(idx8, idx32), mean_psnr(run(fp32[1], idx32), images),
-                    mean_psnr(run(int8[1], idx8), images))
+    reference = comparison.run(SessionCodec(*fp32), images, EVAL_BATCH)
+    candidate = comparison.run(SessionCodec(*int8), images, EVAL_BATCH)
+    return Accuracy.from_fidelity(comparison.compare(reference, candidate, images))

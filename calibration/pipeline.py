@@ -19,16 +19,15 @@ import onnx
 
 from fsqdeploy.artifact import GRAPHS as GRAPH_NAMES
 from fsqdeploy.artifact import Manifest, add_files, graph_file
+from fsqdeploy.backends.onnxruntime import ort_session as session
 from fsqdeploy.calibration.accuracy import (
     TARGET_AGREEMENT,
     TARGET_PSNR_DROP,
     Accuracy,
     lower_bound,
-    mean_psnr,
     measure,
     psnr_per_image,
     run,
-    session,
 )
 from fsqdeploy.calibration.data import CalibrationData, load_calibration_data
 from fsqdeploy.calibration.quantize import (
@@ -57,8 +56,10 @@ from fsqdeploy.calibration.tensorrt_graphs import prepare as prepare_for_tensorr
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from fsqdeploy.images import images_to_float
+from fsqdeploy.metrics import mean_psnr
 from fsqdeploy.onnxgraph.graph import validate
 from fsqdeploy.onnxgraph.rewrites import conv_as_matmul, transposed_convs_for_onnxruntime
+from fsqdeploy.onnxgraph.surgery import metadata, stamp
 
 # graph -> the file it is calibrated from, and the files calibrate writes (ONNX Runtime's QDQ graphs)
 GRAPHS = {g: graph_file(g) for g in GRAPH_NAMES}
@@ -283,12 +284,8 @@ def _quantize(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
     int8 = quantize_graph(model, ranges, settings, floats)
     if source is None:
         return int8
-    meta = {p.key: p.value for p in source.metadata_props}
-    meta.update(precision="int8", calibration_method=method)
-    del int8.metadata_props[:]
-    for k, v in meta.items():
-        int8.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    int8.producer_name, int8.producer_version = source.producer_name, source.producer_version
+    stamp(int8, {**metadata(source), "precision": "int8", "calibration_method": method},
+          producer=(source.producer_name, source.producer_version))
     validate(int8, "calibrate")
     return int8
 

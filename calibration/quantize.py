@@ -19,10 +19,10 @@ graph, bit exact given the same latent. For speed (``slow_in_int8``): convolutio
 FP32 one.
 
 Types: activations uint8 (asymmetric), weights int8 (symmetric, per output channel), reduce_range
-off. This CPU has AVX512-VNNI, whose dot-product instruction multiplies unsigned by signed bytes,
-so U8S8 is ONNX Runtime's native x86 path; S8S8 gives the same indices here (ReLU outputs are
-non-negative, so the asymmetric uint8 and int8 grids coincide) and is not faster
-(benchmarks/int8.py --types). reduce_range exists for CPUs without VNNI, whose U8S8 kernels can
+off. On x86 CPUs with AVX512-VNNI, whose dot-product instruction multiplies unsigned by signed
+bytes, U8S8 is ONNX Runtime's native path; S8S8 gives the same indices (ReLU outputs are
+non-negative, so the asymmetric uint8 and int8 grids coincide) and was not faster where measured
+(benchmarks/int8.py --types; docs/calibration.md). reduce_range exists for CPUs without VNNI, whose U8S8 kernels can
 saturate 16-bit intermediates; with VNNI it only throws away one bit.
 """
 
@@ -39,10 +39,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.onnxgraph.graph import find_quantizer_stages
+from fsqdeploy.onnxgraph.graph import quantizer_stages
+from fsqdeploy.onnxgraph.surgery import downstream, import_graph, is_op, only_reader, producer_of, select, upstream
 
 METHODS = ("minmax", "entropy", "percentile")
 # The layers INT8 is for. ConvTranspose appears only in the TensorRT graphs (tensorrt_graphs.py):
@@ -107,62 +109,36 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in model.graph.node for o in n.output}
-
-
-def _downstream(model: onnx.ModelProto, tensor: str) -> list[onnx.NodeProto]:
-    """Nodes that read ``tensor`` directly or through other nodes (the graph is topologically sorted)."""
-    reached, found = {tensor}, []
-    for node in model.graph.node:
-        if reached.intersection(node.input):
-            found.append(node)
-            reached.update(node.output)
-    return found
-
-
-def _upstream(model: onnx.ModelProto, tensor: str) -> list[onnx.NodeProto]:
-    producers, found, todo, seen = _producers(model), [], [tensor], set()
-    while todo:
-        node = producers.get(todo.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        found.append(node)
-        todo.extend(node.input)
-    return found
-
-
 def layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The Conv/Gemm/MatMul nodes, in graph order."""
     return [n for n in model.graph.node if n.op_type in LAYER_OPS and n.domain in ("", "ai.onnx")]
 
 
 def protected_nodes(model: onnx.ModelProto, graph: str) -> dict[str, str]:
-    """Node name -> why it stays in float, for ``graph`` "encoder" or "decoder" (module docstring)."""
+    """Node name -> why it stays in float, for ``graph`` "encoder" or "decoder" (module docstring),
+    in graph order."""
+    g = import_graph(model)
+    tensors = g.tensors()
     if graph == "encoder":
-        stages = find_quantizer_stages(model)
+        stages = quantizer_stages(g)
         if not stages:
             raise FSQDeployError("calibrate: the encoder has no FSQ quantizer (FSQQuantize or its inlined body). "
                                  "Note: export it again with fsqdeploy export")
-        kept = {n.name: "FSQ quantizer" for n in _downstream(model, stages[0].latent)}
-        producers, todo = _producers(model), [stages[0].latent]
-        while todo:  # back to the layer that computes the latent, through bias adds and reshapes
-            node = producers.get(todo.pop())
-            if node is None:
-                continue
+        latent = tensors[stages[0].latent]
+        kept = {n.name: "FSQ quantizer" for n in downstream(g, latent)}
+        node = producer_of(latent)
+        while node is not None:  # back to the layer that computes the latent, through bias adds and reshapes
             kept[node.name] = "feeds the quantizer"
-            if node.op_type not in LAYER_OPS:
-                todo.extend(i for i in node.input[:1])
+            node = None if is_op(node, LAYER_OPS) or not node.inputs else producer_of(node.inputs[0])
         return kept
-    first = next(iter(layers(model)), None)
+    first = next(iter(select(g, LAYER_OPS)), None)
     if first is None:
         raise FSQDeployError("calibrate: the decoder has no Conv/Gemm/MatMul layer to quantize")
-    return {n.name: "FSQ dequantizer" for n in _upstream(model, first.input[0])}
+    return {n.name: "FSQ dequantizer" for n in upstream(g, first.inputs[0])}
 
 
 # ONNX Runtime's INT8 convolution (QLinearConv) loses to its FP32 NCHWc convolution on a layer with
-# few input channels (a short dot product per output). Measured on this 2-core AVX512-VNNI machine,
+# few input channels (a short dot product per output). Measured while planning on a 2-core AVX512-VNNI CPU,
 # batch 256, one Conv(k4, s2, p1) + Relu alone, FP32 against QDQ INT8: 3 -> 32 channels 1.2 vs 4.6
 # ms, 8 -> 32 2.2 vs 2.8 ms, 16 -> 32 1.2 vs 1.1 ms, 32 -> 64 3.4 vs 1.9 ms. In the paper-shape
 # encoder that is the first convolution: 4.4 ms in INT8, 0.8 ms in FP32.
@@ -172,22 +148,24 @@ MIN_INT8_INPUT_CHANNELS = 16
 def slow_in_int8(model: onnx.ModelProto) -> dict[str, str]:
     """Node name -> why it stays in float, for every Conv (with a Relu after it) with fewer than
     ``MIN_INT8_INPUT_CHANNELS`` input channels: ONNX Runtime runs it faster in float."""
-    inits = {t.name: t for t in model.graph.initializer}
+    groups = layer_groups(model)
     kept = {}
-    for node in layers(model):
-        weight = inits.get(node.input[1]) if node.op_type == "Conv" else None
-        if weight is not None and weight.dims[1] < MIN_INT8_INPUT_CHANNELS:
-            why = f"{weight.dims[1]} input channels: faster in float"
-            kept.update({name: why for name in layer_group(model, node)})
+    for node in select(import_graph(model), "Conv"):
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        if isinstance(weight, gs.Constant) and weight.shape[1] < MIN_INT8_INPUT_CHANNELS:
+            why = f"{weight.shape[1]} input channels: faster in float"
+            kept.update({name: why for name in groups[node.name]})
     return kept
 
 
-def layer_group(model: onnx.ModelProto, layer: onnx.NodeProto) -> list[str]:
-    """The layer and a Relu that reads only its output: they are quantized or kept in float together."""
-    readers = [n for n in model.graph.node if layer.output[0] in n.input]
-    if len(readers) == 1 and readers[0].op_type == "Relu":
-        return [layer.name, readers[0].name]
-    return [layer.name]
+def layer_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Layer name -> the layer and a Relu that reads only its output: they are quantized or kept in
+    float together. In graph order."""
+    groups = {}
+    for layer in select(import_graph(model), LAYER_OPS):
+        relu = only_reader(layer.outputs[0], "Relu")
+        groups[layer.name] = [layer.name, relu.name] if relu is not None else [layer.name]
+    return groups
 
 
 # -- ranges ----------------------------------------------------------------------------------------

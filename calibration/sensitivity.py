@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from fsqdeploy.calibration.quantize import QuantSettings, layer_group, layers, quantize_graph
+from fsqdeploy.calibration.quantize import QuantSettings, layer_groups, quantize_graph
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class LayerScore:
 def candidate_groups(model: onnx.ModelProto, protected: Iterable[str]) -> dict[str, list[str]]:
     """Layer name -> the nodes quantized or kept in float with it (the layer and its Relu)."""
     kept = set(protected)
-    return {n.name: layer_group(model, n) for n in layers(model) if n.name not in kept}
+    return {layer: nodes for layer, nodes in layer_groups(model).items() if layer not in kept}
 
 
 def keep_worst_in_float(

@@ -36,7 +36,7 @@ from dataclasses import replace
 import onnx
 
 from fsqdeploy.artifact import GRAPHS, graph_file
-from fsqdeploy.calibration.quantize import QuantSettings, layer_group, layers, name_nodes, protected_nodes
+from fsqdeploy.calibration.quantize import QuantSettings, layer_groups, layers, name_nodes, protected_nodes
 
 TENSORRT_FILES = {g: graph_file(g, "int8", target="tensorrt") for g in GRAPHS}
 
@@ -57,10 +57,11 @@ def prepare(graph: str, source: onnx.ModelProto, onnxruntime_floats: Mapping[str
     names = {n.name for n in model.graph.node}
     kept = dict(protected_nodes(model, graph))
     inputs = {i.name for i in model.graph.input}
+    groups = layer_groups(model)
     for layer in layers(model):
         if graph == "encoder" and layer.input[0] in inputs:
             # Pixels in [0, 1] on a symmetric INT8 grid get 128 levels, half of what they carry.
-            kept.update({name: "reads the images" for name in layer_group(model, layer)})
+            kept.update({name: "reads the images" for name in groups[layer.name]})
     for name, why in onnxruntime_floats.items():
         original = name.removesuffix("/phase_conv")
         if why == "sensitivity" and original in names:

@@ -3,14 +3,9 @@
 Checks, each a row of the report: the manifest's file hashes; per graph the ONNX checker (full
 check, strict shape inference), the I/O contract (names, dtypes, static shapes but for ``batch``, no
 int64/float64) and a TensorRT lint (every op after inlining in the parser's supported set for the
-target major version, opset in range). Plus an informational row: the quantizer's FP16 risk.
-
-FP16 risk: an FP16 engine may evaluate ``latent >= threshold`` in half precision, whose 11
-significant bits put a rounding error of up to 2^-11 relative on each side. A pre-rounding value u
-(the latent fed to a stage's FSQQuantize) is *at risk* when, for its nearest threshold t,
-``|u - t| <= 2^-10 * max(|u|, |t|, 2^-14)``: both u and t may round by half an FP16 ulp toward each
-other (2^-14 is FP16's smallest normal, below which the ulp stops shrinking). The share at risk on
-the test split says how many indices an FP16 engine could change.
+target major version, opset in range). Plus an informational row: the quantizer's FP16 risk
+(export/fp16.py defines it: the share of pre-rounding values within FP16 rounding error of
+a threshold, on the test split).
 """
 
 from __future__ import annotations
@@ -26,10 +21,9 @@ from onnx import TensorProto, numpy_helper
 from fsqdeploy.artifact import BATCH, GRAPHS, IMAGES, Manifest, graph_file, io_contract
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export import trt_ops
+from fsqdeploy.export.fp16 import fp16_risk
 from fsqdeploy.onnxgraph.graph import find_quantizer_stages, inline_functions, validate
 
-FP16_RELATIVE = 2.0**-10
-FP16_SMALLEST_NORMAL = 2.0**-14
 _DTYPES = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32", TensorProto.INT64: "int64",
            TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16", TensorProto.UINT8: "uint8"}
 _FORBIDDEN_IO = {"int64", "float64"}
@@ -138,47 +132,6 @@ def check_graph(report: CheckReport, art: Path, name: str, expected_io: dict[str
 
 
 # -- FP16 risk -------------------------------------------------------------------------------------
-
-
-def fp16_at_risk(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Boolean [N, D]: u lies within FP16 rounding error of its nearest finite threshold."""
-    u64, t64 = u.astype(np.float64)[..., None], thresholds.astype(np.float64)[None]
-    gap = np.where(np.isfinite(t64), np.abs(u64 - t64), np.inf)
-    nearest = gap.argmin(-1)
-    t = np.take_along_axis(np.broadcast_to(t64, gap.shape), nearest[..., None], -1)[..., 0]
-    g = np.take_along_axis(gap, nearest[..., None], -1)[..., 0]
-    scale = np.maximum(np.maximum(np.abs(u64[..., 0]), np.abs(t)), FP16_SMALLEST_NORMAL)
-    return g <= FP16_RELATIVE * scale
-
-
-def fp16_risk(encoder: onnx.ModelProto, images: np.ndarray, batch: int = 256) -> dict[str, Any]:
-    """Share of pre-rounding values at FP16 risk, per stage and overall, on float images."""
-    from fsqdeploy.backends.onnxruntime import ort_session
-
-    stages = find_quantizer_stages(encoder)
-    inferred = validate(encoder, "check")
-    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(encoder)
-    del probe.graph.output[:]
-    probe.graph.output.extend(known[s.latent] for s in stages)
-    inits = {t.name: t for t in encoder.graph.initializer}
-    thresholds = [numpy_helper.to_array(inits[s.thresholds]) for s in stages]
-    session = ort_session(probe)
-    counts = np.zeros(len(stages), np.int64)
-    totals = np.zeros(len(stages), np.int64)
-    for start in range(0, len(images), batch):
-        latents = session.run(None, {IMAGES: images[start : start + batch]})
-        for k, (u, t) in enumerate(zip(latents, thresholds)):
-            counts[k] += int(fp16_at_risk(u, t).sum())
-            totals[k] += u.size
-    return {
-        "images": int(len(images)),
-        "definition": "|u - t| <= 2^-10 * max(|u|, |t|, 2^-14), t the nearest threshold",
-        "stages": [{"stage": k, "values": int(n), "at_risk": int(c), "share": float(c / n) if n else 0.0}
-                   for k, (c, n) in enumerate(zip(counts, totals))],
-        "share": float(counts.sum() / totals.sum()) if totals.sum() else 0.0,
-    }
 
 
 def _risk_images(manifest: Manifest, data: str | None, limit: int | None) -> np.ndarray:

@@ -11,10 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
+from fsqdeploy.artifact import DEFAULT_EVAL_IMAGES, MANIFEST_FILE, TIMING_CACHE_FILE
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.onnx_export import DEFAULT_OPSET, SUPPORTED_OPSETS
+from fsqdeploy.export.tensorrt.options import MAX_OPTIMIZATION_LEVEL, BuildOptions
 
-DEFAULT_PARITY_IMAGES = 512
+# The help shows BuildOptions' own defaults; a flag left out is None and BuildOptions fills it.
+_BUILD = BuildOptions()
+# Each BuildOptions field and the --trt flag that sets it.
+TRT_FLAGS = {"min_batch": "--min-batch", "opt_batch": "--opt-batch", "max_batch": "--max-batch",
+             "workspace_mib": "--workspace", "optimization_level": "--optimization-level",
+             "timing_cache": "--timing-cache", "version_compatible": "--version-compatible",
+             "hardware_compatible": "--hardware-compatible"}
 
 
 def export(
@@ -22,14 +30,14 @@ def export(
                                         "exported artifact to build TensorRT engines into (with --trt).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Artifact directory to create (from a run).")]
     = None,
-    opset: Annotated[int, typer.Option(help=f"ONNX opset, one of {', '.join(map(str, SUPPORTED_OPSETS))}.")]
-    = DEFAULT_OPSET,
+    opset: Annotated[int | None, typer.Option(help=f"ONNX opset, one of {', '.join(map(str, SUPPORTED_OPSETS))} "
+                                              f"[{DEFAULT_OPSET}].")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Inline the FSQ functions: standard ops only, "
                                          "for runtimes without ONNX local functions.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
-    parity_images: Annotated[int, typer.Option("--parity-images", help="Test-split images for the parity "
-                                               "gate (batch size 1 uses the first 64).")]
-    = DEFAULT_PARITY_IMAGES,
+    parity_images: Annotated[int | None, typer.Option("--parity-images", help="Test-split images for the parity "
+                                                      f"gate [{DEFAULT_EVAL_IMAGES}] (batch size 1 uses the "
+                                                      "first 64).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Data spec for the parity gate instead of the "
                                              "run's, e.g. cifar10:DIR when the run's folder moved.")] = None,
     precision: Annotated[list[str] | None, typer.Option(
@@ -38,18 +46,20 @@ def export(
         "calibrated graphs of an artifact (fsqdeploy export ART --trt --precision int8).")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (strongly typed) of each "
                                       "--precision; needs TensorRT and an NVIDIA GPU.")] = False,
-    min_batch: Annotated[int | None, typer.Option("--min-batch", help="TensorRT profile: smallest batch [1].")]
-    = None,
+    min_batch: Annotated[int | None, typer.Option("--min-batch", help="TensorRT profile: smallest batch "
+                                                  f"[{_BUILD.min_batch}].")] = None,
     opt_batch: Annotated[int | None, typer.Option("--opt-batch", help="TensorRT profile: batch to tune for "
-                                                  "[64].")] = None,
-    max_batch: Annotated[int | None, typer.Option("--max-batch", help="TensorRT profile: largest batch [256]; "
-                                                  "larger ones run in chunks.")] = None,
+                                                  f"[{_BUILD.opt_batch}, within the range].")] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", help="TensorRT profile: largest batch "
+                                                  f"[{_BUILD.max_batch}]; larger ones run in chunks.")] = None,
     workspace: Annotated[int | None, typer.Option("--workspace", help="TensorRT workspace limit in MiB "
-                                                  "[2048].")] = None,
-    optimization_level: Annotated[int | None, typer.Option("--optimization-level", help="TensorRT builder "
-                                                           "optimization level 0..5 [3].")] = None,
+                                                  f"[{_BUILD.workspace_mib}].")] = None,
+    optimization_level: Annotated[int | None, typer.Option(
+        "--optimization-level",
+        help=f"TensorRT builder optimization level 0..{MAX_OPTIMIZATION_LEVEL} [{_BUILD.optimization_level}].")
+    ] = None,
     timing_cache: Annotated[Path | None, typer.Option("--timing-cache", help="TensorRT timing cache file to "
-                                                      "read and update [ART/timing.cache].")] = None,
+                                                      f"read and update [ART/{TIMING_CACHE_FILE}].")] = None,
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="TensorRT engines that load "
                                                      "on later TensorRT versions of the same major.")] = False,
     hardware_compatible: Annotated[bool, typer.Option("--hardware-compatible", help="TensorRT engines that "
@@ -58,21 +68,24 @@ def export(
     """Export the encoder+quantizer and decoder ONNX graphs and prove them equal to PyTorch; with
     --precision fp16 also FP16 graphs, with --trt TensorRT engines (docs/tensorrt.md). Given an
     artifact instead of a run, with --trt: build engines into it (int8 after fsqdeploy calibrate)."""
-    from fsqdeploy.export.pipeline import export_artifact
-    from fsqdeploy.export.tensorrt_build import BuildOptions, build_engines, describe
-
+    # A flag is given when its value is not None (a bool flag: True); defaults are applied below,
+    # in one place each, so an explicit default (--opset 18) is seen like any other value.
+    export_flags = {"--out": out, "--inline": inline or None, "--force": force or None, "--data": data,
+                    "--opset": opset, "--parity-images": parity_images}
+    build_given = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch,
+                   "workspace_mib": workspace, "optimization_level": optimization_level,
+                   "timing_cache": timing_cache, "version_compatible": version_compatible or None,
+                   "hardware_compatible": hardware_compatible or None}
     precisions = list(dict.fromkeys(precision or ["fp32"]))
     if not run.is_dir():
         raise FSQDeployError(f"export: '{run}' does not exist. Note: pass a training run directory, or an "
                              "artifact with --trt")
-    into_artifact = (run / "manifest.json").is_file()
+    into_artifact = (run / MANIFEST_FILE).is_file()
     if into_artifact and not trt:
         raise FSQDeployError(f"export: '{run}' is an exported artifact. Note: add --trt to build TensorRT engines "
                              "into it, or export from a training run")
     if into_artifact:
-        export_only = {"--out": out is not None, "--inline": inline, "--force": force, "--data": data is not None,
-                       "--opset": opset != DEFAULT_OPSET, "--parity-images": parity_images != DEFAULT_PARITY_IMAGES}
-        flag = next((f for f, given in export_only.items() if given), None)
+        flag = _first_given(export_flags)
         if flag:
             raise FSQDeployError(f"export: {flag} does not apply when building engines into the artifact '{run}'")
     if not into_artifact and "int8" in precisions:
@@ -80,61 +93,61 @@ def export(
                              "--out ART, fsqdeploy calibrate ART, then fsqdeploy export ART --trt --precision int8")
     if not into_artifact and out is None:
         raise FSQDeployError("export: --out is required. Note: fsqdeploy export RUN --out ART")
-    given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch,
-             "--workspace": workspace, "--optimization-level": optimization_level, "--timing-cache": timing_cache,
-             "--version-compatible": version_compatible or None, "--hardware-compatible": hardware_compatible or None}
-    options = None
-    if trt:
-        d = BuildOptions()
-        lo = d.min_batch if min_batch is None else min_batch
-        hi = d.max_batch if max_batch is None else max_batch
-        options = BuildOptions(
-            # Without --opt-batch, tune for the default clamped into the given range.
-            min_batch=lo, opt_batch=min(max(d.opt_batch, lo), hi) if opt_batch is None else opt_batch, max_batch=hi,
-            workspace_mib=d.workspace_mib if workspace is None else workspace,
-            optimization_level=d.optimization_level if optimization_level is None else optimization_level,
-            timing_cache=timing_cache, version_compatible=version_compatible, hardware_compatible=hardware_compatible)
-    else:
-        stray = [flag for flag, value in given.items() if value is not None]
-        if stray:
-            raise FSQDeployError(f"export: {stray[0]} only applies to TensorRT engines. Note: add --trt")
+    if not trt:
+        flag = _first_given({TRT_FLAGS[name]: value for name, value in build_given.items()})
+        if flag:
+            raise FSQDeployError(f"export: {flag} only applies to TensorRT engines. Note: add --trt")
+    options = BuildOptions.from_given(**build_given) if trt else None
 
     started = time.perf_counter()
-    if into_artifact:
-        assert options is not None  # --trt was checked above
+    if into_artifact and options is not None:
+        from fsqdeploy.export.tensorrt.build import build_engines
+
         summary = build_engines(run, precisions, options)
-        typer.echo(describe({k: v for k, v in summary.items() if k in precisions})
+        typer.echo(describe_engines({k: v for k, v in summary.items() if k in precisions})
                    + f"; {time.perf_counter() - started:.1f} s")
         return
-    assert out is not None
-    manifest = export_artifact(run, out, opset=opset, inline=inline, force=force,
-                               parity_images=parity_images, data=data, precisions=precisions, trt=options)
+    from fsqdeploy.export.fp16 import describe_fp16
+    from fsqdeploy.export.pipeline import export_artifact
+
+    assert out is not None  # checked above: a run needs --out
+    manifest = export_artifact(run, out, opset=DEFAULT_OPSET if opset is None else opset, inline=inline,
+                               force=force, data=data, precisions=precisions, trt=options,
+                               parity_images=DEFAULT_EVAL_IMAGES if parity_images is None else parity_images)
     p = manifest["parity"]
     files = ", ".join(f"{name} ({entry['size'] / 1024:.0f} KiB)" for name, entry in manifest["files"].items())
     lines = [
         f"exported {out}: {files}; opset {manifest['opset']}{', inlined' if inline else ''}",
         f"parity ({p['data']}, {p['images']} images, batch sizes {p['batch_sizes']}): indices "
-        f"{100 * p['index_agreement']:.4g}% equal, max image error {p['max_image_error']:.2g}, "
+        f"{100 * p['index_agreement']:.4g}% equal, max abs error {p['max_abs_error']:.2g}, "
         f"{p['adversarial_cases']} adversarial inputs equal; nearest latent to a threshold "
         f"{p['min_threshold_distance']:.2g}",
     ]
     if "fp16" in manifest and "fp16" in precisions:
         lines.append(describe_fp16(manifest["fp16"]))
     if options is not None and manifest.get("tensorrt"):
-        lines.append(describe({k: v for k, v in manifest["tensorrt"].items() if k in precisions}))
+        lines.append(describe_engines({k: v for k, v in manifest["tensorrt"].items() if k in precisions}))
     lines[-1] += f"; {time.perf_counter() - started:.1f} s"
     typer.echo("\n".join(lines))
 
 
-def describe_fp16(record: dict[str, Any]) -> str:
-    """One line: FP16 index agreement with FP32 on ONNX Runtime CPU, and what check's risk predicts."""
-    ort, rounded, risk = record["onnxruntime_cpu"], record["fp16_rounding"], record["fp16_risk"]
-    psnr = rounded["decoder_psnr_db"]
-    return (f"fp16 ({record['data']}, {record['images']} images, quantizer in FP32): indices "
-            f"{100 * ort['index_agreement']:.3f}% equal to FP32 on ONNX Runtime CPU, "
-            f"{100 * rounded['index_agreement']:.3f}% with every FP16 tensor rounded (expected on a GPU); "
-            f"FP16 risk {100 * risk:.3f}% (fsqdeploy check) predicts >= {100 * (1 - risk):.3f}%; "
-            f"decoder {'identical' if psnr is None else f'{psnr:.1f} dB PSNR'} vs FP32")
+def _first_given(flags: dict[str, Any]) -> str | None:
+    return next((flag for flag, value in flags.items() if value is not None), None)
+
+
+def describe_engines(summary: dict[str, Any]) -> str:
+    """One line per precision of the manifest's ``tensorrt`` record, for the export's report."""
+    lines = []
+    for precision, entry in summary.items():
+        facts, p = entry["facts"], entry["profile"]
+        q = [e["quantizer"]["engine"] for e in entry["engines"].values()]
+        layers = sum(x["layers"] for x in q)
+        precs = sorted({pr for x in q for pr in x["precisions"]})
+        lines.append(f"tensorrt {precision}: {', '.join(e['file'] for e in entry['engines'].values())} for "
+                     f"{facts['gpu_name']} (sm {facts['compute_capability']}, TensorRT {facts['tensorrt_version']}), "
+                     f"batch {p['min']}..{p['max']} (opt {p['opt']}); quantizer layers {layers}, "
+                     f"tensor types {', '.join(precs) or 'none listed'}")
+    return "\n".join(lines)
 
 
 def check(

@@ -1,7 +1,8 @@
 """Torch -> ONNX: the encoder+quantizer graph and the decoder graph, with FSQ as custom-domain ops.
 
 The conv parts come from ``torch.onnx.export`` (the torch.export-based exporter; the TorchScript
-one is deprecated in torch 2.9+) after folding BatchNorm into the convolutions. The quantizer is
+one is deprecated in torch 2.9+) after the exact module folds of export/torch_folds.py (BatchNorm
+into the convolutions, the decoder's Linear into its first transposed convolution). The quantizer is
 added by hand with ``onnx.helper``, because its semantics are ours to define exactly:
 
 - ``fsqdeploy::FSQQuantize(latent f32 [N, D], thresholds f32 [D, Lmax-1]) -> indices i32 [N, D]``,
@@ -25,7 +26,6 @@ TensorRT 10 either inlines them or uses a plugin registered under the same name.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import warnings
 from collections.abc import Iterator
@@ -39,7 +39,7 @@ from torch import nn
 from fsqdeploy import __version__
 from fsqdeploy.artifact import BATCH, DECODER_FILE, ENCODER_FILE, IMAGES, INDICES
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.rewrites import fold_decoder_head
+from fsqdeploy.export.torch_folds import fold_batchnorm, fold_decoder_head
 from fsqdeploy.fsq import ResidualFSQ
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.onnxgraph.graph import (
@@ -52,6 +52,7 @@ from fsqdeploy.onnxgraph.graph import (
     inline_functions,
     validate,
 )
+from fsqdeploy.onnxgraph.surgery import stamp
 
 DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = (17, 18, 19, 20)  # the exporter writes >= 17; TensorRT 10.0 reads <= 20
@@ -69,35 +70,6 @@ def check_opset(opset: int) -> None:
 
 
 # -- the conv parts, from torch --------------------------------------------------------------------
-
-
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """A deep copy with every Conv2d -> BatchNorm2d pair of every Sequential fused into one Conv2d.
-
-    Done here rather than left to the exporter so the graph provably holds no BatchNormalization,
-    whatever the exporter version does.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = copy.deepcopy(module).eval()
-    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
-        layers, fused, i = list(seq), [], 0
-        while i < len(layers):
-            a, b = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-                fused.append(fuse_conv_bn_eval(a, b))
-                i += 2
-            else:
-                fused.append(a)
-                i += 1
-        for name in list(seq._modules):
-            del seq._modules[name]
-        for j, layer in enumerate(fused):
-            seq.add_module(str(j), layer)
-    left = [type(m).__name__ for m in folded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if left:
-        raise FSQDeployError(f"export: {len(left)} BatchNorm layer(s) do not follow a convolution")
-    return folded
 
 
 @contextlib.contextmanager
@@ -337,10 +309,7 @@ def model_metadata(model: FSQVAE, checkpoint_sha256: str) -> dict[str, str]:
 
 def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
     """Stamp producer and metadata, then prove the graph well formed: full checker, strict inference."""
-    model.producer_name, model.producer_version = "fsqdeploy", __version__
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    stamp(model, metadata, producer=("fsqdeploy", __version__))
     leftovers = sorted({n.op_type for n in model.graph.node} & TRAINING_ONLY_OPS)
     if leftovers:
         raise FSQDeployError(f"export: the graph still holds {', '.join(leftovers)} after export")

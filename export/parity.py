@@ -1,7 +1,8 @@
 """The export-time parity gate: ONNX Runtime (CPU, default optimizations) against PyTorch.
 
 Running and comparing are separate steps: each check runs both sides on the same inputs, then
-counts disagreements. Three checks:
+counts disagreements (the image check through ``fsqdeploy.compare``, the one comparator; the
+boundary checks feed the quantizer latents no image would reach). Three checks:
 
 1. Images (the run's test split, plus random images in the tests) through both encoders at batch
    sizes 1, 7 and 256: indices must agree exactly; the decoders, fed PyTorch's indices, must agree
@@ -24,18 +25,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
-from fsqdeploy.artifact import IMAGES, INDICES
+from fsqdeploy.artifact import INDICES
 from fsqdeploy.backends.onnxruntime import ort_session
+from fsqdeploy.compare import SessionCodec, compare, run
 from fsqdeploy.fsq import ResidualFSQ
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.onnxgraph.graph import find_quantizer_stages, validate
+
+if TYPE_CHECKING:  # imported by ort_session when the gate runs: a missing ONNX Runtime is one line
+    import onnxruntime as ort
 
 BATCH_SIZES = (1, 7, 256)
 BATCH1_IMAGES = 64
@@ -62,45 +66,64 @@ def threshold_distance(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 # -- images ----------------------------------------------------------------------------------------
 
 
+class PyTorchReference:
+    """The model as trained (BatchNorm unfolded, oneDNN) as a codec for ``fsqdeploy.compare.run``.
+    Each encode also keeps its latents' distance to the nearest threshold of their stage ([n, W]:
+    the stage inputs side by side, as the indices are), so a report can say how close flips were."""
+
+    def __init__(self, model: FSQVAE):
+        self.model = model
+        self.thresholds = [s.tables(torch.device("cpu"))[0].numpy() for s in model.quantizer.stages]
+        self.distances: list[np.ndarray] = []
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            z = self.model.encoder(torch.from_numpy(images))
+            indices = self.model.quantizer.indices(z).numpy()
+            us = [u.numpy() for u in stage_inputs(self.model.quantizer, z)]
+        self.distances.append(np.concatenate([threshold_distance(u, t) for u, t in zip(us, self.thresholds)], axis=1))
+        return indices
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.decode(torch.from_numpy(indices)).numpy()
+
+
 @dataclass
 class ImageParity:
+    """The image check over every batch size: sums of ``Fidelity`` counts, the worst decoder error."""
+
     images: int = 0
     index_values: int = 0  # index comparisons over all batch sizes
-    index_mismatches: int = 0
-    images_with_flips: int = 0
+    flipped_indices: int = 0
+    flipped_images: int = 0
     flipped_distances: list[float] = field(default_factory=list)  # latent to nearest threshold
-    max_image_error: float = 0.0
+    max_abs_error: float = 0.0  # ONNX Runtime's decoder on PyTorch's indices vs PyTorch's
     min_threshold_distance: float = float("inf")  # over every latent the gate saw
 
     @property
     def index_agreement(self) -> float:
-        return 1.0 - self.index_mismatches / self.index_values if self.index_values else 1.0
+        return 1.0 - self.flipped_indices / self.index_values if self.index_values else 1.0
 
 
 def compare_images(model: FSQVAE, encoder: ort.InferenceSession, decoder: ort.InferenceSession,
                    images: np.ndarray, batch_sizes: Sequence[int] = BATCH_SIZES) -> ImageParity:
     """Float images [N, 3, S, S] in [0, 1] through both sides at each batch size."""
     result = ImageParity(images=len(images))
-    thresholds = [s.tables(torch.device("cpu"))[0].numpy() for s in model.quantizer.stages]
+    onnxruntime = SessionCodec(encoder, decoder)
     for b in batch_sizes:
         subset = images[:BATCH1_IMAGES] if b == 1 else images
-        for start in range(0, len(subset), b):
-            x = np.ascontiguousarray(subset[start : start + b], dtype=np.float32)
-            with torch.no_grad():
-                z = model.encoder(torch.from_numpy(x))
-                ref = model.quantizer.indices(z).numpy()
-                us = [u.numpy() for u in stage_inputs(model.quantizer, z)]
-                ref_images = model.decode(torch.from_numpy(ref)).numpy()
-            got = encoder.run([INDICES], {IMAGES: x})[0]
-            got_images = decoder.run([IMAGES], {INDICES: ref.astype(np.int32)})[0]
-            dist = np.concatenate([threshold_distance(u, t) for u, t in zip(us, thresholds)], axis=1)
-            flips = got != ref
-            result.index_values += ref.size
-            result.index_mismatches += int(flips.sum())
-            result.images_with_flips += int(flips.any(axis=1).sum())
-            result.flipped_distances += [float(v) for v in dist[flips]]
-            result.min_threshold_distance = min(result.min_threshold_distance, float(dist.min()))
-            result.max_image_error = max(result.max_image_error, float(np.abs(got_images - ref_images).max()))
+        pytorch = PyTorchReference(model)
+        ref = run(pytorch, subset, b)
+        got = run(onnxruntime, subset, b, reference_indices=ref.indices)
+        fidelity = compare(ref, got)
+        dist = np.concatenate(pytorch.distances)
+        result.index_values += ref.indices.size
+        result.flipped_indices += fidelity.flipped_indices
+        result.flipped_images += fidelity.flipped_images
+        result.flipped_distances += [float(v) for v in dist[got.indices != ref.indices]]
+        result.min_threshold_distance = min(result.min_threshold_distance, float(dist.min()))
+        result.max_abs_error = max(result.max_abs_error, float(fidelity.max_abs_error))
     return result
 
 
@@ -204,17 +227,17 @@ class ParityReport:
     tolerance: float = IMAGE_TOLERANCE
 
     @property
-    def max_image_error(self) -> float:
-        return max(self.images.max_image_error, self.constant_images.max_image_error)
+    def max_abs_error(self) -> float:
+        return max(self.images.max_abs_error, self.constant_images.max_abs_error)
 
     @property
     def adversarial_mismatches(self) -> int:
-        return self.boundaries.mismatches + self.constant_images.index_mismatches
+        return self.boundaries.mismatches + self.constant_images.flipped_indices
 
     @property
     def passed(self) -> bool:
-        return (self.images.index_mismatches == 0 and self.adversarial_mismatches == 0
-                and self.max_image_error <= self.tolerance)
+        return (self.images.flipped_indices == 0 and self.adversarial_mismatches == 0
+                and self.max_abs_error <= self.tolerance)
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -223,7 +246,7 @@ class ParityReport:
             "batch_sizes": list(self.batch_sizes),
             "batch1_images": min(BATCH1_IMAGES, self.images.images),
             "index_agreement": self.images.index_agreement,
-            "max_image_error": self.max_image_error,
+            "max_abs_error": self.max_abs_error,
             "image_tolerance": self.tolerance,
             "min_threshold_distance": self.images.min_threshold_distance,
             "adversarial_cases": self.boundaries.inputs + self.constant_images.images,
@@ -235,17 +258,17 @@ class ParityReport:
     def failure(self) -> str:
         """One line: what disagreed, by how much, and how close to a threshold the flips were."""
         im, parts = self.images, []
-        if im.index_mismatches:
+        if im.flipped_indices:
             near = sorted(im.flipped_distances)[:5]
             parts.append(
-                f"{im.index_mismatches} of {im.index_values} indices in {im.images_with_flips} image(s) "
+                f"{im.flipped_indices} of {im.index_values} indices in {im.flipped_images} image(s) "
                 f"differ (latent distance to the nearest threshold: {', '.join(f'{d:.2g}' for d in near)})"
             )
         if self.adversarial_mismatches:
             parts.append(f"{self.adversarial_mismatches} indices differ on the {self.boundaries.inputs} boundary "
                          "latents and the all-zeros/all-ones images")
-        if self.max_image_error > self.tolerance:
-            parts.append(f"max image error {self.max_image_error:.3g} > {self.tolerance:g}")
+        if self.max_abs_error > self.tolerance:
+            parts.append(f"max abs error {self.max_abs_error:.3g} > {self.tolerance:g}")
         return ("parity: ONNX Runtime and PyTorch disagree: " + "; ".join(parts)
                 + f" (data {self.data}, {im.images} images, batch sizes {list(self.batch_sizes)}). "
                 "Note: nothing was written; indices flip only for latents within float32 noise of a threshold")

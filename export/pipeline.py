@@ -28,18 +28,21 @@ from fsqdeploy.artifact import (
     DECODER_FILE,
     DEFAULT_EVAL_IMAGES,
     ENCODER_FILE,
+    TIMING_CACHE_FILE,
     file_entry,
     io_contract,
     read_manifest,
     write_manifest,
 )
+from fsqdeploy.backends.onnxruntime import import_onnxruntime
 from fsqdeploy.backends.tensorrt_env import require_tensorrt_and_gpu
 from fsqdeploy.config import read_config
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.export.fp16 import check_precision, convert_graphs, fp16_record
 from fsqdeploy.export.onnx_export import check_opset, export_graphs
 from fsqdeploy.export.parity import ParityReport, run_parity
-from fsqdeploy.export.precision import check_precision, compare_fp16, convert_graphs, fp16_rounding_graph
-from fsqdeploy.export.tensorrt_build import TIMING_CACHE_FILE, BuildOptions, build_engines
+from fsqdeploy.export.tensorrt.build import build_engines
+from fsqdeploy.export.tensorrt.options import BuildOptions
 from fsqdeploy.fileio import sha256_file
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
 from fsqdeploy.onnxgraph.graph import DEQUANTIZE_OP, DOMAIN, DOMAIN_VERSION, QUANTIZE_OP
@@ -118,27 +121,6 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def fp16_record(graphs: dict[str, onnx.ModelProto], graphs16: dict[str, onnx.ModelProto], images: np.ndarray,
-                source: str) -> dict[str, Any]:
-    """The manifest's ``fp16``: what FP16 costs against the FP32 graphs on ONNX Runtime CPU, as the
-    files run there and with every FP16 tensor rounded (what an FP16 GPU computes), beside the FP16
-    risk that ``fsqdeploy check`` reports for the FP32 quantizer (see export/precision.py)."""
-    from fsqdeploy.export.check import fp16_risk
-
-    as16 = {ENCODER_FILE: graphs16["encoder.fp16.onnx"], DECODER_FILE: graphs16["decoder.fp16.onnx"]}
-    rounded = {name: fp16_rounding_graph(g) for name, g in as16.items()}
-    risk = fp16_risk(graphs[ENCODER_FILE], images)
-    return {
-        "files": sorted(graphs16),
-        "quantizer": "float32",
-        "data": source,
-        "images": int(len(images)),
-        "onnxruntime_cpu": compare_fp16(graphs, as16, images),
-        "fp16_rounding": compare_fp16(graphs, rounded, images),
-        "fp16_risk": risk["share"],
-    }
-
-
 def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, force: bool = False,
                     parity_images: int = DEFAULT_EVAL_IMAGES, data: str | None = None,
                     precisions: Sequence[str] = ("fp32",), trt: BuildOptions | None = None) -> dict[str, Any]:
@@ -151,6 +133,7 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
     for precision in precisions:
         check_precision(precision)
     check_out_dir(out, force)
+    import_onnxruntime()  # the parity gate runs the graphs on it: missing, say so before any work
     if trt is not None:
         trt.check()
         require_tensorrt_and_gpu()

@@ -45,6 +45,8 @@ GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
+# TensorRT's timing cache, kept in ART by export --trt unless --timing-cache points elsewhere.
+TIMING_CACHE_FILE = "timing.cache"
 # The codec's I/O contract: tensor names, and the one symbolic dimension.
 IMAGES, INDICES = "images", "indices"
 BATCH = "batch"

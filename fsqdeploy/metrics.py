@@ -53,7 +53,8 @@ def psnr(a: Any, b: Any, data_range: float = 1.0) -> torch.Tensor:
 
 def mean_psnr(a: Any, b: Any, data_range: float = 1.0) -> float:
     """The mean of the per-image PSNRs: the one PSNR every report quotes for a set of images."""
-    return float(psnr(a, b, data_range).mean()) if len(a) else PSNR_CAP
+    # Averaged in float64, as calibration's recorded PSNRs always were.
+    return float(psnr(a, b, data_range).double().numpy().mean()) if len(a) else PSNR_CAP
 
 
 def ssim(a: Any, b: Any, data_range: float = 1.0, win: int = 7) -> torch.Tensor:

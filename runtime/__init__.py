@@ -1,4 +1,5 @@
-"""The deployment runtime: ``Codec`` over PyTorch, ONNX Runtime, OpenVINO and TensorRT, bench, bitstream."""
+"""The deployment runtime: ``Codec`` (over every backend of the fsqdeploy.backends registry, with
+compress/decompress to .fsq bitstreams), the bitstream format, bench. Importing it imports no torch."""
 
 from fsqdeploy.runtime.codec import Codec
 

@@ -83,6 +83,12 @@ def bits_per_patch(levels: Sequence[int]) -> int:
     return fixed_bits(_check_levels(levels))
 
 
+def file_length(levels: Sequence[int], num_patches: int) -> int:
+    """Bytes of a whole .fsq file of ``num_patches`` patches: header (with its CRC), payload, payload CRC."""
+    levels = _check_levels(levels)
+    return _HEADER_EXTRA + 2 * len(levels) + (num_patches * fixed_bits(levels) + 7) // 8 + _CRC.size
+
+
 def _digit_runs(levels: tuple[int, ...]) -> list[tuple[range, int]]:
     """Split the digits into runs whose radix product fits a uint64, so a run is vectorized numpy."""
     runs: list[tuple[range, int]] = []

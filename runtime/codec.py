@@ -2,98 +2,47 @@
 
     from fsqdeploy.runtime import Codec
     codec = Codec.load("art", backend="auto")      # says which backend it picked: codec.backend
-    images = codec.decode(codec.encode(images))     # float [N,3,S,S] -> int32 [N,D] -> float
+    images = codec.decode(codec.encode(images))     # float [N,3,S,S] -> int32 [N,W] -> float
 
-The manifest's hashes are verified before anything is loaded. Inputs are validated at the boundary
-(shape, dtype, [0, 1] range, NaN, index range) with the same messages as ``FSQVAE``.
+    data = codec.compress(photo)                    # uint8 [H,W,3], any size -> the .fsq bytes
+    photo = codec.decompress(data)                  # -> uint8 [H,W,3]; another model's file is refused
+
+The manifest's hashes are verified before anything is loaded. Backends come from the registry
+(fsqdeploy/backends): Codec knows none by name. Inputs are validated at the boundary (shape, dtype,
+[0, 1] range, NaN, index range) with the same messages as ``FSQVAE``. Nothing here imports torch,
+so an app that embeds the ONNX Runtime codec needs no PyTorch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fsqdeploy.artifact import CHECKPOINT_DIR
-from fsqdeploy.backends.base import BatchSizeSwitch, Runner
-from fsqdeploy.backends.onnxruntime import ORT_PROVIDERS, OnnxRuntimeRunner
-from fsqdeploy.backends.openvino import OpenVINORunner
-from fsqdeploy.backends.pytorch import TorchRunner
+from fsqdeploy import backends
+from fsqdeploy.artifact import Manifest
+from fsqdeploy.backends import REGISTRY, Backend, Runner, get_backend
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.images import from_patches, to_patches
+from fsqdeploy.runtime.bitstream import FsqHeader, check_model, read_fsq, write_fsq
 from fsqdeploy.validation import check_images, check_indices
 
 log = logging.getLogger("fsqdeploy")
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "tensorrt")
-# Fastest first, as measured by benchmarks/backends.py (CPU) and expected on GPUs.
-AUTO_ORDER = ("tensorrt", "onnxruntime-trt", "onnxruntime-cuda", "openvino", "onnxruntime", "torch")
-
-
-def backend_unavailable_reason(backend: str) -> str | None:
-    """None when ``backend`` can run here, else a one-line reason (used for bench's skipped rows)."""
-    try:
-        if backend == "torch":
-            import torch  # noqa: F401
-        elif backend in ORT_PROVIDERS:
-            import onnxruntime as ort
-
-            want = ORT_PROVIDERS[backend][0]
-            if want not in ort.get_available_providers():
-                return f"ONNX Runtime has no {want} here (install onnxruntime-gpu on a machine with an NVIDIA GPU)"
-        elif backend == "openvino":
-            import openvino  # noqa: F401
-        elif backend == "tensorrt":
-            from fsqdeploy.backends.tensorrt_env import tensorrt_unavailable_reason
-
-            return tensorrt_unavailable_reason()
-        else:
-            return f"unknown backend {backend!r}"
-    except ImportError as e:
-        extra = {"openvino": 'pip install "fsqdeploy[openvino]"', "torch": "pip install torch"}.get(
-            backend, "pip install onnxruntime"
-        )
-        return f"{e.name or backend} is not installed ({extra})"
-    return None
-
-
-@cache
-def _cpu_graph_bytes(path: str, sha256: str, runtime: str, large_batches: bool) -> bytes:
-    """The exported graph at ``path`` (``sha256`` keys the cache) as runtime/cpu_graphs.py tunes it
-    for ``runtime``: exact rewrites, checked against PyTorch by tests/runtime/test_codec.py."""
-    import onnx
-
-    from fsqdeploy.runtime import cpu_graphs
-
-    tune = {"onnxruntime": cpu_graphs.for_onnxruntime, "openvino": cpu_graphs.for_openvino}[runtime]
-    return tune(onnx.load(path), large_batches).SerializeToString()
-
-
-def _cpu_runners(make: Callable[[Callable[[], bytes]], Runner], art: Path, manifest: dict[str, Any],
-                 runtime: str) -> tuple[Runner, Runner]:
-    """Encoder and decoder runners for a CPU runtime on its tuned graphs; the encoder is two runners
-    switched by batch size, because its MatMul rewrite pays off only on large batches."""
-    from fsqdeploy.runtime.cpu_graphs import MATMUL_MIN_BATCH
-
-    def source(name: str, large_batches: bool) -> Callable[[], bytes]:
-        return partial(_cpu_graph_bytes, str(art / name), manifest["files"][name]["sha256"], runtime, large_batches)
-
-    encoder = BatchSizeSwitch(make(source("encoder.onnx", False)), make(source("encoder.onnx", True)),
-                              MATMUL_MIN_BATCH)
-    return encoder, make(source("decoder.onnx", True))
-
 
 class Codec:
-    def __init__(self, art: Path, manifest: dict[str, Any], encoder: Runner, decoder: Runner, backend: str):
-        self.art, self.manifest, self.backend = art, manifest, backend
+    def __init__(self, manifest: Manifest, backend: Backend, encoder: Runner, decoder: Runner, precision: str):
+        self.manifest, self.art = manifest, manifest.art
+        self.backend: str = backend.name
         self.encoder, self.decoder = encoder, decoder
-        self.levels: list[int] = [int(v) for v in manifest["levels"]]
-        self.image_size: int = int(manifest["image_size"])
-        self.model_id: str = manifest["model_id"]
-        self.precision = encoder.precision
+        self.precision = precision
+        self.levels: list[int] = list(manifest.levels)
+        self.image_size: int = manifest.image_size  # the patch size: images of any size are tiled
+        self.model_id: str = manifest.model_id
+        # With backend="auto": the faster backends passed over, each with the reason.
+        self.auto_skipped: list[tuple[str, str]] = []
 
     @property
     def code_width(self) -> int:
@@ -102,7 +51,7 @@ class Codec:
     @classmethod
     def load(
         cls,
-        art: str | Path,
+        art: str | Path | Manifest,
         backend: str = "auto",
         *,
         precision: str = "fp32",
@@ -110,24 +59,48 @@ class Codec:
         verify: bool = True,
         device: str = "cpu",
     ) -> Codec:
-        from fsqdeploy.artifact import read_manifest, verify_files
-
-        art = Path(art)
-        manifest = read_manifest(art)
-        if verify:
-            problems = verify_files(manifest, art)
-            if problems:
-                raise FSQDeployError(f"codec: '{art}' failed verification: {problems[0]}. Note: export again")
+        """The artifact ``art`` on ``backend`` (a registry name, or "auto": the fastest backend that
+        can run here and finds what it needs in ``art``), activated and ready. ``art`` may be a loaded
+        Manifest (bench opens many codecs on one): it is then used as it is, ``verify`` ignored."""
+        manifest = art if isinstance(art, Manifest) else Manifest.load(art, verify=verify, component="codec")
         if backend == "auto":
-            backend = next(b for b in AUTO_ORDER if backend_unavailable_reason(b) is None)
-            log.info("codec: backend auto -> %s", backend)
-        if backend not in BACKENDS:
-            raise FSQDeployError(f"codec: unknown backend {backend!r}. Note: use auto or one of {', '.join(BACKENDS)}")
-        reason = backend_unavailable_reason(backend)
-        if reason:
+            return cls._auto(manifest, precision, threads, device)
+        if backend not in REGISTRY:
+            raise FSQDeployError(f"codec: unknown backend {backend!r}. Note: use auto or one of {', '.join(REGISTRY)}")
+        chosen = get_backend(backend)
+        problem = chosen.precision_problem(precision)
+        if problem is None and (reason := chosen.unavailable_reason()):
             raise FSQDeployError(f"codec: backend {backend} cannot run here: {reason}")
-        encoder, decoder = cls._runners(art, manifest, backend, precision, threads, device)
-        codec = cls(art, manifest, encoder, decoder, backend)
+        problem = problem or chosen.artifact_problem(manifest, precision)
+        if problem:
+            raise FSQDeployError(f"codec: {problem}")
+        return cls._open(manifest, chosen, precision, threads, device)
+
+    @classmethod
+    def _auto(cls, manifest: Manifest, precision: str, threads: int | None, device: str) -> Codec:
+        skipped: list[tuple[str, str]] = []
+        for name in backends.AUTO_ORDER:  # read at call time: register() may have added one
+            candidate = REGISTRY[name]
+            why = candidate.unavailable_reason() or candidate.artifact_problem(manifest, precision)
+            if why is None:
+                try:
+                    codec = cls._open(manifest, candidate, precision, threads, device)
+                except FSQDeployError as e:  # e.g. a provider that is listed but does not load
+                    why = str(e)
+                else:
+                    codec.auto_skipped = skipped
+                    passed = "".join(f"; skipped {n}: {r}" for n, r in skipped)
+                    log.info("codec: backend auto -> %s%s", name, passed)
+                    return codec
+            skipped.append((name, why))
+        tried = "; ".join(f"{n}: {r}" for n, r in skipped)
+        raise FSQDeployError(f"codec: no backend can run '{manifest.art}' at {precision} here ({tried}). "
+                             "Note: each reason says what that backend needs")
+
+    @classmethod
+    def _open(cls, manifest: Manifest, backend: Backend, precision: str, threads: int | None, device: str) -> Codec:
+        encoder, decoder = backend.open(manifest, precision, threads=threads, device=device)
+        codec = cls(manifest, backend, encoder, decoder, precision)
         try:
             encoder.activate()
             decoder.activate()
@@ -136,57 +109,9 @@ class Codec:
             raise
         return codec
 
-    @staticmethod
-    def _runners(
-        art: Path, manifest: dict[str, Any], backend: str, precision: str, threads: int | None, device: str
-    ) -> tuple[Runner, Runner]:
-        def graph(name: str) -> Path:
-            if name not in manifest["files"]:
-                how = ("calibrate it with fsqdeploy calibrate" if ".int8." in name
-                       else "export it with --precision fp16" if ".fp16." in name else "export it first")
-                raise FSQDeployError(f"codec: '{art}' has no {name}. Note: {how}")
-            return art / name
-
-        allowed = {
-            "onnxruntime": ("fp32", "int8"),
-            "openvino": ("fp32", "bf16"),
-            "onnxruntime-trt": ("fp16", "fp32"),
-            "tensorrt": ("fp32", "fp16", "int8"),
-        }
-        if precision not in allowed.get(backend, ("fp32",)):
-            raise FSQDeployError(f"codec: backend {backend} does not run {precision}")
-        if backend == "torch":
-            ckpt = art / CHECKPOINT_DIR
-            if not (ckpt / "config.json").is_file():
-                raise FSQDeployError(f"codec: '{art}' holds no checkpoint for the PyTorch reference")
-            return (TorchRunner(ckpt, "encoder", device, threads), TorchRunner(ckpt, "decoder", device, threads))
-        if backend in ORT_PROVIDERS:
-            cache_dir = art / "trt_cache"
-            # Precision lives in the graph: fp16 runs the strongly typed encoder.fp16.onnx (quantizer
-            # in FP32) with TensorRT's FP16 flag off; int8 runs the QDQ graphs of fsqdeploy calibrate.
-            suffix = {"fp16": ".fp16.onnx", "int8": ".int8.onnx"}.get(precision, ".onnx")
-            encoder, decoder = graph(f"encoder{suffix}"), graph(f"decoder{suffix}")
-            if backend == "onnxruntime" and precision == "fp32":
-                # The CPU provider gets the graphs rewritten for its kernels (runtime/cpu_graphs.py);
-                # the INT8 graphs were rewritten before calibration, the GPU providers read the files.
-                return _cpu_runners(lambda src: OnnxRuntimeRunner(src, backend, threads, False, cache_dir),
-                                    art, manifest, backend)
-            return (
-                OnnxRuntimeRunner(encoder, backend, threads, False, cache_dir, precision=precision),
-                OnnxRuntimeRunner(decoder, backend, threads, False, cache_dir, precision=precision),
-            )
-        if backend == "openvino":
-            for name in ("encoder.onnx", "decoder.onnx"):
-                graph(name)  # a clear error for a missing graph, before any loader runs
-            return _cpu_runners(lambda src: OpenVINORunner(src, precision, threads), art, manifest, backend)
-        from fsqdeploy.backends.tensorrt import TensorRTRunner, engine_paths
-
-        enc, dec = engine_paths(art, manifest, precision)
-        return TensorRTRunner(enc), TensorRTRunner(dec)
-
-    # -- the API -----------------------------------------------------------------------------------
+    # -- patches <-> indices -----------------------------------------------------------------------
     def encode(self, images: Any) -> Any:
-        """Float images [N, 3, S, S] in [0, 1] -> int32 indices [N, D] (a torch tensor for a tensor)."""
+        """Float images [N, 3, S, S] in [0, 1] -> int32 indices [N, W] (a torch tensor for a tensor)."""
         check_images(images, self.image_size, "encode")
         as_torch = type(images).__module__.startswith("torch")
         x = images.detach().cpu().numpy() if as_torch else np.asarray(images)
@@ -194,7 +119,7 @@ class Codec:
         return _like(out, images) if as_torch else out
 
     def decode(self, indices: Any) -> Any:
-        """Integer indices [N, D] -> float32 images [N, 3, S, S] in [0, 1]."""
+        """Integer indices [N, W] -> float32 images [N, 3, S, S] in [0, 1]."""
         check_indices(indices, self.levels, "decode")
         as_torch = type(indices).__module__.startswith("torch")
         idx = indices.detach().cpu().numpy() if as_torch else np.asarray(indices)
@@ -208,6 +133,32 @@ class Codec:
                  for i in range(0, len(x), chunk)]
         return np.concatenate(parts)
 
+    # -- images of any size <-> .fsq bitstreams (the C++ fsq::Codec's compress/decompress) ----------
+    def encode_image(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray]:
+        """uint8 [H, W, 3] -> the .fsq header and int32 indices [patches, W]: the image padded with its
+        edge pixels to whole patches, tiled row by row, encoded."""
+        patches, _, _ = to_patches(image, self.image_size)
+        header = FsqHeader.for_image(self.model_id, image.shape[0], image.shape[1], self.image_size, self.levels)
+        return header, self.encode(patches)
+
+    def decode_image(self, header: FsqHeader, indices: np.ndarray) -> np.ndarray:
+        """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused."""
+        check_model(header, self.model_id, self.levels)
+        if header.patch_size != self.image_size:
+            raise FSQDeployError(
+                f"decompress: the file has {header.patch_size}-pixel patches, the model {self.image_size}")
+        patches = self.decode(indices)
+        return from_patches(patches, header.grid_rows, header.grid_cols, header.image_height, header.image_width)
+
+    def compress(self, image: np.ndarray) -> bytes:
+        """uint8 [H, W, 3] -> the whole .fsq file (docs/bitstream.md)."""
+        return write_fsq(*self.encode_image(image))
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """The bytes of an .fsq file this model wrote -> uint8 [H, W, 3]."""
+        return self.decode_image(*read_fsq(data))
+
+    # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
         self.encoder.deactivate()
         self.decoder.deactivate()

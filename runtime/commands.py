@@ -13,22 +13,26 @@ from typing import Annotated
 
 import typer
 
+from fsqdeploy.backends import REGISTRY
 from fsqdeploy.errors import FSQDeployError
 
 ArtArgument = Annotated[Path, typer.Argument(help="Artifact directory written by fsqdeploy export.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads per backend "
                                                    "(default: every core this process may use).")]
+BackendOption = Annotated[str, typer.Option(help=f"auto (the fastest that runs here) | {' | '.join(REGISTRY)}")]
 
 
 def bench(
     art: ArtArgument,
     backends: Annotated[str | None, typer.Option(
-        "--backends", help="Comma-separated backend[:precision], e.g. torch,onnxruntime,openvino:bf16 "
-        "(default: every backend at fp32; those that cannot run here are skipped rows).")] = None,
+        "--backends", help=f"Comma-separated backend[:precision] of {', '.join(REGISTRY)}, e.g. "
+        "torch,onnxruntime,openvino:bf16; torch:cuda is PyTorch on the GPU (default: every backend at fp32, "
+        "plus torch:cuda where PyTorch sees a GPU; those that cannot run here are skipped rows).")] = None,
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to time.")] = "1,64,256",
     data: Annotated[str | None, typer.Option(
         "--data", help="sample | synthetic | folder:DIR | cifar10:DIR (default: the export's parity data).")] = None,
-    images: Annotated[int, typer.Option("--images", help="Test images in the fidelity set.")] = 512,
+    images: Annotated[int | None, typer.Option(
+        "--images", help="Test images in the fidelity set (default: as many as the export's parity gate ran).")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before each measurement.")] = 3,
     iters: Annotated[int | None, typer.Option("--iters", help="Timed calls per measurement.")] = None,
     seconds: Annotated[float | None, typer.Option(
@@ -45,7 +49,8 @@ def bench(
     min_index_agreement_reduced: Annotated[float, typer.Option(
         "--min-index-agreement-reduced", help="Gate for fp16/bf16/int8 rows: share of equal indices.")] = 0.99,
     min_psnr_vs_reference: Annotated[float, typer.Option(
-        "--min-psnr-vs-reference", help="Gate for fp16/bf16/int8 rows: dB vs the PyTorch decode.")] = 40.0,
+        "--min-psnr-vs-reference", help="Gate for fp16/bf16/int8 rows: round-trip dB vs the PyTorch round trip.")]
+    = 40.0,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
                                             help="Compare with JPEG and WebP at the codec's bytes.")] = True,
     tile_size: Annotated[int, typer.Option("--tile-size", help="Also compare on tiles of this size "
@@ -62,7 +67,7 @@ def bench(
         parse_batch_sizes,
         run_bench,
     )
-    from fsqdeploy.runtime.bench_report import print_report, write_plot
+    from fsqdeploy.runtime.bench.report import print_report, write_plot
 
     for path in (json_path, plot):
         _check_output_path(path)
@@ -99,7 +104,7 @@ def compress(
     images: Annotated[list[Path], typer.Argument(help="Images to compress (PNG, JPEG, ...).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Artifact directory from fsqdeploy export.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="OUT.fsq for one image; a directory for several.")],
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | openvino | ...")] = "auto",
+    backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
 ) -> None:
     """Tile images into model-sized patches, encode them and pack the indices into .fsq files."""
@@ -108,7 +113,9 @@ def compress(
     from fsqdeploy.runtime.compress import compress_file
 
     targets = _targets(images, out, ".fsq", force)
-    for image in images:  # refuse a bad input before any file is written
+    # Refuse a bad input before any file is written; each image is read again when its turn comes,
+    # so memory holds one image, not all of them.
+    for image in images:
         read_image(image)
     with Codec.load(model, backend) as codec:
         for image, target in zip(images, targets):
@@ -123,20 +130,19 @@ def decompress(
     files: Annotated[list[Path], typer.Argument(help=".fsq files to decompress.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="The artifact directory that compressed them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one file; a directory for several.")],
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | openvino | ...")] = "auto",
+    backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
 ) -> None:
     """Unpack .fsq files, decode the patches and stitch them back into images."""
     from fsqdeploy.runtime.bitstream import load_fsq
     from fsqdeploy.runtime.codec import Codec
-    from fsqdeploy.runtime.compress import decompress_file
+    from fsqdeploy.runtime.compress import write_image
 
     targets = _targets(files, out, ".png", force)
-    for f in files:  # refuse a truncated or corrupt file before loading the model
-        load_fsq(f)
+    streams = [load_fsq(f) for f in files]  # refuse a truncated or corrupt file before loading the model
     with Codec.load(model, backend) as codec:
-        for f, target in zip(files, targets):
-            image = decompress_file(codec, f, target)
+        for f, (header, indices), target in zip(files, streams, targets):
+            image = write_image(target, codec.decode_image(header, indices))
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
 
 

@@ -33,7 +33,7 @@ def test_manifest_fields(exported):
     for name, entry in m["files"].items():
         path = exported.art / name
         assert entry == {"sha256": sha256_file(path), "size": path.stat().st_size}
-    assert set(m["parity"]) >= {"data", "images", "batch_sizes", "index_agreement", "max_image_error",
+    assert set(m["parity"]) >= {"data", "images", "batch_sizes", "index_agreement", "max_abs_error",
                                 "adversarial_cases", "passed"}
     assert sorted(p.name for p in exported.art.iterdir()) == [
         "checkpoint", "decoder.onnx", "encoder.onnx", "manifest.json"

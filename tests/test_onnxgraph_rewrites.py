@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fsqdeploy.calibration.accuracy import session
+from fsqdeploy.backends.onnxruntime import ort_session as session
 from fsqdeploy.onnxgraph.rewrites import (
     conv_as_matmul,
     tiny_convs_as_matmul,

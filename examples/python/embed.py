@@ -5,7 +5,8 @@ read it back later, decompress.
 
 Without IMAGE it makes a 100x150 gradient. The .fsq file is what an app stores or sends: a few
 bytes per patch, tied to the model that wrote it (another model's Codec refuses it). The C++
-runtime (runtime/cpp) reads and writes the same files.
+runtime (runtime/cpp) reads and writes the same files. On ONNX Runtime or OpenVINO this needs no
+PyTorch.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fileio import write_bytes_atomic
 from fsqdeploy.images import read_image
-from fsqdeploy.runtime.bitstream import load_fsq, save_fsq
-from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.runtime.compress import compress_image, decompress_indices
+from fsqdeploy.runtime import Codec
 
 
 def gradient(height: int = 100, width: int = 150) -> np.ndarray:
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         with Codec.load(args.art, backend=args.backend) as codec:  # hashes verified, graphs loaded
             image = read_image(args.image) if args.image else gradient()  # uint8 [H, W, 3]
 
-            header, indices = compress_image(codec, image)  # tile, encode: int32 [patches, W]
-            save_fsq(args.out, header, indices)  # store (atomic write)
+            data = codec.compress(image)  # tile, encode, pack: the .fsq file's bytes
+            write_bytes_atomic(args.out, data)  # store (all or nothing)
 
-            header, indices = load_fsq(args.out)  # later, elsewhere: read and check
-            restored = decompress_indices(codec, header, indices)  # decode, stitch: uint8 [H, W, 3]
-    except FSQDeployError as e:
+            # later, elsewhere: check the file (CRCs, model), decode, stitch: uint8 [H, W, 3]
+            restored = codec.decompress(Path(args.out).read_bytes())
+    except (FSQDeployError, OSError) as e:  # OSError: --out cannot be written
         print(e, file=sys.stderr)
         return 2
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fsqdeploy.backends.base import Runner
+from fsqdeploy.artifact import GRAPHS, graph_file
+from fsqdeploy.backends.base import Backend, Runner
 from fsqdeploy.errors import FSQDeployError
+
+if TYPE_CHECKING:
+    from fsqdeploy.artifact import Manifest
+
+INSTALL_HINT = 'pip install "fsqdeploy[openvino]"'
 
 
 def import_openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        raise FSQDeployError('openvino: not installed. Note: pip install "fsqdeploy[openvino]"') from None
+        raise FSQDeployError(f"openvino: not installed. Note: {INSTALL_HINT}") from None
     return openvino
 
 
@@ -64,3 +71,25 @@ class OpenVINORunner(Runner):
 
     def _deactivate(self) -> None:
         self.request = None
+
+
+class OpenVINOBackend(Backend):
+    """FP32, and BF16 where the CPU has it (AMX or AVX512-BF16; activation says so where it has not),
+    both on the FP32 graphs as cpu_graphs.py tunes them for OpenVINO."""
+
+    def unavailable_reason(self) -> str | None:
+        # find_spec, not import: openvino takes a while to import, and "auto" asks every backend.
+        return None if importlib.util.find_spec("openvino") else f"openvino is not installed ({INSTALL_HINT})"
+
+    def files(self, precision: str) -> tuple[str, ...]:
+        return tuple(graph_file(g) for g in GRAPHS)  # bf16 is a runtime setting over the fp32 graphs
+
+    def open(self, manifest: Manifest, precision: str, *, threads: int | None = None, device: str = "cpu"
+             ) -> tuple[Runner, Runner]:
+        from fsqdeploy.backends.cpu_graphs import cpu_runners
+
+        return cpu_runners(lambda source: OpenVINORunner(source, precision, threads), manifest, self.name)
+
+
+# The fastest CPU backend measured by benchmarks/backends.py, so "auto" tries it before ONNX Runtime.
+OPENVINO = OpenVINOBackend("openvino", ("fp32", "bf16"), auto_rank=40)

@@ -1,14 +1,21 @@
-"""The PyTorch reference backend: the checkpoint that travels in ART/checkpoint, run eagerly."""
+"""The PyTorch reference backend: the checkpoint that travels in ART/checkpoint, run eagerly, on the
+CPU or (``device="cuda"``) on the GPU."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fsqdeploy.backends.base import Runner
+from fsqdeploy.artifact import CHECKPOINT_DIR, CONFIG_FILE
+from fsqdeploy.backends.base import Backend, Runner
+from fsqdeploy.errors import FSQDeployError
+
+if TYPE_CHECKING:
+    from fsqdeploy.artifact import Manifest
 
 
 class TorchRunner(Runner):
@@ -28,6 +35,9 @@ class TorchRunner(Runner):
 
         from fsqdeploy.model import FSQVAE
 
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise FSQDeployError(f"torch: device {self.device!r} is not available (PyTorch sees no CUDA GPU). "
+                                 "Note: use device='cpu'")
         if self.threads:
             torch.set_num_threads(self.threads)
         self.model = FSQVAE.load(self.checkpoint_dir, self.device)
@@ -46,3 +56,25 @@ class TorchRunner(Runner):
 
     def _deactivate(self) -> None:
         self.model = None
+
+
+class TorchBackend(Backend):
+    def unavailable_reason(self) -> str | None:
+        # find_spec, not import: importing torch takes seconds, and "auto" asks every backend.
+        return None if importlib.util.find_spec("torch") else "PyTorch is not installed (pip install torch)"
+
+    def artifact_problem(self, manifest: Manifest, precision: str) -> str | None:
+        problem = self.precision_problem(precision)
+        if problem is None and not manifest.has(f"{CHECKPOINT_DIR}/{CONFIG_FILE}"):
+            problem = (f"'{manifest.art}' holds no checkpoint for the PyTorch reference. "
+                       "Note: export it again (ART/checkpoint travels with the graphs)")
+        return problem
+
+    def open(self, manifest: Manifest, precision: str, *, threads: int | None = None, device: str = "cpu"
+             ) -> tuple[Runner, Runner]:
+        ckpt = manifest.checkpoint_dir
+        return TorchRunner(ckpt, "encoder", device, threads), TorchRunner(ckpt, "decoder", device, threads)
+
+
+# The reference every other backend is compared with; last in "auto", the slowest.
+TORCH = TorchBackend("torch", ("fp32",), auto_rank=60)

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fsqdeploy.artifact import engine_file, sidecar_path
-from fsqdeploy.backends.base import Runner
+from fsqdeploy.artifact import ENGINE_PRECISIONS, GRAPHS, Manifest, engine_file, sidecar_path
+from fsqdeploy.backends.base import Backend, Runner
 from fsqdeploy.backends.tensorrt_env import (
     HARDWARE_COMPATIBLE_MIN_MAJOR,
     current_device_facts,
     dims_tuple,
     require_tensorrt_and_gpu,
+    tensorrt_unavailable_reason,
     version_tuple,
 )
 from fsqdeploy.errors import FSQDeployError
@@ -105,10 +106,11 @@ def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None, precisio
     return sidecar
 
 
-def engine_paths(art: Path, manifest: Mapping[str, Any], precision: str) -> tuple[Path, Path]:
+def engine_paths(art: Path, manifest: Manifest | Mapping[str, Any], precision: str) -> tuple[Path, Path]:
     """ART/encoder.<precision>.plan and ART/decoder.<precision>.plan, as listed in the manifest."""
-    names = [engine_file("encoder", precision), engine_file("decoder", precision)]
-    missing = [n for n in names if n not in manifest["files"]]
+    names = [engine_file(g, precision) for g in GRAPHS]
+    files = manifest.files if isinstance(manifest, Manifest) else manifest["files"]
+    missing = [n for n in names if n not in files]
     if missing:
         raise FSQDeployError(
             f"tensorrt: '{art}' has no {missing[0]}. Note: build it on this GPU with fsqdeploy export {art} --trt "
@@ -137,6 +139,7 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
     max_shapes = 4  # execution contexts (and CUDA graphs) kept for the most recent batch sizes
+    takes_device_tensors = True
 
     def __init__(self, engine_path: str | Path, use_cuda_graphs: bool = True, precision: str | None = None):
         super().__init__()
@@ -285,3 +288,39 @@ class TensorRTRunner(Runner):
             slot.graph = None
         self._slots.clear()
         self.engine = self.runtime = None
+
+
+# -- the backend ----------------------------------------------------------------------------------
+
+
+class TensorRTBackend(Backend):
+    """Native engines built by ``fsqdeploy export ART --trt`` on this GPU (or portable ones)."""
+
+    def unavailable_reason(self) -> str | None:
+        return tensorrt_unavailable_reason()
+
+    def files(self, precision: str) -> tuple[str, ...]:
+        return tuple(engine_file(g, precision) for g in GRAPHS)
+
+    def artifact_problem(self, manifest: Manifest, precision: str) -> str | None:
+        """Engines of ``precision`` listed in the manifest and, where TensorRT runs (only there are
+        this machine's TensorRT and GPU known), sidecars that match this TensorRT and GPU."""
+        problem = self.precision_problem(precision)
+        if problem:
+            return problem
+        try:
+            engines = engine_paths(manifest.art, manifest, precision)
+            if self.unavailable_reason() is None:
+                for engine in engines:
+                    check_sidecar(engine, precision=precision)
+        except FSQDeployError as e:
+            return str(e).removeprefix("tensorrt: ")
+        return None
+
+    def open(self, manifest: Manifest, precision: str, *, threads: int | None = None, device: str = "cpu"
+             ) -> tuple[Runner, Runner]:
+        encoder, decoder = engine_paths(manifest.art, manifest, precision)
+        return TensorRTRunner(encoder, precision=precision), TensorRTRunner(decoder, precision=precision)
+
+
+TENSORRT = TensorRTBackend("tensorrt", ENGINE_PRECISIONS, gpu=True, auto_rank=10)

@@ -2,18 +2,20 @@
 
 The exported graphs carry the quantizer as ``fsqdeploy::FSQQuantize`` / ``FSQDequantize`` local
 functions (export/onnx_export.py writes them); everything here finds them by op type and domain,
-or by structure once they are inlined, never by tensor names read off a viewer.
+or by structure once they are inlined, never by tensor names read off a viewer. Producers and
+readers come from onnx-graphsurgeon's graph (surgery.py), not from indices built here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.onnxgraph.surgery import downstream, import_graph, only_reader, producer_of, select, upstream
 
 DOMAIN = "fsqdeploy"
 DOMAIN_VERSION = 1
@@ -57,37 +59,31 @@ class QuantizerStage:
 def find_quantizer_stages(model: onnx.ModelProto) -> list[QuantizerStage]:
     """The stages in graph order, found by op type in both forms: FSQQuantize nodes, or (after
     inlining) each GreaterOrEqual fed by an Unsqueeze and followed by Cast -> ReduceSum."""
-    nodes = list(model.graph.node)
-    fsq = [n for n in nodes if n.domain == DOMAIN and n.op_type == QUANTIZE_OP]
+    return quantizer_stages(import_graph(model))
+
+
+def quantizer_stages(graph: gs.Graph) -> list[QuantizerStage]:
+    """find_quantizer_stages on an imported graph."""
+    fsq = select(graph, QUANTIZE_OP, DOMAIN)
     if fsq:
-        return [QuantizerStage(n.input[0], n.input[1], n.output[0]) for n in fsq]
-    producer = {o: n for n in nodes for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-
-    def only_consumer(tensor: str, op_type: str) -> onnx.NodeProto | None:
-        found = readers.get(tensor, [])
-        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
-
+        return [QuantizerStage(n.inputs[0].name, n.inputs[1].name, n.outputs[0].name) for n in fsq]
     stages = []
-    for ge in (n for n in nodes if n.op_type == "GreaterOrEqual"):
-        unsqueeze = producer.get(ge.input[0])
-        cast = only_consumer(ge.output[0], "Cast")
-        reduce = cast and only_consumer(cast.output[0], "ReduceSum")
-        if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze" and reduce:
-            stages.append(QuantizerStage(unsqueeze.input[0], ge.input[1], reduce.output[0]))
+    for ge in (n for n in graph.nodes if n.op == "GreaterOrEqual"):
+        unsqueeze = producer_of(ge.inputs[0])
+        cast = only_reader(ge.outputs[0], "Cast")
+        reduce = cast and only_reader(cast.outputs[0], "ReduceSum")
+        if unsqueeze is not None and unsqueeze.op == "Unsqueeze" and reduce:
+            stages.append(QuantizerStage(unsqueeze.inputs[0].name, ge.inputs[1].name, reduce.outputs[0].name))
     return stages
-
 
 
 # -- where the quantizer is ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Split:
-    """A graph cut in two at one float32 tensor: the conv part and the quantizer part."""
+class QuantizerSplit:
+    """A graph cut in two at one float32 tensor: the conv part and the quantizer part, as node
+    positions in ``model.graph.node`` (which is also the order of the imported graph's nodes)."""
 
     kind: str  # "encoder" | "decoder"
     boundary: str  # the encoder's first stage input (latent) or the decoder's FSQDequantize output
@@ -95,62 +91,36 @@ class Split:
     quantizer: frozenset[int]  # node positions of the quantizer part
 
 
-def producer_index(nodes: Sequence[onnx.NodeProto]) -> dict[str, int]:
-    return {o: i for i, n in enumerate(nodes) for o in n.output if o}
-
-
-def consumer_index(nodes: Sequence[onnx.NodeProto]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for x in n.input:
-            if x:
-                out.setdefault(x, []).append(i)
-    return out
-
-
-def ancestors(nodes: Sequence[onnx.NodeProto], tensor: str) -> set[int]:
-    producer, seen, todo = producer_index(nodes), set(), [tensor]
-    while todo:
-        i = producer.get(todo.pop())
-        if i is not None and i not in seen:
-            seen.add(i)
-            todo.extend(nodes[i].input)
-    return seen
-
-
-def descendants(nodes: Sequence[onnx.NodeProto], tensor: str) -> set[int]:
-    readers_of, seen, todo = consumer_index(nodes), set(), [tensor]
-    while todo:
-        for i in readers_of.get(todo.pop(), []):
-            if i not in seen:
-                seen.add(i)
-                todo.extend(nodes[i].output)
-    return seen
-
-
-def split_graph(model: onnx.ModelProto) -> Split:
+def split_graph(model: onnx.ModelProto) -> QuantizerSplit:
     """Find the quantizer by structure, in both forms (FSQ functions or inlined): an encoder has
     quantizer stages and the quantizer is everything downstream of the first stage's input; a
     decoder's quantizer is everything upstream of ``decoder_input``."""
-    nodes = list(model.graph.node)
-    stages = find_quantizer_stages(model)
-    every = set(range(len(nodes)))
+    return split_nodes(import_graph(model))
+
+
+def split_nodes(graph: gs.Graph) -> QuantizerSplit:
+    """split_graph on an imported graph; positions index ``graph.nodes``."""
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    tensors = graph.tensors()
+    stages = quantizer_stages(graph)
     if stages:
         boundary = stages[0].latent
-        quantizer = descendants(nodes, boundary)
+        quantizer = {id(n) for n in downstream(graph, tensors[boundary])}
         # Inputless nodes (Constants of an inlined quantizer) belong to the part that reads them.
-        readers_of = consumer_index(nodes)
-        for i, n in enumerate(nodes):
-            readers = [j for o in n.output for j in readers_of.get(o, [])]
-            if not n.input and readers and all(j in quantizer for j in readers):
-                quantizer.add(i)
-        return Split("encoder", boundary, frozenset(every - quantizer), frozenset(quantizer))
-    deq = [n for n in nodes if n.domain == DOMAIN and n.op_type == DEQUANTIZE_OP]
-    boundary = deq[0].output[0] if deq else DECODER_INPUT
-    if boundary not in producer_index(nodes):
-        raise FSQDeployError("precision: the graph has neither FSQ quantizer stages nor a decoder_input tensor")
-    quantizer = ancestors(nodes, boundary)
-    return Split("decoder", boundary, frozenset(every - quantizer), frozenset(quantizer))
+        for n in graph.nodes:
+            readers = [r for o in n.outputs for r in o.outputs]
+            if not n.inputs and readers and all(id(r) in quantizer for r in readers):
+                quantizer.add(id(n))
+        kind = "encoder"
+    else:
+        deq = select(graph, DEQUANTIZE_OP, DOMAIN)
+        boundary = deq[0].outputs[0].name if deq else DECODER_INPUT
+        if boundary not in tensors or producer_of(tensors[boundary]) is None:
+            raise FSQDeployError("precision: the graph has neither FSQ quantizer stages nor a decoder_input tensor")
+        quantizer = {id(n) for n in upstream(graph, tensors[boundary])}
+        kind = "decoder"
+    quantizer_at = frozenset(position[i] for i in quantizer)
+    return QuantizerSplit(kind, boundary, frozenset(range(len(graph.nodes))) - quantizer_at, quantizer_at)
 
 
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -162,7 +132,7 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def quantizer_tensors(model: onnx.ModelProto, split: Split | None = None) -> set[str]:
+def quantizer_tensors(model: onnx.ModelProto, split: QuantizerSplit | None = None) -> set[str]:
     """Every main-graph tensor the quantizer reads or writes (initializers included)."""
     split = split or split_graph(model)
     nodes = model.graph.node
@@ -176,19 +146,3 @@ def quantizer_precision_problems(model: onnx.ModelProto) -> list[str]:
     bad = sorted(t for t in quantizer_tensors(model, split)
                  if types.get(t) in FLOAT_TYPES and types[t] != TensorProto.FLOAT)
     return [f"quantizer tensor '{t}' is {TensorProto.DataType.Name(types[t]).lower()}, not float32" for t in bad]
-
-
-def toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
-    """Nodes in an order where every input is produced before it is read (stable otherwise)."""
-    known, placed, out = set(available) | {""}, [False] * len(nodes), []
-    progress = True
-    while progress and len(out) < len(nodes):
-        progress = False
-        for i, n in enumerate(nodes):
-            if not placed[i] and all(x in known for x in n.input):
-                placed[i], progress = True, True
-                out.append(n)
-                known.update(n.output)
-    if len(out) != len(nodes):
-        raise FSQDeployError("precision: the converted graph has a cycle or an unknown input (a bug)")
-    return out

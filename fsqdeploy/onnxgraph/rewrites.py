@@ -2,7 +2,7 @@
 
 Used in two places: fsqdeploy calibrate applies them before quantizing (so that INT8 kernels exist
 for every layer), and the runtime applies them at load time to the FP32 graphs it hands ONNX Runtime
-and OpenVINO (runtime/cpu_graphs.py says which, with measurements). The exported files themselves
+and OpenVINO (fsqdeploy/backends/cpu_graphs.py says which, with measurements). The exported files themselves
 stay as PyTorch wrote them: TensorRT runs ConvTranspose well and reads the plain graph best.
 
 ``transposed_to_phase_convs``: ONNX Runtime has no INT8 ConvTranspose kernel, so the QDQ pairs
@@ -29,18 +29,22 @@ machine (2 cores, paper-shape decoder, batch 256) the INT8 decoder takes ~8 ms t
 ~14 ms with DepthToSpace, and even the FP32 graph runs faster (~17 ms) than with ConvTranspose
 (~25 ms). A Relu right after the ConvTranspose moves in front of the interleave (an elementwise op
 commutes with a permutation) so it still fuses with the convolution. Only the summation order
-changes: the result matches the original to float32 rounding (tests/calibration/test_rewrites.py).
+changes: the result matches the original to float32 rounding (tests/test_onnxgraph_rewrites.py).
 
 Nodes are selected by op type and checked attribute by attribute; anything else (other kernels,
 strides, groups, dilations, output padding or shape, auto_pad, a non-constant weight, a spatial
-size that is not static) is left alone.
+size that is not static) is left alone. Each rewrite is onnx-graphsurgeon surgery
+(fsqdeploy/onnxgraph/surgery.py): the new nodes take over the old one's output tensor, and
+``cleanup().toposort()`` drops the old node and the weights nobody reads any more.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+import onnx_graphsurgeon as gs
+
+from fsqdeploy.onnxgraph.surgery import add_node, copy_model, export_graph, import_graph, is_op, only_reader, select
 
 # (phase, window offset) -> kernel tap of ConvTranspose(k=4, s=2, p=1), for rows and columns alike.
 PHASE_TAPS = {(0, 0): 3, (0, 1): 1, (1, 1): 2, (1, 2): 0}
@@ -57,19 +61,14 @@ def phase_kernel(weight: np.ndarray) -> np.ndarray:
     return kernel.reshape(4 * cout, cin, 3, 3)
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def is_phase_decomposable(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+def is_phase_decomposable(node: gs.Node) -> bool:
     """A 2-D ConvTranspose with kernel 4, stride 2, pads 1, group 1, dilation 1 and constant weights."""
-    if node.op_type != "ConvTranspose" or node.domain not in ("", "ai.onnx"):
+    if not is_op(node, "ConvTranspose") or len(node.inputs) < 2:
         return False
-    a = _attrs(node)
-    weight = initializers.get(node.input[1])
-    bias_ok = len(node.input) < 3 or not node.input[2] or node.input[2] in initializers
+    a, weight = node.attrs, node.inputs[1]
+    bias_ok = len(node.inputs) < 3 or node.inputs[2].is_empty() or isinstance(node.inputs[2], gs.Constant)
     return (
-        weight is not None and len(weight.dims) == 4 and tuple(weight.dims[2:]) == (4, 4) and bias_ok
+        isinstance(weight, gs.Constant) and len(weight.shape) == 4 and tuple(weight.shape[2:]) == (4, 4) and bias_ok
         and list(a.get("kernel_shape", [4, 4])) == [4, 4]
         and list(a.get("strides", [1, 1])) == [2, 2]
         and list(a.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1]
@@ -77,7 +76,7 @@ def is_phase_decomposable(node: onnx.NodeProto, initializers: dict[str, onnx.Ten
         and list(a.get("output_padding", [0, 0])) == [0, 0]
         and a.get("group", 1) == 1
         and "output_shape" not in a
-        and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        and a.get("auto_pad", "NOTSET") == "NOTSET"
     )
 
 
@@ -93,8 +92,8 @@ def _spatial_sizes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def _const(name: str, values: list[int]) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+def _ints(name: str, values: list[int]) -> gs.Constant:
+    return gs.Constant(name, np.array(values, dtype=np.int64))
 
 
 def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | None = None,
@@ -106,82 +105,49 @@ def transposed_to_phase_convs(model: onnx.ModelProto, max_out_channels: int | No
     it, sliced off again before the interleave: ONNX Runtime's INT8 convolution runs 12 outputs at
     half the speed of 16 (32 -> 12 vs 32 -> 16 channels, 3x3, 16x16, batch 256: 4.9 vs 2.3 ms), so
     the decoder's 3-channel last layer is faster with 4 more that nobody reads."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    inits = {t.name: t for t in g.initializer}
-    sizes = _spatial_sizes(out)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
-
-    nodes: list[onnx.NodeProto] = []
-    new_inits: list[onnx.TensorProto] = []
-    absorbed: set[int] = set()  # ids of the Relu nodes moved into a rewrite
+    sizes = _spatial_sizes(model)
+    graph = import_graph(model)
+    graph_outputs = {t.name for t in graph.outputs}
     replaced = 0
-    for node in g.node:
-        if id(node) in absorbed:
+    for node in select(graph, "ConvTranspose"):
+        if (not is_phase_decomposable(node) or node.inputs[0].name not in sizes
+                or (max_out_channels is not None and node.inputs[1].shape[1] > max_out_channels)):
             continue
-        if (not is_phase_decomposable(node, inits) or node.input[0] not in sizes
-                or (max_out_channels is not None and inits[node.input[1]].dims[1] > max_out_channels)):
-            nodes.append(node)
-            continue
-        h, w = sizes[node.input[0]]
+        h, w = sizes[node.inputs[0].name]
         name = node.name or f"convtranspose_{replaced}"
         replaced += 1
-        weight = numpy_helper.to_array(inits[node.input[1]])
+        weight = node.inputs[1].values
         cout = weight.shape[1]
         kernel = phase_kernel(weight)
         padding = -len(kernel) % channel_multiple
         kernel = np.concatenate([kernel, np.zeros((padding, *kernel.shape[1:]), kernel.dtype)])
-        new_inits.append(numpy_helper.from_array(kernel, f"{name}/phase_weight"))
-        conv_inputs = [node.input[0], f"{name}/phase_weight"]
-        if len(node.input) > 2 and node.input[2]:
-            bias = np.tile(numpy_helper.to_array(inits[node.input[2]]), 4)
-            bias = np.concatenate([bias, np.zeros(padding, bias.dtype)])
-            new_inits.append(numpy_helper.from_array(bias, f"{name}/phase_bias"))
-            conv_inputs.append(f"{name}/phase_bias")
-        result, phases = node.output[0], f"{name}/phases"
-        nodes.append(helper.make_node("Conv", conv_inputs, [phases], name=f"{name}/phase_conv",
-                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]))
-        users = consumers.get(result, [])
-        if (len(users) == 1 and users[0].op_type == "Relu" and users[0].domain in ("", "ai.onnx")
-                and result not in graph_outputs):
-            relu = users[0]
-            nodes.append(helper.make_node("Relu", [phases], [f"{phases}_relu"], name=relu.name or f"{name}/relu"))
-            phases, result = f"{phases}_relu", relu.output[0]
-            absorbed.add(id(relu))
+        conv_inputs = [node.inputs[0], gs.Constant(f"{name}/phase_weight", kernel)]
+        if len(node.inputs) > 2 and not node.inputs[2].is_empty():
+            bias = np.tile(node.inputs[2].values, 4)
+            conv_inputs.append(gs.Constant(f"{name}/phase_bias", np.concatenate([bias, np.zeros(padding, bias.dtype)])))
+        result = node.outputs[0]
+        node.outputs.clear()  # the ConvTranspose now computes nothing anyone reads: cleanup drops it
+        phases = add_node(graph, "Conv", f"{name}/phase_conv", conv_inputs, [f"{name}/phases"],
+                          kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]).outputs[0]
+        relu = only_reader(result, "Relu")
+        if relu is not None and is_op(relu, "Relu") and result.name not in graph_outputs:
+            phases = add_node(graph, "Relu", relu.name or f"{name}/relu", [phases], [f"{phases.name}_relu"]).outputs[0]
+            result = relu.outputs[0]
+            relu.outputs.clear()
         if padding:
-            new_inits += [_const(f"{name}/zero", [0]), _const(f"{name}/used", [4 * cout]), _const(f"{name}/axis", [1])]
-            nodes.append(helper.make_node("Slice", [phases, f"{name}/zero", f"{name}/used", f"{name}/axis"],
-                                          [f"{phases}_used"], name=f"{name}/drop_padding"))
-            phases = f"{phases}_used"
-        new_inits += [_const(f"{name}/phase_rows", [0, h, w, 2, 2 * cout]),
-                      _const(f"{name}/interleaved", [0, 2 * h, 2 * w, cout])]
-        nodes += [
-            helper.make_node("Transpose", [phases], [f"{name}/phases_nhwc"], name=f"{name}/to_nhwc", perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"{name}/phases_nhwc", f"{name}/phase_rows"], [f"{name}/by_phase"],
-                             name=f"{name}/split_phases"),
-            helper.make_node("Transpose", [f"{name}/by_phase"], [f"{name}/rows_interleaved"],
-                             name=f"{name}/interleave", perm=[0, 1, 3, 2, 4]),
-            helper.make_node("Reshape", [f"{name}/rows_interleaved", f"{name}/interleaved"], [f"{name}/output_nhwc"],
-                             name=f"{name}/merge_phases"),
-            helper.make_node("Transpose", [f"{name}/output_nhwc"], [result], name=f"{name}/to_nchw", perm=[0, 3, 1, 2]),
-        ]
-    if replaced:
-        _replace_nodes(g, nodes, new_inits)
-    return out, replaced
-
-
-def _replace_nodes(g: onnx.GraphProto, nodes: list[onnx.NodeProto], new_inits: list[onnx.TensorProto]) -> None:
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    kept = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend([*kept, *new_inits])
+            used = [_ints(f"{name}/zero", [0]), _ints(f"{name}/used", [4 * cout]), _ints(f"{name}/axis", [1])]
+            phases = add_node(graph, "Slice", f"{name}/drop_padding", [phases, *used],
+                              [f"{phases.name}_used"]).outputs[0]
+        rows = _ints(f"{name}/phase_rows", [0, h, w, 2, 2 * cout])
+        interleaved = _ints(f"{name}/interleaved", [0, 2 * h, 2 * w, cout])
+        x = add_node(graph, "Transpose", f"{name}/to_nhwc", [phases], [f"{name}/phases_nhwc"],
+                     perm=[0, 2, 3, 1]).outputs[0]
+        x = add_node(graph, "Reshape", f"{name}/split_phases", [x, rows], [f"{name}/by_phase"]).outputs[0]
+        x = add_node(graph, "Transpose", f"{name}/interleave", [x], [f"{name}/rows_interleaved"],
+                     perm=[0, 1, 3, 2, 4]).outputs[0]
+        x = add_node(graph, "Reshape", f"{name}/merge_phases", [x, interleaved], [f"{name}/output_nhwc"]).outputs[0]
+        add_node(graph, "Transpose", f"{name}/to_nchw", [x], [result], perm=[0, 3, 1, 2])
+    return (export_graph(graph, like=model) if replaced else copy_model(model)), replaced
 
 
 # ONNX Runtime's CPU convolutions, FP32 and INT8, take output channels in blocks of 16
@@ -246,49 +212,39 @@ def conv_as_matmul(model: onnx.ModelProto, conv_name: str, max_cost: float = MAX
     and weights and hands the float layer a float result. The bias is added after a Reshape so that
     ONNX Runtime's MatMul+Add fusion, which runs first, does not turn it back into a float Gemm.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    inits = {t.name: t for t in g.initializer}
-    node = next((n for n in g.node if n.name == conv_name and n.op_type == "Conv"), None)
-    sizes = _spatial_sizes(out)
-    if node is None or node.input[1] not in inits or node.input[0] not in sizes:
-        return out, None
-    a = _attrs(node)
-    weight = numpy_helper.to_array(inits[node.input[1]])
+    sizes = _spatial_sizes(model)
+    graph = import_graph(model)
+    node = next((n for n in select(graph, "Conv") if n.name == conv_name), None)
+    if node is None or not isinstance(node.inputs[1], gs.Constant) or node.inputs[0].name not in sizes:
+        return copy_model(model), None
+    a = node.attrs
+    weight = node.inputs[1].values
+    bias = node.inputs[2] if len(node.inputs) > 2 and not node.inputs[2].is_empty() else None
     if (weight.ndim != 4 or a.get("group", 1) != 1 or list(a.get("dilations", [1, 1])) != [1, 1]
-            or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
-            or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits)):
-        return out, None
-    h, w = sizes[node.input[0]]
+            or a.get("auto_pad", "NOTSET") != "NOTSET" or (bias is not None and not isinstance(bias, gs.Constant))):
+        return copy_model(model), None
+    h, w = sizes[node.inputs[0].name]
     strides, pads = list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0]))
     cout, cin = weight.shape[:2]
     oh, ow = conv_output_hw((h, w), weight.shape[2:], strides, pads)
     # The cost test comes first: the dense matrix of a large convolution runs to hundreds of MB.
     if cin * h * w * cout * oh * ow > max_cost * weight.size * oh * ow:
-        return out, None
+        return copy_model(model), None
     dense, _ = dense_conv_matrix(weight, (h, w), strides, pads)
-    name = node.name
-    new_inits = [numpy_helper.from_array(dense, f"{name}/dense_weight"),
-                 _const(f"{name}/flat", [0, -1]), _const(f"{name}/unflat", [0, cout, oh, ow])]
-    matmul_out = f"{name}/matmul"
-    nodes = [
-        helper.make_node("Reshape", [node.input[0], f"{name}/flat"], [f"{name}/input_flat"], name=f"{name}/flatten"),
-        helper.make_node("MatMul", [f"{name}/input_flat", f"{name}/dense_weight"], [matmul_out],
-                         name=f"{name}/as_matmul"),
-    ]
-    if len(node.input) > 2 and node.input[2]:
-        bias = numpy_helper.to_array(inits[node.input[2]]).reshape(cout, 1, 1)
-        new_inits.append(numpy_helper.from_array(bias, f"{name}/bias"))
-        nodes += [helper.make_node("Reshape", [matmul_out, f"{name}/unflat"], [f"{name}/unbiased"],
-                                   name=f"{name}/unflatten"),
-                  helper.make_node("Add", [f"{name}/unbiased", f"{name}/bias"], [node.output[0]], name=f"{name}/bias")]
+    name, x, result = node.name, node.inputs[0], node.outputs[0]
+    node.outputs.clear()  # the Conv now computes nothing anyone reads: cleanup drops it
+    flat = add_node(graph, "Reshape", f"{name}/flatten", [x, _ints(f"{name}/flat", [0, -1])],
+                    [f"{name}/input_flat"]).outputs[0]
+    product = add_node(graph, "MatMul", f"{name}/as_matmul", [flat, gs.Constant(f"{name}/dense_weight", dense)],
+                       [f"{name}/matmul"]).outputs[0]
+    unflat = _ints(f"{name}/unflat", [0, cout, oh, ow])
+    if bias is not None:
+        unbiased = add_node(graph, "Reshape", f"{name}/unflatten", [product, unflat], [f"{name}/unbiased"]).outputs[0]
+        add_node(graph, "Add", f"{name}/bias", [unbiased, gs.Constant(f"{name}/bias", bias.values.reshape(cout, 1, 1))],
+                 [result])
     else:
-        nodes.append(helper.make_node("Reshape", [matmul_out, f"{name}/unflat"], [node.output[0]],
-                                      name=f"{name}/unflatten"))
-    at = list(g.node).index(node)
-    _replace_nodes(g, [*g.node[:at], *nodes, *g.node[at + 1:]], new_inits)
-    return out, f"{name}/as_matmul"
+        add_node(graph, "Reshape", f"{name}/unflatten", [product, unflat], [result])
+    return export_graph(graph, like=model), f"{name}/as_matmul"
 
 
 def tiny_convs_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -297,8 +253,7 @@ def tiny_convs_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     included) as one MatMul. CPU convolution kernels tile the output's rows and columns; with two of
     each they idle, while a [batch, Cin*H*W] x [Cin*H*W, Cout*OH*OW] product is the shape GEMM
     kernels are best at. Returns the copy and how many were replaced."""
-    out, replaced = onnx.ModelProto(), 0
-    out.CopyFrom(model)
+    out, replaced = copy_model(model), 0
     for name in [n.name for n in model.graph.node if n.op_type == "Conv" and n.name]:
         out, matmul = conv_as_matmul(out, name, max_cost=1.0)
         replaced += matmul is not None

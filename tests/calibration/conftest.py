@@ -61,3 +61,17 @@ def art_int8(tmp_path, trained_art) -> Path:
     dst = tmp_path / "art"
     shutil.copytree(trained_art, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def calibrated_copy(tmp_path_factory, trained_art):
+    """calibrated_copy(method): a copy of the trained artifact calibrated with ``method`` on 256 samples."""
+    from fsqdeploy.calibration.pipeline import calibrate_artifact
+
+    def make(method: str) -> Path:
+        art = tmp_path_factory.mktemp(f"calibrated-{method}") / "art"
+        shutil.copytree(trained_art, art)
+        calibrate_artifact(art, method=method, samples=256)
+        return art
+
+    return make

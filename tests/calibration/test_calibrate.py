@@ -141,3 +141,40 @@ def test_the_codec_asks_for_calibration_when_there_is_no_int8_graph(trained_art)
 
     with pytest.raises(FSQDeployError, match="has no encoder.int8.onnx. Note: calibrate it with fsqdeploy calibrate"):
         Codec.load(trained_art, "onnxruntime", precision="int8")
+
+
+def test_accuracy_is_the_comparison_of_the_two_codecs(trained_art):
+    """measure() through fsqdeploy.compare gives the numbers the targets were defined on: the share
+    of equal indices and each round trip's mean per-image PSNR against the input (float64 mean),
+    with every graph run in batches of EVAL_BATCH images."""
+    import torch
+
+    from fsqdeploy.backends.onnxruntime import ort_session
+    from fsqdeploy.calibration.accuracy import EVAL_BATCH, measure, run
+    from fsqdeploy.metrics import psnr
+
+    images = images_to_float(load_images("sample", 32).test)
+    fp32 = (ort_session(trained_art / "encoder.onnx"), ort_session(trained_art / "decoder.onnx"))
+
+    class Nudged:
+        """A stand-in for an INT8 encoder: the FP32 one with every fifth index of each batch's
+        fourth image moved by one level."""
+
+        def get_inputs(self):
+            return fp32[0].get_inputs()
+
+        def run(self, outputs, feed):
+            idx = fp32[0].run(outputs, feed)[0].copy()
+            idx[3, ::5] = (idx[3, ::5] + 1) % 8
+            return [idx]
+
+    result = measure(images, fp32, (Nudged(), fp32[1]))
+    idx32, idx8 = run(fp32[0], images, EVAL_BATCH), run(Nudged(), images, EVAL_BATCH)
+    assert result.index_agreement == float(np.mean(idx8 == idx32)) < 1.0
+
+    def round_trip(idx):
+        decoded = run(fp32[1], idx, EVAL_BATCH)
+        return float(psnr(torch.from_numpy(decoded), torch.from_numpy(images)).double().numpy().mean())
+
+    assert result.psnr_fp32 == round_trip(idx32)
+    assert result.psnr_int8 == round_trip(idx8) != result.psnr_fp32  # its own indices, decoded

@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from fsqdeploy.calibration.accuracy import session
+from fsqdeploy.backends.onnxruntime import ort_session as session
 from fsqdeploy.calibration.pipeline import calibrate_artifact
 from fsqdeploy.calibration.quantize import QuantSettings, layers, protected_nodes, quantize_graph
 from fsqdeploy.calibration.sensitivity import keep_worst_in_float
@@ -24,11 +24,8 @@ QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory, trained_art):
-    art = tmp_path_factory.mktemp("quantize") / "art"
-    shutil.copytree(trained_art, art)
-    calibrate_artifact(art, method="minmax", samples=256)
-    return art
+def calibrated(calibrated_copy):
+    return calibrated_copy("minmax")
 
 
 def graphs(art, name):

@@ -12,8 +12,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from fsqdeploy.artifact import read_manifest, verify_files
-from fsqdeploy.calibration.accuracy import session
-from fsqdeploy.calibration.pipeline import calibrate_artifact
+from fsqdeploy.backends.onnxruntime import ort_session as session
 from fsqdeploy.calibration.quantize import layers
 from fsqdeploy.calibration.tensorrt_graphs import TENSORRT_FILES
 from fsqdeploy.data import load_images
@@ -22,11 +21,8 @@ from fsqdeploy.onnxgraph.graph import find_quantizer_stages
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory, trained_art):
-    art = tmp_path_factory.mktemp("trt-int8") / "art"
-    shutil.copytree(trained_art, art)
-    calibrate_artifact(art, method="percentile", samples=256)
-    return art
+def calibrated(calibrated_copy):
+    return calibrated_copy("percentile")
 
 
 def graph(art, name):

@@ -71,11 +71,10 @@ def test_cpp_verifies_a_real_artifact(exported, fsq_cpp):
 
 def test_cpp_reads_what_the_python_codec_compressed(art64, fsq_cpp, tmp_path):
     from fsqdeploy.runtime.codec import Codec
-    from fsqdeploy.runtime.compress import compress_image
 
     image = np.random.default_rng(0).integers(0, 256, (70, 150, 3), dtype=np.uint8)
     with Codec.load(art64.art, backend="onnxruntime") as codec:
-        header, indices = compress_image(codec, image)
+        header, indices = codec.encode_image(image)
         save_fsq(tmp_path / "photo.fsq", header, indices)
         model_id = codec.model_id
     proc = run(fsq_cpp, "info", tmp_path / "photo.fsq")
@@ -102,11 +101,10 @@ def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
 def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
     from fsqdeploy.errors import FSQDeployError
     from fsqdeploy.runtime.codec import Codec
-    from fsqdeploy.runtime.compress import compress_image
 
     path = tmp_path / "x.fsq"
     with Codec.load(art32.art, backend="onnxruntime") as codec:
-        save_fsq(path, *compress_image(codec, np.zeros((40, 40, 3), dtype=np.uint8)))
+        save_fsq(path, *codec.encode_image(np.zeros((40, 40, 3), dtype=np.uint8)))
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x40  # the last payload byte
     path.write_bytes(bytes(data))

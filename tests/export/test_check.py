@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fsqdeploy.artifact import add_files
-from fsqdeploy.export.check import check_artifact, fp16_at_risk
+from fsqdeploy.export.check import check_artifact
+from fsqdeploy.export.fp16 import fp16_at_risk
 
 
 def statuses(report) -> dict[str, str]:

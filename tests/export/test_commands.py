@@ -18,7 +18,7 @@ def test_export_cli_default_gate(cli, run32, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     p = m["parity"]
     assert p["images"] == 512 and p["batch1_images"] == 64 and p["passed"]
-    assert p["index_agreement"] == 1.0 and p["max_image_error"] <= 1e-5 and p["adversarial_mismatches"] == 0
+    assert p["index_agreement"] == 1.0 and p["max_abs_error"] <= 1e-5 and p["adversarial_mismatches"] == 0
     assert p["adversarial_cases"] == 3 * 7 * 2 + 2  # per-stage and chain placements + 2 constant images
     assert "indices 100% equal" in stdout and str(out) in stdout
     idx = ort_session(out / "encoder.onnx").run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0]
@@ -72,3 +72,48 @@ def test_missing_run_dir(cli, one_line_error, tmp_path):
     code, _, err = cli("export", tmp_path / "nope", "--out", tmp_path / "art")
     one_line_error(code, err, "does not exist")
     assert not (tmp_path / "art").exists()
+
+
+def test_an_explicit_default_is_a_given_flag(cli, one_line_error, art_copy):
+    """Flags default to None, so `--opset 18` (the default) is seen: into an artifact it is refused."""
+    from fsqdeploy.artifact import DEFAULT_EVAL_IMAGES
+    from fsqdeploy.export.onnx_export import DEFAULT_OPSET
+
+    before = sorted(p.name for p in art_copy.iterdir())
+    for args, flag in ((["--opset", DEFAULT_OPSET], "--opset"), (["--parity-images", DEFAULT_EVAL_IMAGES],
+                                                                   "--parity-images")):
+        one_line_error(*cli("export", art_copy, "--trt", *args)[::2],
+                       f"{flag} does not apply when building engines into the artifact")
+    assert sorted(p.name for p in art_copy.iterdir()) == before
+
+
+def test_trt_help_defaults_come_from_build_options():
+    """The help states BuildOptions' defaults; the options themselves default to "not given"."""
+    import dataclasses
+
+    import typer
+
+    from fsqdeploy.export.commands import TRT_FLAGS, export
+    from fsqdeploy.export.tensorrt.options import BuildOptions
+
+    app = typer.Typer()
+    app.command()(export)
+    options = {p.opts[0]: p for p in typer.main.get_command(app).params}
+    assert set(TRT_FLAGS) == {f.name for f in dataclasses.fields(BuildOptions)}
+    defaults = BuildOptions()
+    for field, flag in TRT_FLAGS.items():
+        assert options[flag].default in (None, False), flag
+        value = getattr(defaults, field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            assert f"[{value}" in options[flag].help, (flag, options[flag].help)
+    assert options["--opset"].default is None and options["--parity-images"].default is None
+
+
+def test_the_export_command_loads_the_builder_only_for_trt():
+    import subprocess
+    import sys
+
+    code = ("import sys, fsqdeploy.export.commands; "
+            "print(sorted(m for m in sys.modules if m.startswith('fsqdeploy.export.tensorrt')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['fsqdeploy.export.tensorrt', 'fsqdeploy.export.tensorrt.options']"

@@ -1,4 +1,4 @@
-"""The exact decoder rewrite applied before export."""
+"""The exact module folds applied before export (export/torch_folds.py)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from fsqdeploy import FSQVAE
 from fsqdeploy.config import ModelConfig
 from fsqdeploy.export.onnx_export import export_decoder
-from fsqdeploy.export.rewrites import fold_decoder_head
+from fsqdeploy.export.torch_folds import fold_decoder_head
 
 
 @pytest.mark.parametrize("size,channels", [(32, (32, 64, 128, 256)), (64, (8, 16, 32, 64)), (16, (8,))])

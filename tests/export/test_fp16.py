@@ -15,9 +15,15 @@ from fsqdeploy.artifact import DECODER_FILE, ENCODER_FILE, io_contract, verify_f
 from fsqdeploy.backends.onnxruntime import ort_session
 from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.check import fp16_risk, io_problems
+from fsqdeploy.export.check import io_problems
+from fsqdeploy.export.fp16 import (
+    compare_fp16,
+    convert_graphs,
+    convert_to_fp16,
+    fp16_risk,
+    fp16_rounding_graph,
+)
 from fsqdeploy.export.parity import boundary_rows, extract
-from fsqdeploy.export.precision import compare_fp16, convert_graphs, convert_to_fp16, fp16_rounding_graph
 from fsqdeploy.images import images_to_float
 from fsqdeploy.onnxgraph.graph import quantizer_precision_problems, split_graph, tensor_types
 
@@ -88,7 +94,7 @@ def test_fp16_agreement_is_bounded_by_the_fp16_risk(request, fixture):
         # share of latents that close (FP16 rounding distance) bounds it, with room for a few.
         assert result["images"] == len(images)
         assert 1 - result["index_agreement"] <= 3 * risk + 2 / (len(images) * exported.model.code_width)
-        assert result["decoder_max_abs_error"] < 5e-3
+        assert result["max_abs_error"] < 5e-3
     # Every FP16 tensor rounded: the decoded images are float16 numbers (up to the final cast).
     rounding = fp16_rounding_graph(half[DECODER_FILE])
     idx = ort_session(graphs[ENCODER_FILE]).run(None, {"images": images[:16]})[0]
@@ -132,6 +138,10 @@ def test_export_cli_writes_fp16_graphs(cli, run32, tmp_path):
     assert record["quantizer"] == "float32" and record["images"] == 128 and record["data"] == "sample"
     for key in ("onnxruntime_cpu", "fp16_rounding"):
         assert 0.99 <= record[key]["index_agreement"] <= 1.0
+        # fsqdeploy.compare's vocabulary: flipped images as a count and as a share of the images.
+        r = record[key]
+        assert isinstance(r["flipped_images"], int) and r["flipped_image_share"] == r["flipped_images"] / 128
+        assert r["max_abs_error"] < 5e-3 and r["psnr_vs_reference"] >= r["roundtrip_psnr_vs_reference"] - 1e-9
     assert 0.0 <= record["fp16_risk"] < 0.01
     assert "fp16 (sample, 128 images, quantizer in FP32)" in stdout and "FP16 risk" in stdout
     meta = {p.key: p.value for p in onnx.load(str(out / "encoder.fp16.onnx")).metadata_props}

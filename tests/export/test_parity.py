@@ -38,20 +38,20 @@ def test_parity_on_random_images(exported):
     x = np.random.default_rng(0).random((40, 3, s, s), dtype=np.float32)
     result = compare_images(exported.model, *sessions(exported), x, batch_sizes=(1, 7, 256))
     assert result.index_values == (40 + 40 + 40) * exported.model.code_width
-    assert result.index_mismatches == 0 and result.index_agreement == 1.0
-    assert result.max_image_error <= IMAGE_TOLERANCE
+    assert result.flipped_indices == 0 and result.index_agreement == 1.0
+    assert result.max_abs_error <= IMAGE_TOLERANCE
 
 
 def test_parity_on_real_images(exported):
     manifest = json.loads((exported.art / "manifest.json").read_text())
     p = manifest["parity"]
     assert p["passed"] and p["index_agreement"] == 1.0 and p["adversarial_mismatches"] == 0
-    assert p["max_image_error"] <= IMAGE_TOLERANCE and p["batch_sizes"] == [1, 7, 256]
+    assert p["max_abs_error"] <= IMAGE_TOLERANCE and p["batch_sizes"] == [1, 7, 256]
     s = exported.model.config.image_size
     test = images_to_float(load_images("sample", s).test)
     assert p["images"] == min(256, len(test)) and p["data"] == "sample"
     result = compare_images(exported.model, *sessions(exported), test, batch_sizes=(256,))
-    assert result.index_mismatches == 0 and result.max_image_error <= IMAGE_TOLERANCE
+    assert result.flipped_indices == 0 and result.max_abs_error <= IMAGE_TOLERANCE
     # Real images decode to something image-like (not NaN, inside [0, 1]).
     _, dec = sessions(exported)
     out = dec.run(None, {"indices": exported.model.encode(torch.from_numpy(test[:8])).numpy().astype(np.int32)})[0]

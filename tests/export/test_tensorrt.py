@@ -8,6 +8,7 @@ On a machine with an NVIDIA GPU, TensorRT and a CUDA build of torch: ``pytest -m
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import shutil
 import sys
@@ -25,15 +26,10 @@ from fsqdeploy.backends.tensorrt import TensorRTRunner, check_sidecar, engine_pa
 from fsqdeploy.backends.tensorrt_env import tensorrt_unavailable_reason
 from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.export.precision import convert_to_fp16
-from fsqdeploy.export.tensorrt_build import (
-    QUANTIZER_PREFIX,
-    REDUCED_PRECISIONS,
-    BuildOptions,
-    inspect_quantizer,
-    parser_graph,
-    tensor_precision,
-)
+from fsqdeploy.export.fp16 import convert_to_fp16
+from fsqdeploy.export.tensorrt.inspect import REDUCED_PRECISIONS, inspect_quantizer, tensor_precision
+from fsqdeploy.export.tensorrt.network import QUANTIZER_PREFIX, parser_graph
+from fsqdeploy.export.tensorrt.options import BuildOptions
 from fsqdeploy.images import images_to_float
 
 # -- without TensorRT: `export --trt` says what to install, exits 2 and writes nothing -------------
@@ -85,12 +81,12 @@ def test_export_trt_without_tensorrt_is_one_line_and_writes_nothing(cli, one_lin
 
 @pytest.mark.parametrize("simulate, message", WITHOUT_TENSORRT, ids=["missing", "stubs", "no-gpu", "cpu-torch"])
 def test_unavailable_reason_and_runner(monkeypatch, tmp_path, simulate, message):
-    from fsqdeploy.runtime.codec import backend_unavailable_reason
+    from fsqdeploy.backends import get_backend
 
     simulate(monkeypatch)
     reason = tensorrt_unavailable_reason()
     assert reason and message.removeprefix("tensorrt: ").split(". Note")[0] in reason
-    assert backend_unavailable_reason("tensorrt") == reason
+    assert get_backend("tensorrt").unavailable_reason() == reason
     with pytest.raises(FSQDeployError, match="tensorrt: TensorRT is (not installed|installed but)"):
         TensorRTRunner(tmp_path / "encoder.fp16.plan").activate()
 
@@ -106,6 +102,8 @@ def test_this_machine_has_no_usable_tensorrt():
 @pytest.mark.parametrize("args, message", [
     (["--max-batch", "64"], "--max-batch only applies to TensorRT engines. Note: add --trt"),
     (["--version-compatible"], "--version-compatible only applies to TensorRT engines"),
+    # A value equal to the default is given all the same.
+    (["--workspace", str(BuildOptions().workspace_mib)], "--workspace only applies to TensorRT engines"),
     (["--trt", "--min-batch", "8", "--max-batch", "4"], "1 <= --min-batch <= --opt-batch <= --max-batch"),
     (["--trt", "--opt-batch", "300"], "got 1, 300, 256"),
     (["--trt", "--optimization-level", "6"], "--optimization-level must be in 0..5"),
@@ -125,6 +123,18 @@ def test_default_opt_batch_follows_the_range():
     BuildOptions(min_batch=128, opt_batch=128, max_batch=512).check()
     with pytest.raises(FSQDeployError, match="got 4, 2, 8"):
         BuildOptions(min_batch=4, opt_batch=2, max_batch=8).check()
+
+
+def test_options_from_given_flags():
+    """What the CLI passes: None is "not given"; without --opt-batch the default is clamped into the range."""
+    assert BuildOptions.from_given() == BuildOptions.from_given(min_batch=None, timing_cache=None) == BuildOptions()
+    assert BuildOptions.from_given(max_batch=32).profile == {"min": 1, "opt": 32, "max": 32}
+    assert BuildOptions.from_given(min_batch=128, max_batch=512).profile == {"min": 128, "opt": 128, "max": 512}
+    assert BuildOptions.from_given(opt_batch=300).opt_batch == 300  # given: kept, for check() to refuse
+    given = BuildOptions.from_given(workspace_mib=512, optimization_level=0, version_compatible=True)
+    assert (given.workspace_mib, given.optimization_level, given.version_compatible) == (512, 0, True)
+    with pytest.raises(TypeError, match="workspace"):
+        BuildOptions.from_given(workspace=512)
 
 
 # -- the sidecar refusal (pure Python) --------------------------------------------------------------
@@ -358,16 +368,16 @@ def test_fp32_engines_match_pytorch(gpu_art, run64):
     thresholds = [s.tables(torch.device("cpu"))[0].numpy() for s in model.quantizer.stages]
     near = np.concatenate([threshold_distance(u.numpy(), t) for u, t in zip(us, thresholds)], axis=1).min()
     print(f"tensorrt fp32: index agreement {row['index_agreement']:.6f}, decoder max error "
-          f"{row['decoder_max_abs_error']:.2e}, nearest latent to a threshold {near:.2e}")
+          f"{row['max_abs_error']:.2e}, nearest latent to a threshold {near:.2e}")
     if near > 1e-5:
         assert row["index_agreement"] == 1.0
     assert row["index_agreement"] >= 1 - 1 / ref.indices.size
-    assert row["decoder_max_abs_error"] <= 1e-4
+    assert row["max_abs_error"] <= 1e-4
 
 
 @pytest.mark.gpu
 def test_fp16_engines_within_the_fp16_risk(gpu_art):
-    from fsqdeploy.export.check import fp16_risk
+    from fsqdeploy.export.fp16 import fp16_risk
 
     ref = _reference(gpu_art)
     row = _fidelity(gpu_art, "fp16", ref)
@@ -375,11 +385,11 @@ def test_fp16_engines_within_the_fp16_risk(gpu_art):
     manifest = json.loads((gpu_art / "manifest.json").read_text())
     print(f"tensorrt fp16: index agreement {row['index_agreement']:.6f} (FP16 risk {risk:.6f}, ONNX Runtime CPU "
           f"with FP16 rounding {manifest['fp16']['fp16_rounding']['index_agreement']:.6f}), PSNR vs FP32 "
-          f"{row['psnr_vs_reference']:.1f} dB")
+          f"{row['roundtrip_psnr_vs_reference']:.1f} dB")
     # On ONNX Runtime CPU the FP16 graphs flip about 0.4x the at-risk share; TensorRT kernels may
     # accumulate in FP16 too, hence 3x, plus one index for small sets.
     assert 1 - row["index_agreement"] <= 3 * risk + 1 / ref.indices.size
-    assert row["decoder_max_abs_error"] <= 5e-3 and row["psnr_vs_reference"] >= 40
+    assert row["max_abs_error"] <= 5e-3 and row["roundtrip_psnr_vs_reference"] >= 40
 
 
 @pytest.mark.gpu
@@ -485,9 +495,9 @@ def test_int8_engines_compute_what_their_qdq_graphs_say(gpu_art, tmp_path):
     FP32 says nothing here; agreement with the graph TensorRT was given does."""
     import shutil
 
-    from fsqdeploy.calibration.accuracy import session
+    from fsqdeploy.backends.onnxruntime import ort_session as session
     from fsqdeploy.calibration.pipeline import calibrate_artifact
-    from fsqdeploy.export.tensorrt_build import build_engines
+    from fsqdeploy.export.tensorrt.build import build_engines
     from fsqdeploy.runtime.bench import BackendSpec, BenchSettings, measure_latency
     from fsqdeploy.runtime.codec import Codec
 
@@ -543,6 +553,9 @@ def make_fake_trt(*, build_fails=False, parse_error=False, fp16_quantizer_layer=
     from fsqdeploy.onnxgraph.graph import tensor_types
 
     trt = types.ModuleType("tensorrt")
+    # torch._dynamo, imported by the first torch.export of the process, calls find_spec("tensorrt"),
+    # which raises for a module in sys.modules without a spec.
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = FAKE_FACTS["tensorrt_version"]
     trt.float32, trt.float16, trt.bfloat16, trt.int8, trt.int32, trt.int64, trt.bool = (
         "float32", "float16", "bfloat16", "int8", "int32", "int64", "bool")
@@ -706,9 +719,10 @@ FAKE_FACTS = {"tensorrt_version": "10.13.0.35", "cuda_version": "12.6", "gpu_nam
 @pytest.fixture
 def fake_trt(monkeypatch):
     """``fake_trt(**behaviour)`` installs a fake tensorrt on a machine that pretends to have a GPU."""
-    import fsqdeploy.export.tensorrt_build as build
+    import fsqdeploy.backends.tensorrt_env as env
+    import fsqdeploy.export.tensorrt.build as build
 
-    monkeypatch.setattr(build, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(env, "cuda_unavailable_reason", lambda: None)  # what require_tensorrt_and_gpu asks
     monkeypatch.setattr(build, "current_device_facts", lambda: dict(FAKE_FACTS))
 
     def install(**behaviour):
@@ -783,7 +797,7 @@ def test_failed_build_is_one_line_and_writes_nothing(cli, one_line_error, run32,
 
 def test_build_engines_on_an_existing_artifact_is_atomic(art_copy, fake_trt):
     from fsqdeploy.artifact import verify_files
-    from fsqdeploy.export.tensorrt_build import build_engines
+    from fsqdeploy.export.tensorrt.build import build_engines
 
     before = {p.name: p.read_bytes() for p in art_copy.iterdir() if p.is_file()}
     fake_trt(fp16_latent=True)

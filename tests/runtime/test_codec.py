@@ -4,14 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from fsqdeploy import FSQDeployError
+from fsqdeploy import FSQDeployError, backends
+from fsqdeploy.artifact import Manifest
+from fsqdeploy.backends import REGISTRY, get_backend
 from fsqdeploy.backends.base import BatchSizeSwitch
+from fsqdeploy.backends.cpu_graphs import MATMUL_MIN_BATCH
 from fsqdeploy.data import load_images
 from fsqdeploy.images import images_to_float
-from fsqdeploy.runtime.codec import BACKENDS, Codec, backend_unavailable_reason
-from fsqdeploy.runtime.cpu_graphs import MATMUL_MIN_BATCH
+from fsqdeploy.runtime.codec import Codec
 
 CPU_FP32 = ["torch", "onnxruntime", "openvino"]
+
+
+def backend_unavailable_reason(backend: str) -> str | None:
+    return get_backend(backend).unavailable_reason()
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,7 @@ def real64():
 
 
 # art32's encoder ends in a 2x2 convolution that the CPU runtimes run as a MatMul
-# (runtime/cpu_graphs.py), art64's in a 4x4 one that stays a convolution: both paths are held here.
+# (fsqdeploy/backends/cpu_graphs.py), art64's in a 4x4 one that stays a convolution: both paths are held here.
 @pytest.mark.parametrize("art_name", ["art32", "art64"])
 @pytest.mark.parametrize("backend", CPU_FP32)
 @pytest.mark.parametrize("kind", ["random", "real"])
@@ -38,7 +44,8 @@ def test_fp32_backends_agree_with_pytorch(request, art_name, backend, kind):
     x = (images_to_float(load_images("sample", size).test[:40]) if kind == "real"
          else np.random.default_rng(0).random((40, 3, size, size), dtype=np.float32))
     with Codec.load(exported.art, backend) as codec:
-        assert codec.backend == backend and codec.precision == "fp32"
+        assert codec.backend == backend and codec.precision == "fp32" and codec.auto_skipped == []
+        assert isinstance(codec.manifest, Manifest) and codec.manifest.art == exported.art
         idx = codec.encode(x)
         assert idx.dtype == np.int32 and idx.shape == (40, width)
         assert np.array_equal(idx, reference.encode(x))
@@ -64,9 +71,17 @@ def test_large_batches_are_chunked(art64):
 
 
 def test_auto_picks_an_available_backend_and_says_which(art64, caplog):
+    """On any machine: the first backend of AUTO_ORDER that runs here and finds what it needs in ART
+    (art64 holds no TensorRT engines, so a TensorRT machine skips "tensorrt" with that reason)."""
     caplog.set_level("INFO", logger="fsqdeploy")
     with Codec.load(art64.art) as codec:
-        assert codec.backend in BACKENDS and backend_unavailable_reason(codec.backend) is None
+        assert codec.backend in REGISTRY and backend_unavailable_reason(codec.backend) is None
+        assert get_backend(codec.backend).artifact_problem(codec.manifest, "fp32") is None
+    order = backends.AUTO_ORDER
+    assert [name for name, _ in codec.auto_skipped] == list(order[: order.index(codec.backend)])
+    assert all(reason for _, reason in codec.auto_skipped)
+    if backend_unavailable_reason("tensorrt") is None:  # a TensorRT machine: art64 holds no engines
+        assert dict(codec.auto_skipped)["tensorrt"].startswith(f"'{art64.art}' has no encoder.fp32.plan")
     assert f"auto -> {codec.backend}" in caplog.text
 
 
@@ -119,7 +134,7 @@ def test_unavailable_backends_are_clear(art64):
 
 
 def test_unknown_backend_and_precision(art64):
-    with pytest.raises(FSQDeployError, match="unknown backend"):
+    with pytest.raises(FSQDeployError, match="unknown backend 'tflite'. Note: use auto or one of torch, onnxruntime"):
         Codec.load(art64.art, "tflite")
     with pytest.raises(FSQDeployError, match="does not run bf16"):
         Codec.load(art64.art, "onnxruntime", precision="bf16")

@@ -52,6 +52,21 @@ def test_compress_decompress_is_exact_on_indices(tmp_path, codec, h, w):
     assert np.array_equal(image, expected)
 
 
+def test_codec_compress_gives_the_bytes_compress_file_writes(tmp_path, codec, art32):
+    img = photo(65, 127, seed=3)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    compress_file(codec, tmp_path / "in.png", tmp_path / "x.fsq")
+    data = codec.compress(img)
+    assert data == (tmp_path / "x.fsq").read_bytes()
+    restored = codec.decompress(data)
+    assert restored.shape == (65, 127, 3) and restored.dtype == np.uint8
+    assert np.array_equal(restored, decompress_file(codec, tmp_path / "x.fsq", tmp_path / "out.png"))
+    with pytest.raises(FSQDeployError, match="truncated|length|short"):
+        codec.decompress(data[:-5])
+    with Codec.load(art32.art, "onnxruntime") as other, pytest.raises(FSQDeployError, match="another model"):
+        other.decompress(data)
+
+
 def test_refusals_leave_no_output(tmp_path, codec, art32):
     src = tmp_path / "in.png"
     Image.fromarray(photo(70, 70)).save(src)

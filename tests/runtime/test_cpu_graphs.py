@@ -3,8 +3,8 @@
 import numpy as np
 import onnx
 
-from fsqdeploy.calibration.accuracy import session
-from fsqdeploy.runtime.cpu_graphs import for_onnxruntime, for_openvino
+from fsqdeploy.backends.cpu_graphs import for_onnxruntime, for_openvino
+from fsqdeploy.backends.onnxruntime import ort_session as session
 
 
 def ops(model: onnx.ModelProto) -> list[str]:

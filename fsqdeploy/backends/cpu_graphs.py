@@ -5,8 +5,9 @@ The files in the artifact stay as exported (TensorRT and the GPU providers read 
 only summation order changes, so the results match the exported graph to float32 rounding and the
 codec tests (tests/runtime/test_codec.py, test_bench.py) hold every backend to PyTorch's indices.
 
-Where the time went, per layer, on this 2-core machine (paper-shape model, batch 256, FP32; OpenVINO's
-PERF_COUNT profile and ONNX Runtime's profiler):
+Why these rewrites: where the time went, per layer, when they were chosen (paper-shape model, batch
+256, FP32, on a 2-core x86 machine; OpenVINO's PERF_COUNT profile and ONNX Runtime's profiler).
+benchmarks/backends.py measures the backends on yours.
 
 - Encoder, both runtimes: the last convolution (128 -> 256 channels, 4x4 -> 2x2) took ~45% of the
   encoder (6.7 of 14 ms in OpenVINO): convolution kernels tile the output's rows and columns, and
@@ -26,9 +27,14 @@ PERF_COUNT profile and ONNX Runtime's profiler):
 
 from __future__ import annotations
 
-import onnx
-import onnx.inliner
+from collections.abc import Callable
+from functools import cache, partial
 
+import onnx
+
+from fsqdeploy.artifact import GRAPHS, Manifest, graph_file
+from fsqdeploy.backends.base import BatchSizeSwitch, Runner
+from fsqdeploy.onnxgraph.graph import inline_functions
 from fsqdeploy.onnxgraph.rewrites import (
     tiny_convs_as_matmul,
     transposed_convs_for_onnxruntime,
@@ -53,8 +59,30 @@ def for_onnxruntime(model: onnx.ModelProto, large_batches: bool = True) -> onnx.
 def for_openvino(model: onnx.ModelProto, large_batches: bool = True) -> onnx.ModelProto:
     """The exported encoder or decoder, functions inlined (OpenVINO does not read ONNX local functions),
     as OpenVINO's CPU plugin runs it fastest, in FP32 and BF16 alike; ``large_batches`` as above."""
-    model = onnx.inliner.inline_local_functions(model)
+    model = inline_functions(model)
     if large_batches:
         model, _ = tiny_convs_as_matmul(model)
     model, _ = transposed_to_phase_convs(model, max_out_channels=OPENVINO_LANES - 1)
     return model
+
+
+TUNE = {"onnxruntime": for_onnxruntime, "openvino": for_openvino}
+
+
+@cache
+def tuned_graph_bytes(path: str, sha256: str, runtime: str, large_batches: bool) -> bytes:
+    """The exported graph at ``path`` (``sha256`` keys the cache) as tuned for ``runtime``."""
+    return TUNE[runtime](onnx.load(path), large_batches).SerializeToString()
+
+
+def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifest, runtime: str
+                ) -> tuple[Runner, Runner]:
+    """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs; the encoder is two
+    runners switched by batch size, because its MatMul rewrite pays off only on large batches."""
+    encoder, decoder = (graph_file(g) for g in GRAPHS)
+
+    def source(name: str, large_batches: bool) -> Callable[[], bytes]:
+        return partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, large_batches)
+
+    small, large = make(source(encoder, False)), make(source(encoder, True))
+    return BatchSizeSwitch(small, large, MATMUL_MIN_BATCH), make(source(decoder, True))

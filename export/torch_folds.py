@@ -1,4 +1,8 @@
-"""Exact rewrites applied to the PyTorch modules before export.
+"""Exact rewrites applied to the PyTorch modules before export (the ONNX-side rewrites live in
+fsqdeploy/onnxgraph/rewrites.py).
+
+``fold_batchnorm``: every Conv2d followed by a BatchNorm2d becomes one Conv2d, so the exported
+encoder provably holds no BatchNormalization, whatever the exporter version does.
 
 ``fold_decoder_head``: the decoder's Linear and its first ConvTranspose2d have no nonlinearity
 between them, so together they are one affine map from the D-dim code to the first feature map.
@@ -15,7 +19,33 @@ import copy
 import torch
 from torch import nn
 
+from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.model import Decoder
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """A deep copy with every Conv2d -> BatchNorm2d pair of every Sequential fused into one Conv2d."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(module).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        layers, fused, i = list(seq), [], 0
+        while i < len(layers):
+            a, b = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                fused.append(fuse_conv_bn_eval(a, b))
+                i += 2
+            else:
+                fused.append(a)
+                i += 1
+        for name in list(seq._modules):
+            del seq._modules[name]
+        for j, layer in enumerate(fused):
+            seq.add_module(str(j), layer)
+    left = [type(m).__name__ for m in folded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise FSQDeployError(f"export: {len(left)} BatchNorm layer(s) do not follow a convolution")
+    return folded
 
 
 class FoldedDecoder(nn.Module):

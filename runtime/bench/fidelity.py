@@ -1,0 +1,87 @@
+"""Fidelity: each backend run on the fidelity set and compared with the PyTorch FP32 reference
+(``fsqdeploy.compare``: one comparator, one ``Fidelity`` vocabulary), and the gates on that record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fsqdeploy import compare
+from fsqdeploy.metrics import fixed_bits
+from fsqdeploy.runtime.bench.settings import REFERENCE, BackendSpec, Gates
+from fsqdeploy.runtime.codec import Codec
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The fidelity set and what PyTorch FP32 makes of it."""
+
+    images: np.ndarray  # float32 [N, 3, S, S] in [0, 1]
+    indices: np.ndarray  # int32 [N, D], the reference encoder's
+    decoded: np.ndarray  # float32 [N, 3, S, S], the reference decoder on ``indices``
+    spec: BackendSpec = BackendSpec(REFERENCE)  # the row that produced it: torch, or torch:cuda
+
+    @property
+    def run(self) -> compare.Run:
+        return compare.Run(self.indices, self.decoded)
+
+
+def reference_outputs(reference: Codec, images: np.ndarray, spec: BackendSpec | None = None) -> Reference:
+    out = compare.run(reference, images)
+    return Reference(images, out.indices, out.decoded, spec or BackendSpec(reference.backend))
+
+
+def rate(levels: Sequence[int], image_size: int) -> dict[str, float]:
+    """The fixed rate of one model-size image (a patch): ``fixed_bits``, and that per pixel."""
+    bits = fixed_bits(levels)
+    return {"bits_per_image": bits, "bits_per_pixel": bits / (image_size * image_size)}
+
+
+def compare_to_reference(spec: BackendSpec, ref: Reference, candidate: compare.Run,
+                         levels: Sequence[int]) -> dict[str, Any]:
+    """The fidelity row (without its gate): ``candidate`` is the backend's run on ref.images, with
+    ref.indices decoded too (``decoded_reference_indices``) so the decoder's own error is seen apart
+    from the encoder's flips."""
+    fidelity = compare.compare(ref.run, candidate, ref.images)
+    return {
+        "backend": spec.backend,
+        "precision": spec.precision,
+        "device": spec.placement,
+        "reference": spec == ref.spec,
+        "reduced_precision": spec.reduced_reason,  # null: the backend computes what "precision" says
+        **fidelity.to_dict(),
+        **rate(levels, ref.images.shape[-1]),
+    }
+
+
+def measure_fidelity(codec: Codec, spec: BackendSpec, ref: Reference) -> dict[str, Any]:
+    candidate = compare.run(codec, ref.images, reference_indices=ref.indices)
+    return compare_to_reference(spec, ref, candidate, codec.levels)
+
+
+def check_gate(row: dict[str, Any], gates: Gates) -> dict[str, Any]:
+    """{passed, reasons} for one fidelity row; the reference row passes by definition. FP32 rows must
+    compute what PyTorch does (indices, and the decoder on the same indices); reduced-precision rows
+    (and FP32 rows the backend computes in less, ``reduced_precision``) may flip a few indices, so
+    what a user sees (the round trip) is held to a PSNR instead."""
+    reasons = []
+    if row["reference"]:
+        return {"passed": True, "reasons": []}
+    if row["precision"] == "fp32" and not row.get("reduced_precision"):
+        if row["index_agreement"] < gates.min_index_agreement:
+            reasons.append(f"index agreement {100 * row['index_agreement']:.4f}% < "
+                           f"{100 * gates.min_index_agreement:.4g}% (--min-index-agreement)")
+        if row["max_abs_error"] > gates.max_decoder_error:
+            reasons.append(f"decoder max abs error {row['max_abs_error']:.3g} > "
+                           f"{gates.max_decoder_error:.3g} (--max-decoder-error)")
+    else:
+        if row["index_agreement"] < gates.min_index_agreement_reduced:
+            reasons.append(f"index agreement {100 * row['index_agreement']:.4f}% < "
+                           f"{100 * gates.min_index_agreement_reduced:.4g}% (--min-index-agreement-reduced)")
+        if row["roundtrip_psnr_vs_reference"] < gates.min_psnr_vs_reference:
+            reasons.append(f"PSNR vs reference {row['roundtrip_psnr_vs_reference']:.2f} dB < "
+                           f"{gates.min_psnr_vs_reference:g} dB (--min-psnr-vs-reference)")
+    return {"passed": not reasons, "reasons": reasons}

@@ -1,0 +1,202 @@
+"""``run_bench``: the manifest read and verified once, the images, the PyTorch reference, then every
+backend row timed and compared (or skipped with its reason), the baselines, and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsqdeploy.artifact import CONFIG_FILE, Manifest
+from fsqdeploy.backends import REGISTRY
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.runtime.bench.fidelity import Reference, check_gate, measure_fidelity, rate, reference_outputs
+from fsqdeploy.runtime.bench.machine import fp32_without_tf32, machine_info, torch_has_cuda
+from fsqdeploy.runtime.bench.ratedistortion import patch_rows, tile_rows
+from fsqdeploy.runtime.bench.settings import REFERENCE, BackendSpec, BenchSettings
+from fsqdeploy.runtime.bench.timing import measure_latency
+from fsqdeploy.runtime.codec import Codec
+
+SCHEMA = "fsqdeploy-bench"
+SCHEMA_VERSION = 2  # 2: fidelity rows in fsqdeploy.compare's vocabulary; rows carry their device
+
+Say = Callable[[str], None]
+
+
+def load_bench_images(spec: str, image_size: int, count: int) -> tuple[np.ndarray, str]:
+    """The first ``count`` test-split images of ``spec`` as float32 [N, 3, S, S] in [0, 1]."""
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import images_to_float
+
+    splits = load_images(spec, image_size)
+    if len(splits.test) == 0:
+        raise FSQDeployError(f"bench: data {spec!r} has no test images. Note: pass --data SPEC")
+    return images_to_float(splits.test[:count]), splits.source
+
+
+def bench_images(manifest: Manifest, settings: BenchSettings, say: Say) -> tuple[np.ndarray, str, str | None]:
+    """(images, canonical data spec, note): --data, else the export's parity data, else sample
+    (with a note saying why, when the parity data cannot be loaded here)."""
+    count = settings.images or manifest.default_images()
+    if settings.data is not None:
+        return (*load_bench_images(settings.data, manifest.image_size, count), None)
+    try:
+        return (*load_bench_images(manifest.default_data() or "sample", manifest.image_size, count), None)
+    except FSQDeployError as e:
+        note = f"the export's parity data could not be loaded ({e}); used 'sample'"
+        say(f"bench: {note}")
+        return (*load_bench_images("sample", manifest.image_size, count), note)
+
+
+def with_reference(specs: list[BackendSpec], reference: BackendSpec) -> list[BackendSpec]:
+    """Where PyTorch sees a GPU the reference is torch:cuda; it runs first, beside the CPU torch row
+    that was asked for, so GPU rows are compared with PyTorch on the same device."""
+    cpu = BackendSpec(REFERENCE)
+    if reference in specs or cpu not in specs:
+        return list(specs)
+    at = specs.index(cpu)
+    return [*specs[:at], reference, *specs[at:]]
+
+
+def failure_reason(e: Exception) -> str:
+    """One line for a skipped row: ours as written, a third-party runtime's with its type."""
+    if isinstance(e, FSQDeployError):
+        return str(e).removeprefix("codec: ")
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"failed here: {type(e).__name__}: {first}"[:500]
+
+
+def unavailable_reason(spec: BackendSpec, manifest: Manifest) -> str | None:
+    """Why the registry says this row cannot run here: the precision, this machine, then this ART."""
+    backend = REGISTRY[spec.backend]
+    return (backend.precision_problem(spec.precision) or backend.unavailable_reason()
+            or backend.artifact_problem(manifest, spec.precision))
+
+
+def open_codec(manifest: Manifest, spec: BackendSpec, threads: int) -> Codec | str:
+    """A loaded codec, or the one-line reason it cannot run here (a skipped row, never a traceback)."""
+    reason = unavailable_reason(spec, manifest)
+    if reason:
+        return reason
+    try:
+        return Codec.load(manifest, spec.backend, precision=spec.precision, threads=threads, device=spec.device)
+    except Exception as e:  # a runtime that cannot load here is a skipped row
+        return failure_reason(e)
+
+
+def measure_row(codec: Codec, spec: BackendSpec, ref: Reference, settings: BenchSettings, *, close: bool
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]] | str:
+    """The latency rows and the gated fidelity row of one loaded backend, or why it failed while
+    running (a skipped row, never a traceback); ``close``: close the codec afterwards."""
+    try:
+        latency = measure_latency(codec, spec, ref.images, ref.indices, settings)
+        row = measure_fidelity(codec, spec, ref)
+        row["gate"] = check_gate(row, settings.gates)
+        return latency, row
+    except Exception as e:  # e.g. a CUDA error inside a third-party runtime
+        return failure_reason(e)
+    finally:
+        if close:
+            codec.close()
+
+
+def load_reference(manifest: Manifest, spec: BackendSpec, threads: int, images: np.ndarray
+                   ) -> tuple[Codec, Reference]:
+    """The PyTorch FP32 codec and its outputs on the fidelity set; without them there is no bench."""
+    codec = open_codec(manifest, spec, threads)
+    if isinstance(codec, str):
+        raise FSQDeployError(f"bench: the PyTorch reference ({spec.label}) cannot run: {codec}")
+    try:
+        return codec, reference_outputs(codec, images, spec)
+    except Exception as e:
+        codec.close()
+        raise FSQDeployError(f"bench: the PyTorch reference ({spec.label}) failed: {failure_reason(e)}") from e
+
+
+def run_rows(manifest: Manifest, specs: list[BackendSpec], reference: Codec, ref: Reference,
+             settings: BenchSettings, say: Say) -> tuple[list[dict[str, Any]], ...]:
+    """(results, fidelity, skipped) over ``specs`` in order: each backend loaded, timed, compared and
+    closed before the next; the reference row reuses the loaded reference."""
+    results: list[dict[str, Any]] = []
+    fidelity: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    threads = settings.resolved_threads()
+    for spec in specs:
+        codec = reference if spec == ref.spec else open_codec(manifest, spec, threads)
+        if not isinstance(codec, str):
+            say(f"bench: timing {spec.label} at batch sizes {', '.join(map(str, settings.batch_sizes))}")
+        outcome = codec if isinstance(codec, str) else measure_row(codec, spec, ref, settings,
+                                                                   close=codec is not reference)
+        if isinstance(outcome, str):
+            skipped.append({"backend": spec.backend, "precision": spec.precision, "device": spec.placement,
+                            "reason": outcome})
+            say(f"bench: {spec.label} skipped: {outcome}")
+        else:
+            results += outcome[0]
+            fidelity.append(outcome[1])
+    return results, fidelity, skipped
+
+
+def rate_distortion(reference: Codec, ref: Reference, settings: BenchSettings, say: Say) -> list[dict[str, Any]]:
+    if not settings.baselines:
+        return []
+    say("bench: JPEG and WebP at the codec's rate")
+    rows = patch_rows(ref, reference.levels)
+    return rows + tile_rows(reference, settings) if settings.tile_size else rows
+
+
+def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = None) -> dict[str, Any]:
+    """Measure every backend in ``settings`` and compare it with PyTorch; returns the report."""
+    settings.check()
+    say = progress or (lambda _msg: None)
+    manifest = Manifest.load(art, verify=True, component="bench")
+    if not (manifest.checkpoint_dir / CONFIG_FILE).is_file():
+        raise FSQDeployError(f"bench: '{manifest.art}' holds no {manifest.checkpoint_dir.name}/ for the PyTorch "
+                             "reference. Note: export it again with this fsqdeploy")
+    images, source, data_note = bench_images(manifest, settings, say)
+    reference_spec = BackendSpec(REFERENCE, device="cuda" if torch_has_cuda() else "cpu")
+    specs = with_reference(settings.backends, reference_spec)
+
+    say(f"bench: PyTorch reference ({reference_spec.label}) on {len(images)} images of {source}")
+    with fp32_without_tf32():
+        reference, ref = load_reference(manifest, reference_spec, settings.resolved_threads(), images)
+        try:
+            results, fidelity, skipped = run_rows(manifest, specs, reference, ref, settings, say)
+            baselines = rate_distortion(reference, ref, settings, say)
+        finally:
+            reference.close()
+
+    failures = [f"{row['backend']} {row['precision']}: {reason}"
+                for row in fidelity for reason in row["gate"]["reasons"]]
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "artifact": artifact_info(manifest),
+        "machine": machine_info(settings.resolved_threads()),
+        "settings": {**settings.to_json(), "backends": [s.label for s in specs], "reference": reference_spec.label,
+                     "data": source, "data_note": data_note, "images": len(images),
+                     "images_requested": settings.images or manifest.default_images(),
+                     "tiles": {"size": settings.tile_size, "images": settings.tile_images, "data": settings.tile_data}
+                     if settings.baselines and settings.tile_size else None},
+        "results": results,
+        "fidelity": fidelity,
+        "skipped": skipped,
+        "baselines": baselines,
+        "gates": {"passed": not failures, "failures": failures},
+    }
+
+
+def artifact_info(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "path": str(manifest.art.absolute()),
+        "model_id": manifest.model_id,
+        "levels": list(manifest.levels),
+        "image_size": manifest.image_size,
+        "code_width": manifest.code_width,
+        "latent_dim": manifest.latent_dim,
+        "stages": manifest.stages,
+        "opset": manifest.opset,
+        **rate(manifest.levels, manifest.image_size),
+    }
