@@ -4,15 +4,19 @@
 
 Without ART it exports RUN, or, without RUN, trains a paper-shape model (default channels and
 latent) for one epoch on the sample photos and exports that: its speed is the real model's, its
-fidelity a fresh model's. Timing and fidelity come from fsqdeploy.runtime.bench (the same code as
-``fsqdeploy bench``); this script only lays the numbers out as ratios against PyTorch eager, with
-BF16's index agreement beside its speed. Run it twice on a shared machine: p50 is robust to a
-few slow calls, not to a neighbour that takes a core for the whole run.
+fidelity a fresh model's. Fidelity comes from fsqdeploy.runtime.bench (the same code as
+``fsqdeploy bench``). Latency is measured here in alternating blocks: every backend's codec is
+loaded once, then for each batch size and stage ``--blocks`` rounds each run a block of
+``--block-calls`` calls of every backend in turn (the order rotating per round). A block's median is
+its time; the ratio against PyTorch is taken per round (the same stretch of time for both) and the
+table shows the median ratio with its spread over rounds (min-max), so drift and a neighbour's load
+on a shared machine hit both sides of a ratio alike and a quoted ratio says how much it moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsqdeploy.runtime.bench import STAGES, BackendSpec, BenchSettings, Gates, parse_batch_sizes, run_bench
+from fsqdeploy.runtime.bench.timing import cycle, stage_calls
 
 BACKENDS = [BackendSpec("torch"), BackendSpec("onnxruntime"), BackendSpec("openvino"), BackendSpec("openvino", "bf16")]
 
@@ -42,41 +47,79 @@ def quick_artifact(work: Path, run: Path | None) -> Path:
     return art
 
 
-def side_by_side(report: dict[str, Any]) -> str:
-    """One line per (batch, stage): each backend's p50 in ms and its speed-up over PyTorch eager."""
-    labels = [s.label for s in BACKENDS if any(
-        (r["backend"], r["precision"]) == (s.backend, s.precision) for r in report["results"])]
-    p50 = {(BackendSpec(r["backend"], r["precision"]).label, r["batch_size"], r["stage"]): r["latency_ms"]["p50"]
-           for r in report["results"] if r["device"] == "cpu"}  # not the torch:cuda row bench adds on a GPU
-    width = 22
+def alternating_blocks(art: Path, specs: list[BackendSpec], batch_sizes: list[int], *, blocks: int,
+                       block_calls: int, warmup: int, threads: int | None) -> dict[tuple[str, int, str], list[float]]:
+    """(label, batch, stage) -> one time per round (the median of a block of calls, in ms), with every
+    backend's blocks of a round run back to back, in an order that rotates from round to round."""
+    from fsqdeploy.data import load_images
+    from fsqdeploy.images import images_to_float
+    from fsqdeploy.runtime import Codec
+
+    codecs = {}
+    for spec in specs:
+        try:
+            codecs[spec.label] = Codec.load(art, spec.backend, precision=spec.precision, threads=threads)
+        except Exception as e:  # noqa: BLE001 - a backend that cannot run here is left out, with why
+            print(f"{spec.label}: not timed ({type(e).__name__}: {str(e).splitlines()[0]})", file=sys.stderr)
+    try:
+        first = next(iter(codecs.values()))
+        images = images_to_float(load_images("sample", first.image_size).test[:256])
+        indices = first.encode(images)
+        times: dict[tuple[str, int, str], list[float]] = {}
+        labels = list(codecs)
+        for batch in batch_sizes:
+            calls = {label: stage_calls(c, cycle(images, batch), cycle(indices, batch)) for label, c in codecs.items()}
+            for stage in STAGES:
+                for label in labels:
+                    for _ in range(warmup):
+                        calls[label][stage]()
+                for r in range(blocks):
+                    for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                        fn, block = calls[label][stage], []
+                        for _ in range(block_calls):
+                            start = time.perf_counter()
+                            fn()
+                            block.append(time.perf_counter() - start)
+                        times.setdefault((label, batch, stage), []).append(1e3 * statistics.median(block))
+        return times
+    finally:
+        for c in codecs.values():
+            c.close()
+
+
+def side_by_side(times: dict[tuple[str, int, str], list[float]], batch_sizes: list[int]) -> str:
+    """One line per (batch, stage): each backend's median block time in ms and its median speed-up
+    over PyTorch eager in the same round, with the spread of that ratio over the rounds."""
+    labels = list(dict.fromkeys(label for label, _, _ in times))
+    width = 30
     lines = [f"{'batch':>5}  {'stage':<9}" + "".join(f"{label:>{width}}" for label in labels),
-             f"{'':>5}  {'':<9}" + "".join(f"{'p50 ms (x torch)':>{width}}" for _ in labels)]
-    for batch in report["settings"]["batch_sizes"]:
+             f"{'':>5}  {'':<9}" + "".join(f"{'ms  x torch (min-max)':>{width}}" for _ in labels)]
+    for batch in batch_sizes:
         for stage in STAGES:
-            base = p50.get(("torch", batch, stage))
+            base = times.get(("torch", batch, stage))
             cells = []
             for label in labels:
-                ms = p50[(label, batch, stage)]
-                ratio = f" ({base / ms:5.2f}x)" if base else ""
-                cells.append(f"{ms:>10.3f}{ratio}")
+                own = times[(label, batch, stage)]
+                cell = f"{statistics.median(own):8.3f}"
+                if base:
+                    ratios = [b / o for b, o in zip(base, own)]
+                    cell += f" {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                cells.append(cell)
             lines.append(f"{batch:>5}  {stage:<9}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 
-def fidelity_lines(report: dict[str, Any]) -> str:
+def fidelity_lines(report: dict[str, Any], times: dict[tuple[str, int, str], list[float]], largest: int) -> str:
     """Each backend's agreement with PyTorch, BF16's next to its speed-up over OpenVINO FP32."""
-    p50 = {(r["backend"], r["precision"], r["batch_size"], r["stage"]): r["latency_ms"]["p50"]
-           for r in report["results"]}
-    largest = max(report["settings"]["batch_sizes"])
     lines = []
     for f in report["fidelity"]:
         label = BackendSpec(f["backend"], f["precision"]).label
         line = (f"{label:<14} indices equal {100 * f['index_agreement']:8.4f}%  images with a flip "
                 f"{100 * f['flipped_image_share']:6.2f}%  PSNR vs torch "
                 f"{min(f['roundtrip_psnr_vs_reference'], 100):6.2f} dB  decoder max err {f['max_abs_error']:.1e}")
-        if f["precision"] != "fp32" and ("openvino", "fp32", largest, "roundtrip") in p50:
-            speed = p50[("openvino", "fp32", largest, "roundtrip")] / p50[(f["backend"], f["precision"], largest,
-                                                                            "roundtrip")]
+        base, own = times.get(("openvino", largest, "roundtrip")), times.get((label, largest, "roundtrip"))
+        if f["precision"] != "fp32" and base and own:
+            speed = statistics.median(b / o for b, o in zip(base, own))
             line += f"  | roundtrip at batch {largest}: {speed:.2f}x OpenVINO FP32"
         lines.append(line)
     for k in report["skipped"]:
@@ -89,30 +132,37 @@ def main() -> None:
     parser.add_argument("art", nargs="?", type=Path, help="artifact directory (default: export one)")
     parser.add_argument("--run", type=Path, help="training run to export when no ART is given")
     parser.add_argument("--batch-sizes", default="1,64,256")
-    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
+    parser.add_argument("--blocks", type=int, default=7, help="rounds of alternating blocks per measurement")
+    parser.add_argument("--block-calls", type=int, default=10, help="calls per block")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--images", type=int, default=512, help="fidelity set size")
     args = parser.parse_args()
 
-    settings = BenchSettings(backends=BACKENDS, batch_sizes=parse_batch_sizes(args.batch_sizes), data=None,
-                             images=args.images, warmup=args.warmup, seconds=args.seconds, threads=args.threads,
-                             gates=Gates(min_index_agreement_reduced=0.0, min_psnr_vs_reference=0.0),
-                             baselines=False)
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
+    # bench gives the fidelity rows and the machine; its own one-stretch latency is not used here
+    settings = BenchSettings(backends=BACKENDS, batch_sizes=[1], data=None, images=args.images, warmup=0, iters=1,
+                             threads=args.threads, gates=Gates(min_index_agreement_reduced=0.0,
+                                                               min_psnr_vs_reference=0.0),
+                             baselines=False, tile_size=0)
     with tempfile.TemporaryDirectory(prefix="fsq-backends-") as tmp:
         art = args.art or quick_artifact(Path(tmp), args.run)
         report = run_bench(art, settings, progress=lambda msg: print(msg, file=sys.stderr))
+        runnable = [s for s in BACKENDS if any((k["backend"], k["precision"]) == (s.backend, s.precision)
+                                               for k in report["fidelity"])]
+        times = alternating_blocks(art, runnable, batch_sizes, blocks=args.blocks, block_calls=args.block_calls,
+                                   warmup=args.warmup, threads=args.threads)
     m, a = report["machine"], report["artifact"]
     v = m["versions"]
     print(f"{m['cpu']} ({', '.join(m['cpu_features']) or 'no AVX2'}), {m['threads']} threads; torch {v['torch']}, "
           f"onnxruntime {v['onnxruntime']}, openvino {v['openvino']}")
     print(f"model {a['model_id'][:12]}: {a['image_size']} px, {a['code_width']} indices, levels "
-          f"{sorted(set(a['levels']))}, {a['bits_per_image']} bits/image; "
-          f"{report['settings']['seconds']:g} s per measurement after {args.warmup} warm-up calls, wall clock")
+          f"{sorted(set(a['levels']))}, {a['bits_per_image']} bits/image; {args.blocks} rounds of "
+          f"{args.block_calls}-call blocks per measurement after {args.warmup} warm-up calls, wall clock")
     print()
-    print(side_by_side(report))
+    print(side_by_side(times, batch_sizes))
     print()
-    print(fidelity_lines(report))
+    print(fidelity_lines(report, times, max(batch_sizes)))
 
 
 if __name__ == "__main__":
