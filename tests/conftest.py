@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trt_standin import fake_cuda, fake_trt  # noqa: F401 - the strict stand-in tensorrt, for every test folder
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig

@@ -1,11 +1,12 @@
 """Native TensorRT engines: load (after checking the sidecar), run on a CUDA stream, chunk batches.
 
 Device buffers are torch CUDA tensors, so no extra CUDA binding package is needed. Inputs and
-outputs are bound by name and run with ``execute_async_v3`` on the runner's stream. Each batch
-size gets its own execution context with static input and output buffers; the first run of a
-size executes directly, and when the size repeats, the launch is captured once into a CUDA graph
-and replayed from then on (a few recent sizes are kept). Batches above the engine profile's
-maximum are split into chunks; a batch below its minimum is padded (rows are independent).
+outputs are bound by name and run with ``execute_async_v3`` on the runner's stream, from static
+input and output buffers. With CUDA graphs (the default) each batch size gets its own execution
+context: the first run of a size executes directly, and when the size repeats, the launch is
+captured once into a CUDA graph and replayed from then on (a few recent sizes are kept). Without,
+one execution context serves the whole profile. Batches above the engine profile's maximum are
+split into chunks; a batch below its minimum is padded (rows are independent).
 
 Before anything is deserialized, the engine's sidecar (``<engine>.json``, written by
 ``fsqdeploy export --trt``) is checked against this machine: an engine built by another TensorRT
@@ -13,9 +14,9 @@ version or for another GPU is refused with a message that says to rebuild, inste
 deserialization error. Portable engines (``--version-compatible``, ``--hardware-compatible``) relax
 exactly the checks they allow.
 
-Nothing here imports tensorrt or touches a GPU until a runner is activated. This module cannot be
-executed on machines without an NVIDIA GPU; CI type-checks it against ``tensorrt-stubs`` and the
-tests marked ``gpu`` run it.
+Nothing here imports tensorrt or touches a GPU until a runner is activated. CI type-checks it
+against ``tensorrt-stubs``, the CPU tests drive the runner against a strict stand-in tensorrt with
+CPU buffers (tests/test_tensorrt_runner.py), and the tests marked ``gpu`` run real engines.
 """
 
 from __future__ import annotations
@@ -124,22 +125,32 @@ def engine_paths(art: Path, manifest: Manifest | Mapping[str, Any], precision: s
 
 @dataclass
 class _Slot:
-    """One batch size: its execution context, static device buffers and (once it repeats) graph."""
+    """An execution context with the static device buffers bound to it and, once its batch size
+    repeats, the CUDA graph that replays its launch. ``input``/``output`` have at least ``batch``
+    rows; the context's input shape is ``batch``."""
 
     context: trt.IExecutionContext
     input: torch.Tensor
     output: torch.Tensor
+    batch: int
     runs: int = 0
     graph: torch.cuda.CUDAGraph | None = None
     capture_failed: bool = False
 
 
 class TensorRTRunner(Runner):
-    """One engine with one input and one output, bound by name."""
+    """One engine with one input and one output, bound by name.
+
+    With CUDA graphs (the default) each batch size gets its own execution context, since a graph
+    pins the shapes and buffer addresses it was captured with; the ``max_shapes`` most recent sizes
+    are kept. Without, one context serves the whole profile: its input shape is set per call and
+    its buffers grow to the largest batch seen. Each context preallocates the activation memory of
+    the profile's maximum batch (``context_memory_bytes``)."""
 
     name = "tensorrt"
-    max_shapes = 4  # execution contexts (and CUDA graphs) kept for the most recent batch sizes
+    max_shapes = 4  # with CUDA graphs: the batch sizes whose contexts (and graphs) are kept
     takes_device_tensors = True
+    device = "cuda"  # where the I/O buffers live (the CPU tests bind CPU tensors to a stand-in tensorrt)
 
     def __init__(self, engine_path: str | Path, use_cuda_graphs: bool = True, precision: str | None = None):
         super().__init__()
@@ -149,10 +160,11 @@ class TensorRTRunner(Runner):
         # Known before activation (the Codec reads it): ART/<graph>.<precision>.plan; the sidecar rules.
         parts = self.engine_path.name.split(".")
         self.precision = precision or (parts[-2] if len(parts) >= 3 and parts[-1] == "plan" else "fp32")
-        self.engine: Any = None
-        self.runtime: Any = None
-        self._slots: OrderedDict[int, _Slot] = OrderedDict()
+        self.engine: trt.ICudaEngine | None = None
+        self.runtime: trt.Runtime | None = None
+        self._slots: OrderedDict[int, _Slot] = OrderedDict()  # by batch size (CUDA graphs), else one at 0
         self.graph_replays = 0  # launches served by a CUDA graph (for tests and bench)
+        self.context_memory_bytes: int | None = None  # what each execution context preallocates, once known
 
     def _activate(self) -> None:
         require_tensorrt_and_gpu()  # TensorRT recognised by its API, and a CUDA GPU
@@ -186,33 +198,61 @@ class TensorRTRunner(Runner):
             self.dtypes = {n: to_torch[engine.get_tensor_dtype(n)] for n in names}
         except KeyError:
             raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' binds an unsupported dtype. {REBUILD}") from None
+        # Activation memory for the profile's maximum, allocated by each context at creation
+        # (ExecutionContextAllocationStrategy.STATIC, the default); the v2 call is TensorRT 10.1+.
+        if hasattr(engine, "get_device_memory_size_for_profile_v2"):
+            self.context_memory_bytes = int(engine.get_device_memory_size_for_profile_v2(0))
         self.stream = torch.cuda.Stream()
 
     # -- one chunk ---------------------------------------------------------------------------------
 
-    def _slot(self, batch: int) -> _Slot:
-        import torch
+    @property
+    def contexts(self) -> int:
+        """Execution contexts alive now."""
+        return len(self._slots)
 
-        if batch in self._slots:
-            self._slots.move_to_end(batch)
-            return self._slots[batch]
-        if not self.min_batch <= batch <= self.max_batch:
-            raise FSQDeployError(f"tensorrt: batch {batch} is outside the engine profile "
-                                 f"{self.min_batch}..{self.max_batch} of '{self.engine_path.name}'")
-        context = self.engine.create_execution_context()
+    def _set_shape(self, context: trt.IExecutionContext, batch: int) -> None:
         shape = (batch, *self.input_shape[1:])
         if not context.set_input_shape(self.input_name, shape):
             raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' refuses input shape {list(shape)} "
                                  f"(profile {self.min_batch}..{self.max_batch})")
-        static_in = torch.empty(shape, dtype=self.dtypes[self.input_name], device="cuda")
+
+    def _bind(self, context: trt.IExecutionContext, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static buffers for ``batch`` rows (the context's input shape is set), bound to the context."""
+        import torch
+
+        static_in = torch.empty((batch, *self.input_shape[1:]), dtype=self.dtypes[self.input_name],
+                                device=self.device)
         out_shape = dims_tuple(context.get_tensor_shape(self.output_name))
-        static_out = torch.empty(out_shape, dtype=self.dtypes[self.output_name], device="cuda")
-        context.set_tensor_address(self.input_name, static_in.data_ptr())
-        context.set_tensor_address(self.output_name, static_out.data_ptr())
-        slot = _Slot(context, static_in, static_out)
-        self._slots[batch] = slot
-        while len(self._slots) > self.max_shapes:
-            self._slots.popitem(last=False)
+        static_out = torch.empty(out_shape, dtype=self.dtypes[self.output_name], device=self.device)
+        if not (context.set_tensor_address(self.input_name, static_in.data_ptr())
+                and context.set_tensor_address(self.output_name, static_out.data_ptr())):
+            raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' refuses the addresses of its I/O buffers")
+        return static_in, static_out
+
+    def _slot(self, batch: int) -> _Slot:
+        """The context for ``batch`` rows, with that input shape and buffers of at least that many rows."""
+        engine = self.engine
+        assert engine is not None, "TensorRTRunner used before activate()"  # Runner.infer refuses that first
+        if not self.min_batch <= batch <= self.max_batch:
+            raise FSQDeployError(f"tensorrt: batch {batch} is outside the engine profile "
+                                 f"{self.min_batch}..{self.max_batch} of '{self.engine_path.name}'")
+        key = batch if self.use_cuda_graphs else 0
+        slot = self._slots.get(key)
+        if slot is None:
+            context = engine.create_execution_context()
+            self._set_shape(context, batch)
+            slot = _Slot(context, *self._bind(context, batch), batch=batch)
+            self._slots[key] = slot
+            while len(self._slots) > self.max_shapes:
+                self._slots.popitem(last=False)  # the least recently used batch size
+            return slot
+        self._slots.move_to_end(key)
+        if slot.batch != batch:  # the profile's one context (no CUDA graphs) gets another shape
+            self._set_shape(slot.context, batch)
+            slot.batch = batch
+            if len(slot.input) < batch:
+                slot.input, slot.output = self._bind(slot.context, batch)
         return slot
 
     def _launch(self, slot: _Slot) -> None:
@@ -220,15 +260,16 @@ class TensorRTRunner(Runner):
             raise FSQDeployError(f"tensorrt: execute_async_v3 failed for '{self.engine_path.name}'")
 
     def run_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """One batch within the profile, already on the GPU; returns the slot's static output buffer
-        (valid until the next call with the same batch size; clone it to keep it)."""
+        """One batch within the profile, already on the device; returns a view of the slot's static
+        output buffer (valid until the next call of this runner; clone it to keep it)."""
         import torch
 
-        slot = self._slot(len(x))
+        n = len(x)
+        slot = self._slot(n)
         current = torch.cuda.current_stream()
         self.stream.wait_stream(current)  # x was written on the caller's stream
         with torch.cuda.stream(self.stream):
-            slot.input.copy_(x)
+            slot.input[:n].copy_(x)
             if slot.graph is not None:
                 slot.graph.replay()
                 self.graph_replays += 1
@@ -250,7 +291,7 @@ class TensorRTRunner(Runner):
                 self._launch(slot)
             slot.runs += 1
         current.wait_stream(self.stream)
-        return slot.output
+        return slot.output[:n]
 
     @property
     def captured_batch_sizes(self) -> list[int]:
@@ -262,10 +303,10 @@ class TensorRTRunner(Runner):
         """GPU tensor in, GPU tensor out (no host copies): what bench times as 'device' latency."""
         import torch
 
-        x = x.to(device="cuda", dtype=self.dtypes[self.input_name])
+        x = x.to(device=self.device, dtype=self.dtypes[self.input_name])
         n = len(x)
         if n == 0:
-            return torch.empty((0, *self.output_shape[1:]), dtype=self.dtypes[self.output_name], device="cuda")
+            return torch.empty((0, *self.output_shape[1:]), dtype=self.dtypes[self.output_name], device=self.device)
         parts = []
         for start in range(0, n, self.max_batch):
             chunk = x[start : start + self.max_batch]
@@ -280,7 +321,7 @@ class TensorRTRunner(Runner):
 
         if self.input_name not in feed:
             raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' expects input '{self.input_name}'")
-        x = torch.from_numpy(np.ascontiguousarray(feed[self.input_name])).cuda()
+        x = torch.from_numpy(np.ascontiguousarray(feed[self.input_name])).to(self.device)
         return {self.output_name: self.infer_torch(x).cpu().numpy()}
 
     def _deactivate(self) -> None:
