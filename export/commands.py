@@ -61,7 +61,7 @@ def export(
     timing_cache: Annotated[Path | None, typer.Option("--timing-cache", help="TensorRT timing cache file to "
                                                       f"read and update [ART/{TIMING_CACHE_FILE}].")] = None,
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="TensorRT engines that load "
-                                                     "on later TensorRT versions of the same major.")] = False,
+                                                     "on later TensorRT versions too (10.x on 11).")] = False,
     hardware_compatible: Annotated[bool, typer.Option("--hardware-compatible", help="TensorRT engines that "
                                                       "run on every Ampere or newer GPU.")] = False,
 ) -> None:

@@ -6,6 +6,14 @@ Source: onnx-tensorrt ``docs/operators.md`` (the "Operator Support Matrix", rows
   ``CHANGELOG.md`` says were added after 10.0 (DeformConv 10.1; BlackmanWindow, HammingWindow,
   HannWindow 10.4; STFT 10.5; Attention 10.14; RotaryEmbedding, RMSNormalization, TensorScatter
   10.15), so that a graph passing the lint parses on every 10.x. TensorRT 10.0 reads opsets 9 to 20.
+- TensorRT 11: not read off an 11.x table (none was at hand: the onnx-tensorrt snapshots and pages
+  searched stop at the 10.15 table), but reasoned from the 10.15 table and what 11.x documents
+  changing in the parser: 11.0 kept every ONNX operator of 10.x (its release notes list no parser
+  removals; the removals of 11.0 are weak typing, implicit INT8 and old plugins, which are not ONNX
+  operators) and "Added support for Swish operator"; later additions (DFT in 11.2, opset 25 in
+  11.5) are left out, so that a graph passing the lint parses on every 11.x. So: the 10.15 table,
+  the operators added during 10.x included, plus Swish; opsets 9 to 24 (the 10.15 range; the 11.x
+  ONNX Opset Guide gives "Minimum opset ... 9", and opset 25 came with 11.5).
 - TensorRT 8: the table of the 8.5 release (opsets up to 17). TensorRT 8 cannot parse ONNX local
   functions (added in 9.0), so an 8.x target needs an ``--inline`` export.
 
@@ -38,13 +46,23 @@ _SINCE_10 = frozenset(
     "CastLike Gelu GroupNormalization Hardmax IsInf LayerNormalization Mish".split()
 )
 
+# Added during 10.x (onnx-tensorrt CHANGELOG.md: DeformConv 10.1; BlackmanWindow, HammingWindow,
+# HannWindow 10.4; STFT 10.5; Attention 10.14; RotaryEmbedding, RMSNormalization, TensorScatter
+# 10.15), so in every 11.x; and Swish, added in 11.0 (TensorRT 11.0 release, "Parsers").
+_DURING_10 = frozenset(
+    "DeformConv BlackmanWindow HammingWindow HannWindow STFT Attention RotaryEmbedding RMSNormalization "
+    "TensorScatter".split()
+)
+_SINCE_11 = frozenset({"Swish"})
+
 SUPPORTED_OPS: dict[int, frozenset[str]] = {
     8: _COMMON,
     10: _COMMON | _SINCE_10,
+    11: _COMMON | _SINCE_10 | _DURING_10 | _SINCE_11,
 }
 
 # (lowest, highest) ONNX opset the parser of each major version reads.
-OPSET_RANGE: dict[int, tuple[int, int]] = {8: (1, 17), 10: (9, 20)}
+OPSET_RANGE: dict[int, tuple[int, int]] = {8: (1, 17), 10: (9, 20), 11: (9, 24)}
 
 # The first major version whose parser imports ONNX local functions.
 LOCAL_FUNCTIONS_SINCE = 9

@@ -74,8 +74,55 @@ def _last_error(logger: Any) -> str:
     return f" ({logger.errors[-1][:300]})" if getattr(logger, "errors", None) else ""
 
 
+@dataclass
+class TimingCache:
+    """The serialized timing cache the engines of one ``build_engines`` share (updated after each
+    build), and what became of the cache it started from (``state``, set by the first build):
+    "new" (there was none), "reused" (TensorRT accepted it), or "replaced" (the artifact's own cache
+    was unreadable or from another GPU or TensorRT version; a fresh one took its place)."""
+
+    data: bytearray
+    shared: Path | None = None  # the user's --timing-cache (shared between artifacts); None: the artifact's
+    state: str | None = None
+
+
+# A cache TensorRT does not accept is never mixed in and never written over a shared file:
+# set_timing_cache "will report a failure if the CUDA device property in the provided cache is
+# different from current environment" (IBuilderConfig.set_timing_cache, tensorrt-stubs 10.13), i.e.
+# TensorRT refuses a foreign cache rather than ignoring it, and ignore_mismatch=True would use
+# tactics timed on other hardware ("Combining caches generated from devices with different device
+# properties may lead to functional/performance bugs!", NvInfer.h ITimingCache::combine). A
+# corrupt blob makes create_timing_cache return None (a null ITimingCache*), which
+# set_timing_cache cannot take. So the user's --timing-cache that TensorRT does not accept is one
+# line and nothing is written; the artifact's own cache (ART/timing.cache, or the one --force
+# carries over) belongs to engines that are being rebuilt for this machine, and is replaced.
+def attach_timing_cache(config: trt.IBuilderConfig, cache: TimingCache, logger: Any) -> trt.ITimingCache:
+    """Attach ``cache`` to ``config`` (see above for a cache TensorRT does not accept)."""
+    import tensorrt as trt
+
+    problem = ""
+    if cache.data:
+        timing: trt.ITimingCache | None = config.create_timing_cache(bytes(cache.data))
+        if timing is None:
+            problem = f"is not a timing cache TensorRT {trt.__version__} can read{_last_error(logger)}"
+        elif config.set_timing_cache(timing, False):
+            cache.state = cache.state or "reused"
+            return timing
+        else:
+            problem = (f"was made on another GPU or TensorRT version, and TensorRT {trt.__version__} refuses it "
+                       f"here{_last_error(logger)}")
+        if cache.shared is not None:
+            raise FSQDeployError(f"tensorrt: --timing-cache '{cache.shared}' {problem}. Note: nothing was written; "
+                                 "give each GPU and TensorRT version its own --timing-cache file, or delete this one")
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, False):
+        raise FSQDeployError(f"tensorrt: TensorRT {trt.__version__} cannot create a timing cache{_last_error(logger)}")
+    cache.state = cache.state or ("replaced" if problem else "new")
+    return fresh
+
+
 def configure(builder: trt.Builder, network: trt.INetworkDefinition, options: BuildOptions,
-              cache_bytes: bytes) -> tuple[trt.IBuilderConfig, trt.ITimingCache]:
+              cache: TimingCache, logger: Any) -> tuple[trt.IBuilderConfig, trt.ITimingCache]:
     import tensorrt as trt
 
     config = builder.create_builder_config()
@@ -98,16 +145,12 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, options: Bu
     tf32 = getattr(trt.BuilderFlag, "TF32", None)
     if tf32 is not None:
         config.clear_flag(tf32)
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, False):
-        # A cache from another GPU or TensorRT version: start a fresh one rather than mix them.
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+    timing = attach_timing_cache(config, cache, logger)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    return config, cache
+    return config, timing
 
 
 def engine_io_problems(engine: trt.ICudaEngine, graph: str, options: BuildOptions) -> list[str]:
@@ -142,7 +185,7 @@ class BuiltEngine:
     sidecar: dict[str, Any]
 
 
-def build_engine(onnx_path: Path, graph: str, precision: str, options: BuildOptions, cache: bytearray,
+def build_engine(onnx_path: Path, graph: str, precision: str, options: BuildOptions, cache: TimingCache,
                  facts: Mapping[str, Any], scratch: Path) -> BuiltEngine:
     """Build one engine from ``onnx_path``; ``cache`` (the serialized timing cache) is updated in place.
     The caller has checked that TensorRT and a GPU are usable (``require_tensorrt_and_gpu``)."""
@@ -161,13 +204,13 @@ def build_engine(onnx_path: Path, graph: str, precision: str, options: BuildOpti
     if problems:
         raise FSQDeployError(f"tensorrt: {label}: {problems[0]}. Note: the quantizer must run in FP32; "
                              "export the graphs again with this fsqdeploy")
-    config, timing = configure(builder, network, options, bytes(cache))
+    config, timing = configure(builder, network, options, cache, logger)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise FSQDeployError(f"tensorrt: building the engine for {label} failed{_last_error(logger)}. "
                              "Note: try a larger --workspace or a lower --max-batch")
     plan = bytes(memoryview(serialized))
-    cache[:] = bytes(memoryview(timing.serialize()))
+    cache.data[:] = bytes(memoryview(timing.serialize()))
 
     runtime = trt.Runtime(logger)
     if options.version_compatible:
@@ -204,11 +247,14 @@ def build_engine(onnx_path: Path, graph: str, precision: str, options: BuildOpti
     return BuiltEngine(graph, precision, plan, info, sidecar)
 
 
-def _read_cache(paths: Sequence[Path]) -> bytes:
-    for p in paths:
-        if p.is_file():
-            return p.read_bytes()
-    return b""
+def _read_cache(options: BuildOptions, art: Path, previous_cache: Path | None) -> TimingCache:
+    """The first timing cache there is: the user's --timing-cache (``shared``) or else ART's, then
+    the one ``previous_cache`` names (the artifact's, carried over by --force); else an empty one."""
+    first = options.timing_cache or art / TIMING_CACHE_FILE
+    for path in (first, *([previous_cache] if previous_cache else [])):
+        if path.is_file():
+            return TimingCache(bytearray(path.read_bytes()), shared=path if path == options.timing_cache else None)
+    return TimingCache(bytearray())
 
 
 def _check_sources(manifest: Manifest, precisions: Sequence[str]) -> None:
@@ -246,8 +292,7 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
     if options.hardware_compatible and int(facts["compute_capability"].split(".")[0]) < HARDWARE_COMPATIBLE_MIN_MAJOR:
         raise FSQDeployError(f"tensorrt: --hardware-compatible engines need an Ampere or newer GPU (sm 8.0+); "
                              f"this is {facts['gpu_name']} (sm {facts['compute_capability']})")
-    cache_path = options.timing_cache or art / TIMING_CACHE_FILE
-    cache = bytearray(_read_cache([cache_path, *([previous_cache] if previous_cache else [])]))
+    cache = _read_cache(options, art, previous_cache)
 
     scratch = Path(tempfile.mkdtemp(prefix=".trt-build.", dir=art))
     try:
@@ -264,17 +309,19 @@ def build_engines(art: Path, precisions: Sequence[str], options: BuildOptions, *
         for name in written:
             os.replace(scratch / name, art / name)
         if options.timing_cache is None:
-            write_bytes_atomic(art / TIMING_CACHE_FILE, bytes(cache))
+            write_bytes_atomic(art / TIMING_CACHE_FILE, bytes(cache.data))
             written.append(TIMING_CACHE_FILE)
-        else:  # the user's cache lives outside the artifact and is shared between artifacts
-            write_bytes_atomic(options.timing_cache, bytes(cache))
+        elif cache.shared is None or cache.state == "reused":
+            # The user's cache, shared between artifacts, is written only when TensorRT accepted
+            # it (one it refused raised above) or when it did not exist yet.
+            write_bytes_atomic(options.timing_cache, bytes(cache.data))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     summary = dict(manifest.section("tensorrt"))
     for b in built:
         entry = summary.setdefault(b.precision, {"facts": facts, "profile": options.profile, "engines": {}})
-        entry.update(facts=facts, profile=options.profile,
+        entry.update(facts=facts, profile=options.profile, timing_cache=cache.state,
                      version_compatible=options.version_compatible, hardware_compatible=options.hardware_compatible)
         entry["engines"][b.graph] = {"file": engine_file(b.graph, b.precision), "onnx_file": b.sidecar["onnx_file"],
                                      "quantizer": b.sidecar["quantizer"]}

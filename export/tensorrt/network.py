@@ -21,6 +21,12 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from fsqdeploy.backends.tensorrt_env import (
+    ALWAYS_STRONGLY_TYPED_SINCE,
+    BUILD_MIN_MAJOR,
+    INSTALL_HINT,
+    tensorrt_major,
+)
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.onnxgraph.graph import FLOAT_TYPES, inline_functions, split_graph, tensor_types
 
@@ -62,14 +68,23 @@ def parser_graph(model: onnx.ModelProto) -> ParserGraph:
 
 
 def create_network(builder: trt.Builder) -> trt.INetworkDefinition:
-    """A strongly typed network: TensorRT 10 needs the flag, TensorRT 11 knows no other kind."""
+    """A strongly typed network, decided by TensorRT's major version: TensorRT 10 needs the
+    STRONGLY_TYPED flag, and reports it (``get_flag``); TensorRT 11 builds no other kind and ignores
+    the deprecated flag, so it is not set there, and ``get_flag`` is not asked (whether it echoes an
+    ignored flag is not documented). Older TensorRT is refused."""
     import tensorrt as trt
 
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = 1 << int(flag) if flag is not None else 0
-    network = builder.create_network(flags)
-    if flag is not None and not network.get_flag(flag):
-        raise FSQDeployError("tensorrt: the network is not strongly typed. Note: use TensorRT 10.0 or newer")
+    major = tensorrt_major(trt)
+    if major >= ALWAYS_STRONGLY_TYPED_SINCE:
+        return builder.create_network(0)
+    if major < BUILD_MIN_MAJOR:
+        raise FSQDeployError(f"tensorrt: TensorRT {trt.__version__} cannot build fsqdeploy's strongly typed engines. "
+                             f"Note: install TensorRT {BUILD_MIN_MAJOR}.0 or newer: {INSTALL_HINT}")
+    flag = trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    network = builder.create_network(1 << int(flag))
+    if not network.get_flag(flag):
+        raise FSQDeployError(f"tensorrt: TensorRT {trt.__version__} did not make the network strongly typed, so the "
+                             "graphs' types would not be kept. Note: reinstall TensorRT: " + INSTALL_HINT)
     return network
 
 

@@ -50,6 +50,54 @@ if TYPE_CHECKING:
 REBUILD = "Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine"
 SIDECAR_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")
 
+# Version-compatible engines (BuilderFlag.VERSION_COMPATIBLE), as TensorRT documents them:
+# - "Version compatibility is supported from version 8.6; the plan must be built with a version at
+#   least 8.6 or higher, and the runtime must be 8.6 or higher" (TensorRT 10.16 docs, Version
+#   Compatibility);
+# - within a major version, on the version that built the plan or any later one: "engines built
+#   with version compatibility enabled using TensorRT 11.0 will be compatible with TensorRT 11.1
+#   and later 11.x versions", and never on an older runtime (TensorRT 11.1 docs, Engine Compatibility);
+# - across major versions only the documented pairs: "engines built with TensorRT 8 work with
+#   TensorRT 9 and TensorRT 10 runtimes" (10.16, Version Compatibility), "engines built with
+#   TensorRT 10 work with TensorRT 11" (11.1, Engine Compatibility); "No other combination across
+#   major versions is supported. For example, a TensorRT 8 engine cannot run with a TensorRT 11
+#   runtime" (11.4 Support Matrix, Engine Portability).
+# runtime/cpp/src/manifest.cpp mirrors these (version_compatible_runs): change both together.
+VERSION_COMPATIBLE_SINCE = (8, 6)
+VERSION_COMPATIBLE_LATER_MAJORS: dict[int, tuple[int, ...]] = {8: (9, 10), 10: (11,)}
+
+
+def version_compatible_runs(built: tuple[int, ...], here: tuple[int, ...]) -> bool:
+    """Whether TensorRT ``here`` may run a version-compatible engine built by TensorRT ``built``
+    (both as ``version_tuple`` gives them: (major, minor, patch, build), compared part by part).
+
+    The rule, exactly (sources above): both versions are known (non-empty) and at least 8.6; then
+    either the majors are equal and ``here >= built`` (tuple order: a runtime of the same major
+    that is the same or newer, down to the build number), or ``here``'s major is one of
+    ``VERSION_COMPATIBLE_LATER_MAJORS[built's major]`` (8 -> 9 or 10, 10 -> 11; any minor of it).
+    Everything else is refused: an older runtime, an older major, any other crossing (8 -> 11,
+    9 -> 10, 11 -> 12 until TensorRT documents it)."""
+    if not built or not here or built < VERSION_COMPATIBLE_SINCE or here < VERSION_COMPATIBLE_SINCE:
+        return False
+    if here[0] == built[0]:
+        return here >= built
+    return here[0] in VERSION_COMPATIBLE_LATER_MAJORS.get(built[0], ())
+
+
+def version_compatible_runtimes(built: str) -> str:
+    """Where a version-compatible engine built by TensorRT ``built`` runs, for messages:
+    "TensorRT 10.x from 10.9.0.1 on or TensorRT 11.x"; "TensorRT 8.x from 8.6.1 on, TensorRT 9.x or
+    TensorRT 10.x"; "no TensorRT (version compatibility starts with TensorRT 8.6)" below 8.6;
+    "TensorRT ?.x from <built> on" when ``built`` is not a version."""
+    b = version_tuple(built)
+    if not b:
+        return f"TensorRT ?.x from {built} on"
+    if b < VERSION_COMPATIBLE_SINCE:
+        return "no TensorRT (version compatibility starts with TensorRT 8.6)"
+    later = VERSION_COMPATIBLE_LATER_MAJORS.get(b[0], ())
+    places = [f"TensorRT {b[0]}.x from {built} on", *(f"TensorRT {m}.x" for m in later)]
+    return places[0] if len(places) == 1 else f"{', '.join(places[:-1])} or {places[-1]}"
+
 
 # -- sidecars -------------------------------------------------------------------------------------
 
@@ -59,9 +107,10 @@ def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None, precisio
     """Refuse an engine built for another GPU or TensorRT version (or not the engine its sidecar
     describes) with a message that says to rebuild, instead of TensorRT's deserialization error.
 
-    Engines built with ``--version-compatible`` load on the same or a later TensorRT of the same
-    major version; with ``--hardware-compatible`` on any GPU of compute capability 8.0 or newer.
-    ``facts`` defaults to this machine's (``current_device_facts``)."""
+    Engines built with ``--version-compatible`` load where ``version_compatible_runs`` says (the
+    same or a later TensorRT of the same major, or the next major TensorRT documents: 10 -> 11);
+    with ``--hardware-compatible`` on any GPU of compute capability 8.0 or newer. ``facts``
+    defaults to this machine's (``current_device_facts``)."""
     engine = Path(engine)
     path = sidecar_path(engine)
     if not engine.is_file():
@@ -85,11 +134,11 @@ def check_sidecar(engine: Path, facts: Mapping[str, Any] | None = None, precisio
     built, here = str(sidecar["tensorrt_version"]), str(facts["tensorrt_version"])
     b, h = version_tuple(built), version_tuple(here)
     if sidecar.get("version_compatible"):
-        same_version = bool(b) and bool(h) and b[0] == h[0] and h >= b
+        same_version = version_compatible_runs(b, h)
     else:
-        same_version = built == here
+        same_version = built == here  # TensorRT compares the whole version, build number included
     if not same_version:
-        allowed = (f" (a version-compatible engine runs on TensorRT {b[0] if b else '?'}.x from {built} on)"
+        allowed = (f" (a version-compatible engine runs on {version_compatible_runtimes(built)})"
                    if sidecar.get("version_compatible") else " (or build it with --version-compatible)")
         raise FSQDeployError(f"tensorrt: '{engine.name}' was built with TensorRT {built}, this is TensorRT "
                              f"{here}{allowed}. {REBUILD}")

@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # type-checked against tensorrt-stubs; imported lazily at run
 INSTALL_HINT = 'pip install "fsqdeploy[trt]"'
 # AMPERE_PLUS (hardware-compatible) engines run on sm 8.0 and newer; the builder refuses older GPUs.
 HARDWARE_COMPATIBLE_MIN_MAJOR = 8
+# The builder's TensorRT: 10.0 is the first whose ONNX parser fills a strongly typed network with
+# every type the FP16 and INT8 graphs use; from 11.0 on every network is strongly typed
+# (NetworkDefinitionCreationFlag kSTRONGLY_TYPED: "Deprecated in TensorRT 11.0. Strongly typed mode
+# is always enabled. This flag is retained for API compatibility but is ignored.", NvInfer.h 11.1).
+BUILD_MIN_MAJOR = 10
+ALWAYS_STRONGLY_TYPED_SINCE = 11
 
 
 def import_tensorrt() -> Any:
@@ -92,6 +98,11 @@ def version_tuple(version: str) -> tuple[int, ...]:
             break
         out.append(int(part))
     return tuple(out)
+
+
+def tensorrt_major(trt_module: Any) -> int:
+    """The major version of a tensorrt module (its ``__version__``); 0 when that is not a version."""
+    return (version_tuple(str(getattr(trt_module, "__version__", ""))) or (0,))[0]
 
 
 def dims_tuple(dims: trt.Dims) -> tuple[int, ...]:

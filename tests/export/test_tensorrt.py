@@ -163,10 +163,19 @@ def test_sidecar_matching_machine_loads(tmp_path):
     ({"tensorrt_version": "10.3.0.26"}, {}, "built with TensorRT 10.3.0.26, this is TensorRT 10.8.0.43 (or build"),
     ({"compute_capability": "8.6", "gpu_name": "NVIDIA A10"}, {},
      "built for NVIDIA A10 (sm 8.6), this GPU is NVIDIA L4 (sm 8.9)"),
-    # Version-compatible engines load on the same or a later TensorRT of the same major only.
-    ({"tensorrt_version": "10.9.0.1", "version_compatible": True}, {}, "built with TensorRT 10.9.0.1"),
-    ({"tensorrt_version": "10.3.0.26", "version_compatible": True}, {"tensorrt_version": "11.0.0.1"},
-     "runs on TensorRT 10.x from 10.3.0.26 on"),
+    # Version-compatible engines load on the same or a later TensorRT of the same major, or on the
+    # next major TensorRT documents (10 -> 11), never on an older runtime (version_compatible_runs).
+    ({"tensorrt_version": "10.9.0.1", "version_compatible": True}, {},
+     "built with TensorRT 10.9.0.1, this is TensorRT 10.8.0.43 (a version-compatible engine runs on TensorRT 10.x "
+     "from 10.9.0.1 on or TensorRT 11.x)"),
+    # Was 10.3 on 11.0 (refused as "another major"): the 11.1 Engine Compatibility page says
+    # "engines built with TensorRT 10 work with TensorRT 11", so that case now loads (below), and the
+    # refusals across majors are the ones TensorRT refuses: 11 -> 10, 8 -> 11 ("No other combination
+    # across major versions is supported. For example, a TensorRT 8 engine cannot run with a
+    # TensorRT 11 runtime", 11.4 Support Matrix).
+    ({"tensorrt_version": "11.0.0.1", "version_compatible": True}, {}, "runs on TensorRT 11.x from 11.0.0.1 on)"),
+    ({"tensorrt_version": "8.6.1.6", "version_compatible": True}, {"tensorrt_version": "11.1.0.5"},
+     "runs on TensorRT 8.x from 8.6.1.6 on, TensorRT 9.x or TensorRT 10.x)"),
     # Hardware-compatible engines run on Ampere or newer, not on Turing.
     ({"hardware_compatible": True}, {"compute_capability": "7.5", "gpu_name": "Tesla T4"},
      "hardware-compatible for Ampere and newer (sm 8.0+), this GPU is Tesla T4 (sm 7.5)"),
@@ -180,6 +189,7 @@ def test_sidecar_refuses_another_machine(tmp_path, sidecar, here, message):
 
 @pytest.mark.parametrize("sidecar, here", [
     ({"tensorrt_version": "10.3.0.26", "version_compatible": True}, {}),
+    ({"tensorrt_version": "10.3.0.26", "version_compatible": True}, {"tensorrt_version": "11.0.0.1"}),  # 10 -> 11
     ({"compute_capability": "8.0", "gpu_name": "NVIDIA A100", "hardware_compatible": True}, {}),
     ({"compute_capability": "8.9", "hardware_compatible": True}, {"compute_capability": "9.0", "gpu_name": "H100"}),
 ])
@@ -474,6 +484,9 @@ def test_timing_cache_is_kept_and_reused(gpu_art, run64, tmp_path):
     size = cache.stat().st_size
     export_artifact(run64, tmp_path / "b", opset=18, parity_images=32, trt=BuildOptions(timing_cache=cache))
     assert cache.stat().st_size >= size and not (tmp_path / "b" / "timing.cache").exists()
+    states = [json.loads((tmp_path / a / "manifest.json").read_text())["tensorrt"]["fp32"]["timing_cache"]
+              for a in ("a", "b")]
+    assert states == ["new", "reused"]  # TensorRT took the cache this GPU made (tests/export/test_tensorrt_rules.py)
 
 
 @pytest.mark.gpu
