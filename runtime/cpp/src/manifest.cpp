@@ -196,16 +196,6 @@ private:
     std::unique_ptr<EVP_MD_CTX, EvpDeleter> ctx_;
 };
 
-std::string numeric_version(const std::string& v, int parts) {  // "10.7.0.23" -> "10.7.0" for parts = 3
-    std::string out;
-    int seen = 0;
-    for (char c : v) {
-        if (c == '.' && ++seen == parts) break;
-        out += c;
-    }
-    return out;
-}
-
 }  // namespace
 
 std::string sha256_hex(const void* data, std::size_t size) {
@@ -373,16 +363,84 @@ std::vector<std::string> Manifest::engine_files() const {
     return out;  // std::map keeps them sorted
 }
 
+// -- engine sidecars: fsqdeploy/backends/tensorrt.py's check_sidecar, message for message ----------
+
+namespace {
+
+constexpr const char* kRebuild = "Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine";
+const char* const kSidecarKeys[] = {"tensorrt_version", "gpu_name", "compute_capability", "precision", "profile"};
+constexpr long long kHardwareCompatibleMinMajor = 8;  // tensorrt_env.HARDWARE_COMPATIBLE_MIN_MAJOR: Ampere
+
+}  // namespace
+
+std::vector<long long> version_tuple(const std::string& version) {
+    std::vector<long long> out;
+    std::size_t start = 0;
+    while (start <= version.size()) {
+        const std::size_t dot = std::min(version.find('.', start), version.size());
+        const std::string part = version.substr(start, dot - start);
+        const bool digits = !part.empty() && part.size() <= 18 &&
+                            std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (!digits) break;
+        out.push_back(std::stoll(part));
+        start = dot + 1;
+    }
+    return out;
+}
+
+// fsqdeploy/backends/tensorrt.py: VERSION_COMPATIBLE_SINCE (8.6), VERSION_COMPATIBLE_LATER_MAJORS
+// (8 -> 9 or 10, 10 -> 11) and version_compatible_runs / version_compatible_runtimes, as TensorRT's
+// engine compatibility docs state them (cited there).
+namespace {
+const std::vector<long long>& version_compatible_since() {
+    static const std::vector<long long> since = {8, 6};
+    return since;
+}
+std::vector<long long> version_compatible_later_majors(long long major) {
+    if (major == 8) return {9, 10};
+    if (major == 10) return {11};
+    return {};
+}
+std::string version_compatible_runtimes(const std::string& built) {
+    const std::vector<long long> b = version_tuple(built);
+    if (b.empty()) return "TensorRT ?.x from " + built + " on";
+    if (b < version_compatible_since()) return "no TensorRT (version compatibility starts with TensorRT 8.6)";
+    std::vector<std::string> places = {"TensorRT " + std::to_string(b[0]) + ".x from " + built + " on"};
+    for (long long m : version_compatible_later_majors(b[0])) places.push_back("TensorRT " + std::to_string(m) + ".x");
+    std::string out = places[0];
+    for (std::size_t i = 1; i < places.size(); ++i) out += (i + 1 == places.size() ? " or " : ", ") + places[i];
+    return out;
+}
+}  // namespace
+
+bool version_compatible_runs(const std::vector<long long>& built, const std::vector<long long>& here) {
+    if (built.empty() || here.empty() || built < version_compatible_since() || here < version_compatible_since()) {
+        return false;
+    }
+    if (here[0] == built[0]) return here >= built;
+    const std::vector<long long> later = version_compatible_later_majors(built[0]);
+    return std::find(later.begin(), later.end(), here[0]) != later.end();
+}
+
 EngineSidecar EngineSidecar::load(const fs::path& engine_path) {
     fs::path path = engine_path;
     path += ".json";
-    const char* rebuild = "Note: rebuild with fsqdeploy export --trt";
     std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) throw Error("tensorrt: " + quoted(path) + " is missing. " + rebuild);
-    const json root = parse_json(read_text(path, "tensorrt"), path, "tensorrt", rebuild);
-    if (!root.is_object()) throw Error("tensorrt: " + quoted(path) + " is not a JSON object. " + rebuild);
+    if (!fs::is_regular_file(path, ec)) throw Error("tensorrt: " + quoted(path) + " is missing. " + kRebuild);
+    json root;
+    try {
+        root = json::parse(read_text(path, "tensorrt"));
+    } catch (const json::parse_error&) {
+        throw Error("tensorrt: " + quoted(path) + " is not valid JSON. " + kRebuild);
+    }
+    std::string missing;
+    for (const char* key : kSidecarKeys) {
+        if (!root.is_object() || !root.contains(key)) missing += (missing.empty() ? "" : ", ") + std::string(key);
+    }
+    if (!missing.empty()) throw Error("tensorrt: " + quoted(path) + " lacks " + missing + ". " + kRebuild);
+    // Python formats the values with str(); a string is itself, anything else its JSON text.
     auto text = [&](const char* key) -> std::string {
-        if (!root.contains(key) || root.at(key).is_null()) return "?";
+        if (!root.contains(key)) return "?";
         return root.at(key).is_string() ? root.at(key).get<std::string>() : root.at(key).dump();
     };
     EngineSidecar s;
@@ -394,31 +452,68 @@ EngineSidecar EngineSidecar::load(const fs::path& engine_path) {
     s.onnx_sha256 = root.contains("onnx_sha256") && root.at("onnx_sha256").is_string()
                         ? lower(root.at("onnx_sha256").get<std::string>())
                         : "";
+    if (root.contains("engine_sha256")) s.engine_sha256 = text("engine_sha256");  // compared as written
+    // Python tests truthiness (sidecar.get(key)); export writes booleans.
     auto flag = [&](const char* key) {
-        return root.contains(key) && root.at(key).is_boolean() && root.at(key).get<bool>();
+        if (!root.contains(key)) return false;
+        const json& v = root.at(key);
+        return v.is_boolean() ? v.get<bool>() : !(v.is_null() || v == 0 || v == "" || v.empty());
     };
     s.version_compatible = flag("version_compatible");
     s.hardware_compatible = flag("hardware_compatible");
     return s;
 }
 
-void check_sidecar(const std::string& engine_name, const EngineSidecar& sidecar, const DeviceFacts& here) {
-    // Python's tensorrt.__version__ may carry a build number ("10.7.0.23"); TensorRT engines are
-    // tied to major.minor.patch, which is what getInferLibVersion() gives.
-    const std::string built = numeric_version(sidecar.tensorrt_version, 3);
-    const std::string now = numeric_version(here.tensorrt_version, 3);
-    const bool same_version =
-        built == now || (sidecar.version_compatible && numeric_version(built, 1) == numeric_version(now, 1));
+void check_sidecar(const std::string& engine_name, const EngineSidecar& sidecar, const DeviceFacts& here,
+                   const std::string& precision) {
+    const std::string name = "'" + engine_name + "'";
+    if (!precision.empty() && sidecar.precision != precision) {
+        throw Error("tensorrt: " + name + " is a " + sidecar.precision + " engine, " + precision + " was asked for. " +
+                    kRebuild + " --precision " + precision);
+    }
+    const std::string& built = sidecar.tensorrt_version;
+    std::vector<long long> b = version_tuple(built);
+    const std::vector<long long> h = version_tuple(here.tensorrt_version);
+    // C++ only: a runtime that reports major.minor.patch and no build number (TensorRT 8.6's
+    // getInferLibVersion) is compared on those three parts. TensorRT 10+ reports all four, as
+    // Python's tensorrt.__version__ does, and then the rules are Python's exactly.
+    const bool no_build_here = h.size() == 3 && b.size() > 3;
+    if (no_build_here) b.resize(3);
+    const bool same_version = sidecar.version_compatible ? version_compatible_runs(b, h)
+                                                         : built == here.tensorrt_version || (no_build_here && b == h);
     if (!same_version) {
-        throw Error("tensorrt: '" + engine_name + "' was built with TensorRT " + sidecar.tensorrt_version +
-                    ", this is " + here.tensorrt_version +
-                    ". Note: rebuild with fsqdeploy export --trt (or build with --version-compatible)");
+        const std::string allowed =
+            sidecar.version_compatible
+                ? " (a version-compatible engine runs on " + version_compatible_runtimes(built) + ")"
+                : std::string(" (or build it with --version-compatible)");
+        throw Error("tensorrt: " + name + " was built with TensorRT " + built + ", this is TensorRT " +
+                    here.tensorrt_version + allowed + ". " + kRebuild);
     }
-    if (!sidecar.hardware_compatible && sidecar.compute_capability != here.compute_capability) {
-        throw Error("tensorrt: '" + engine_name + "' was built for " + sidecar.gpu_name + " (sm " +
-                    sidecar.compute_capability + "), this GPU is " + here.gpu_name + " (sm " + here.compute_capability +
-                    "). Note: rebuild with fsqdeploy export --trt on this GPU (or build with --hardware-compatible)");
+    if (sidecar.hardware_compatible) {
+        const std::vector<long long> cc = version_tuple(here.compute_capability);
+        if ((cc.empty() ? 0 : cc[0]) < kHardwareCompatibleMinMajor) {
+            throw Error("tensorrt: " + name + " is hardware-compatible for Ampere and newer (sm 8.0+), this GPU is " +
+                        here.gpu_name + " (sm " + here.compute_capability + "). " + kRebuild);
+        }
+    } else if (sidecar.compute_capability != here.compute_capability) {
+        throw Error("tensorrt: " + name + " was built for " + sidecar.gpu_name + " (sm " + sidecar.compute_capability +
+                    "), this GPU is " + here.gpu_name + " (sm " + here.compute_capability +
+                    ") (or build it with --hardware-compatible). " + kRebuild);
     }
+}
+
+EngineSidecar check_engine(const fs::path& engine_path, const DeviceFacts& here, const std::string& precision) {
+    std::error_code ec;
+    if (!fs::is_regular_file(engine_path, ec)) {
+        throw Error("tensorrt: " + quoted(engine_path) + " is missing. " + kRebuild);
+    }
+    const EngineSidecar sidecar = EngineSidecar::load(engine_path);
+    const std::string name = engine_path.filename().string();
+    if (sidecar.engine_sha256 && *sidecar.engine_sha256 != sha256_file(engine_path)) {
+        throw Error("tensorrt: '" + name + "' is not the engine its sidecar describes (sha256 differs). " + kRebuild);
+    }
+    check_sidecar(name, sidecar, here, precision);
+    return sidecar;
 }
 
 }  // namespace fsq

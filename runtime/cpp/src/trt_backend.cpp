@@ -3,7 +3,7 @@
 // optimization profile's maximum batch (Codec splits larger batches).
 //
 // Compiled only when CMake finds TensorRT (NvInfer.h, libnvinfer) and the CUDA toolkit; written
-// against the TensorRT 10 C++ API (named I/O tensors, setInputShape / setTensorAddress /
+// against the TensorRT 10 and 11 C++ API (named I/O tensors, setInputShape / setTensorAddress /
 // enqueueV3, objects released with delete). Not compiled on the CI machines, which have no GPU;
 // see runtime/cpp/README.md.
 #include <NvInfer.h>
@@ -36,19 +36,23 @@ public:
     }
 };
 
-// getInferLibVersion(): major*10000 + minor*100 + patch since TensorRT 10, major*1000 + ... before.
-std::string version_text(std::int32_t v) {
-    const bool ten = v >= 100000;
-    const int major = ten ? v / 10000 : v / 1000;
-    const int minor = ten ? (v / 100) % 100 : (v / 100) % 10;
-    return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(v % 100);
+// TensorRT's version as Python's tensorrt.__version__ spells it ("10.13.0.35"), the form the
+// sidecar records. getInferLib{Major,Minor,Patch,Build}Version exist since TensorRT 10
+// (NvInferRuntime.h); before, getInferLibVersion() is major*1000 + minor*100 + patch, no build.
+std::string tensorrt_version() {
+#if NV_TENSORRT_MAJOR >= 10
+    return std::to_string(getInferLibMajorVersion()) + "." + std::to_string(getInferLibMinorVersion()) + "." +
+           std::to_string(getInferLibPatchVersion()) + "." + std::to_string(getInferLibBuildVersion());
+#else
+    const std::int32_t v = getInferLibVersion();
+    return std::to_string(v / 1000) + "." + std::to_string((v / 100) % 10) + "." + std::to_string(v % 100);
+#endif
 }
 
 DeviceFacts device_facts(int device) {
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-    return {version_text(getInferLibVersion()), prop.name,
-            std::to_string(prop.major) + "." + std::to_string(prop.minor)};
+    return {tensorrt_version(), prop.name, std::to_string(prop.major) + "." + std::to_string(prop.minor)};
 }
 
 std::size_t element_size(nvinfer1::DataType type) {
@@ -68,15 +72,15 @@ struct DeviceBuffer {
 class TrtEngine {
 public:
     TrtEngine(const Manifest& manifest, const std::string& file, const GraphIo& io, nvinfer1::IRuntime& runtime,
-              const DeviceFacts& facts, bool images_in, std::vector<std::int64_t> item_in_shape, std::size_t item_out)
+              const DeviceFacts& facts, const std::string& precision, bool images_in,
+              std::vector<std::int64_t> item_in_shape, std::size_t item_out)
         : file_(file),
           input_(io.inputs.at(0).name),
           output_(io.outputs.at(0).name),
           item_in_shape_(std::move(item_in_shape)),
           item_out_(item_out) {
         const std::filesystem::path path = manifest.file(file);
-        const EngineSidecar sidecar = EngineSidecar::load(path);
-        check_sidecar(file, sidecar, facts);
+        const EngineSidecar sidecar = check_engine(path, facts, precision);  // as TensorRTRunner does
         if (!sidecar.onnx_sha256.empty()) {
             bool known = false;
             for (const auto& entry : manifest.files) known = known || entry.second.sha256 == sidecar.onnx_sha256;
@@ -88,8 +92,16 @@ public:
         }
         std::ifstream in(path, std::ios::binary);
         const std::vector<char> blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        // A version-compatible plan carries its own lean runtime, host code TensorRT refuses to run
+        // unless allowed (the default is false: IRuntime::setEngineHostCodeAllowed, NvInferRuntime.h;
+        // "Version Compatibility" in TensorRT's developer guide). The runtime is shared by both
+        // engines, so the flag is set for each one, as Python's runner does on its own runtime.
+        runtime.setEngineHostCodeAllowed(sidecar.version_compatible);
         engine_.reset(runtime.deserializeCudaEngine(blob.data(), blob.size()));
-        if (!engine_) throw Error("tensorrt: could not load '" + path.string() + "'. Note: rebuild it on this GPU");
+        if (!engine_) {
+            throw Error("tensorrt: could not load '" + path.string() +
+                        "'. Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine");
+        }
         context_.reset(engine_->createExecutionContext());
         if (!context_) throw Error("tensorrt: could not create an execution context for '" + file + "'");
 
@@ -200,10 +212,12 @@ public:
         const auto images = static_cast<std::size_t>(3 * s * s), indices = static_cast<std::size_t>(w);
         encoder_ = std::make_unique<TrtEngine>(
             manifest, graph_file(manifest, "encoder", options.encoder_file, true, options.precision),
-            manifest.graph_io("encoder"), *runtime_, facts, true, std::vector<std::int64_t>{3, s, s}, indices);
+            manifest.graph_io("encoder"), *runtime_, facts, options.precision, true,
+            std::vector<std::int64_t>{3, s, s}, indices);
         decoder_ = std::make_unique<TrtEngine>(
             manifest, graph_file(manifest, "decoder", options.decoder_file, true, options.precision),
-            manifest.graph_io("decoder"), *runtime_, facts, false, std::vector<std::int64_t>{w}, images);
+            manifest.graph_io("decoder"), *runtime_, facts, options.precision, false, std::vector<std::int64_t>{w},
+            images);
     }
 
     std::string name() const override { return "tensorrt"; }

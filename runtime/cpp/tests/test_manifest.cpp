@@ -172,22 +172,122 @@ TEST(Engines, SidecarChecksLikeTheirPythonTwin) {
     EXPECT_EQ(s.compute_capability, "8.9");
     EXPECT_EQ(s.precision, "fp16");
     EXPECT_EQ(s.onnx_sha256, "abcdef");
+    EXPECT_FALSE(s.engine_sha256.has_value());
     EXPECT_FALSE(s.version_compatible);
+    EXPECT_EQ(version_tuple("10.13.0.35"), (std::vector<long long>{10, 13, 0, 35}));
+    EXPECT_EQ(version_tuple("11.0.0b2.1"), (std::vector<long long>{11, 0}));  // a part that is not a number ends it
+    EXPECT_TRUE(version_tuple("").empty());
 
+    const DeviceFacts l4{"10.7.0.23", "NVIDIA L4", "8.9"};
+    EXPECT_NO_THROW(check_sidecar("e.plan", s, l4));
+    EXPECT_NO_THROW(check_sidecar("e.plan", s, l4, "fp16"));
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, l4, "fp32"),
+                     "tensorrt: 'e.plan' is a fp16 engine, fp32 was asked for. Note: rebuild it with fsqdeploy export "
+                     "RUN --out ART --trt on this machine --precision fp32");
+    // C++ only: a runtime that reports no build number (TensorRT 8.6) is compared on major.minor.patch.
     EXPECT_NO_THROW(check_sidecar("e.plan", s, {"10.7.0", "NVIDIA L4", "8.9"}));  // build number ignored
     EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.8.0", "NVIDIA L4", "8.9"}),
-                     "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is 10.8.0. Note: rebuild with "
-                     "fsqdeploy export --trt (or build with --version-compatible)");
-    EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.7.0", "NVIDIA A100", "8.0"}),
-                     "tensorrt: 'e.plan' was built for NVIDIA L4 (sm 8.9), this GPU is NVIDIA A100 (sm 8.0)");
+                     "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is TensorRT 10.8.0 (or build it with "
+                     "--version-compatible). Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine");
+    // TensorRT 10+ reports the build, as Python's tensorrt.__version__: then it must match too.
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.7.0.24", "NVIDIA L4", "8.9"}),
+                     "was built with TensorRT 10.7.0.23, this is TensorRT 10.7.0.24 (or build it with");
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.7.0.23", "NVIDIA A100", "8.0"}),
+                     "tensorrt: 'e.plan' was built for NVIDIA L4 (sm 8.9), this GPU is NVIDIA A100 (sm 8.0) (or build "
+                     "it with --hardware-compatible)");
+
+    // Where C++ and Python used to differ. Version-compatible: this or a later TensorRT, never an older one.
     EngineSidecar portable = s;
     portable.version_compatible = portable.hardware_compatible = true;
     EXPECT_NO_THROW(check_sidecar("e.plan", portable, {"10.9.1", "NVIDIA A100", "8.0"}));
-    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"11.0.0", "NVIDIA A100", "8.0"}), "was built with TensorRT");
+    EXPECT_NO_THROW(check_sidecar("e.plan", portable, {"10.7.0.23", "NVIDIA H100", "9.0"}));
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.5.0.18", "NVIDIA A100", "8.0"}),
+                     "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is TensorRT 10.5.0.18 (a "
+                     "version-compatible engine runs on TensorRT 10.x from 10.7.0.23 on or TensorRT 11.x)");
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.7.0.22", "NVIDIA A100", "8.0"}), "this is TensorRT 10.7.0.22");
+    EXPECT_NO_THROW(check_sidecar("e.plan", portable, {"11.0.0", "NVIDIA A100", "8.0"}));  // 10 -> 11, as documented
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"12.0.0", "NVIDIA A100", "8.0"}), "was built with TensorRT");
+    // Hardware-compatible: Ampere (sm 8.0) and newer only.
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.7.0.23", "Tesla T4", "7.5"}),
+                     "tensorrt: 'e.plan' is hardware-compatible for Ampere and newer (sm 8.0+), this GPU is Tesla T4 "
+                     "(sm 7.5). Note: rebuild it");
+    // The engine must be the one its sidecar describes, when the sidecar records its sha256.
+    write_text(dir / "encoder.fp16.plan", "serialized engine");
+    const std::string recorded = R"({"tensorrt_version": "10.7.0.23", "gpu_name": "NVIDIA L4",
+        "compute_capability": "8.9", "precision": "fp16", "profile": {}, "engine_sha256": ")" +
+                                 sha256_hex("serialized engine", 17) + "\"}";
+    write_text(dir / "encoder.fp16.plan.json", recorded);
+    EXPECT_EQ(check_engine(dir / "encoder.fp16.plan", l4, "fp16").engine_sha256, sha256_hex("serialized engine", 17));
+    write_text(dir / "encoder.fp16.plan", "serialized enginf");
+    EXPECT_FSQ_ERROR(check_engine(dir / "encoder.fp16.plan", l4),
+                     "tensorrt: 'encoder.fp16.plan' is not the engine its sidecar describes (sha256 differs). Note: "
+                     "rebuild it");
+    fs::remove(dir / "encoder.fp16.plan");
+    EXPECT_FSQ_ERROR(check_engine(dir / "encoder.fp16.plan", l4), "encoder.fp16.plan' is missing. Note: rebuild");
 
     EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "decoder.plan"), "decoder.plan.json' is missing. Note: rebuild");
     write_text(dir / "bad.plan.json", "[1,");
     EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "bad.plan"), "bad.plan.json' is not valid JSON");
+    write_text(dir / "bad.plan.json", R"({"tensorrt_version": "10.7.0.23", "precision": "fp16"})");
+    EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "bad.plan"), "bad.plan.json' lacks gpu_name, compute_capability, profile");
+}
+
+// The C++ half of runtime/cpp/tests/sidecar_cases.json (the Python half: tests/cpp/test_sidecar_twins.py):
+// every case's verdict and message, word for word.
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+    for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
+        s.replace(at, from.size(), to);
+    }
+    return s;
+}
+
+fs::path write_case(const fs::path& dir, const json& spec, const json& c) {
+    const fs::path engine = dir / spec.at("engine_file").get<std::string>();
+    const std::string bytes = spec.at("engine").get<std::string>();
+    write_text(engine, bytes);
+    json sidecar = spec.at("sidecar");
+    if (c.value("record_hash", true)) sidecar["engine_sha256"] = sha256_hex(bytes.data(), bytes.size());
+    const json changes = c.value("sidecar", json::object()), drop = c.value("drop", json::array());
+    for (const auto& [key, value] : changes.items()) sidecar[key] = value;
+    for (const json& key : drop) sidecar.erase(key.get<std::string>());
+    fs::path path = engine;
+    path += ".json";
+    write_text(path, c.contains("sidecar_text") ? c.at("sidecar_text").get<std::string>() : sidecar.dump());
+    if (c.contains("engine_after")) write_text(engine, c.at("engine_after").get<std::string>());
+    const std::string remove = c.value("remove", "");
+    if (remove == "engine") fs::remove(engine);
+    if (remove == "sidecar") fs::remove(path);
+    return engine;
+}
+
+TEST(Engines, SidecarTableSharedWithPython) {
+    std::ifstream in(fs::path(FSQ_TESTS_SOURCE_DIR) / "sidecar_cases.json");
+    ASSERT_TRUE(in) << "runtime/cpp/tests/sidecar_cases.json";
+    const json spec = json::parse(in);
+    ASSERT_GE(spec.at("cases").size(), 20u);
+    for (const json& c : spec.at("cases")) {
+        SCOPED_TRACE(c.at("name").get<std::string>());
+        TempDir dir;
+        const fs::path engine = write_case(dir.path(), spec, c);
+        json here = spec.at("here");
+        const json changes = c.value("here", json::object());
+        for (const auto& [key, value] : changes.items()) here[key] = value;
+        const DeviceFacts facts{here.at("tensorrt_version").get<std::string>(), here.at("gpu_name").get<std::string>(),
+                                here.at("compute_capability").get<std::string>()};
+        const json asked = c.value("precision", json());  // null: any precision
+        const std::string precision = asked.is_string() ? asked.get<std::string>() : std::string();
+        const std::string refused = c.at("refused").is_string() ? c.at("refused").get<std::string>() : std::string();
+        if (refused.empty()) {
+            EXPECT_EQ(check_engine(engine, facts, precision).precision, "fp16");
+            continue;
+        }
+        try {
+            check_engine(engine, facts, precision);
+            ADD_FAILURE() << "accepted, expected: " << refused;
+        } catch (const Error& e) {
+            EXPECT_EQ(std::string(e.what()), replace_all(refused, "{dir}", dir.path().string()));
+        }
+    }
 }
 
 }  // namespace

@@ -67,28 +67,49 @@ struct Manifest {
 
 /// An engine's sidecar, `<engine>.json`, written beside it by `fsqdeploy export --trt`.
 struct EngineSidecar {
-    std::string tensorrt_version;      // e.g. "10.7.0"
+    std::string tensorrt_version;      // TensorRT's __version__ where it was built, e.g. "10.7.0.23"
     std::string cuda_version;          // e.g. "12.6"
     std::string gpu_name;              // e.g. "NVIDIA L4"
     std::string compute_capability;    // e.g. "8.9"
     std::string precision;             // fp32, fp16, int8
     std::string onnx_sha256;           // the graph it was built from ("" when not recorded)
-    bool version_compatible = false;   // built with --version-compatible: any TensorRT of the same major
-    bool hardware_compatible = false;  // built with --hardware-compatible: any Ampere+ GPU
+    std::optional<std::string> engine_sha256;  // the engine's own sha256, when recorded
+    bool version_compatible = false;   // --version-compatible: this or a later TensorRT (version_compatible_runs)
+    bool hardware_compatible = false;  // --hardware-compatible: any GPU of compute capability 8.0 or newer
 
+    /// Read `<engine>.json`; refuses a missing or malformed file, or one that lacks a key the
+    /// check needs (tensorrt_version, gpu_name, compute_capability, precision, profile).
     static EngineSidecar load(const std::filesystem::path& engine_path);
 };
 
 /// What an engine must match here: TensorRT's version and the GPU's compute capability.
 struct DeviceFacts {
-    std::string tensorrt_version;  // "major.minor.patch"
+    std::string tensorrt_version;  // "major.minor.patch.build", as Python's tensorrt.__version__
     std::string gpu_name;
     std::string compute_capability;  // "major.minor"
 };
 
-/// Refuse an engine built for another TensorRT version or GPU, as fsqdeploy/backends/tensorrt.py
-/// does, with a message that says to rebuild instead of TensorRT's deserialization error.
-void check_sidecar(const std::string& engine_name, const EngineSidecar& sidecar, const DeviceFacts& here);
+/// Numeric parts of a version, "10.13.0.35" -> {10, 13, 0, 35}; a part that is not a number ends
+/// it (fsqdeploy.backends.tensorrt_env.version_tuple).
+std::vector<long long> version_tuple(const std::string& version);
+
+/// Whether a version-compatible engine built with TensorRT `built` loads on TensorRT `here`, as
+/// TensorRT documents it (fsqdeploy/backends/tensorrt.py's version_compatible_runs; sources in
+/// manifest.cpp): both 8.6 or later, and either the same major with `here >= built` part by part,
+/// or a documented later major (8 -> 9 or 10, 10 -> 11).
+bool version_compatible_runs(const std::vector<long long>& built, const std::vector<long long>& here);
+
+/// Refuse an engine built for another TensorRT version or GPU, or of another precision than the
+/// one asked for (when `precision` is not empty), with fsqdeploy/backends/tensorrt.py's messages,
+/// which say to rebuild, instead of TensorRT's deserialization error.
+void check_sidecar(const std::string& engine_name, const EngineSidecar& sidecar, const DeviceFacts& here,
+                   const std::string& precision = "");
+
+/// The whole check of fsqdeploy/backends/tensorrt.py's check_sidecar, in its order: the engine and
+/// its sidecar exist, the sidecar is valid and complete, its engine_sha256 (when recorded) is the
+/// engine file's, then check_sidecar. Returns the sidecar.
+EngineSidecar check_engine(const std::filesystem::path& engine_path, const DeviceFacts& here,
+                           const std::string& precision = "");
 
 /// Lower-case hex sha256 of a file's bytes (OpenSSL EVP); throws Error if it cannot be read.
 std::string sha256_file(const std::filesystem::path& path);
