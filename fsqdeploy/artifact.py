@@ -50,6 +50,8 @@ TIMING_CACHE_FILE = "timing.cache"
 # The codec's I/O contract: tensor names, and the one symbolic dimension.
 IMAGES, INDICES = "images", "indices"
 BATCH = "batch"
+HEIGHT, WIDTH = "height", "width"  # a spatial model's symbolic image dims
+GRID_HEIGHT, GRID_WIDTH = "grid_height", "grid_width"  # and its latent grid's
 
 
 def graph_file(graph: str, precision: str = "fp32", target: str = "onnxruntime") -> str:
@@ -98,10 +100,17 @@ def how_to_make(name: str) -> str:
     return "export it first"
 
 
-def io_contract(image_size: int, code_width: int) -> dict[str, dict[str, list[dict[str, object]]]]:
-    """The manifest's ``io``: names, dtypes and shapes ("batch" is the only symbolic dim)."""
-    images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, image_size, image_size]}
-    indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, code_width]}
+def io_contract(image_size: int, code_width: int, spatial: bool = False
+                ) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """The manifest's ``io``: names, dtypes and shapes. Patch models: "batch" is the only symbolic
+    dim. Spatial models: images [batch, 3, height, width] (multiples of the downsampling factor f)
+    and indices channels-first [batch, D, grid_height, grid_width] = height/f x width/f."""
+    if spatial:
+        images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, HEIGHT, WIDTH]}
+        indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, code_width, GRID_HEIGHT, GRID_WIDTH]}
+    else:
+        images = {"name": IMAGES, "dtype": "float32", "shape": [BATCH, 3, image_size, image_size]}
+        indices = {"name": INDICES, "dtype": "int32", "shape": [BATCH, code_width]}
     return {"encoder": {"inputs": [images], "outputs": [indices]},
             "decoder": {"inputs": [indices], "outputs": [images]}}
 
@@ -126,6 +135,13 @@ class Manifest:
     io: dict[str, Any]
     files: dict[str, dict[str, Any]]
     sections: dict[str, Any] = field(default_factory=dict)
+    arch: str = "paper"  # absent in manifests written before the conv codec: those are paper models
+    downsample: int = 16  # f: pixels per latent position along each axis (spatial models)
+
+    @property
+    def spatial(self) -> bool:
+        """Indices are a grid [N, D, H/f, W/f] and images any H, W multiple of f (``arch`` conv)."""
+        return self.arch == "conv"
 
     @classmethod
     def load(cls, art: str | Path, *, verify: bool = False, component: str = "artifact") -> Manifest:
@@ -144,7 +160,8 @@ class Manifest:
                 latent_dim=int(d.pop("latent_dim")), code_width=int(d.pop("code_width")),
                 image_size=int(d.pop("image_size")), stages=int(d.pop("stages")),
                 temperature=float(d.pop("temperature")), opset=int(d.pop("opset")), io=dict(d.pop("io")),
-                files={str(k): dict(v) for k, v in d.pop("files").items()}, sections=d,
+                files={str(k): dict(v) for k, v in d.pop("files").items()},
+                arch=str(d.pop("arch", "paper")), downsample=int(d.pop("downsample", 16)), sections=d,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FSQDeployError(f"artifact: '{Path(art) / MANIFEST_FILE}' has a malformed field ({e}). "
@@ -153,7 +170,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, fields in the order docs/artifacts.md lists them."""
         head = {k: self.sections[k] for k in ("format", "format_version") if k in self.sections}
-        core = {"model_id": self.model_id, "levels": list(self.levels), "latent_dim": self.latent_dim,
+        core = {"model_id": self.model_id, "arch": self.arch, "downsample": self.downsample,
+                "levels": list(self.levels), "latent_dim": self.latent_dim,
                 "code_width": self.code_width, "image_size": self.image_size, "stages": self.stages,
                 "temperature": self.temperature, "opset": self.opset, "io": self.io, "files": self.files}
         rest = {k: v for k, v in self.sections.items() if k not in head}

@@ -19,8 +19,16 @@ CONFIG_FILE = "config.json"  # RUN/config.json and ART/checkpoint/config.json
 CHECKPOINT_VERSION = 1
 
 
+ARCHS = ("paper", "conv")  # paper: the seed's FSQ-VAE; conv: fully convolutional, spatial latent
+
+
 @dataclass
 class ModelConfig:
+    """``arch="paper"``: one D-vector per S x S image (the seed paper). ``arch="conv"``: a latent grid
+    [D, H/f, W/f] with f = 2 ** len(channels); ``image_size`` is then only the training crop side and
+    any H, W that are multiples of f encode."""
+
+    arch: str = "paper"
     image_size: int = 32
     channels: tuple[int, ...] = (32, 64, 128, 256)
     latent_dim: int = 64
@@ -29,8 +37,22 @@ class ModelConfig:
     temperature: float = 1.0  # the quantizer's temperature; a finished run stores its final value
     eps: float = 1e-3
 
+    @property
+    def spatial(self) -> bool:
+        """True when indices form a grid [N, D, h, w] rather than one vector [N, D] per image."""
+        return self.arch == "conv"
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per latent position along each axis (conv), or the patch side's divisor (paper)."""
+        return 2 ** len(self.channels)
+
     def validate(self) -> None:
-        down = 2 ** len(self.channels)
+        if self.arch not in ARCHS:
+            raise FSQDeployError(f"model: unknown architecture {self.arch!r}. Note: use one of {', '.join(ARCHS)}")
+        down = self.downsample
+        if not self.channels:
+            raise FSQDeployError("model: --channels needs at least one stride-2 layer")
         if self.image_size <= 0 or self.image_size % down:
             raise FSQDeployError(
                 f"model: image size {self.image_size} is not a positive multiple of {down} "
@@ -78,11 +100,12 @@ def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     names = {f.name for f in dataclasses.fields(ModelConfig)}
-    missing = names - {"eps"} - set(d)
+    missing = names - {"eps", "arch"} - set(d)  # configs written before ``arch`` are the paper model
     if missing:
         raise FSQDeployError(f"checkpoint: config.json lacks {sorted(missing)}")
     try:
         cfg = ModelConfig(**{k: d[k] for k in names if k in d})
+        cfg.arch = str(cfg.arch)
         cfg.channels = tuple(int(c) for c in cfg.channels)
         cfg.levels = [int(v) for v in cfg.levels]
         cfg.image_size, cfg.latent_dim, cfg.stages = int(cfg.image_size), int(cfg.latent_dim), int(cfg.stages)
@@ -101,3 +124,18 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return read_format_json(path, component="checkpoint", fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
                             describes="an fsqdeploy checkpoint config",
                             missing_note=f"is '{run_dir}' a training run directory?")
+
+
+def tile_halos(cfg: ModelConfig) -> tuple[int, int]:
+    """(encoder halo in pixels, decoder halo in latent cells) for tiled whole-image coding of a conv
+    model: a tile widened by its halo on every side gives core outputs that depend only on real
+    pixels (or cells), so tiles stitch into exactly what one pass computes.
+
+    Encoder: n layers of k5 s2 (radius 2 at jump 2^i) and a k3 s1 (radius 1 at jump 2^n) reach
+    r = 3 * 2^n - 2 pixels; rounded up to whole cells of f = 2^n pixels that is 3f. Decoder: the k3
+    conv reaches 1 cell and each k5 s2 transposed conv 1 input pixel at its own scale, 2.75 cells
+    for n = 3 and under 3 for any n; one more cell for margin gives 4.
+    """
+    if not cfg.spatial:
+        raise FSQDeployError("model: tiling halos apply to the conv architecture only")
+    return 3 * cfg.downsample, 4

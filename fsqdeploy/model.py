@@ -1,9 +1,18 @@
-"""The FSQ-VAE of the paper (section 2): conv encoder, FSQ, transposed-conv decoder.
+"""The two FSQ autoencoders: the seed paper's FSQ-VAE (``arch="paper"``) and a fully convolutional
+codec with a spatial latent (``arch="conv"``).
 
-Encoder: len(channels) x (Conv2d k4 s2 p1 -> BatchNorm -> ReLU), flatten, Linear to ``latent_dim``.
-Decoder: Linear to [channels[-1], S/16, S/16], ConvTranspose2d k4 s2 p1 + ReLU back through the
-channels, a last ConvTranspose2d to 3 channels and a sigmoid (kept as logits inside the training
-loss for a numerically stable BCE).
+paper (section 2 of the seed paper): len(channels) x (Conv2d k4 s2 p1 -> BatchNorm -> ReLU), flatten,
+Linear to ``latent_dim``; the decoder mirrors it with a Linear, ConvTranspose2d k4 s2 p1 + ReLU and a
+last ConvTranspose2d to 3 channels. One D-vector per S x S image: it tiles on photos.
+
+conv: len(channels) x (Conv2d k5 s2 p2 -> BatchNorm -> ReLU), then Conv2d k3 to D channels and a
+BatchNorm in front of the quantizer (without it the latent grows until tanh saturates and every
+index is equal). FSQ runs over the channel axis at each of the H/f x W/f positions, f = 2 **
+len(channels). The decoder mirrors it with ConvTranspose2d k5 s2 p2 (output padding 1: exactly 2x).
+No layer sees the image size, so any H, W that are multiples of f encode.
+
+Both decoders return logits; the images are their sigmoid (kept as logits in the training loss
+for a numerically stable BCE).
 """
 
 from __future__ import annotations
@@ -59,16 +68,57 @@ class Decoder(nn.Module):
         return self.deconv(x)
 
 
+class ConvEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in cfg.channels:
+            layers += [nn.Conv2d(c_in, c, 5, 2, 2), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+        layers += [nn.Conv2d(c_in, cfg.latent_dim, 3, 1, 1), nn.BatchNorm2d(cfg.latent_dim)]
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        chans = list(cfg.channels[::-1])
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, chans[0], 3, 1, 1), nn.ReLU(inplace=True)]
+        for c_in, c_out in zip(chans, chans[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.ConvTranspose2d(chans[-1], 3, 5, 2, 2, output_padding=1))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.deconv(codes)
+
+
+def to_vectors(grid: torch.Tensor) -> torch.Tensor:
+    """[N, D, h, w] -> [N*h*w, D], position-major: FSQ then runs over the channel axis."""
+    return grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1])
+
+
+def to_grid(vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``to_vectors`` for a grid shaped like ``like`` ([N, *, h, w])."""
+    n, _, h, w = like.shape
+    return vectors.reshape(n, h, w, vectors.shape[1]).permute(0, 3, 1, 2)
+
+
 @dataclass
 class VAEOutput:
     logits: torch.Tensor  # [N, 3, H, W]; sigmoid gives the reconstruction
-    latent: torch.Tensor  # z, [N, latent_dim]
-    decoder_input: torch.Tensor  # weighted stage codes, [N, latent_dim]
-    stages: list[FSQOutput]
+    latent: torch.Tensor  # z, [N, latent_dim] (paper) or [N, latent_dim, h, w] (conv)
+    decoder_input: torch.Tensor  # weighted stage codes, shaped like ``latent``
+    stages: list[FSQOutput]  # per stage, over vectors [M, D]; M = N (paper) or N*h*w (conv)
 
     @property
     def indices(self) -> torch.Tensor:
-        return torch.cat([s.indices for s in self.stages], dim=1)
+        flat = torch.cat([s.indices for s in self.stages], dim=1)
+        return to_grid(flat, self.latent) if self.latent.dim() == 4 else flat
 
 
 class FSQVAE(nn.Module):
@@ -78,15 +128,19 @@ class FSQVAE(nn.Module):
         super().__init__()
         cfg.validate()
         self.config = cfg
-        self.encoder = Encoder(cfg)
+        self.encoder: nn.Module = ConvEncoder(cfg) if cfg.spatial else Encoder(cfg)
         self.quantizer = ResidualFSQ(cfg.levels, cfg.stages, cfg.eps, ema_decay)
         self.quantizer.set_temperature(cfg.temperature)
-        self.decoder = Decoder(cfg)
+        self.decoder: nn.Module = ConvDecoder(cfg) if cfg.spatial else Decoder(cfg)
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> VAEOutput:
         z = self.encoder(images)
-        mixed, stages = self.quantizer(z)
+        if not self.config.spatial:
+            mixed, stages = self.quantizer(z)
+            return VAEOutput(self.decoder(mixed), z, mixed, stages)
+        mixed_vectors, stages = self.quantizer(to_vectors(z))
+        mixed = to_grid(mixed_vectors, z)
         return VAEOutput(self.decoder(mixed), z, mixed, stages)
 
     # -- inference API --------------------------------------------------------------------------
@@ -100,27 +154,39 @@ class FSQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Float images [N, 3, S, S] in [0, 1] -> int64 indices [N, D], index d in [0, L_d)."""
+        """Float images in [0, 1] -> int64 indices, index d in [0, L_d): [N, 3, S, S] -> [N, D]
+        (paper), or [N, 3, H, W] -> [N, D, H/f, W/f] for any H, W that are multiples of f (conv)."""
         x = self._check_images(images)
-        return self.quantizer.indices(self.encoder(x))
+        z = self.encoder(x)
+        if not self.config.spatial:
+            return self.quantizer.indices(z)
+        return to_grid(self.quantizer.indices(to_vectors(z)), z)
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Integer indices [N, D] -> float images [N, 3, S, S] in [0, 1]."""
+        """Integer indices -> float images in [0, 1]: [N, D] -> [N, 3, S, S] (paper), or
+        [N, D, h, w] -> [N, 3, h*f, w*f] (conv)."""
         idx = self._check_indices(indices)
-        return torch.sigmoid(self.decoder(self.quantizer.indices_to_decoder_input(idx)))
+        if not self.config.spatial:
+            return torch.sigmoid(self.decoder(self.quantizer.indices_to_decoder_input(idx)))
+        codes = to_grid(self.quantizer.indices_to_decoder_input(to_vectors(idx)), idx)
+        return torch.sigmoid(self.decoder(codes))
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
     def _check_images(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-        check_images(x, self.config.image_size, "encode")
+        cfg = self.config
+        if cfg.spatial:
+            check_images(x, None, "encode", multiple_of=cfg.downsample)
+        else:
+            check_images(x, cfg.image_size, "encode")
         return x.to(self._device(), torch.float32)
 
     def _check_indices(self, indices: torch.Tensor | np.ndarray) -> torch.Tensor:
         idx = torch.from_numpy(np.asarray(indices)) if not isinstance(indices, torch.Tensor) else indices
-        check_indices(idx, self.levels, "decode")
+        check_indices(idx, self.levels, "decode", spatial=self.config.spatial)
         return idx.to(self._device(), torch.int64)
 
     # -- files ----------------------------------------------------------------------------------

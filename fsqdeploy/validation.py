@@ -29,11 +29,20 @@ def _kind(x: Any) -> str:
     return np.asarray(x).dtype.kind
 
 
-def check_images(images: Any, image_size: int, component: str = "encode") -> None:
-    """Float [N, 3, S, S], finite, in [0, 1]."""
+def check_images(images: Any, image_size: int | None, component: str = "encode", *,
+                 multiple_of: int | None = None) -> None:
+    """Float [N, 3, S, S] (or [N, 3, H, W] with H, W positive multiples of ``multiple_of`` when
+    ``image_size`` is None), finite, in [0, 1]."""
     shape = list(images.shape)
     s = image_size
-    if len(shape) != 4 or shape[1] != 3 or shape[2] != s or shape[3] != s:
+    if s is None:
+        f = multiple_of or 1
+        if len(shape) != 4 or shape[1] != 3:
+            raise FSQDeployError(f"{component}: images must have shape [N, 3, H, W], got {shape}")
+        if shape[2] < f or shape[3] < f or shape[2] % f or shape[3] % f:
+            raise FSQDeployError(f"{component}: image height and width must be positive multiples of {f}, "
+                                 f"got {shape[2]}x{shape[3]}. Note: pad the image (fsqdeploy compress does)")
+    elif len(shape) != 4 or shape[1] != 3 or shape[2] != s or shape[3] != s:
         raise FSQDeployError(f"{component}: images must have shape [N, 3, {s}, {s}], got {shape}")
     if _kind(images) != "f":
         raise FSQDeployError(f"{component}: images must be floating point in [0, 1], got {images.dtype}")
@@ -47,18 +56,23 @@ def check_images(images: Any, image_size: int, component: str = "encode") -> Non
         raise FSQDeployError(f"{component}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
 
 
-def check_indices(indices: Any, levels: Sequence[int], component: str = "decode") -> None:
-    """Integer [N, D] with index d in [0, L_d)."""
+def check_indices(indices: Any, levels: Sequence[int], component: str = "decode", *, spatial: bool = False) -> None:
+    """Integer [N, D] (or a grid [N, D, h, w] when ``spatial``) with index d in [0, L_d)."""
     shape = list(indices.shape)
     width = len(levels)
-    if len(shape) != 2 or shape[1] != width:
+    if spatial:
+        if len(shape) != 4 or shape[1] != width or shape[2] < 1 or shape[3] < 1:
+            raise FSQDeployError(f"{component}: indices must have shape [N, {width}, h, w], got {shape}")
+    elif len(shape) != 2 or shape[1] != width:
         raise FSQDeployError(f"{component}: indices must have shape [N, {width}], got {shape}")
     if _kind(indices) not in "iu":
         raise FSQDeployError(f"{component}: indices must be integers, got {indices.dtype}")
     if shape[0] == 0:
         return
     idx = indices.detach().cpu().numpy() if _is_torch(indices) else np.asarray(indices)
-    bad = (idx < 0) | (idx >= np.asarray(levels))
+    limit = np.asarray(levels).reshape(-1, 1, 1) if spatial else np.asarray(levels)
+    bad = (idx < 0) | (idx >= limit)
     if bad.any():
-        n, d = (int(v) for v in np.argwhere(bad)[0])
-        raise FSQDeployError(f"{component}: index {int(idx[n, d])} at [{n}, {d}] is outside [0, {levels[d]})")
+        where = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise FSQDeployError(f"{component}: index {int(idx[where])} at {list(where)} is outside "
+                             f"[0, {levels[where[1]]})")
