@@ -301,3 +301,90 @@ def _load_crop(path: Path, size: int) -> np.ndarray:
     left, top = (width - size) // 2, (height - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+# --- whole photographs (the conv codec trains on crops of them and is tested on unseen ones) -----------
+
+# Held out of every conv training run: ordinary photos (an indoor still life, an outdoor scene with sky,
+# an animal), evaluated as whole images. ``cat`` is the same picture as ``chelsea``, so it is never used.
+HELDOUT_PHOTOS = ("coffee", "rocket", "chelsea")
+# Trained on: the other colour photos and the greyscale photographs scikit-image ships (as RGB):
+# they teach local statistics (edges, textures); colour augmentation teaches that hue is free.
+TRAINING_PHOTOS = ("astronaut", "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle", "retina",
+                   "camera", "coins", "moon", "clock", "grass", "gravel", "brick")
+
+
+@dataclass(frozen=True)
+class PhotoSplits:
+    train: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, read-only, sizes differ
+    test: tuple[np.ndarray, ...]
+    names: tuple[str, ...]  # the test photos' names (for per-photo reports)
+    source: str
+
+
+def _rgb(photo: np.ndarray) -> np.ndarray:
+    photo = photo[0] if isinstance(photo, tuple) else photo  # stereo_motorcycle: (left, right, disparity)
+    if photo.dtype == bool:
+        photo = photo.astype(np.uint8) * 255
+    if photo.ndim == 2:
+        photo = np.repeat(photo[..., None], 3, axis=2)
+    photo = np.ascontiguousarray(photo[..., :3], dtype=np.uint8)
+    photo.flags.writeable = False
+    return photo
+
+
+@functools.lru_cache(maxsize=1)
+def sample_photos() -> PhotoSplits:
+    """The ``sample`` photos as whole images: training photos and the held-out ones (never trained on)."""
+    import skimage.data
+
+    def get(name: str) -> np.ndarray:
+        return _rgb(getattr(skimage.data, name)())
+
+    return PhotoSplits(tuple(get(n) for n in TRAINING_PHOTOS), tuple(get(n) for n in HELDOUT_PHOTOS),
+                       HELDOUT_PHOTOS, "sample")
+
+
+def load_photos(spec: str, min_side: int = 16) -> PhotoSplits:
+    """Whole images for a spatial codec: ``sample`` (training photos + held-out photos), ``folder:DIR``
+    (every PNG/JPEG at its own size; test files chosen by path hash as in ``load_images``) or
+    ``synthetic`` (its images, as photos). Images smaller than ``min_side`` on a side are refused."""
+    kind, sep, arg = spec.strip().partition(":")
+    if kind == "sample" and not sep:
+        splits = sample_photos()
+    elif kind == "synthetic" and not sep:
+        s = _synthetic(max(64, -(-min_side // 16) * 16))
+        names = tuple(f"synthetic-{i}" for i in range(64))
+        return PhotoSplits(tuple(_rgb(x.transpose(1, 2, 0)) for x in s.train),
+                           tuple(_rgb(x.transpose(1, 2, 0)) for x in s.test[:64]), names, "synthetic")
+    elif kind == "folder" and arg.strip():
+        splits = _folder_photos(Path(arg.strip()).expanduser().resolve())
+    else:
+        raise FSQDeployError(f"data: {spec!r} is not a source of whole images. "
+                             "Note: use sample, synthetic or folder:DIR with the conv architecture")
+    small = [p.shape for p in (*splits.train, *splits.test) if min(p.shape[:2]) < min_side]
+    if small:
+        raise FSQDeployError(f"data: an image of {small[0][0]}x{small[0][1]} px is smaller than the "
+                             f"{min_side} px training crop. Note: use a smaller --image-size or remove it")
+    return splits
+
+
+def _folder_photos(root: Path) -> PhotoSplits:
+    if not root.is_dir():
+        raise FSQDeployError(f"data: folder '{root}' does not exist or is not a directory. "
+                             "Note: pass folder:DIR with PNG/JPEG files")
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                   if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}). "
+                             "Note: pass a folder with PNG/JPEG files")
+    from fsqdeploy.images import read_image
+
+    photos = [_rgb(read_image(path, "data")) for _, path in files]
+    is_test = [int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files]
+    names = tuple(rel for (rel, _), t in zip(files, is_test) if t)
+    test = tuple(p for p, t in zip(photos, is_test) if t)
+    train = tuple(p for p, t in zip(photos, is_test) if not t)
+    if not test or not train:  # a tiny folder: train and test are both all of it, as load_images does
+        return PhotoSplits(tuple(photos), tuple(photos), tuple(rel for rel, _ in files), f"folder:{root}")
+    return PhotoSplits(train, test, names, f"folder:{root}")

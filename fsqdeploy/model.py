@@ -5,10 +5,11 @@ paper (section 2 of the seed paper): len(channels) x (Conv2d k4 s2 p1 -> BatchNo
 Linear to ``latent_dim``; the decoder mirrors it with a Linear, ConvTranspose2d k4 s2 p1 + ReLU and a
 last ConvTranspose2d to 3 channels. One D-vector per S x S image: it tiles on photos.
 
-conv: len(channels) x (Conv2d k5 s2 p2 -> BatchNorm -> ReLU), then Conv2d k3 to D channels and a
+conv: len(channels) x (Conv2d k5 s2 p2 -> BatchNorm -> GDN), then Conv2d k3 to D channels and a
 BatchNorm in front of the quantizer (without it the latent grows until tanh saturates and every
 index is equal). FSQ runs over the channel axis at each of the H/f x W/f positions, f = 2 **
-len(channels). The decoder mirrors it with ConvTranspose2d k5 s2 p2 (output padding 1: exactly 2x).
+len(channels). The decoder mirrors it: Conv2d k3 and ConvTranspose2d k5 s2 p2 (output padding 1:
+exactly 2x), each followed by an inverse GDN but the last.
 No layer sees the image size, so any H, W that are multiples of f encode.
 
 Both decoders return logits; the images are their sigmoid (kept as logits in the training loss
@@ -68,13 +69,33 @@ class Decoder(nn.Module):
         return self.deconv(x)
 
 
+class GDN(nn.Module):
+    """Simplified generalized divisive normalization (Johnston et al. 2019, after Balle et al. 2016):
+    ``y_c = x_c / (beta_c + sum_k gamma_ck |x_k|)``; the inverse (decoder side) multiplies instead.
+
+    Chosen over ReLU by measurement: at equal steps on the sample crops it reached the same training
+    MSE in about half the steps (docs/training.md). beta and gamma are kept positive through abs, so
+    the exported graph is standard ops (Abs, Conv 1x1, Add, Div/Mul) with the abs folded away.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(channels))
+        self.gamma = nn.Parameter(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = nn.functional.conv2d(x.abs(), self.gamma.abs(), self.beta.abs() + 1e-6)
+        return x * norm if self.inverse else x / norm
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
         for c in cfg.channels:
-            layers += [nn.Conv2d(c_in, c, 5, 2, 2), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c, 5, 2, 2), nn.BatchNorm2d(c), GDN(c)]
             c_in = c
         layers += [nn.Conv2d(c_in, cfg.latent_dim, 3, 1, 1), nn.BatchNorm2d(cfg.latent_dim)]
         self.features = nn.Sequential(*layers)
@@ -87,9 +108,9 @@ class ConvDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         chans = list(cfg.channels[::-1])
-        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, chans[0], 3, 1, 1), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, chans[0], 3, 1, 1), GDN(chans[0], inverse=True)]
         for c_in, c_out in zip(chans, chans[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1), GDN(c_out, inverse=True)]
         layers.append(nn.ConvTranspose2d(chans[-1], 3, 5, 2, 2, output_padding=1))
         self.deconv = nn.Sequential(*layers)
 
@@ -139,7 +160,9 @@ class FSQVAE(nn.Module):
         if not self.config.spatial:
             mixed, stages = self.quantizer(z)
             return VAEOutput(self.decoder(mixed), z, mixed, stages)
-        mixed_vectors, stages = self.quantizer(to_vectors(z))
+        # The quantizer runs in FP32 even under mixed precision: its bound and rounding decide indices.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            mixed_vectors, stages = self.quantizer(to_vectors(z).float())
         mixed = to_grid(mixed_vectors, z)
         return VAEOutput(self.decoder(mixed), z, mixed, stages)
 

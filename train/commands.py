@@ -20,63 +20,98 @@ def _int_list(text: str, what: str) -> list[int]:
         raise FSQDeployError(f"train: {what} {text!r} is not a comma-separated list of integers") from None
 
 
+# Defaults per architecture: the paper's Table 1 for ``paper``; for ``conv`` the recipe measured to
+# beat JPEG on the held-out photos within the README's training time (docs/training.md).
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": dict(image_size=32, channels="32,64,128,256", latent_dim=64, levels="8", batch_size=128, lr=1e-3,
+                  recon_loss="bce", quant_weight=1.0, entropy_weight=0.1, temperature_schedule="exponential",
+                  temperature_end=0.1, epochs=50, steps=0),
+    "conv": dict(image_size=64, channels="64,96,128", latent_dim=4, levels="8,5,5,5", batch_size=16, lr=2e-3,
+                 recon_loss="mse", quant_weight=0.0, entropy_weight=0.0, temperature_schedule="constant",
+                 temperature_end=1.0, epochs=0, steps=1500),
+}
+
+
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("runs/sample"),
+    arch: Annotated[str, typer.Option(help="conv (fully convolutional, spatial latent) | paper (the seed's FSQ-VAE).")] = "conv",
     data: Annotated[str, typer.Option(help="sample | synthetic | cifar10:DIR | folder:DIR")] = "sample",
     download: Annotated[bool, typer.Option(help="Fetch CIFAR-10 into DIR if it is missing.")] = False,
-    epochs: Annotated[int, typer.Option(help="Training epochs (paper: 50).")] = 50,
-    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 128).")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-3).")] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(help="paper: training epochs (paper: 50).")] = None,
+    steps: Annotated[int | None, typer.Option(help="conv: optimiser steps (default 1500).")] = None,
+    minutes: Annotated[float, typer.Option(help="conv: stop after this many minutes (0: no time limit).")] = 0.0,
+    eval_every: Annotated[int, typer.Option(help="conv: evaluate every N steps (0: ten times per run).")] = 0,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (paper 128, conv 16 crops).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (paper 1e-3, conv 2e-3).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    image_size: Annotated[int, typer.Option(help="Image side in pixels, a multiple of 16.")] = 32,
-    channels: Annotated[str, typer.Option(help="Encoder channels per stride-2 layer.")] = "32,64,128,256",
-    latent_dim: Annotated[int, typer.Option(help="Latent size D.")] = 64,
-    levels: Annotated[str, typer.Option(help="Levels per dimension; a pattern repeats: 8 or 8,5,5,5.")] = "8",
+    amp: Annotated[bool, typer.Option(help="conv on CUDA: bfloat16 autocast (the quantizer stays FP32).")] = True,
+    image_size: Annotated[int | None, typer.Option(help="paper: image side; conv: training crop side (multiple of f).")] = None,
+    channels: Annotated[str | None, typer.Option(help="Encoder channels per stride-2 layer (conv: f = 2^layers).")] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Latent size D (conv: channels per latent position).")] = None,
+    levels: Annotated[str | None, typer.Option(help="Levels per dimension; a pattern repeats: 8 or 8,5,5,5.")] = None,
     stages: Annotated[int, typer.Option(help="Residual FSQ stages (hierarchical quantization).")] = 1,
-    recon_loss: Annotated[str, typer.Option(help="bce (paper) or mse.")] = "bce",
+    recon_loss: Annotated[str | None, typer.Option(help="bce (paper default) or mse (conv default).")] = None,
     recon_weight: Annotated[float, typer.Option(help="Weight of the reconstruction loss.")] = 1.0,
-    quant_weight: Annotated[float, typer.Option(help="Weight of the quantization loss (0: off).")] = 1.0,
-    entropy_weight: Annotated[float, typer.Option(help="Weight of the entropy-rate bonus (0: off).")] = 0.1,
+    quant_weight: Annotated[float | None, typer.Option(help="Weight of the quantization loss (0: off).")] = None,
+    entropy_weight: Annotated[float | None, typer.Option(help="Weight of the entropy-rate bonus (0: off).")] = None,
     ema_decay: Annotated[float, typer.Option(help="Decay of the EMA code statistics.")] = 0.99,
-    temperature_schedule: Annotated[str, typer.Option(help="exponential | linear | cosine | constant")] = "exponential",
+    temperature_schedule: Annotated[str | None, typer.Option(help="exponential | linear | cosine | constant")] = None,
     temperature_start: Annotated[float, typer.Option(help="Temperature at the first step.")] = 1.0,
-    temperature_end: Annotated[float, typer.Option(help="Temperature at the last step and at inference.")] = 0.1,
-    adaptive_levels: Annotated[bool, typer.Option(help="Reallocate levels under a fixed bit budget.")] = False,
+    temperature_end: Annotated[float | None, typer.Option(help="Temperature at the last step and at inference.")] = None,
+    adaptive_levels: Annotated[bool, typer.Option(help="paper: reallocate levels under a fixed bit budget.")] = False,
     adapt_epochs: Annotated[str, typer.Option(help="Epochs to adapt at (default: 20% and 40%).")] = "",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out with its own settings.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
 ) -> None:
-    """Train an FSQ-VAE; writes model.safetensors, config.json, metrics.jsonl, recon.png, curves.png."""
-    from fsqdeploy.train.loop import STATE_FILE
+    """Train an FSQ codec; writes model.safetensors, config.json, metrics.jsonl, recon.png, curves.png."""
+    from fsqdeploy.train.loop import STATE_FILE, pick_device, validate_train_config
     from fsqdeploy.train.loop import train as run_training
 
+    if arch not in ARCH_DEFAULTS:
+        raise FSQDeployError(f"train: unknown architecture {arch!r}. Note: use conv or paper")
+    given = dict(image_size=image_size, channels=channels, latent_dim=latent_dim, levels=levels,
+                 batch_size=batch_size, lr=lr, recon_loss=recon_loss, quant_weight=quant_weight,
+                 entropy_weight=entropy_weight, temperature_schedule=temperature_schedule,
+                 temperature_end=temperature_end, epochs=epochs, steps=steps)
+    o = {k: ARCH_DEFAULTS[arch][k] if v is None else v for k, v in given.items()}
+    if arch == "paper" and (steps or minutes):
+        raise FSQDeployError("train: --steps and --minutes are for --arch conv. Note: use --epochs with paper")
+    if arch == "conv" and (epochs is not None or adaptive_levels):
+        raise FSQDeployError("train: --epochs and --adaptive-levels are for --arch paper. "
+                             "Note: use --steps or --minutes with conv")
     model_cfg = ModelConfig(
-        image_size=image_size,
-        channels=tuple(_int_list(channels, "--channels")),
-        latent_dim=latent_dim,
-        levels=parse_levels(levels, latent_dim) * stages if stages >= 1 else [],
+        arch=arch,
+        image_size=o["image_size"],
+        channels=tuple(_int_list(o["channels"], "--channels")),
+        latent_dim=o["latent_dim"],
+        levels=parse_levels(o["levels"], o["latent_dim"]) * stages if stages >= 1 else [],
         stages=stages,
         temperature=temperature_start,
     )
     cfg = TrainConfig(
-        data=data, download=download, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-        recon_loss=recon_loss, recon_weight=recon_weight, quant_weight=quant_weight,
-        entropy_weight=entropy_weight, ema_decay=ema_decay, temperature_schedule=temperature_schedule,
-        temperature_start=temperature_start, temperature_end=temperature_end,
+        data=data, download=download, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], seed=seed,
+        device=device, recon_loss=o["recon_loss"], recon_weight=recon_weight, quant_weight=o["quant_weight"],
+        entropy_weight=o["entropy_weight"], ema_decay=ema_decay, temperature_schedule=o["temperature_schedule"],
+        temperature_start=temperature_start, temperature_end=o["temperature_end"],
         adaptive_levels=adaptive_levels, adapt_epochs=_int_list(adapt_epochs, "--adapt-epochs"),
+        steps=o["steps"], minutes=minutes, eval_every=eval_every, amp=amp,
     )
     if out.exists() and not out.is_dir():
         raise FSQDeployError(f"train: --out '{out}' exists and is not a directory")
     if resume:
         if not (out / STATE_FILE).is_file():
             raise FSQDeployError(f"train: nothing to resume in '{out}' ({STATE_FILE} is missing)")
-    elif out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise FSQDeployError(
-                f"train: '{out}' is not empty. Note: pass --resume to continue it or --force to replace it"
-            )
-        shutil.rmtree(out)
+        arch = _resumed_arch(out)
+    else:
+        model_cfg.validate()
+        validate_train_config(cfg, arch)
+        if out.is_dir() and any(out.iterdir()):
+            if not force:
+                raise FSQDeployError(
+                    f"train: '{out}' is not empty. Note: pass --resume to continue it or --force to replace it"
+                )
+            shutil.rmtree(out)
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -100,8 +135,28 @@ def train(
                 f"perplexity {m['perplexity']:.2f}  T {m['temperature']:.3f}  {m['images_per_s']:.0f} img/s"
             )
 
-        run_training(model_cfg, cfg, out, resume=resume, on_epoch=on_epoch, on_step=on_step)
+        def on_eval(m: dict[str, Any]) -> None:
+            photos = "  ".join(f"{k} {v:.2f}" for k, v in m["test_psnr_per_image"].items())
+            console.print(
+                f"step {m['step']:5d}  train {m['train_loss']:.4f}  held-out PSNR {m['test_psnr']:.2f} dB "
+                f"({photos})  SSIM {m['test_ssim']:.3f}  {m['bits_per_pixel']:.3f} bpp  "
+                f"best @ {m['best_step']}  {m['elapsed_s']:.0f} s"
+            )
+
+        if arch == "conv":
+            from fsqdeploy.train.conv_loop import train_conv
+
+            train_conv(model_cfg, cfg, out, resume=resume, device=pick_device(device), on_eval=on_eval,
+                       on_step=on_step)
+        else:
+            run_training(model_cfg, cfg, out, resume=resume, on_epoch=on_epoch, on_step=on_step)
     print(f"wrote {out}/ (model.safetensors, config.json, metrics.jsonl, recon.png, curves.png)")
+
+
+def _resumed_arch(out: Path) -> str:
+    from fsqdeploy.config import read_config
+
+    return str(read_config(out).get("arch", "paper"))
 
 
 def evaluate(

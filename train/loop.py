@@ -48,8 +48,13 @@ def pick_device(name: str) -> torch.device:
         raise FSQDeployError(f"train: unknown device {name!r}. Note: use auto, cpu or cuda[:N]") from None
 
 
-def validate_train_config(cfg: TrainConfig) -> None:
-    if cfg.epochs < 1:
+def validate_train_config(cfg: TrainConfig, arch: str = "paper") -> None:
+    if arch == "conv":
+        if cfg.steps < 1:
+            raise FSQDeployError(f"train: --steps must be at least 1, got {cfg.steps}")
+        if cfg.minutes < 0 or cfg.eval_every < 0:
+            raise FSQDeployError("train: --minutes and --eval-every must not be negative")
+    elif cfg.epochs < 1:
         raise FSQDeployError(f"train: --epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise FSQDeployError(f"train: --batch-size must be at least 1, got {cfg.batch_size}")
@@ -67,7 +72,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise FSQDeployError(f"train: --ema-decay must lie in (0, 1), got {cfg.ema_decay}")
     if min(cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight) < 0:
         raise FSQDeployError("train: loss weights must not be negative (0 turns a term off)")
-    bad = [e for e in cfg.adapt_epochs if not 1 <= e <= cfg.epochs]
+    bad = [e for e in cfg.adapt_epochs if not 1 <= e <= max(cfg.epochs, 1)]
     if bad:
         raise FSQDeployError(f"train: adaptation epoch {bad[0]} is outside 1..{cfg.epochs}")
 

@@ -46,7 +46,8 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [m["epoch"] for m in history]
+    axis = "step" if history and "step" in history[0] else "epoch"  # conv runs log by step
+    epochs = [m[axis] for m in history]
     panels = [
         ("loss", ["train_loss", "test_loss"]),
         ("PSNR (dB)", ["test_psnr"]),
@@ -60,7 +61,7 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> None:
             if any(y is not None for y in ys):
                 ax.plot(epochs, ys, marker=".", label=key)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(axis)
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend()

@@ -1,0 +1,169 @@
+"""The conv codec and its training: spatial shapes, FSQ over channels, crops, held-out photos,
+best-checkpoint selection, exact resume, and the CLI's per-architecture rules."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fsqdeploy import FSQVAE
+from fsqdeploy.config import ModelConfig, TrainConfig, tile_halos
+from fsqdeploy.data import HELDOUT_PHOTOS, TRAINING_PHOTOS, PhotoSplits, sample_photos
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fsq import parse_levels
+from fsqdeploy.train.conv_loop import evaluate_photos, pad_to_multiple, train_conv
+from fsqdeploy.train.crops import random_crops
+
+
+def conv_cfg(channels=(8, 8, 8), latent_dim=4, levels="8,5,5,5", image_size=32, stages=1) -> ModelConfig:
+    return ModelConfig(arch="conv", image_size=image_size, channels=channels, latent_dim=latent_dim,
+                       levels=parse_levels(levels, latent_dim) * stages, stages=stages)
+
+
+@pytest.mark.parametrize("channels", [(8, 8, 8), (8, 8, 8, 8)])
+@pytest.mark.parametrize("hw", [(32, 32), (48, 80), (16 * 5, 16 * 3)])
+def test_spatial_shapes_for_several_sizes_and_factors(channels, hw):
+    cfg = conv_cfg(channels)
+    f = cfg.downsample
+    h, w = (-(-v // f) * f for v in hw)
+    model = FSQVAE(cfg).eval()
+    idx = model.encode(torch.rand(2, 3, h, w))
+    assert idx.shape == (2, 4, h // f, w // f) and idx.dtype == torch.int64
+    assert model.decode(idx).shape == (2, 3, h, w)
+
+
+def test_fsq_over_the_channel_axis_equals_per_vector_fsq():
+    torch.manual_seed(0)
+    model = FSQVAE(conv_cfg(stages=2)).eval()
+    x = torch.rand(2, 3, 48, 64)
+    grid = model.encode(x)
+    z = model.encoder(x)  # [N, D, h, w]
+    for n in range(2):
+        for r in range(z.shape[2]):
+            for c in range(z.shape[3]):
+                vector = model.quantizer.indices(z[n, :, r, c][None])[0]
+                assert torch.equal(grid[n, :, r, c], vector)
+    codes = model.quantizer.indices_to_decoder_input(grid[0, :, 1, 2][None])[0]
+    full = model.decoder.deconv[0].weight  # the decoder sees exactly the per-vector codes at each position
+    assert full.shape[1] == codes.shape[0]
+
+
+def test_spatial_checks_refuse_bad_sizes_channels_and_indices():
+    model = FSQVAE(conv_cfg()).eval()
+    with pytest.raises(FSQDeployError, match="multiples of 8, got 30x32"):
+        model.encode(torch.rand(1, 3, 30, 32))
+    with pytest.raises(FSQDeployError, match=r"\[N, 3, H, W\]"):
+        model.encode(torch.rand(1, 4, 32, 32))
+    with pytest.raises(FSQDeployError, match=r"index 8 at \[0, 0, 1, 1\] is outside \[0, 8\)"):
+        bad = torch.zeros(1, 4, 2, 2, dtype=torch.int64)
+        bad[0, 0, 1, 1] = 8
+        model.decode(bad)
+    with pytest.raises(FSQDeployError, match=r"\[N, 4, h, w\]"):
+        model.decode(torch.zeros(1, 4, dtype=torch.int64))
+
+
+def test_halos_cover_the_receptive_field():
+    """A pixel change farther than the encoder halo from a cell's block cannot change its latent."""
+    cfg = conv_cfg()
+    halo, _ = tile_halos(cfg)
+    torch.manual_seed(0)
+    model = FSQVAE(cfg).eval()
+    x = torch.rand(1, 3, 96, 96)
+    y = x.clone()
+    y[..., :, 96 - 1] = 1 - y[..., :, 96 - 1]  # change the last column only
+    za, zb = model.encoder(x), model.encoder(y)
+    f = cfg.downsample
+    far = (96 - 1 - halo) // f  # cells whose block ends at least `halo` px before the changed column
+    assert torch.equal(za[..., :far], zb[..., :far])
+    assert not torch.equal(za, zb)
+
+
+def test_crops_keep_the_pixel_range_and_repeat_per_step():
+    photos = sample_photos().train
+    a = random_crops(photos, 8, 32, seed=3, step=5)
+    assert a.shape == (8, 3, 32, 32) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, random_crops(photos, 8, 32, seed=3, step=5))
+    assert not torch.equal(a, random_crops(photos, 8, 32, seed=3, step=6))
+    # colour order and flips: across many crops every channel order occurs (means are permuted)
+    assert float(a.std()) > 0.05
+
+
+def test_heldout_photos_are_disjoint_from_training_photos():
+    photos = sample_photos()
+    assert set(HELDOUT_PHOTOS).isdisjoint(TRAINING_PHOTOS)
+    assert "cat" not in TRAINING_PHOTOS  # skimage's cat is chelsea, a held-out photo
+    digest = lambda p: hashlib.sha256(p.tobytes()).hexdigest()  # noqa: E731
+    assert {digest(p) for p in photos.train}.isdisjoint({digest(p) for p in photos.test})
+    # no held-out photo is a crop of a training photo either: compare 16x16 corner blocks
+    blocks = {p[:16, :16].tobytes() for p in photos.train}
+    assert all(p[:16, :16].tobytes() not in blocks for p in photos.test)
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in (*photos.train, *photos.test))
+
+
+def tiny_photos() -> PhotoSplits:
+    rng = np.random.default_rng(0)
+    smooth = lambda h, w: np.repeat(np.repeat(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), 8, 0), 8, 1)  # noqa: E731
+    train = tuple(smooth(64, 96) for _ in range(4))
+    test = (smooth(40, 56)[:37, :53].copy(), smooth(48, 48))
+    return PhotoSplits(train, test, ("odd", "square"), "tiny")
+
+
+TINY_RUN = dict(batch_size=4, lr=3e-3, recon_loss="mse", quant_weight=0.0, entropy_weight=0.0,
+                temperature_schedule="constant", temperature_end=1.0, epochs=0)
+
+
+def test_training_keeps_the_best_checkpoint_and_says_which_step(tmp_path):
+    cfg = TrainConfig(steps=12, eval_every=3, **TINY_RUN)
+    photos = tiny_photos()
+    model = train_conv(conv_cfg(), cfg, tmp_path, photos=photos, device=torch.device("cpu"))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [3, 6, 9, 12]
+    best = max(lines, key=lambda m: m["test_psnr"])
+    assert lines[-1]["best_step"] == best["step"]
+    saved = json.loads((tmp_path / "config.json").read_text())["training"]
+    assert saved["best_step"] == best["step"]
+    again = evaluate_photos(FSQVAE.load(tmp_path), photos)
+    assert again["test_psnr"] == pytest.approx(best["test_psnr"], abs=1e-9)
+    assert evaluate_photos(model, photos)["test_psnr"] == pytest.approx(best["test_psnr"], abs=1e-9)
+    assert set(best["test_psnr_per_image"]) == {"odd", "square"}
+    for name in ("recon.png", "curves.png", "trainer_state.pt"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(steps=8, eval_every=4, **TINY_RUN)
+    photos = tiny_photos()
+    whole = train_conv(conv_cfg(), cfg, tmp_path / "a", photos=photos, device=torch.device("cpu"))
+    train_conv(conv_cfg(), cfg, tmp_path / "b", photos=photos, device=torch.device("cpu"), stop_after_step=4)
+    resumed = train_conv(conv_cfg(), cfg, tmp_path / "b", photos=photos, device=torch.device("cpu"), resume=True)
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    state_a = torch.load(tmp_path / "a" / "trainer_state.pt", weights_only=True)
+    state_b = torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=True)
+    for k in state_a["model"]:
+        assert torch.equal(state_a["model"][k], state_b["model"][k]), k
+
+
+def test_padding_replicates_edges_to_a_multiple():
+    photo = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    padded = pad_to_multiple(photo, 4)
+    assert padded.shape == (8, 8, 3)
+    assert np.array_equal(padded[:5, :7], photo) and np.array_equal(padded[7, 6], photo[4, 6])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "conv", "--epochs", "3"], "--epochs and --adaptive-levels are for --arch paper"),
+    (["--arch", "paper", "--steps", "3"], "--steps and --minutes are for --arch conv"),
+    (["--arch", "gdn"], "unknown architecture 'gdn'"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--image-size", "60"], "not a positive multiple of 8"),
+    (["--data", "cifar10:/nowhere", "--steps", "1"], "not a source of whole images"),
+])
+def test_train_cli_refuses_bad_options_in_one_line(tmp_path, args, message):
+    from test_cli import assert_one_line_error, fsqdeploy  # tests/train is on sys.path (rootdir-relative)
+
+    assert_one_line_error(fsqdeploy("train", "--out", tmp_path / "run", *args, cwd=tmp_path), message)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,224 @@
+"""The conv codec's training loop: step, evaluate on whole held-out photos, keep the best, checkpoint, log.
+
+Unlike the paper loop (epochs over a fixed patch array), the conv codec trains on random crops
+(train/crops.py) for a budget of steps (``--steps``) or minutes (``--minutes``, whichever ends first)
+and is evaluated every ``eval_every`` steps on whole photos it never trains on, padded to a multiple
+of f and cropped back, exactly as ``fsqdeploy compress`` codes them. ``model.safetensors`` is the
+best evaluation so far by mean PSNR (its step is in config.json's ``training.best_step`` and in
+metrics.jsonl); ``trainer_state.pt`` is the last one, so ``resume=True`` continues a step budget
+with the same result as an uninterrupted run (a minutes budget depends on the machine's speed).
+
+Defaults and why: MSE (the codec is judged by PSNR), constant temperature 1 and no commitment or
+entropy terms. FSQ needs neither (Mentzer et al. 2023), and the commitment term is divided by the
+temperature, so annealing T from 1 to 0.1 multiplies it tenfold: that, not a worse reconstruction,
+is why the paper loop's total loss rises while T anneals. The learning rate holds, then decays
+linearly over the last ``decay_fraction`` of the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsqdeploy.checkpoint import save_model
+from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, model_config_to_dict
+from fsqdeploy.data import PhotoSplits, load_photos
+from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fileio import write_text_atomic, write_with
+from fsqdeploy.metrics import code_bits, ssim
+from fsqdeploy.model import FSQVAE
+from fsqdeploy.train.crops import random_crops
+from fsqdeploy.train.losses import fsq_vae_loss
+from fsqdeploy.train.stats import code_stats
+
+STATE_FILE = "trainer_state.pt"
+METRICS_FILE = "metrics.jsonl"
+DECAY_FRACTION = 0.2
+
+
+def pad_to_multiple(photo: np.ndarray, f: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> edge-replicated on the bottom and right to multiples of f."""
+    h, w = photo.shape[:2]
+    return np.pad(photo, ((0, -h % f), (0, -w % f), (0, 0)), mode="edge")
+
+
+@torch.no_grad()
+def reconstruct_photo(model: FSQVAE, photo: np.ndarray) -> np.ndarray:
+    """A whole photo through encode and decode in one pass, as uint8 [H, W, 3]."""
+    h, w = photo.shape[:2]
+    padded = pad_to_multiple(photo, model.config.downsample)
+    x = torch.from_numpy(padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    y = model.decode(model.encode(x.to(next(model.parameters()).device)))[0, :, :h, :w]
+    return (y.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def photo_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else min(100.0, 10.0 * math.log10(255.0**2 / mse))
+
+
+@torch.no_grad()
+def evaluate_photos(model: FSQVAE, photos: PhotoSplits) -> dict[str, Any]:
+    """Mean and per-photo PSNR (dB, on the uint8 output) and SSIM of whole test photos, plus bits per
+    pixel of the fixed-rate grid (padding included)."""
+    was_training = model.training
+    model.eval()
+    per_psnr, per_ssim, bits, pixels = {}, {}, 0.0, 0
+    f, cell_bits = model.config.downsample, float(code_bits(model.levels))
+    for name, photo in zip(photos.names, photos.test):
+        recon = reconstruct_photo(model, photo)
+        per_psnr[name] = photo_psnr(recon, photo)
+        as_float = [torch.from_numpy(p.transpose(2, 0, 1)[None].astype(np.float32) / 255.0) for p in (recon, photo)]
+        per_ssim[name] = float(ssim(*as_float).mean())
+        h, w = photo.shape[:2]
+        bits += math.ceil(h / f) * math.ceil(w / f) * cell_bits
+        pixels += h * w
+    model.train(was_training)
+    return {"test_psnr": float(np.mean(list(per_psnr.values()))), "test_ssim": float(np.mean(list(per_ssim.values()))),
+            "test_psnr_per_image": per_psnr, "bits_per_pixel": bits / max(pixels, 1)}
+
+
+def lr_at(progress: float, lr: float) -> float:
+    """Constant, then linear decay to 5% over the last DECAY_FRACTION of the budget."""
+    start = 1.0 - DECAY_FRACTION
+    return lr if progress <= start else lr * max(0.05, 1.0 - (progress - start) / DECAY_FRACTION)
+
+
+def train_conv(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    photos: PhotoSplits | None = None,
+    device: torch.device,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, int, float, float], None] | None = None,
+    stop_after_step: int | None = None,
+) -> FSQVAE:
+    """Train the conv codec; writes RUN/{model.safetensors (best), config.json, metrics.jsonl,
+    recon.png, curves.png, trainer_state.pt (last)}. ``stop_after_step`` simulates a kill (tests)."""
+    out_dir = Path(out_dir)
+    state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    start_step, best_psnr, best_step, elapsed_before = 0, -math.inf, 0, 0.0
+    if resume:
+        state = _load_state(out_dir)
+        model_cfg = model_config_from_dict(state["model_config"])
+        cfg = TrainConfig(**state["train_config"])
+        start_step, history = int(state["step"]), list(state["history"])
+        best_psnr, best_step, elapsed_before = float(state["best_psnr"]), int(state["best_step"]), float(state["elapsed"])
+    from fsqdeploy.train.loop import validate_train_config
+
+    if not model_cfg.spatial:
+        raise FSQDeployError(f"train: train_conv needs arch conv, got {model_cfg.arch!r}")
+    model_cfg.validate()
+    validate_train_config(cfg, "conv")
+    torch.manual_seed(cfg.seed)
+    photos = photos or load_photos(cfg.data, model_cfg.image_size)
+    model = FSQVAE(model_cfg, ema_decay=cfg.ema_decay).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    use_amp = device.type == "cuda" and cfg.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    total, budget_s = cfg.steps, cfg.minutes * 60.0
+    eval_every = cfg.eval_every or max(1, math.ceil(total / 10))
+    stages = list(model.quantizer.stages)
+    started, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
+    step, loss = start_step, math.nan
+    while step < total:
+        elapsed = elapsed_before + time.perf_counter() - started
+        out_of_time = budget_s > 0 and elapsed >= budget_s
+        progress = max(step / total, elapsed / budget_s if budget_s > 0 else 0.0)
+        # -- step ---------------------------------------------------------------------------------
+        if not out_of_time:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(progress, cfg.lr)
+            x = random_crops(photos.train, cfg.batch_size, model_cfg.image_size, cfg.seed, step).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(x)
+            terms = fsq_vae_loss(out.logits.float(), x, stages, out.stages, model.quantizer.temperature,
+                                 cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            window_images += len(x)
+            loss = float(terms.total.detach())
+            if on_step:
+                on_step(step, total, loss, window_images / max(time.perf_counter() - window_start, 1e-9))
+        # -- evaluate, keep the best, checkpoint, log -----------------------------------------------
+        if step % eval_every == 0 or step == total or out_of_time:
+            metrics: dict[str, Any] = {"step": step, "train_loss": loss}
+            metrics.update(evaluate_photos(model, photos))
+            stats = code_stats(stages)
+            metrics.update(codebook_usage=stats.usage, perplexity=stats.perplexity, dead_levels=stats.dead_levels,
+                           bits_per_cell=stats.fixed_bits, entropy_bits_per_cell=stats.entropy_bits,
+                           temperature=model.quantizer.temperature, lr=optimizer.param_groups[0]["lr"],
+                           images_per_s=window_images / max(time.perf_counter() - window_start, 1e-9),
+                           elapsed_s=elapsed_before + time.perf_counter() - started)
+            improved = metrics["test_psnr"] > best_psnr
+            if improved:
+                best_psnr, best_step = metrics["test_psnr"], step
+            metrics["best_step"] = best_step
+            history.append(metrics)
+            _save(model, optimizer, cfg, out_dir, step, history, photos, improved, best_psnr, best_step,
+                  metrics["elapsed_s"])
+            window_start, window_images = time.perf_counter(), 0
+            if on_eval:
+                on_eval(metrics)
+            if out_of_time:
+                break
+            if stop_after_step is not None and step >= stop_after_step and step < total:
+                return model.eval()
+    return FSQVAE.load(out_dir, device) if (out_dir / "model.safetensors").is_file() else model.eval()
+
+
+def _save(model: FSQVAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, out_dir: Path, step: int,
+          history: list[dict[str, Any]], photos: PhotoSplits, improved: bool, best_psnr: float, best_step: int,
+          elapsed: float) -> None:
+    from fsqdeploy.train.plots import save_curves, save_recon_grid
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if improved:  # model.safetensors and config.json always describe the best evaluation so far
+        best = {"best_step": best_step, "best_test_psnr": best_psnr}
+        save_model(model, out_dir, {**dataclasses.asdict(cfg), "data": photos.source, "steps_done": step, **best})
+        save_recon_grid(model, recon_crops(photos), out_dir / "recon.png", count=len(photos.test))
+    write_text_atomic(out_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+    save_curves(history, out_dir / "curves.png")
+    state = {"step": step, "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "best_psnr": best_psnr, "best_step": best_step, "elapsed": elapsed,
+             "model_config": model_config_to_dict(model.config), "train_config": dataclasses.asdict(cfg)}
+    write_with(out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+
+def recon_crops(photos: PhotoSplits, side: int = 96) -> np.ndarray:
+    """uint8 [N, 3, side, side]: the centre of each test photo, for recon.png."""
+    crops = []
+    for photo in photos.test[:8]:
+        h, w = photo.shape[:2]
+        s = min(side, h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        crops.append(np.pad(photo[y : y + s, x : x + s], ((0, side - s), (0, side - s), (0, 0)), mode="edge"))
+    return np.stack(crops).transpose(0, 3, 1, 2).copy()
+
+
+def _load_state(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        raise FSQDeployError(f"train: cannot resume, '{path}' is missing. Note: start without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file raises several unrelated types
+        raise FSQDeployError(f"train: cannot resume, '{path}' is corrupt ({type(e).__name__})") from None
