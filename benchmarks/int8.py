@@ -1,6 +1,6 @@
 """INT8 (QDQ) against FP32 on ONNX Runtime CPU: index agreement, decoded PSNR and round-trip latency.
 
-    fsqdeploy train --data sample --epochs 10 --out /tmp/t10
+    fsqdeploy train --arch paper --data sample --epochs 10 --out /tmp/t10
     fsqdeploy export /tmp/t10 --out /tmp/a10
     python benchmarks/int8.py /tmp/a10 [--methods minmax,entropy,percentile] [--types] [--sensitivity]
 

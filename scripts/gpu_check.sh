@@ -91,7 +91,7 @@ step install 120 bash -c '
     }
     python3 -c "import fsqdeploy.cli, fsqdeploy.runtime; print(\"fsqdeploy imports\")"'
 
-step train 90 fsqdeploy train --data sample --epochs 3 --device "${GPU_CHECK_DEVICE:-cuda}" --out "$work/run"
+step train 90 fsqdeploy train --data sample --steps 300 --device "${GPU_CHECK_DEVICE:-cuda}" --out "$work/run"
 step export 90 fsqdeploy export "$work/run" --out "$work/art" --precision fp16
 step bench 120 fsqdeploy bench "$work/art" --batch-sizes 1,256 --seconds 0.3 --images 256 \
     --no-baselines --tile-size 0 --json "$out/bench.json"

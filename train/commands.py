@@ -185,7 +185,9 @@ def evaluate(
     table = Table(title=f"{run} on {metrics['data']} ({split}, {metrics['images']} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in metrics.items():
+    rows = [(f"{k}[{name}]", v) for k, per in metrics.items() if isinstance(per, dict) for name, v in per.items()]
+    rows = [(k, v) for k, v in metrics.items() if not isinstance(v, dict)] + rows
+    for key, value in rows:
         if key not in ("data", "images"):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)

@@ -33,7 +33,7 @@ from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, m
 from fsqdeploy.data import PhotoSplits, load_photos
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
-from fsqdeploy.metrics import code_bits, ssim
+from fsqdeploy.metrics import ssim
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.train.crops import random_crops
 from fsqdeploy.train.losses import fsq_vae_loss
@@ -67,12 +67,13 @@ def photo_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def evaluate_photos(model: FSQVAE, photos: PhotoSplits) -> dict[str, Any]:
-    """Mean and per-photo PSNR (dB, on the uint8 output) and SSIM of whole test photos, plus bits per
-    pixel of the fixed-rate grid (padding included)."""
+    """Mean and per-photo PSNR (dB, on the uint8 output) and SSIM of whole test photos, plus the
+    payload's bits per pixel at the fixed rate (padding cells included, file header not)."""
     was_training = model.training
     model.eval()
     per_psnr, per_ssim, bits, pixels = {}, {}, 0.0, 0
-    f, cell_bits = model.config.downsample, float(code_bits(model.levels))
+    # the bits .fsq spends per cell: the levels' product packed in whole bits (docs/bitstream.md)
+    f, cell_bits = model.config.downsample, (math.prod(model.levels) - 1).bit_length()
     for name, photo in zip(photos.names, photos.test):
         recon = reconstruct_photo(model, photo)
         per_psnr[name] = photo_psnr(recon, photo)

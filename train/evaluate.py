@@ -9,6 +9,7 @@ import torch
 
 from fsqdeploy.config import TrainConfig, read_config
 from fsqdeploy.data import load_images
+from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import images_to_float
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.train.loop import evaluate, pick_device
@@ -25,6 +26,20 @@ def evaluate_run(
     device = pick_device(device_name)
     model = FSQVAE.load(run, device)
     spec = data or cfg.data
+    if model.config.spatial:  # whole photos, coded as fsqdeploy compress codes them
+        from fsqdeploy.data import PhotoSplits, load_photos
+        from fsqdeploy.train.conv_loop import evaluate_photos
+
+        photos = load_photos(spec, model.config.downsample)
+        if split == "train":
+            names = tuple(f"train-{i}" for i in range(len(photos.train)))
+            photos = PhotoSplits(photos.train, photos.train, names, photos.source)
+        if inception_weights is not None:
+            raise FSQDeployError("eval: FID is for patch models (--arch paper); conv runs report PSNR and SSIM")
+        stats = code_stats(list(model.quantizer.stages))
+        return {"data": photos.source, "images": len(photos.test), **evaluate_photos(model, photos),
+                "bits_per_cell": stats.fixed_bits, "entropy_bits_per_cell": stats.entropy_bits,
+                "codebook_usage": stats.usage, "perplexity": stats.perplexity}
     splits = load_images(spec, model.config.image_size)
     images = splits.test if split == "test" else splits.train
     metrics: dict[str, Any] = {"data": splits.source, "images": int(len(images))}

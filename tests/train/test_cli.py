@@ -27,7 +27,7 @@ def assert_one_line_error(result, match):
 
 def test_train_and_eval_on_synthetic(tmp_path):
     run = tmp_path / "run"
-    r = fsqdeploy("train", "--data", "synthetic", "--epochs", "1", "--channels", "8,16,32,64",
+    r = fsqdeploy("train", "--arch", "paper", "--data", "synthetic", "--epochs", "1", "--channels", "8,16,32,64",
                   "--latent-dim", "16", "--levels", "8,5", "--out", run)
     assert r.returncode == 0, r.stderr
     cfg = json.loads((run / "config.json").read_text())
@@ -38,7 +38,7 @@ def test_train_and_eval_on_synthetic(tmp_path):
     assert metrics["images"] == 512 and metrics["bits_per_image"] == 43  # ceil(8 * (3 + 2.32))
     assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
     # a non-empty --out is refused without --resume / --force
-    r = fsqdeploy("train", "--data", "synthetic", "--epochs", "1", "--out", run)
+    r = fsqdeploy("train", "--arch", "paper", "--data", "synthetic", "--epochs", "1", "--out", run)
     assert_one_line_error(r, "not empty")
 
 

@@ -167,3 +167,19 @@ def test_train_cli_refuses_bad_options_in_one_line(tmp_path, args, message):
 
     assert_one_line_error(fsqdeploy("train", "--out", tmp_path / "run", *args, cwd=tmp_path), message)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
+    from test_cli import fsqdeploy
+
+    run = tmp_path / "run"
+    r = fsqdeploy("train", "--data", "synthetic", "--steps", "4", "--eval-every", "2", "--channels", "8,8,8",
+                  "--batch-size", "4", "--out", run)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4]
+    assert lines[0]["bits_per_pixel"] == pytest.approx(10 / 64)  # levels 8,5,5,5 -> 10 bits per 8x8 cell
+    r = fsqdeploy("eval", run, "--json", tmp_path / "m.json")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["test_psnr"] == pytest.approx(max(m["test_psnr"] for m in lines), abs=1e-6)
