@@ -49,12 +49,32 @@ def hwc_uint8_to_chw(images: np.ndarray) -> np.ndarray:
     return images_to_float(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
+def check_photo(image: object, component: str = "compress") -> np.ndarray:
+    """An image as the codec's whole-image API takes it: a numpy uint8 array [H, W, 3], H, W >= 1."""
+    arr = image if isinstance(image, np.ndarray) else None
+    if arr is None or arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
+        got = f"{arr.dtype} {list(arr.shape)}" if arr is not None else type(image).__name__
+        raise FSQDeployError(f"{component}: an image must be a uint8 array [H, W, 3] with H, W >= 1, got {got}. "
+                             "Note: read it with fsqdeploy.images.read_image")
+    return arr
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [ceil(H/m)*m, ceil(W/m)*m, 3], the bottom and right edges padded by
+    repeating the last row and column (a flat border would cost the codec bits and bleed a dark
+    edge into the image). Returns ``image`` itself when it is already a multiple."""
+    h, w = image.shape[:2]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return image
+    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
 def to_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
     """uint8 [H, W, 3] -> float32 patches [rows*cols, 3, patch, patch] in [0, 1], row-major; the
     right and bottom edges are padded by repeating the last pixel."""
-    h, w = image.shape[:2]
-    rows, cols = -(-h // patch), -(-w // patch)
-    padded = np.pad(image, ((0, rows * patch - h), (0, cols * patch - w), (0, 0)), mode="edge")
+    padded = pad_to_multiple(image, patch)
+    rows, cols = padded.shape[0] // patch, padded.shape[1] // patch
     tiles = padded.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, patch, patch)
     return tiles.astype(np.float32) / 255.0, rows, cols
 

@@ -1,13 +1,18 @@
-"""The ``.fsq`` file: a small checked header, then every patch's FSQ indices packed bit-tight.
+"""The ``.fsq`` file: a small checked header, then every cell's FSQ indices packed bit-tight.
 
-Packing is mixed radix. Patch i's D indices become one integer
+A cell is what one index vector describes: a ``cell_size`` x ``cell_size`` patch encoded on its own
+(layout 0, the paper model), or one position of a single latent grid over the whole image (layout
+1, the conv codec; ``cell_size`` is its downsampling factor f). Version 2 files say which; version 1
+files (patches only) stay readable, and ``FsqHeader.for_image`` still writes them.
+
+Packing is mixed radix. Cell i's D indices become one integer
 
     V = idx_0 + idx_1*L_0 + idx_2*L_0*L_1 + ...   (idx_0 is the least significant digit)
 
 with ``0 <= V < prod(levels)``, written as a ``bits_per_patch``-bit little-endian field at bits
 ``[i*b, (i+1)*b)`` of one stream whose bit k is bit ``k % 8`` of byte ``k // 8`` (LSB first).
 The last byte is zero-padded. docs/bitstream.md specifies the file byte by byte; a C++ reader
-must match it exactly, and the golden test in tests/runtime/test_bitstream.py pins it.
+must match it exactly, and the golden tests in tests/runtime/test_bitstream.py pin it.
 
 Every refusal is an FSQDeployError ("bitstream: ..."). Header and payload carry their own CRC32
 and the reader checks every length, so a truncated file or any single flipped bit is refused,
@@ -31,23 +36,37 @@ from fsqdeploy.fileio import write_bytes_atomic
 from fsqdeploy.metrics import fixed_bits
 
 MAGIC = b"FSQB"
-VERSION = 1
+VERSION = 2  # what new files are written as (FsqHeader.for_patches / for_grid)
+VERSIONS = (1, 2)  # what the reader accepts
+LAYOUT_PATCHES = 0  # v2 layout byte: each cell an independent cell_size x cell_size patch
+LAYOUT_GRID = 1  # v2 layout byte: the cells are the positions of one latent grid over the image
+LAYOUTS = (LAYOUT_PATCHES, LAYOUT_GRID)
+CODING_FIXED = 0  # v2 coding byte: fixed-rate mixed-radix packing; others are the entropy coder's (issue 12)
+NO_PRIOR = bytes(32)  # v2 prior_hash of a fixed-rate file
 
-# magic, version, flags, header_length, model_hash, image_height, image_width, patch_size,
+# v1: magic, version, flags, header_length, model_hash, image_height, image_width, patch_size,
 # grid_rows, grid_cols, D. Then D levels (u16 each), then _TAIL, then the header CRC32.
 _FIXED = struct.Struct("<4sBBH32sIIHIIH")
 _TAIL = struct.Struct("<IQ")  # bits_per_patch, payload_length
+# v2: magic, version, flags, header_length, model_hash, image_height, image_width, layout, coding,
+# cell_size, grid_rows, grid_cols, D. Then D levels, then _TAIL_V2, then the header CRC32.
+_FIXED_V2 = struct.Struct("<4sBBH32sIIBBHIIH")
+_TAIL_V2 = struct.Struct("<IQ32s")  # bits_per_cell, payload_length, prior_hash
 _CRC = struct.Struct("<I")
-_HEADER_EXTRA = _FIXED.size + _TAIL.size + _CRC.size  # header_length = 76 + 2*D
+_HEADER_EXTRA = _FIXED.size + _TAIL.size + _CRC.size  # v1 header_length = 76 + 2*D
+_HEADER_EXTRA_V2 = _FIXED_V2.size + _TAIL_V2.size + _CRC.size  # v2 header_length = 110 + 2*D
+_EXTRA = {1: _HEADER_EXTRA, 2: _HEADER_EXTRA_V2}
 MAX_LEVEL = 0xFFFF
-MAX_D = (0xFFFF - _HEADER_EXTRA) // 2  # so that header_length fits its u16
+MAX_D = (0xFFFF - _HEADER_EXTRA_V2) // 2  # so that header_length fits its u16 in either version
 _FIELD_LIMITS = {
     "image_height": 0xFFFFFFFF,
     "image_width": 0xFFFFFFFF,
-    "patch_size": 0xFFFF,
+    "cell_size": 0xFFFF,
     "grid_rows": 0xFFFFFFFF,
     "grid_cols": 0xFFFFFFFF,
 }
+# Field names as each version's spec calls them, so a message names the field the reader sees.
+_V1_NAMES = {"cell_size": "patch_size", "bits_per_cell": "bits_per_patch", "cells": "patches"}
 _CORRUPT = "Note: the file was damaged after it was written; compress the image again"
 _LEVELS_NOTE = "Note: pass the model's levels, e.g. [8, 8, 8]"
 
@@ -78,15 +97,22 @@ def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(level) for level in values)
 
 
+def _plural(unit: str) -> str:
+    return "patches" if unit == "patch" else unit + "s"
+
+
 def bits_per_patch(levels: Sequence[int]) -> int:
     """ceil(log2(prod(levels))), exact on ints; never 0 since every level is at least 2."""
     return fixed_bits(_check_levels(levels))
 
 
-def file_length(levels: Sequence[int], num_patches: int) -> int:
-    """Bytes of a whole .fsq file of ``num_patches`` patches: header (with its CRC), payload, payload CRC."""
+def file_length(levels: Sequence[int], num_patches: int, version: int = 1) -> int:
+    """Bytes of a whole .fsq file of ``num_patches`` cells: header (with its CRC), payload, payload CRC.
+    ``version=2`` for the files ``fsqdeploy compress`` writes now (34 header bytes more than v1)."""
     levels = _check_levels(levels)
-    return _HEADER_EXTRA + 2 * len(levels) + (num_patches * fixed_bits(levels) + 7) // 8 + _CRC.size
+    if version not in VERSIONS:
+        raise _error(f"version {version!r} is not one of {list(VERSIONS)}", "Note: pass 1 or 2")
+    return _EXTRA[version] + 2 * len(levels) + (num_patches * fixed_bits(levels) + 7) // 8 + _CRC.size
 
 
 def _digit_runs(levels: tuple[int, ...]) -> list[tuple[range, int]]:
@@ -155,10 +181,11 @@ def pack_indices(indices: np.ndarray, levels: Sequence[int]) -> bytes:
     return np.packbits(stream[:, :bits].ravel(), bitorder="little").tobytes()
 
 
-def unpack_indices(data: bytes, levels: Sequence[int], count: int) -> np.ndarray:
+def unpack_indices(data: bytes, levels: Sequence[int], count: int, *, unit: str = "patch") -> np.ndarray:
     """Inverse of pack_indices: int32 [count, D] from exactly ceil(count * bits_per_patch / 8) bytes.
 
-    Refuses nonzero padding bits and fields that decode to prod(levels) or more (corruption).
+    Refuses nonzero padding bits and fields that decode to prod(levels) or more (corruption);
+    ``unit`` names a field in those messages ("patch" as v1 calls it, "cell" as v2 does).
     """
     levels = _check_levels(levels)
     if not _is_int(count) or count < 0:
@@ -170,11 +197,12 @@ def unpack_indices(data: bytes, levels: Sequence[int], count: int) -> np.ndarray
     expected = (count * bits + 7) // 8
     if len(data) != expected:
         raise _error(
-            f"payload has {len(data)} bytes, expected {expected} for {count} patches of {bits} bits", _CORRUPT
+            f"payload has {len(data)} bytes, expected {expected} for {count} {_plural(unit)} of {bits} bits",
+            _CORRUPT,
         )
     stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
     if stream[count * bits :].any():
-        raise _error("padding bits after the last patch are not zero", _CORRUPT)
+        raise _error(f"padding bits after the last {unit} are not zero", _CORRUPT)
 
     # Widen each field to whole bytes so int.from_bytes can read it.
     fields = stream[: count * bits].reshape(count, bits)
@@ -188,7 +216,7 @@ def unpack_indices(data: bytes, levels: Sequence[int], count: int) -> np.ndarray
     over = np.flatnonzero(values >= size)
     if len(over):
         raise _error(
-            f"patch {int(over[0])} decodes to {values[over[0]]}, outside the codebook [0, {size})", _CORRUPT
+            f"{unit} {int(over[0])} decodes to {values[over[0]]}, outside the codebook [0, {size})", _CORRUPT
         )
     out = np.empty((count, len(levels)), dtype=np.int32)
     for digits, product in _digit_runs(levels):
@@ -225,88 +253,173 @@ def _levels_text(levels: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class FsqHeader:
-    """Everything besides the payload. Fields are checked (and normalized) on construction."""
+    """Everything besides the payload. Fields are checked (and normalized) on construction.
+
+    Build one with ``for_patches`` (v2, layout 0: the paper model), ``for_grid`` (v2, layout 1: the
+    conv codec's latent grid) or ``for_image`` (v1, as written before version 2). Positional
+    construction keeps the v1 order and default (version 1, patches)."""
 
     model_hash: bytes  # raw sha256 digest of the model (the manifest's hash); hex is converted
-    image_height: int  # original image size in pixels, before padding to whole patches
+    image_height: int  # original image size in pixels, before padding to whole cells
     image_width: int
-    patch_size: int  # the model's image size, e.g. 32
-    grid_rows: int  # ceil(image_height / patch_size)
-    grid_cols: int  # ceil(image_width / patch_size)
+    cell_size: int  # pixels per cell side: the patch size (layout 0) or the downsampling factor f (layout 1)
+    grid_rows: int  # ceil(image_height / cell_size)
+    grid_cols: int  # ceil(image_width / cell_size)
     levels: tuple[int, ...]
+    version: int = 1
+    layout: int = LAYOUT_PATCHES  # v1 files hold patches only
+    coding: int = CODING_FIXED
 
     def __post_init__(self) -> None:
+        if self.version not in VERSIONS or isinstance(self.version, bool):
+            raise _error(f"version = {self.version!r} is not one of {list(VERSIONS)}",
+                         "Note: read the file with the fsqdeploy version that wrote it")
+        v1 = self.version == 1
+        object.__setattr__(self, "version", int(self.version))
+        if self.layout not in LAYOUTS or isinstance(self.layout, bool) or (v1 and self.layout != LAYOUT_PATCHES):
+            known = "0 (patches)" if v1 else "0 (patches) or 1 (latent grid)"
+            raise _error(f"unsupported layout {self.layout!r} (version {self.version} knows {known})",
+                         "Note: the file comes from a newer writer; read it with that fsqdeploy version")
+        if self.coding != CODING_FIXED or isinstance(self.coding, bool):
+            raise _error(f"unsupported coding {self.coding!r} (this reader knows 0, fixed-rate packing)",
+                         "Note: entropy-coded files need a newer fsqdeploy")
+        object.__setattr__(self, "layout", int(self.layout))
+        object.__setattr__(self, "coding", int(self.coding))
         object.__setattr__(self, "model_hash", _hash_bytes(self.model_hash))
         object.__setattr__(self, "levels", _check_levels(self.levels))
-        if len(self.levels) > MAX_D:
+        max_d = _max_d(self.version)
+        if len(self.levels) > max_d:
             raise _error(
-                f"{len(self.levels)} levels do not fit the header (at most {MAX_D})",
+                f"{len(self.levels)} levels do not fit the header (at most {max_d})",
                 "Note: use a model with fewer FSQ dimensions",
             )
         for name, limit in _FIELD_LIMITS.items():
             value = getattr(self, name)
             if not _is_int(value) or not 1 <= value <= limit:
                 raise _error(
-                    f"{name} = {value!r} is not an int in [1, {limit}]",
-                    "Note: images, patches and grids must be non-empty",
+                    f"{self._name(name)} = {value!r} is not an int in [1, {limit}]",
+                    "Note: images, cells and grids must be non-empty",
                 )
             object.__setattr__(self, name, int(value))
-        rows, cols = -(-self.image_height // self.patch_size), -(-self.image_width // self.patch_size)
+        rows, cols = -(-self.image_height // self.cell_size), -(-self.image_width // self.cell_size)
         if (self.grid_rows, self.grid_cols) != (rows, cols):
+            what = "patches" if self.layout == LAYOUT_PATCHES else "latent cells"
             raise _error(
                 f"grid {self.grid_rows}x{self.grid_cols} does not tile a {self.image_height}x"
-                f"{self.image_width} image with {self.patch_size}-pixel patches (expected {rows}x{cols})",
-                "Note: build the header with FsqHeader.for_image",
+                f"{self.image_width} image with {self.cell_size}-pixel {what} (expected {rows}x{cols})",
+                "Note: build the header with FsqHeader.for_patches or FsqHeader.for_grid",
             )
 
     @classmethod
-    def for_image(
-        cls,
-        model_hash: bytes | str,
-        image_height: int,
-        image_width: int,
-        patch_size: int,
-        levels: Sequence[int],
-    ) -> FsqHeader:
-        """The header for an image tiled row-major into patch_size squares, the edges padded."""
+    def _sized(cls, model_hash: bytes | str, image_height: int, image_width: int, cell_size: int,
+               levels: Sequence[int], version: int, layout: int) -> FsqHeader:
         rows = cols = 0  # reported by __post_init__ unless the sizes are ints
-        if all(_is_int(v) for v in (image_height, image_width, patch_size)) and patch_size >= 1:
-            rows, cols = -(-image_height // patch_size), -(-image_width // patch_size)
-        return cls(model_hash, image_height, image_width, patch_size, rows, cols, levels)
+        if all(_is_int(v) for v in (image_height, image_width, cell_size)) and cell_size >= 1:
+            rows, cols = -(-image_height // cell_size), -(-image_width // cell_size)
+        return cls(model_hash, image_height, image_width, cell_size, rows, cols, levels, version, layout)
+
+    @classmethod
+    def for_patches(cls, model_hash: bytes | str, image_height: int, image_width: int, patch_size: int,
+                    levels: Sequence[int]) -> FsqHeader:
+        """A v2 header (layout 0) for an image tiled row-major into patch_size squares, each
+        encoded on its own (the paper model), the edges padded."""
+        return cls._sized(model_hash, image_height, image_width, patch_size, levels, 2, LAYOUT_PATCHES)
+
+    @classmethod
+    def for_grid(cls, model_hash: bytes | str, image_height: int, image_width: int, downsample: int,
+                 levels: Sequence[int]) -> FsqHeader:
+        """A v2 header (layout 1) for the latent grid of an image edge-padded on the bottom and right
+        to multiples of ``downsample`` (f) and encoded in one piece: one cell per latent position."""
+        return cls._sized(model_hash, image_height, image_width, downsample, levels, 2, LAYOUT_GRID)
+
+    @classmethod
+    def for_image(cls, model_hash: bytes | str, image_height: int, image_width: int, patch_size: int,
+                  levels: Sequence[int]) -> FsqHeader:
+        """A version 1 header for an image tiled row-major into patch_size squares, the edges padded
+        (the format before version 2; readers of both versions read it)."""
+        return cls._sized(model_hash, image_height, image_width, patch_size, levels, 1, LAYOUT_PATCHES)
 
     @property
-    def num_patches(self) -> int:
+    def patch_size(self) -> int:
+        """v1's name of ``cell_size``."""
+        return self.cell_size
+
+    @property
+    def spatial(self) -> bool:
+        """True when the cells are one latent grid (layout 1), not independent patches."""
+        return self.layout == LAYOUT_GRID
+
+    @property
+    def num_cells(self) -> int:
         return self.grid_rows * self.grid_cols
 
     @property
+    def num_patches(self) -> int:
+        """v1's name of ``num_cells``."""
+        return self.num_cells
+
+    @property
     def header_length(self) -> int:
-        return _HEADER_EXTRA + 2 * len(self.levels)
+        return _EXTRA[self.version] + 2 * len(self.levels)
+
+    def _name(self, field: str) -> str:
+        return _V1_NAMES.get(field, field) if self.version == 1 else field
+
+
+def _max_d(version: int) -> int:
+    return (0xFFFF - _EXTRA[version]) // 2  # so that header_length fits its u16
+
+
+def cells_to_grid(header: FsqHeader, cells: np.ndarray) -> np.ndarray:
+    """A layout-1 file's indices [grid_rows * grid_cols, D] (row-major cells) -> the channels-first
+    grid [1, D, grid_rows, grid_cols] the decoder reads."""
+    cells = np.asarray(cells)
+    return np.ascontiguousarray(cells.reshape(1, header.grid_rows, header.grid_cols, -1).transpose(0, 3, 1, 2))
+
+
+def grid_to_cells(grid: np.ndarray) -> np.ndarray:
+    """A channels-first grid [1, D, rows, cols] -> [rows * cols, D], cell (r, c) at row r * cols + c."""
+    grid = np.asarray(grid)
+    if grid.ndim != 4 or grid.shape[0] != 1:
+        raise _error(f"a latent grid must have shape [1, D, rows, cols], got {list(grid.shape)}",
+                     "Note: pass one image's indices")
+    return np.ascontiguousarray(grid[0].transpose(1, 2, 0).reshape(-1, grid.shape[1]))
 
 
 def write_fsq(header: FsqHeader, indices: np.ndarray) -> bytes:
-    """The whole .fsq file for ``indices`` [grid_rows * grid_cols, D], tiles in row-major order."""
+    """The whole .fsq file for ``indices`` [grid_rows * grid_cols, D], cells in row-major order
+    (``grid_to_cells`` turns a latent grid into that)."""
     if not isinstance(header, FsqHeader):
         raise _error(
             f"header must be an FsqHeader, got {type(header).__name__}",
-            "Note: build it with FsqHeader.for_image",
+            "Note: build it with FsqHeader.for_patches or FsqHeader.for_grid",
         )
     payload = pack_indices(indices, header.levels)
     rows = np.shape(indices)[0]
-    if rows != header.num_patches:
+    if rows != header.num_cells:
+        unit = "tile of the padded image" if header.layout == LAYOUT_PATCHES else "position of the latent grid"
         raise _error(
             f"indices have {rows} rows but the {header.grid_rows}x{header.grid_cols} grid needs "
-            f"{header.num_patches}",
-            "Note: encode every tile of the padded image, row by row",
+            f"{header.num_cells}",
+            f"Note: encode every {unit}, row by row",
         )
     d = len(header.levels)
-    sizes = (header.image_height, header.image_width, header.patch_size, header.grid_rows, header.grid_cols)
-    head = _FIXED.pack(MAGIC, VERSION, 0, header.header_length, header.model_hash, *sizes, d)
-    head += struct.pack(f"<{d}H", *header.levels) + _TAIL.pack(fixed_bits(header.levels), len(payload))
+    levels = struct.pack(f"<{d}H", *header.levels)
+    grid = (header.grid_rows, header.grid_cols, d)
+    if header.version == 1:
+        head = _FIXED.pack(MAGIC, 1, 0, header.header_length, header.model_hash, header.image_height,
+                           header.image_width, header.cell_size, *grid)
+        head += levels + _TAIL.pack(fixed_bits(header.levels), len(payload))
+    else:
+        head = _FIXED_V2.pack(MAGIC, 2, 0, header.header_length, header.model_hash, header.image_height,
+                              header.image_width, header.layout, header.coding, header.cell_size, *grid)
+        head += levels + _TAIL_V2.pack(fixed_bits(header.levels), len(payload), NO_PRIOR)
     return b"".join([head, _CRC.pack(zlib.crc32(head)), payload, _CRC.pack(zlib.crc32(payload))])
 
 
 def read_fsq(data: bytes) -> tuple[FsqHeader, np.ndarray]:
-    """Parse and check a whole .fsq file: the header and int32 indices [grid_rows * grid_cols, D]."""
+    """Parse and check a whole .fsq file (version 1 or 2): the header and int32 indices
+    [grid_rows * grid_cols, D], cells in row-major order (``cells_to_grid`` for a latent grid)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _error(f"data must be bytes, got {type(data).__name__}", "Note: pass the file's contents")
     return _read(bytes(data), "")
@@ -324,22 +437,32 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
             f"not an .fsq file (it starts with {data[:4]!r}, not {MAGIC!r})",
             "Note: pass a file written by `fsqdeploy compress`",
         )
-    if size < _FIXED.size:
+    if size <= 4:
         raise fail(f"file is truncated or too short: {size} bytes, the fixed header alone has {_FIXED.size}")
-    _, version, flags, header_length, model_hash, *sizes, d = _FIXED.unpack_from(data)
-    if version != VERSION:
+    version = data[4]
+    if version not in VERSIONS:
         raise fail(
-            f"unsupported format version {version} (this reader knows {VERSION})",
+            f"unsupported format version {version} (this reader knows {', '.join(map(str, VERSIONS))})",
             "Note: read the file with the fsqdeploy version that wrote it",
         )
+    fixed, tail = (_FIXED, _TAIL) if version == 1 else (_FIXED_V2, _TAIL_V2)
+    if size < fixed.size:
+        raise fail(f"file is truncated or too short: {size} bytes, the fixed header alone has {fixed.size}")
+    if version == 1:
+        _, _, flags, header_length, model_hash, height, width, cell_size, rows, cols, d = fixed.unpack_from(data)
+        layout, coding = LAYOUT_PATCHES, CODING_FIXED
+    else:
+        (_, _, flags, header_length, model_hash, height, width, layout, coding, cell_size, rows, cols,
+         d) = fixed.unpack_from(data)
     if flags != 0:
         raise fail(
             f"flags byte is {flags:#04x}, expected 0 (reserved)",
             "Note: the file comes from a newer writer or is damaged",
         )
-    if d == 0 or header_length != _HEADER_EXTRA + 2 * d:
+    extra = _EXTRA[version]
+    if d == 0 or header_length != extra + 2 * d:
         raise fail(
-            f"header_length {header_length} does not match D = {d} levels (expected {_HEADER_EXTRA} + 2*D)"
+            f"header_length {header_length} does not match D = {d} levels (expected {extra} + 2*D)"
         )
     if size < header_length:
         raise fail(f"file is truncated: {size} bytes, shorter than its {header_length}-byte header")
@@ -347,20 +470,32 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
     if zlib.crc32(data[:crc_at]) != _CRC.unpack_from(data, crc_at)[0]:
         raise fail("corrupted header (header CRC32 mismatch)")
 
-    # The header is intact; what follows catches files that were written wrong, not damaged.
-    levels = struct.unpack_from(f"<{d}H", data, _FIXED.size)
-    bits, payload_length = _TAIL.unpack_from(data, _FIXED.size + 2 * d)
+    # The header is intact; what follows catches files that were written wrong (or by a newer
+    # writer), not damaged. Layout and coding first: a coding this reader does not know has a
+    # payload whose length and packing it cannot judge.
+    levels = struct.unpack_from(f"<{d}H", data, fixed.size)
+    bits, payload_length, *prior = tail.unpack_from(data, fixed.size + 2 * d)
+    names = _V1_NAMES if version == 1 else {}
+    if layout not in LAYOUTS:
+        raise fail(f"unsupported layout {layout} (this reader knows 0, patches, and 1, a latent grid)",
+                   "Note: read the file with the fsqdeploy version that wrote it")
+    if coding != CODING_FIXED:
+        raise fail(f"unsupported coding {coding} (this reader knows 0, fixed-rate packing)",
+                   "Note: entropy-coded files need a newer fsqdeploy")
+    if prior and prior[0] != NO_PRIOR:
+        raise fail("prior_hash is not zero in a fixed-rate (coding 0) file")
     try:
-        header = FsqHeader(model_hash, *sizes, levels)
+        header = FsqHeader(model_hash, height, width, cell_size, rows, cols, levels, version, layout, coding)
     except FSQDeployError as err:
         raise fail(f"invalid header: {err.what}") from None  # type: ignore[attr-defined]
+    bits_name, cells = names.get("bits_per_cell", "bits_per_cell"), names.get("cells", "cells")
     if bits != fixed_bits(header.levels):
-        raise fail(f"bits_per_patch is {bits} but levels {_levels_text(levels)} need {fixed_bits(header.levels)}")
-    expected = (header.num_patches * bits + 7) // 8
+        raise fail(f"{bits_name} is {bits} but levels {_levels_text(levels)} need {fixed_bits(header.levels)}")
+    expected = (header.num_cells * bits + 7) // 8
     if payload_length != expected:
         raise fail(
-            f"payload_length is {payload_length}, expected {expected} for {header.num_patches} "
-            f"patches of {bits} bits"
+            f"payload_length is {payload_length}, expected {expected} for {header.num_cells} "
+            f"{cells} of {bits} bits"
         )
     end = header_length + payload_length
     if size < end + _CRC.size:
@@ -374,7 +509,7 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
     if zlib.crc32(payload) != _CRC.unpack_from(data, end)[0]:
         raise fail("corrupted payload (payload CRC32 mismatch)")
     try:
-        indices = unpack_indices(payload, levels, header.num_patches)
+        indices = unpack_indices(payload, levels, header.num_cells, unit="patch" if version == 1 else "cell")
     except FSQDeployError as err:
         raise fail(err.what) from None  # type: ignore[attr-defined]
     return header, indices

@@ -7,6 +7,13 @@
     data = codec.compress(photo)                    # uint8 [H,W,3], any size -> the .fsq bytes
     photo = codec.decompress(data)                  # -> uint8 [H,W,3]; another model's file is refused
 
+A spatial (conv) artifact takes whole images: ``encode`` maps float [N,3,H,W] (H, W multiples of
+f) to int32 [N,D,H/f,W/f] and ``decode`` back; ``compress`` edge-pads a photo to multiples of f,
+encodes it in one pass (or, above ``max_pixels``, in tiles with a halo that give exactly the
+one-pass indices: runtime/tiles.py) and writes a .fsq v2 latent grid (layout 1); ``decompress``
+decodes it the same way and crops back. A patch (paper) artifact cuts photos into model-sized
+patches, as before, and writes layout 0.
+
 The manifest's hashes are verified before anything is loaded. Backends come from the registry
 (fsqdeploy/backends): Codec knows none by name. Inputs are validated at the boundary (shape, dtype,
 [0, 1] range, NaN, index range) with the same messages as ``FSQVAE``. Nothing here imports torch,
@@ -16,6 +23,7 @@ so an app that embeds the ONNX Runtime codec needs no PyTorch.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +33,29 @@ from fsqdeploy import backends
 from fsqdeploy.artifact import Manifest
 from fsqdeploy.backends import REGISTRY, Backend, Runner, get_backend
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.images import from_patches, to_patches
-from fsqdeploy.runtime.bitstream import FsqHeader, check_model, read_fsq, write_fsq
+from fsqdeploy.images import check_photo, from_patches, pad_to_multiple, to_patches
+from fsqdeploy.runtime.bitstream import (
+    LAYOUT_GRID,
+    LAYOUT_PATCHES,
+    FsqHeader,
+    cells_to_grid,
+    check_model,
+    grid_to_cells,
+    read_fsq,
+    write_fsq,
+)
+from fsqdeploy.runtime.tiles import decode_tiled, encode_tiled
 from fsqdeploy.validation import check_images, check_indices
 
 log = logging.getLogger("fsqdeploy")
+
+# A spatial codec runs a whole image in one pass up to this many (padded) pixels, 2048 x 2048, and
+# in tiles of at most this many pixels (halo included) beyond: the memory of one call stays bounded
+# whatever the image size. The first layer's activations of a 128-channel model at this size are
+# 128 * 1024 * 1024 floats = 512 MiB.
+DEFAULT_MAX_PIXELS = 2048 * 2048
+# How many images (or patches) one backend call takes, at most, when no pixel budget applies.
+MAX_BATCH = 1024
 
 
 class Codec:
@@ -39,8 +65,13 @@ class Codec:
         self.encoder, self.decoder = encoder, decoder
         self.precision = precision
         self.levels: list[int] = list(manifest.levels)
-        self.image_size: int = manifest.image_size  # the patch size: images of any size are tiled
+        self.image_size: int = manifest.image_size  # patch models: the patch size; spatial: the training crop
         self.model_id: str = manifest.model_id
+        self.spatial: bool = manifest.spatial
+        self.downsample: int = manifest.downsample  # f: pixels per latent cell along each axis (spatial)
+        self.encoder_halo, self.decoder_halo = _halo_cells(manifest) if self.spatial else (0, 0)
+        self.max_pixels: int = DEFAULT_MAX_PIXELS
+        self.tile: int | None = None  # core side of a whole-image tile in pixels; None: by max_pixels
         # With backend="auto": the faster backends passed over, each with the reason.
         self.auto_skipped: list[tuple[str, str]] = []
 
@@ -58,11 +89,25 @@ class Codec:
         threads: int | None = None,
         verify: bool = True,
         device: str = "cpu",
+        tile: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Codec:
         """The artifact ``art`` on ``backend`` (a registry name, or "auto": the fastest backend that
         can run here and finds what it needs in ``art``), activated and ready. ``art`` may be a loaded
-        Manifest (bench opens many codecs on one): it is then used as it is, ``verify`` ignored."""
+        Manifest (bench opens many codecs on one): it is then used as it is, ``verify`` ignored.
+
+        Spatial artifacts only: ``compress``/``decompress`` run an image in one pass when it has at
+        most ``max_pixels`` pixels (padded), else in tiles whose window has at most that many;
+        ``tile`` (pixels, a multiple of f) sets the tiles' core side instead. Either gives the
+        one-pass result; they bound memory only. Patch models encode patch by patch anyway."""
         manifest = art if isinstance(art, Manifest) else Manifest.load(art, verify=verify, component="codec")
+        _check_tiling(manifest, tile, max_pixels)
+        codec = cls._select(manifest, backend, precision, threads, device)
+        codec.tile, codec.max_pixels = tile, max_pixels
+        return codec
+
+    @classmethod
+    def _select(cls, manifest: Manifest, backend: str, precision: str, threads: int | None, device: str) -> Codec:
         if backend == "auto":
             return cls._auto(manifest, precision, threads, device)
         if backend not in REGISTRY:
@@ -109,24 +154,39 @@ class Codec:
             raise
         return codec
 
-    # -- patches <-> indices -----------------------------------------------------------------------
+    # -- images <-> indices ------------------------------------------------------------------------
     def encode(self, images: Any) -> Any:
-        """Float images [N, 3, S, S] in [0, 1] -> int32 indices [N, W] (a torch tensor for a tensor)."""
-        check_images(images, self.image_size, "encode")
+        """Float images in [0, 1] -> int32 indices (a torch tensor for a tensor): [N, 3, S, S] ->
+        [N, W] (patch models), or [N, 3, H, W] -> [N, D, H/f, W/f], H and W multiples of f (spatial)."""
+        if self.spatial:
+            check_images(images, None, "encode", multiple_of=self.downsample)
+        else:
+            check_images(images, self.image_size, "encode")
         as_torch = type(images).__module__.startswith("torch")
         x = images.detach().cpu().numpy() if as_torch else np.asarray(images)
-        out = self._chunked(self.encoder, "images", x.astype(np.float32, copy=False), "indices")
+        chunk = self._batch_for(x.shape[2] * x.shape[3])
+        out = self._chunked(self.encoder, "images", x.astype(np.float32, copy=False), "indices", chunk)
         return _like(out, images) if as_torch else out
 
     def decode(self, indices: Any) -> Any:
-        """Integer indices [N, W] -> float32 images [N, 3, S, S] in [0, 1]."""
-        check_indices(indices, self.levels, "decode")
+        """Integer indices -> float32 images in [0, 1]: [N, W] -> [N, 3, S, S] (patch models), or
+        [N, D, h, w] -> [N, 3, h*f, w*f] (spatial)."""
+        check_indices(indices, self.levels, "decode", spatial=self.spatial)
         as_torch = type(indices).__module__.startswith("torch")
         idx = indices.detach().cpu().numpy() if as_torch else np.asarray(indices)
-        out = self._chunked(self.decoder, "indices", idx.astype(np.int32, copy=False), "images")
+        pixels = idx.shape[2] * idx.shape[3] * self.downsample**2 if self.spatial else self.image_size**2
+        out = self._chunked(self.decoder, "indices", idx.astype(np.int32, copy=False), "images",
+                            self._batch_for(pixels))
         return _like(out, indices) if as_torch else out
 
-    def _chunked(self, runner: Runner, name: str, x: np.ndarray, out_name: str, chunk: int = 1024) -> np.ndarray:
+    def _batch_for(self, pixels_per_image: int) -> int:
+        """Images per backend call: MAX_BATCH patches, or as many whole images as max_pixels allows."""
+        if not self.spatial:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, self.max_pixels // max(1, pixels_per_image)))
+
+    def _chunked(self, runner: Runner, name: str, x: np.ndarray, out_name: str, chunk: int = MAX_BATCH
+                 ) -> np.ndarray:
         if len(x) <= chunk:
             return runner.infer({name: np.ascontiguousarray(x)})[out_name]
         parts = [runner.infer({name: np.ascontiguousarray(x[i : i + chunk])})[out_name]
@@ -135,20 +195,59 @@ class Codec:
 
     # -- images of any size <-> .fsq bitstreams (the C++ fsq::Codec's compress/decompress) ----------
     def encode_image(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray]:
-        """uint8 [H, W, 3] -> the .fsq header and int32 indices [patches, W]: the image padded with its
-        edge pixels to whole patches, tiled row by row, encoded."""
-        patches, _, _ = to_patches(image, self.image_size)
-        header = FsqHeader.for_image(self.model_id, image.shape[0], image.shape[1], self.image_size, self.levels)
-        return header, self.encode(patches)
+        """uint8 [H, W, 3] -> the .fsq v2 header and int32 indices [cells, D], what the file holds.
+
+        Spatial: the image edge-padded on the bottom and right to multiples of f, encoded whole
+        (tiled beyond ``max_pixels``, with the same result), one cell per latent position, row-major
+        (layout 1). Patch models: the image padded to whole patches, tiled row by row, each patch
+        encoded (layout 0)."""
+        image = check_photo(image, "compress")
+        height, width = image.shape[:2]
+        if not self.spatial:
+            patches, _, _ = to_patches(image, self.image_size)
+            header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
+            return header, self.encode(patches)
+        header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
+        padded = pad_to_multiple(image, self.downsample)
+        core = self._core_cells(padded.shape[:2], self.encoder_halo)
+        grid = encode_tiled(self.encode, padded, self.downsample, core, self.encoder_halo)
+        return header, grid_to_cells(grid)
 
     def decode_image(self, header: FsqHeader, indices: np.ndarray) -> np.ndarray:
         """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused."""
         check_model(header, self.model_id, self.levels)
-        if header.patch_size != self.image_size:
+        layout, cell = (LAYOUT_GRID, self.downsample) if self.spatial else (LAYOUT_PATCHES, self.image_size)
+        if (header.layout, header.cell_size) != (layout, cell):
+            kinds = {LAYOUT_PATCHES: "pixel patches", LAYOUT_GRID: "pixel latent cells"}
             raise FSQDeployError(
-                f"decompress: the file has {header.patch_size}-pixel patches, the model {self.image_size}")
-        patches = self.decode(indices)
-        return from_patches(patches, header.grid_rows, header.grid_cols, header.image_height, header.image_width)
+                f"decompress: the file holds {header.cell_size}-{kinds.get(header.layout, 'pixel cells')} "
+                f"(layout {header.layout}), the model reads {cell}-{kinds[layout]} (layout {layout}). "
+                "Note: decompress with the model that compressed it")
+        if np.shape(indices) != (header.num_cells, len(self.levels)):
+            raise FSQDeployError(f"decompress: indices have shape {list(np.shape(indices))}, the header's "
+                                 f"{header.grid_rows}x{header.grid_cols} grid needs [{header.num_cells}, "
+                                 f"{len(self.levels)}]. Note: pass the indices read_fsq returned with it")
+        if not self.spatial:
+            patches = self.decode(indices)
+            return from_patches(patches, header.grid_rows, header.grid_cols, header.image_height,
+                                header.image_width)
+        grid = cells_to_grid(header, indices)
+        f = self.downsample
+        core = self._core_cells((grid.shape[2] * f, grid.shape[3] * f), self.decoder_halo)
+        image = decode_tiled(self.decode, grid, f, core, self.decoder_halo)
+        return image[: header.image_height, : header.image_width]
+
+    def _core_cells(self, padded_hw: tuple[int, int], halo: int) -> int:
+        """The side of a tile's core, in latent cells, for a padded image of ``padded_hw`` pixels:
+        ``tile`` when set; else the whole image when it fits ``max_pixels`` (one pass), else the
+        largest core whose window (the core and ``halo`` cells on each side) fits max_pixels."""
+        f = self.downsample
+        if self.tile is not None:
+            return self.tile // f
+        height, width = padded_hw
+        if height * width <= self.max_pixels:
+            return max(height, width) // f
+        return max(1, math.isqrt(self.max_pixels) // f - 2 * halo)  # _check_tiling: at least 1
 
     def compress(self, image: np.ndarray) -> bytes:
         """uint8 [H, W, 3] -> the whole .fsq file (docs/bitstream.md)."""
@@ -177,3 +276,34 @@ def _like(array: np.ndarray, reference: Any) -> Any:
     import torch
 
     return torch.from_numpy(array).to(reference.device)
+
+
+def _halo_cells(manifest: Manifest) -> tuple[int, int]:
+    """(encoder halo, decoder halo) in latent cells, from the manifest's "tiling" record, or from
+    fsqdeploy.config.tile_halos for an artifact exported before the record existed."""
+    f = manifest.downsample
+    record = manifest.section("tiling")
+    try:
+        encoder_px, decoder = int(record["encoder_halo"]), int(record["decoder_halo"])
+    except (KeyError, TypeError, ValueError):
+        from fsqdeploy.config import ModelConfig, tile_halos
+
+        n = max(1, f.bit_length() - 1)  # f = 2 ** len(channels); only arch and f matter to the halos
+        encoder_px, decoder = tile_halos(ModelConfig(arch="conv", image_size=f, channels=(1,) * n))
+    # Windows start on whole cells, so the encoder's pixel halo is rounded up to whole cells.
+    return -(-max(0, encoder_px) // f), max(0, decoder)
+
+
+def _check_tiling(manifest: Manifest, tile: int | None, max_pixels: int) -> None:
+    if not manifest.spatial:
+        return  # patch models encode patch by patch: the options do not apply
+    f = manifest.downsample
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < f or tile % f):
+        raise FSQDeployError(f"codec: tile {tile!r} is not a positive multiple of {f} pixels (the model's "
+                             f"downsampling factor). Note: pass e.g. {16 * f}, or leave it unset")
+    # The smallest window: one core cell and the wider halo on each side.
+    side = (1 + 2 * max(_halo_cells(manifest))) * f
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < side * side:
+        raise FSQDeployError(f"codec: max_pixels {max_pixels!r} is below the smallest tile window, {side}x{side} "
+                             f"pixels (one {f}-pixel cell and the model's halo on each side). "
+                             f"Note: the default is {DEFAULT_MAX_PIXELS}")

@@ -20,10 +20,15 @@ ArtArgument = Annotated[Path, typer.Argument(help="Artifact directory written by
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads per backend "
                                                    "(default: every core this process may use).")]
 BackendOption = Annotated[str, typer.Option(help=f"auto (the fastest that runs here) | {' | '.join(REGISTRY)}")]
+TileOption = Annotated[int, typer.Option(
+    "--tile", help="Spatial (conv) models: run each image in tiles of N x N pixels (a multiple of the model's "
+    "factor f), overlapping by the model's halo, so the result is exactly the one-pass result with bounded "
+    "memory. 0: one pass up to 2048 x 2048 pixels, tiles above. Patch models ignore it.")]
 
 
 def bench(
-    art: ArtArgument,
+    arts: Annotated[list[Path], typer.Argument(help="Artifact directories written by fsqdeploy export; several: "
+                                                "each benched in turn, on the same images (see --rd-plot).")],
     backends: Annotated[str | None, typer.Option(
         "--backends", help=f"Comma-separated backend[:precision] of {', '.join(REGISTRY)}, e.g. "
         "torch,onnxruntime,openvino:bf16; torch:cuda is PyTorch on the GPU (default: every backend at fp32, "
@@ -57,20 +62,36 @@ def bench(
                                            "(0: off), tiled through the codec.")] = 256,
     tile_images: Annotated[int, typer.Option("--tile-images", help="Tiles to compare on.")] = 8,
     tile_data: Annotated[str, typer.Option("--tile-data", help="Data spec for the tiles.")] = "sample",
+    photo_data: Annotated[str | None, typer.Option(
+        "--photo-data", help="Whole photos, coded at their own size by compress: sample (its held-out photos) | "
+        "folder:DIR (its held-out split) (default: --data when it is one of these, else sample).")] = None,
+    photo_images: Annotated[int | None, typer.Option(
+        "--photo-images", help="Use the first N held-out photos (default: all; 0: no photo comparison).")] = None,
+    rd_plot: Annotated[Path | None, typer.Option(
+        "--rd-plot", help="Write a PNG: every ART's whole-photo PSNR and SSIM against bits per pixel, beside "
+        "JPEG and WebP quality sweeps on the same photos.")] = None,
 ) -> None:
-    """Time every backend (encode, decode, roundtrip) and compare it with the PyTorch FP32 reference."""
+    """Time every backend (encode, decode, roundtrip) and compare it with the PyTorch FP32 reference;
+    compare the codec with JPEG and WebP at no more bytes, on patches and on whole photos."""
     from fsqdeploy.runtime.bench import (
         BenchSettings,
         Gates,
         default_backends,
         parse_backends,
         parse_batch_sizes,
-        run_bench,
+        report_set,
+        run_benches,
     )
+    from fsqdeploy.runtime.bench.rdplot import write_rd_plot
     from fsqdeploy.runtime.bench.report import print_report, write_plot
 
-    for path in (json_path, plot):
+    for path in (json_path, plot, rd_plot):
         _check_output_path(path)
+    if plot is not None and len(arts) > 1:
+        raise FSQDeployError("bench: --plot draws one artifact's latency. Note: with several ARTs use --rd-plot")
+    if rd_plot is not None and (not baselines or photo_images == 0):
+        raise FSQDeployError("bench: --rd-plot needs the whole-photo comparison. "
+                             "Note: drop --no-baselines / --photo-images 0")
     settings = BenchSettings(
         backends=parse_backends(backends) if backends is not None else default_backends(),
         batch_sizes=parse_batch_sizes(batch_sizes), data=data, images=images, warmup=warmup, iters=iters,
@@ -79,18 +100,23 @@ def bench(
                     min_index_agreement_reduced=min_index_agreement_reduced,
                     min_psnr_vs_reference=min_psnr_vs_reference),
         baselines=baselines, tile_size=tile_size, tile_images=tile_images, tile_data=tile_data,
+        photo_data=photo_data, photo_images=photo_images, sweep=rd_plot is not None,
     )
-    report = run_bench(art, settings, progress=lambda msg: typer.echo(msg, err=True))
-    print_report(report)
+    reports = run_benches(list(arts), settings, progress=lambda msg: typer.echo(msg, err=True))
+    for report in reports:
+        print_report(report)
     if json_path is not None:
         from fsqdeploy.fileio import write_json_atomic
 
-        write_json_atomic(json_path, report)
+        write_json_atomic(json_path, reports[0] if len(reports) == 1 else report_set(reports))
         typer.echo(f"wrote {json_path}")
     if plot is not None:
-        write_plot(report, plot)
+        write_plot(reports[0], plot)
         typer.echo(f"wrote {plot}")
-    if not report["gates"]["passed"]:
+    if rd_plot is not None:
+        write_rd_plot(reports, rd_plot)
+        typer.echo(f"wrote {rd_plot}")
+    if not all(report["gates"]["passed"] for report in reports):
         raise typer.Exit(1)
 
 
@@ -106,8 +132,10 @@ def compress(
     out: Annotated[Path, typer.Option("--out", "-o", help="OUT.fsq for one image; a directory for several.")],
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
+    tile: TileOption = 0,
 ) -> None:
-    """Tile images into model-sized patches, encode them and pack the indices into .fsq files."""
+    """Encode images into .fsq files: whole (edge-padded to multiples of f) for spatial models, in
+    model-sized patches for patch models."""
     from fsqdeploy.images import read_image
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.compress import compress_file
@@ -117,12 +145,14 @@ def compress(
     # so memory holds one image, not all of them.
     for image in images:
         read_image(image)
-    with Codec.load(model, backend) as codec:
+    with Codec.load(model, backend, tile=tile or None) as codec:
         for image, target in zip(images, targets):
             header = compress_file(codec, image, target)
             size = target.stat().st_size
             pixels = header.image_height * header.image_width
-            print(f"{image} -> {target}: {header.image_width}x{header.image_height}, {header.num_patches} patches, "
+            cells = (f"latent grid {header.grid_rows}x{header.grid_cols}" if header.spatial
+                     else f"{header.num_patches} patches")
+            print(f"{image} -> {target}: {header.image_width}x{header.image_height}, {cells}, "
                   f"{size} bytes ({8 * size / pixels:.3f} bpp) [{codec.backend}]")
 
 
@@ -132,15 +162,16 @@ def decompress(
     out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one file; a directory for several.")],
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
+    tile: TileOption = 0,
 ) -> None:
-    """Unpack .fsq files, decode the patches and stitch them back into images."""
+    """Unpack .fsq files (version 1 or 2), decode them and crop back to the original size."""
     from fsqdeploy.runtime.bitstream import load_fsq
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.compress import write_image
 
     targets = _targets(files, out, ".png", force)
     streams = [load_fsq(f) for f in files]  # refuse a truncated or corrupt file before loading the model
-    with Codec.load(model, backend) as codec:
+    with Codec.load(model, backend, tile=tile or None) as codec:
         for f, (header, indices), target in zip(files, streams, targets):
             image = write_image(target, codec.decode_image(header, indices))
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")

@@ -1,9 +1,11 @@
 """Image files to ``.fsq`` files and back, through ``Codec.encode_image`` / ``Codec.decode_image``.
 
-An H x W image is padded on the right and bottom to whole model-sized patches by repeating its
-edge pixels (a flat border would cost the codec bits and bleed dark edges into the last tiles),
-cut into patches row by row, and encoded; decompressing decodes the patches, stitches them and
-crops back to H x W. Files are written atomically: a refused input leaves nothing behind.
+A spatial (conv) model encodes an H x W image whole: padded on the right and bottom to multiples
+of its factor f by repeating the edge pixels (a flat border would cost the codec bits and bleed a
+dark edge into the image), encoded in one pass (or in tiles with a halo, with the same indices),
+and written as a .fsq v2 latent grid; decompressing decodes the grid and crops back to H x W. A
+patch (paper) model pads to whole model-sized patches, encodes them row by row and writes them as
+v2 patches. Files are written atomically: a refused input leaves nothing behind.
 """
 
 from __future__ import annotations

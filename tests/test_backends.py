@@ -393,3 +393,38 @@ def test_the_onnxruntime_codec_runs_without_pytorch(art32, tmp_path):
         assert got["data"].tobytes() == codec.compress(photo)
         assert np.array_equal(got["restored"], codec.decompress(codec.compress(photo)))
     assert str(got["chosen"]) not in ("torch", "")  # "auto" found a runtime that needs no PyTorch
+
+
+# -- dynamic height and width (spatial models) --------------------------------------------------------
+
+
+def test_tensorrt_runner_takes_dynamic_height_and_width(tmp_path, fake_trt, fake_cuda):
+    """A spatial engine's input is [batch, 3, height, width], all dynamic within its profile: the
+    runner keys contexts by the whole input shape, rebinds its buffers when the size changes and
+    refuses a size outside the profile in one line (stand-in tensorrt; its output here is static)."""
+    import torch
+    from trt_standin import expected_output, write_engine
+
+    from fsqdeploy.backends.tensorrt import TensorRTRunner
+
+    trt = fake_trt()
+    trt.cuda = fake_cuda()
+    plan = json.loads(trt.plan({"images": ("FLOAT", [-1, 3, 4, 4])}, {"indices": ("INT32", [-1, 6])}, (1, 2, 4)))
+    plan["io"][0][3] = [-1, 3, -1, -1]
+    plan["profile"]["images"] = [[1, 3, 8, 8], [2, 3, 16, 16], [4, 3, 32, 48]]
+    engine = write_engine(tmp_path / "encoder.fp32.plan", json.dumps(plan).encode(), trt.facts)
+    for graphs in (True, False):
+        with TensorRTRunner(engine, use_cuda_graphs=graphs) as runner:
+            assert runner.dynamic_rest and runner.input_shape == (-1, 3, -1, -1)
+            for shape in ((2, 3, 8, 16), (3, 3, 32, 8), (2, 3, 8, 16), (6, 3, 16, 48)):
+                x = torch.from_numpy(np.random.default_rng(sum(shape)).random(shape, dtype=np.float32))
+                out = runner.infer_torch(x).numpy()
+                assert np.array_equal(out, expected_output(x.numpy(), (6,), np.int32))
+            if graphs:  # one context per input shape, most recent last; 6 images ran as 4 + 2
+                assert list(runner._slots) == [(3, 3, 32, 8), (2, 3, 8, 16), (4, 3, 16, 48), (2, 3, 16, 48)]
+            else:
+                (slot,) = runner._slots.values()
+                assert slot.rest == (3, 16, 48) and tuple(slot.input.shape) == (4, 3, 16, 48)  # bound at 4, kept
+            with pytest.raises(FSQDeployError, match=r"^tensorrt: input shape \[1, 3, 64, 8\] is outside the "
+                                                     r"engine profile \[1, 3, 8, 8\]\.\.\[4, 3, 32, 48\]"):
+                runner.infer_torch(torch.zeros(1, 3, 64, 8))

@@ -44,3 +44,34 @@ def test_bench_times_the_gpu_reference_with_cuda_events(art32):
     assert gpu_rows and all(r["timing"] == "cuda-events" for r in gpu_rows)
     assert all(r["latency_ms"]["p50"] > 0 for r in gpu_rows)
     assert all(r["timing"] == "wall" for r in report["results"] if r["backend"] == "onnxruntime")
+
+
+def test_conv_training_on_cuda_uses_mixed_precision_with_an_fp32_quantizer(tmp_path):
+    """A few bfloat16-autocast steps on the GPU: the latent reaching the quantizer is float32, the loss
+    is finite, and the saved checkpoint reloads on the CPU with the same indices as on the GPU."""
+    from fsqdeploy import FSQVAE
+    from fsqdeploy.config import ModelConfig, TrainConfig
+    from fsqdeploy.data import sample_photos
+    from fsqdeploy.fsq import parse_levels
+    from fsqdeploy.train.conv_loop import train_conv
+
+    cfg = ModelConfig(arch="conv", image_size=32, channels=(8, 8, 8), latent_dim=4, levels=parse_levels("8,5,5,5", 4))
+    seen: list[torch.dtype] = []
+    original = FSQVAE.forward
+
+    def spy(self, images):
+        out = original(self, images)
+        seen.extend(s.bounded.dtype for s in out.stages)
+        return out
+
+    FSQVAE.forward = spy
+    try:
+        model = train_conv(cfg, TrainConfig(steps=4, eval_every=2, batch_size=4, recon_loss="mse", quant_weight=0.0,
+                                            entropy_weight=0.0, temperature_schedule="constant", epochs=0),
+                           tmp_path, photos=sample_photos(), device=torch.device("cuda"))
+    finally:
+        FSQVAE.forward = original
+    assert seen and all(dtype == torch.float32 for dtype in seen)
+    x = torch.rand(1, 3, 64, 96)
+    agreement = float((model.encode(x.cuda()).cpu() == FSQVAE.load(tmp_path, "cpu").encode(x)).float().mean())
+    assert agreement >= 0.999, agreement  # devices may differ by an ulp next to a threshold, as above

@@ -130,8 +130,7 @@ def train_conv(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-    use_amp = device.type == "cuda" and cfg.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_amp = device.type == "cuda" and cfg.amp  # bfloat16 keeps float32's range: no loss scaling needed
     total, budget_s = cfg.steps, cfg.minutes * 60.0
     eval_every = cfg.eval_every or max(1, math.ceil(total / 10))
     stages = list(model.quantizer.stages)
@@ -151,9 +150,8 @@ def train_conv(
             terms = fsq_vae_loss(out.logits.float(), x, stages, out.stages, model.quantizer.temperature,
                                  cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            terms.total.backward()
+            optimizer.step()
             step += 1
             window_images += len(x)
             loss = float(terms.total.detach())

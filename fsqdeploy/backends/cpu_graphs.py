@@ -77,12 +77,16 @@ def tuned_graph_bytes(path: str, sha256: str, runtime: str, large_batches: bool)
 
 def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifest, runtime: str
                 ) -> tuple[Runner, Runner]:
-    """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs; the encoder is two
-    runners switched by batch size, because its MatMul rewrite pays off only on large batches."""
+    """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs; a patch model's encoder
+    is two runners switched by batch size, because its MatMul rewrite pays off only on large batches."""
     encoder, decoder = (graph_file(g) for g in GRAPHS)
 
     def source(name: str, large_batches: bool) -> Callable[[], bytes]:
         return partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, large_batches)
 
+    if manifest.spatial:
+        # Height and width are dynamic, so no convolution has the static size the MatMul rewrite
+        # needs: both batch sizes would get the same graph, and one runner serves every shape.
+        return make(source(encoder, False)), make(source(decoder, True))
     small, large = make(source(encoder, False)), make(source(encoder, True))
     return BatchSizeSwitch(small, large, MATMUL_MIN_BATCH), make(source(decoder, True))

@@ -46,6 +46,8 @@ class TorchRunner(Runner):
         import torch
 
         with torch.inference_mode():
+            if self.model.config.spatial:  # FSQ over the channel axis of a latent grid: FSQVAE's own path
+                return self._infer_spatial(feed)
             if self.graph == "encoder":
                 x = torch.from_numpy(np.ascontiguousarray(feed["images"])).to(self.device)
                 idx = self.model.quantizer.indices(self.model.encoder(x))
@@ -53,6 +55,16 @@ class TorchRunner(Runner):
             idx = torch.from_numpy(np.ascontiguousarray(feed["indices"])).to(self.device)
             mixed = self.model.quantizer.indices_to_decoder_input(idx.long())
             return {"images": torch.sigmoid(self.model.decoder(mixed)).float().cpu().numpy()}
+
+    def _infer_spatial(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """images [N, 3, H, W] -> indices int32 [N, D, H/f, W/f], or back (the model checks both)."""
+        import torch
+
+        if self.graph == "encoder":
+            x = torch.from_numpy(np.ascontiguousarray(feed["images"])).to(self.device)
+            return {"indices": self.model.encode(x).to(torch.int32).cpu().numpy()}
+        idx = torch.from_numpy(np.ascontiguousarray(feed["indices"])).to(self.device)
+        return {"images": self.model.decode(idx).float().cpu().numpy()}
 
     def _deactivate(self) -> None:
         self.model = None

@@ -182,6 +182,7 @@ class _Slot:
     input: torch.Tensor
     output: torch.Tensor
     batch: int
+    rest: tuple[int, ...] = ()  # the input's dims after the batch (height and width vary for spatial models)
     runs: int = 0
     graph: torch.cuda.CUDAGraph | None = None
     capture_failed: bool = False
@@ -211,7 +212,8 @@ class TensorRTRunner(Runner):
         self.precision = precision or (parts[-2] if len(parts) >= 3 and parts[-1] == "plan" else "fp32")
         self.engine: trt.ICudaEngine | None = None
         self.runtime: trt.Runtime | None = None
-        self._slots: OrderedDict[int, _Slot] = OrderedDict()  # by batch size (CUDA graphs), else one at 0
+        # By batch size (CUDA graphs; by whole input shape for dynamic height and width), else one at 0.
+        self._slots: OrderedDict[int | tuple[int, ...], _Slot] = OrderedDict()
         self.graph_replays = 0  # launches served by a CUDA graph (for tests and bench)
         self.context_memory_bytes: int | None = None  # what each execution context preallocates, once known
 
@@ -239,7 +241,10 @@ class TensorRTRunner(Runner):
         self.inputs, self.outputs = inputs, outputs
         lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self.profile_min, self.profile_max = dims_tuple(lo), dims_tuple(hi)
         self.input_shape = dims_tuple(engine.get_tensor_shape(self.input_name))
+        # A spatial model's engine has dynamic height and width too: its contexts are per input shape.
+        self.dynamic_rest = -1 in self.input_shape[1:]
         self.output_shape = dims_tuple(engine.get_tensor_shape(self.output_name))
         to_torch = {trt.float32: torch.float32, trt.float16: torch.float16,
                     trt.int32: torch.int32}
@@ -260,18 +265,21 @@ class TensorRTRunner(Runner):
         """Execution contexts alive now."""
         return len(self._slots)
 
-    def _set_shape(self, context: trt.IExecutionContext, batch: int) -> None:
-        shape = (batch, *self.input_shape[1:])
+    def _profile_text(self) -> str:
+        if not self.dynamic_rest:
+            return f"{self.min_batch}..{self.max_batch}"
+        return f"{list(self.profile_min)}..{list(self.profile_max)}"
+
+    def _set_shape(self, context: trt.IExecutionContext, shape: tuple[int, ...]) -> None:
         if not context.set_input_shape(self.input_name, shape):
             raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' refuses input shape {list(shape)} "
-                                 f"(profile {self.min_batch}..{self.max_batch})")
+                                 f"(profile {self._profile_text()})")
 
-    def _bind(self, context: trt.IExecutionContext, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Static buffers for ``batch`` rows (the context's input shape is set), bound to the context."""
+    def _bind(self, context: trt.IExecutionContext, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static buffers of ``shape`` (the context's input shape is set), bound to the context."""
         import torch
 
-        static_in = torch.empty((batch, *self.input_shape[1:]), dtype=self.dtypes[self.input_name],
-                                device=self.device)
+        static_in = torch.empty(shape, dtype=self.dtypes[self.input_name], device=self.device)
         out_shape = dims_tuple(context.get_tensor_shape(self.output_name))
         static_out = torch.empty(out_shape, dtype=self.dtypes[self.output_name], device=self.device)
         if not (context.set_tensor_address(self.input_name, static_in.data_ptr())
@@ -279,29 +287,36 @@ class TensorRTRunner(Runner):
             raise FSQDeployError(f"tensorrt: '{self.engine_path.name}' refuses the addresses of its I/O buffers")
         return static_in, static_out
 
-    def _slot(self, batch: int) -> _Slot:
-        """The context for ``batch`` rows, with that input shape and buffers of at least that many rows."""
+    def _slot(self, batch: int, rest: tuple[int, ...] | None = None) -> _Slot:
+        """The context for ``batch`` rows of ``rest`` (the dims after the batch; the engine's own
+        when None), with that input shape and buffers of at least that many rows."""
         engine = self.engine
         assert engine is not None, "TensorRTRunner used before activate()"  # Runner.infer refuses that first
         if not self.min_batch <= batch <= self.max_batch:
             raise FSQDeployError(f"tensorrt: batch {batch} is outside the engine profile "
                                  f"{self.min_batch}..{self.max_batch} of '{self.engine_path.name}'")
-        key = batch if self.use_cuda_graphs else 0
+        rest = self.input_shape[1:] if rest is None else tuple(int(d) for d in rest)
+        shape = (batch, *rest)
+        if self.dynamic_rest and not all(a <= d <= b for d, a, b in zip(shape, self.profile_min, self.profile_max)):
+            raise FSQDeployError(f"tensorrt: input shape {list(shape)} is outside the engine profile "
+                                 f"{self._profile_text()} of '{self.engine_path.name}'. Note: rebuild the engine "
+                                 "with a profile that covers this image size, or let the codec tile the image")
+        key: int | tuple[int, ...] = (shape if self.dynamic_rest else batch) if self.use_cuda_graphs else 0
         slot = self._slots.get(key)
         if slot is None:
             context = engine.create_execution_context()
-            self._set_shape(context, batch)
-            slot = _Slot(context, *self._bind(context, batch), batch=batch)
+            self._set_shape(context, shape)
+            slot = _Slot(context, *self._bind(context, shape), batch=batch, rest=rest)
             self._slots[key] = slot
             while len(self._slots) > self.max_shapes:
                 self._slots.popitem(last=False)  # the least recently used batch size
             return slot
         self._slots.move_to_end(key)
-        if slot.batch != batch:  # the profile's one context (no CUDA graphs) gets another shape
-            self._set_shape(slot.context, batch)
-            slot.batch = batch
-            if len(slot.input) < batch:
-                slot.input, slot.output = self._bind(slot.context, batch)
+        if (slot.batch, slot.rest) != (batch, rest):  # the profile's one context (no CUDA graphs) gets another shape
+            self._set_shape(slot.context, shape)
+            slot.batch, slot.rest = batch, rest
+            if len(slot.input) < batch or tuple(slot.input.shape[1:]) != rest:
+                slot.input, slot.output = self._bind(slot.context, shape)
         return slot
 
     def _launch(self, slot: _Slot) -> None:
@@ -314,7 +329,7 @@ class TensorRTRunner(Runner):
         import torch
 
         n = len(x)
-        slot = self._slot(n)
+        slot = self._slot(n, tuple(x.shape[1:]))
         current = torch.cuda.current_stream()
         self.stream.wait_stream(current)  # x was written on the caller's stream
         with torch.cuda.stream(self.stream):
@@ -343,7 +358,7 @@ class TensorRTRunner(Runner):
         return slot.output[:n]
 
     @property
-    def captured_batch_sizes(self) -> list[int]:
+    def captured_batch_sizes(self) -> list[int | tuple[int, ...]]:
         return [b for b, s in self._slots.items() if s.graph is not None]
 
     # -- whole batches -----------------------------------------------------------------------------
@@ -355,7 +370,10 @@ class TensorRTRunner(Runner):
         x = x.to(device=self.device, dtype=self.dtypes[self.input_name])
         n = len(x)
         if n == 0:
-            return torch.empty((0, *self.output_shape[1:]), dtype=self.dtypes[self.output_name], device=self.device)
+            rest = self.output_shape[1:]
+            if -1 in rest:  # dynamic dims: the output's follow from the input's, as a context computes them
+                rest = tuple(self._slot(self.min_batch, tuple(x.shape[1:])).output.shape[1:])
+            return torch.empty((0, *rest), dtype=self.dtypes[self.output_name], device=self.device)
         parts = []
         for start in range(0, n, self.max_batch):
             chunk = x[start : start + self.max_batch]

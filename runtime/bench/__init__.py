@@ -12,11 +12,13 @@ module:
 - ``timing``: clocks (CUDA events only on a GPU row where PyTorch has CUDA), ``measure``, latency rows;
 - ``fidelity``: the reference's outputs, the fidelity row, its gate;
 - ``baselines``: JPEG and WebP, one class each; ``ratedistortion``: the codec's rows beside them;
-- ``run``: the manifest read once, every backend (or its skipped row), the report; ``report``: tables, plot.
+- ``photos``: whole photos through compress/decompress vs the baselines at the file's bytes, the sweep;
+- ``run``: the manifest read once, every backend (or its skipped row), the report; ``report``: tables, plot;
+  ``rdplot``: the rate-distortion plot of one or more reports.
 """
 
 from fsqdeploy.runtime.bench.fidelity import Reference, check_gate, measure_fidelity, reference_outputs
-from fsqdeploy.runtime.bench.run import run_bench
+from fsqdeploy.runtime.bench.run import report_set, run_bench, run_benches
 from fsqdeploy.runtime.bench.settings import (
     BackendSpec,
     BenchSettings,
@@ -40,5 +42,7 @@ __all__ = [
     "parse_backends",
     "parse_batch_sizes",
     "reference_outputs",
+    "report_set",
     "run_bench",
+    "run_benches",
 ]

@@ -62,7 +62,8 @@ class Baseline:
                 hi = mid - 1
         return best
 
-    def _measured(self, originals: np.ndarray, files: list[bytes]) -> dict[str, float]:
+    def measure_files(self, originals: np.ndarray, files: list[bytes]) -> dict[str, float]:
+        """Mean file bytes, bits per pixel, PSNR and SSIM of ``files``, one per uint8 image [N, H, W, 3]."""
         decoded = hwc_uint8_to_chw(np.stack([self.decode(f) for f in files]))
         psnr_in, ssim_in = quality_vs_input(decoded, hwc_uint8_to_chw(originals))
         nbytes = np.array([len(f) for f in files])
@@ -84,14 +85,14 @@ class Baseline:
         if kept:
             files = [fits[i] for i in kept]
             at_budget.update(quality_mean=float(np.mean([f[0] for f in files])),  # type: ignore[index]
-                             **self._measured(originals[kept], [f[1] for f in files]))  # type: ignore[index]
+                             **self.measure_files(originals[kept], [f[1] for f in files]))  # type: ignore[index]
         if len(kept) < len(originals):
             over = [len(smallest[i]) for i in range(len(originals)) if fits[i] is None]
             at_budget["note"] = (f"n/a for {len(over)} of {len(originals)} images: smallest {self.name.upper()} is "
                                  f"{min(over)} bytes > {budget_bytes}"
                                  + ("" if min(over) == max(over) else f" (up to {max(over)})"))
         lowest = {**common, "mode": "min_quality", "quality": self.min_quality,
-                  **self._measured(originals, smallest)}
+                  **self.measure_files(originals, smallest)}
         return [at_budget, lowest]
 
 

@@ -20,7 +20,7 @@ class Reference:
     """The fidelity set and what PyTorch FP32 makes of it."""
 
     images: np.ndarray  # float32 [N, 3, S, S] in [0, 1]
-    indices: np.ndarray  # int32 [N, D], the reference encoder's
+    indices: np.ndarray  # int32 [N, W] (patch models) or [N, D, h, w] (spatial), the reference encoder's
     decoded: np.ndarray  # float32 [N, 3, S, S], the reference decoder on ``indices``
     spec: BackendSpec = BackendSpec(REFERENCE)  # the row that produced it: torch, or torch:cuda
 
@@ -34,10 +34,16 @@ def reference_outputs(reference: Codec, images: np.ndarray, spec: BackendSpec | 
     return Reference(images, out.indices, out.decoded, spec or BackendSpec(reference.backend))
 
 
-def rate(levels: Sequence[int], image_size: int) -> dict[str, float]:
-    """The fixed rate of one model-size image (a patch): ``fixed_bits``, and that per pixel."""
-    bits = fixed_bits(levels)
+def rate(levels: Sequence[int], image_size: int, cells: int = 1) -> dict[str, float]:
+    """The fixed rate of one image_size x image_size bench image: ``fixed_bits`` per patch (patch
+    models, ``cells`` = 1) or per latent cell times its ``cells`` (spatial models), and that per pixel."""
+    bits = fixed_bits(levels) * cells
     return {"bits_per_image": bits, "bits_per_pixel": bits / (image_size * image_size)}
+
+
+def cells_per_image(indices: np.ndarray) -> int:
+    """Index vectors per image: 1 for a patch model's [N, W], h*w for a spatial model's [N, D, h, w]."""
+    return int(np.prod(indices.shape[2:])) if indices.ndim == 4 else 1
 
 
 def compare_to_reference(spec: BackendSpec, ref: Reference, candidate: compare.Run,
@@ -53,7 +59,7 @@ def compare_to_reference(spec: BackendSpec, ref: Reference, candidate: compare.R
         "reference": spec == ref.spec,
         "reduced_precision": spec.reduced_reason,  # null: the backend computes what "precision" says
         **fidelity.to_dict(),
-        **rate(levels, ref.images.shape[-1]),
+        **rate(levels, ref.images.shape[-1], cells_per_image(ref.indices)),
     }
 
 

@@ -1,5 +1,6 @@
 """The codec's own rate-distortion rows beside the baselines': on the model-size fidelity images
-(``scope: "patch"``) and on whole tiles run through the codec's tiling (``scope: "tile"``).
+(``scope: "patch"``) and, for patch models, on whole tiles run through the codec's tiling (``scope:
+"tile"``); whole photos (``scope: "photo"``) are ``photos``'.
 
 Rate is the fixed rate (``fsqdeploy.metrics.fixed_bits`` per patch) as packed payload bytes, with
 the whole ``.fsq`` file's size beside it for tiles (``runtime.bitstream.file_length``)."""
@@ -16,7 +17,7 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import from_patches, hwc_uint8_to_chw, to_patches
 from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.runtime.bench.baselines import baseline_rows, quality_vs_input
-from fsqdeploy.runtime.bench.fidelity import Reference
+from fsqdeploy.runtime.bench.fidelity import Reference, cells_per_image
 from fsqdeploy.runtime.bench.settings import BenchSettings
 from fsqdeploy.runtime.bitstream import file_length
 from fsqdeploy.runtime.codec import Codec
@@ -30,9 +31,10 @@ def codec_row(scope: str, images: int, image_size: Sequence[int], payload_bytes:
 
 
 def patch_rows(ref: Reference, levels: Sequence[int]) -> list[dict[str, Any]]:
-    """The reference codec on the fidelity images vs the baselines at its payload bytes per image."""
+    """The reference codec on the fidelity images vs the baselines at its payload bytes per image
+    (one patch of a patch model; the cells of a crop's latent grid for a spatial model)."""
     size = ref.images.shape[-1]
-    bits = fixed_bits(levels)
+    bits = fixed_bits(levels) * cells_per_image(ref.indices)
     row = codec_row("patch", len(ref.images), (size, size), bits / 8, size * size,
                     *quality_vs_input(ref.decoded, ref.images))
     return [row, *baseline_rows(ref.images, math.ceil(bits / 8), "patch")]

@@ -15,6 +15,8 @@ from fsqdeploy.fileio import write_with
 from fsqdeploy.metrics import PSNR_CAP
 from fsqdeploy.runtime.bench.settings import REFERENCE
 
+PHOTO = "photo"  # the scope of whole-photo rows (runtime/bench/photos.py)
+
 Row = dict[str, Any]
 Key = tuple[str, str, str, int, str, str]
 
@@ -86,14 +88,23 @@ def _header(report: Row, console: Any) -> None:
 
     m, s, a = report["machine"], report["settings"], report["artifact"]
     gpu = m["gpu"]["name"] if m["gpu"] else "no GPU"
-    console.print(f"[bold]fsqdeploy bench[/] {a['path']}  model {a['model_id'][:12]}  {a['image_size']} px, "
-                  f"{a['code_width']} indices, {a['bits_per_image']} bits/image ({a['bits_per_pixel']:.4g} bpp)")
+    console.print(f"[bold]fsqdeploy bench[/] {a['path']}  model {a['model_id'][:12]}  {_model_text(a)}")
     timed = f"{s['iters']} iters" if s["iters"] is not None else f"{s['seconds']:g} s"
     console.print(f"{m['cpu']} ({m['usable_cores']} of {m['cores']} cores usable), {gpu}; {s['threads']} threads; "
                   f"warm-up {s['warmup']}, {timed} per measurement; fidelity on {s['images']} images of {s['data']}"
                   f" against {s.get('reference', REFERENCE)}")
     if s.get("data_note"):
         console.print(f"[yellow]note:[/] {escape(s['data_note'])}")
+
+
+def _model_text(a: Row) -> str:
+    """What the artifact codes: a patch per vector (paper), or a latent grid of f x f-pixel cells."""
+    if a.get("arch") == "conv":
+        f = a["downsample"]
+        return (f"conv, {a['code_width']} indices per {f}x{f}-pixel cell, {a['bits_per_cell']} bits/cell "
+                f"({a['bits_per_cell'] / f**2:.4g} bpp); bench crops {a['image_size']} px")
+    return (f"{a['image_size']} px, {a['code_width']} indices, {a['bits_per_image']} bits/image "
+            f"({a['bits_per_pixel']:.4g} bpp)")
 
 
 def _latency(report: Row, console: Any) -> None:
@@ -152,12 +163,12 @@ def _fidelity(report: Row, console: Any) -> None:
 def _baselines(report: Row, console: Any) -> None:
     from rich.markup import escape
 
-    if not report["baselines"]:
+    rows = [b for b in report["baselines"] if b.get("scope") != PHOTO]  # the photo rows have a table of their own
+    if not rows:
         return
     columns = ("codec", "images", "mode", "bytes", "bpp", "quality", "PSNR", "SSIM", "note")
     table = _table("rate and distortion vs JPEG / WebP (Pillow)", columns, left=("codec", "mode", "note"),
                    note={"overflow": "fold"})
-    rows = report["baselines"]
     for i, b in enumerate(rows):
         size = "x".join(map(str, b.get("image_size", []))) or "-"
         quality = b.get("quality", b.get("quality_mean"))
@@ -176,12 +187,58 @@ def _baselines(report: Row, console: Any) -> None:
     console.print(table)
 
 
+def photo_table(baselines: list[Row]) -> list[tuple[str | None, Row, dict[str, Row]]]:
+    """(photo name or None for overall, the codec's row, {baseline: its equal_bytes row}) per photo,
+    overall last, from a report's ``scope: "photo"`` rows."""
+    at_budget = {(b["codec"], b.get("image")): b for b in baselines
+                 if b.get("scope") == PHOTO and b["mode"] == "equal_bytes"}
+    names = sorted({k[0] for k in at_budget})
+    return [(b.get("image"), b, {n: at_budget[(n, b.get("image"))] for n in names if (n, b.get("image")) in at_budget})
+            for b in baselines if b.get("scope") == PHOTO and b["mode"] == "codec"]
+
+
+def _photos(report: Row, console: Any) -> None:
+    from rich.markup import escape
+
+    rows = photo_table(report["baselines"])
+    if not rows:
+        if report["settings"].get("photo_note"):
+            console.print(f"[yellow]note:[/] {escape(report['settings']['photo_note'])}")
+        return
+    names = list(rows[0][2])
+    columns = ("photo", "size", "FSQ bytes", "bpp", "PSNR", "SSIM",
+               *(f"{n.upper()}\n{c}" for n in names for c in ("quality", "bytes", "PSNR", "SSIM")))
+    table = _table(f"whole photos of {report['settings']['photos']['data']}: the .fsq file vs JPEG / WebP at no "
+                   "more bytes", columns, left=("photo", "size"))
+    for i, (name, codec, others) in enumerate(rows):
+        cells = []
+        for n in names:
+            b = others[n]
+            fits = b["images_within_budget"] > 0
+            cells += ["-" if b.get("quality_mean") is None else f"{b['quality_mean']:.3g}",
+                      "-" if not fits else f"{b['bytes_mean']:.0f}", _db(b.get("psnr_vs_input")),
+                      "-" if b.get("ssim_vs_input") is None else f"{b['ssim_vs_input']:.4f}"]
+        size = "x".join(map(str, codec["image_size"][::-1])) if codec.get("image_size") else "-"
+        table.add_row(escape(name or "mean"), size, f"{codec['bytes_mean']:.0f}", f"{codec['bits_per_pixel']:.4g}",
+                      _db(codec["psnr_vs_input"]), f"{codec['ssim_vs_input']:.4f}", *cells,
+                      end_section=i == len(rows) - 2 and rows[-1][0] is None)  # the mean row apart
+    console.print(table)
+    overall = rows[-1][1]
+    for n, beat in overall.get("beats", {}).items():
+        gain = "" if beat["psnr_gain_db"] is None else f", {beat['psnr_gain_db']:+.2f} dB on average"
+        console.print(f"FSQ beats {n.upper()} at no more bytes (PSNR) on {beat['wins']} of {beat['images']} photos"
+                      f"{gain}")
+    for b in report["baselines"]:
+        if b.get("scope") == PHOTO and b["mode"] == "equal_bytes" and b.get("image") is None and b.get("note"):
+            console.print(f"[yellow]{b['codec'].upper()}:[/] {escape(b['note'])}")
+
+
 def print_report(report: Row, console: Any = None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
     console = console or Console(width=max(120, shutil.get_terminal_size((140, 24)).columns))
-    for section in (_header, _latency, _skipped, _fidelity, _baselines):
+    for section in (_header, _latency, _skipped, _fidelity, _baselines, _photos):
         section(report, console)
     gates = report["gates"]
     if gates["passed"]:
@@ -202,8 +259,10 @@ def write_plot(report: Row, path: str | Path) -> None:
     notes = _plot_rate_distortion(rd, report)
     if notes:  # below the panels, where they cannot cover a point
         fig.text(0.5, 0.01, "\n".join(notes), ha="center", va="bottom", fontsize=7)
-    fig.suptitle(f"fsqdeploy bench: {Path(report['artifact']['path']).name}, "
-                 f"{report['artifact']['bits_per_image']} bits/image")
+    a = report["artifact"]
+    rate = (f"{a['bits_per_cell']} bits per {a['downsample']}x{a['downsample']}-pixel cell" if a.get("arch") == "conv"
+            else f"{a['bits_per_image']} bits/image")
+    fig.suptitle(f"fsqdeploy bench: {Path(a['path']).name}, {rate}")
     fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1))
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -230,20 +289,24 @@ def _plot_latency(ax: Any, report: Row) -> None:
 
 def _plot_rate_distortion(ax: Any, report: Row) -> list[str]:
     """Scatter the baselines; returns the n/a notes of the equal-bytes search."""
-    markers = {"fsq": "*", "jpeg": "o", "webp": "s"}  # filled: model-size images; hollow: tiles
+    markers = {"fsq": "*", "jpeg": "o", "webp": "s"}  # filled: model-size images; hollow: tiles and photos
     for b in report["baselines"]:
         if b.get("bits_per_pixel") is None or b.get("psnr_vs_input") is None:
             continue
-        size = "x".join(map(str, b["image_size"]))
+        if b.get("scope") == PHOTO and (b.get("image") is not None or b["mode"] == "quality"):
+            continue  # per photo and the sweep: the rate-distortion plot's (--rd-plot); here the means
+        size = "x".join(map(str, b["image_size"])) if b.get("image_size") else "photos"
         what = {"codec": "FSQ", "equal_bytes": "at FSQ bytes", "min_quality": "q=1"}[b["mode"]]
         name = f"{b['codec'].upper()} {what} ({size})" if b["codec"] != "fsq" else f"FSQ ({size})"
         colour = {"fsq": "k", "jpeg": "C0", "webp": "C1"}.get(b["codec"], "C2")
         ax.scatter(b["bits_per_pixel"], b["psnr_vs_input"], marker=markers.get(b["codec"], "^"),
                    s=160 if b["codec"] == "fsq" else 50, edgecolors=colour,
-                   facecolors="none" if b["scope"] == "tile" else colour, label=name)
+                   facecolors="none" if b["scope"] != "patch" else colour,
+                   linewidths=2 if b["scope"] == PHOTO else 1, label=name)
     ax.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR vs input (dB)", title="rate-distortion")
     ax.grid(True, which="both", alpha=0.3)
     if ax.collections:
         ax.legend(fontsize=7)
-    return [f"{b['codec'].upper()} {'x'.join(map(str, b['image_size']))}: {b['note']}"
-            for b in report["baselines"] if b.get("note") and b["mode"] == "equal_bytes"]
+    return [f"{b['codec'].upper()} {'x'.join(map(str, b.get('image_size') or [])) or 'photos'}: {b['note']}"
+            for b in report["baselines"] if b.get("note") and b["mode"] == "equal_bytes"
+            and (b.get("scope") != PHOTO or b.get("image") is None)]

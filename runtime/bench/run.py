@@ -12,15 +12,19 @@ import numpy as np
 from fsqdeploy.artifact import CONFIG_FILE, Manifest
 from fsqdeploy.backends import REGISTRY
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.runtime.bench.fidelity import Reference, check_gate, measure_fidelity, rate, reference_outputs
 from fsqdeploy.runtime.bench.machine import fp32_without_tf32, machine_info, torch_has_cuda
+from fsqdeploy.runtime.bench.photos import Photos, load_bench_photos, photo_rows, photo_source
 from fsqdeploy.runtime.bench.ratedistortion import patch_rows, tile_rows
 from fsqdeploy.runtime.bench.settings import REFERENCE, BackendSpec, BenchSettings
 from fsqdeploy.runtime.bench.timing import measure_latency
 from fsqdeploy.runtime.codec import Codec
 
 SCHEMA = "fsqdeploy-bench"
-SCHEMA_VERSION = 2  # 2: fidelity rows in fsqdeploy.compare's vocabulary; rows carry their device
+SCHEMA_VERSION = 3  # 3: whole-photo and quality-sweep rows, spatial artifacts; 2: compare's vocabulary, device
+SET_SCHEMA = "fsqdeploy-bench-set"  # several artifacts benched in one call: their reports in order
+SET_SCHEMA_VERSION = 1
 
 Say = Callable[[str], None]
 
@@ -139,12 +143,34 @@ def run_rows(manifest: Manifest, specs: list[BackendSpec], reference: Codec, ref
     return results, fidelity, skipped
 
 
-def rate_distortion(reference: Codec, ref: Reference, settings: BenchSettings, say: Say) -> list[dict[str, Any]]:
+def bench_photos(settings: BenchSettings, say: Say) -> tuple[Photos | None, str | None]:
+    """(the whole photos, a note): None when turned off; a source the user named must load, the
+    default (sample) may fail here with a note instead."""
+    if not settings.baselines or settings.photo_images == 0:
+        return None, None
+    spec, explicit = photo_source(settings.photo_data, settings.data)
+    try:
+        return load_bench_photos(spec, settings.photo_images), None
+    except FSQDeployError as e:
+        if explicit:
+            raise
+        say(f"bench: no whole photos: {e}")
+        return None, f"no whole photos: {e}"
+
+
+def rate_distortion(reference: Codec, ref: Reference, photos: Photos | None, settings: BenchSettings,
+                    say: Say) -> list[dict[str, Any]]:
     if not settings.baselines:
         return []
     say("bench: JPEG and WebP at the codec's rate")
     rows = patch_rows(ref, reference.levels)
-    return rows + tile_rows(reference, settings) if settings.tile_size else rows
+    if settings.tile_size and not reference.spatial:  # a spatial codec's whole images are the photo rows
+        rows += tile_rows(reference, settings)
+    if photos is not None:
+        say(f"bench: {len(photos.images)} whole photos of {photos.source} through compress/decompress, "
+            f"JPEG and WebP at no more bytes{' and their quality sweep' if settings.sweep else ''}")
+        rows += photo_rows(reference, photos, sweep=settings.sweep)
+    return rows
 
 
 def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = None) -> dict[str, Any]:
@@ -156,6 +182,7 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
         raise FSQDeployError(f"bench: '{manifest.art}' holds no {manifest.checkpoint_dir.name}/ for the PyTorch "
                              "reference. Note: export it again with this fsqdeploy")
     images, source, data_note = bench_images(manifest, settings, say)
+    photos, photo_note = bench_photos(settings, say)
     reference_spec = BackendSpec(REFERENCE, device="cuda" if torch_has_cuda() else "cpu")
     specs = with_reference(settings.backends, reference_spec)
 
@@ -164,7 +191,7 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
         reference, ref = load_reference(manifest, reference_spec, settings.resolved_threads(), images)
         try:
             results, fidelity, skipped = run_rows(manifest, specs, reference, ref, settings, say)
-            baselines = rate_distortion(reference, ref, settings, say)
+            baselines = rate_distortion(reference, ref, photos, settings, say)
         finally:
             reference.close()
 
@@ -179,7 +206,10 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
                      "data": source, "data_note": data_note, "images": len(images),
                      "images_requested": settings.images or manifest.default_images(),
                      "tiles": {"size": settings.tile_size, "images": settings.tile_images, "data": settings.tile_data}
-                     if settings.baselines and settings.tile_size else None},
+                     if settings.baselines and settings.tile_size and not manifest.spatial else None,
+                     "photos": None if photos is None else {"data": photos.source, "images": len(photos.images),
+                                                            "names": list(photos.names), "sweep": settings.sweep},
+                     "photo_note": photo_note},
         "results": results,
         "fidelity": fidelity,
         "skipped": skipped,
@@ -189,14 +219,38 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
 
 
 def artifact_info(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's model; the rate is that of one image_size x image_size bench image: one patch,
+    or for a spatial model the (image_size / f)^2 cells of a training-size crop."""
+    f = manifest.downsample
+    cells = (manifest.image_size // f) ** 2 if manifest.spatial else 1
     return {
         "path": str(manifest.art.absolute()),
         "model_id": manifest.model_id,
+        "arch": manifest.arch,
+        "downsample": f if manifest.spatial else None,
         "levels": list(manifest.levels),
         "image_size": manifest.image_size,
         "code_width": manifest.code_width,
         "latent_dim": manifest.latent_dim,
         "stages": manifest.stages,
         "opset": manifest.opset,
-        **rate(manifest.levels, manifest.image_size),
+        **rate(manifest.levels, manifest.image_size, cells),
+        "bits_per_cell": fixed_bits(manifest.levels),
     }
+
+
+def run_benches(arts: list[str | Path], settings: BenchSettings, progress: Say | None = None
+                ) -> list[dict[str, Any]]:
+    """``run_bench`` on every artifact in turn, with the same settings (so the same photos)."""
+    say = progress or (lambda _msg: None)
+    reports = []
+    for i, art in enumerate(arts):
+        if len(arts) > 1:
+            say(f"bench: artifact {i + 1} of {len(arts)}: {art}")
+        reports.append(run_bench(art, settings, say))
+    return reports
+
+
+def report_set(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON of a bench over several artifacts: each report as ``run_bench`` returns it."""
+    return {"schema": SET_SCHEMA, "version": SET_SCHEMA_VERSION, "reports": reports}

@@ -158,6 +158,9 @@ class BenchSettings:
     tile_size: int = 256  # 0: no tile comparison
     tile_images: int = 8
     tile_data: str = "sample"
+    photo_data: str | None = None  # whole photos; None: --data when it is sample or folder:DIR, else sample
+    photo_images: int | None = None  # the first N held-out photos; None: all; 0: no photo rows
+    sweep: bool = False  # also each baseline's quality sweep over the photos (the rate-distortion plot's curves)
 
     def check(self) -> None:
         """Every user mistake in the settings, before anything is loaded."""
@@ -177,6 +180,8 @@ class BenchSettings:
             raise FSQDeployError(f"bench: --tile-size must be 0 (off) or a multiple of 16, got {self.tile_size}")
         if self.tile_images < 1:
             raise FSQDeployError(f"bench: --tile-images must be at least 1, got {self.tile_images}")
+        if self.photo_images is not None and self.photo_images < 0:
+            raise FSQDeployError(f"bench: --photo-images must be 0 (off) or more, got {self.photo_images}")
         self.gates.check()
 
     @property

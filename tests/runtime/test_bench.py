@@ -64,7 +64,7 @@ def test_report_schema(cli, art32, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = json.loads(out.read_text())
 
-    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 2)
+    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 3)  # 3: whole-photo rows (test_bench_photos.py)
     assert list(r) == ["schema", "version", "artifact", "machine", "settings", "results", "fidelity", "skipped",
                        "baselines", "gates"]
     a = r["artifact"]
@@ -131,6 +131,10 @@ def test_report_schema(cli, art32, tmp_path):
         assert at_budget["note"].startswith(f"n/a for 24 of 24 images: smallest {codec.upper()} is")
         q1 = by[(codec, "patch", "min_quality")]
         assert q1["quality"] == 1 and q1["bits_per_pixel"] > 48 / 1024 and q1["psnr_vs_input"] > 15
+    # a patch model's whole photos too: the sample's held-out photos, its .fsq files (layout 0: patches)
+    photos = [b for b in r["baselines"] if b["scope"] == "photo" and b["mode"] == "codec"]
+    assert [b["image"] for b in photos] == ["coffee", "rocket", "chelsea", None] == [*s["photos"]["names"], None]
+    assert all(b["layout"] == "patches" and b["file_bytes"] > b["payload_bytes"] > 0 for b in photos[:-1])
     assert r["gates"] == {"passed": True, "failures": []}
 
 

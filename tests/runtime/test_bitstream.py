@@ -16,7 +16,10 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.runtime.bitstream import (
     FsqHeader,
     bits_per_patch,
+    cells_to_grid,
     check_model,
+    file_length,
+    grid_to_cells,
     load_fsq,
     pack_indices,
     read_fsq,
@@ -276,7 +279,7 @@ def test_every_single_bit_flip_is_refused() -> None:
 REFUSED = {  # name: (file, what the error must say)
     "png": (b"\x89PNG\r\n\x1a\n" + bytes(100), r"not an \.fsq file \(it starts with b'\\x89PNG'"),
     "three-bytes": (b"FSQ", "file is truncated or too short: 3 bytes"),
-    "version": (build(version=2), "unsupported format version 2"),
+    "version": (build(version=3), "unsupported format version 3"),
     "flags": (build(flags=1), "flags byte is 0x01, expected 0"),
     "header-length": (build(header_length=84), "header_length 84 does not match D = 3"),
     "no-levels": (build(levels=()), "header_length 76 does not match D = 0"),
@@ -424,3 +427,241 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_bytes(bytes.fromhex(GOLDEN_HEX)[:-1])
     with pytest.raises(FSQDeployError, match=r"^bitstream: '.*bad\.fsq': file is truncated: 89 bytes"):
         load_fsq(bad)
+
+
+# --- version 2: the layout byte (patches or one latent grid), the coding byte, prior_hash ---------
+
+# The v2 golden file of docs/bitstream.md: the v1 golden's image, levels, hash and indices, as a
+# latent grid (layout 1, f = 4: grid 2x2, cell (r, c) = indices[0, :, r, c]). The C++ tests assert
+# the same hex. The layout-0 twin differs in the layout byte and hence the header CRC only.
+GOLDEN_V2_HEX = (
+    "46535142" "02" "00" "7400"                          # magic, version 2, flags, header_length 116
+    "000102030405060708090a0b0c0d0e0f"                  # model_hash
+    "101112131415161718191a1b1c1d1e1f"
+    "05000000" "07000000"                               # H 5, W 7
+    "01" "00" "0400" "02000000" "02000000"              # layout 1, coding 0, cell_size 4, rows, cols
+    "0300" "0300" "0500" "0700"                         # D, levels
+    "07000000" "0400000000000000"                       # bits_per_cell, payload_length
+    "0000000000000000000000000000000000000000000000000000000000000000"  # prior_hash (coding 0)
+    "49c5ace9"                                          # header CRC32
+    "0034ad09"                                          # payload
+    "50e85360"                                          # payload CRC32
+)  # fmt: skip
+GOLDEN_V2_PATCHES_HEX = GOLDEN_V2_HEX.replace("0100040002", "0000040002").replace("49c5ace9", "dce89966")
+GOLDEN_GRID = GOLDEN_INDICES.reshape(1, 2, 2, 3).transpose(0, 3, 1, 2)  # [1, D, rows, cols]
+
+
+def golden_grid_header() -> FsqHeader:
+    return FsqHeader.for_grid(GOLDEN_HASH, 5, 7, 4, GOLDEN_LEVELS)
+
+
+def build_v2(
+    *,
+    version: int = 2,
+    flags: int = 0,
+    header_length: int | None = None,
+    size: tuple[int, int] = (5, 7),
+    layout: int = 1,
+    coding: int = 0,
+    cell_size: int = 4,
+    grid: tuple[int, int] = (2, 2),
+    levels: tuple[int, ...] = GOLDEN_LEVELS,
+    bits: int = 7,
+    prior: bytes = bytes(32),
+    payload: bytes = bytes.fromhex(GOLDEN_PAYLOAD),
+    payload_length: int | None = None,
+    trailing: bytes = b"",
+) -> bytes:
+    """A v2 file assembled field by field from the documented layout, with correct CRCs."""
+    d = len(levels)
+    head = b"".join([
+        b"FSQB",
+        struct.pack("<BBH", version, flags, 110 + 2 * d if header_length is None else header_length),
+        GOLDEN_HASH,
+        struct.pack("<IIBBHIIH", size[0], size[1], layout, coding, cell_size, grid[0], grid[1], d),
+        struct.pack(f"<{d}H", *levels),
+        struct.pack("<IQ", bits, len(payload) if payload_length is None else payload_length),
+        prior,
+    ])  # fmt: skip
+    crc = struct.pack("<I", zlib.crc32(head))
+    return head + crc + payload + struct.pack("<I", zlib.crc32(payload)) + trailing
+
+
+def test_golden_vector_v2_grid() -> None:
+    header = golden_grid_header()
+    assert (header.version, header.layout, header.coding, header.cell_size) == (2, 1, 0, 4)
+    assert header.spatial and header.header_length == 116 and header.num_cells == 4
+    data = write_fsq(header, GOLDEN_INDICES)
+    assert data.hex() == GOLDEN_V2_HEX and len(data) == 124
+    assert build_v2() == data
+    read_header, cells = read_fsq(data)
+    assert read_header == header
+    np.testing.assert_array_equal(cells, GOLDEN_INDICES)
+    # cell (r, c) holds indices[0, :, r, c] of the channels-first grid
+    np.testing.assert_array_equal(cells_to_grid(read_header, cells), GOLDEN_GRID)
+    np.testing.assert_array_equal(grid_to_cells(GOLDEN_GRID), GOLDEN_INDICES)
+    assert cells_to_grid(read_header, cells)[0, :, 0, 1].tolist() == [2, 4, 6]
+    assert cells_to_grid(read_header, cells)[0, :, 1, 0].tolist() == [1, 2, 3]
+
+
+def test_golden_vector_v2_patches() -> None:
+    header = FsqHeader.for_patches(GOLDEN_HASH, 5, 7, 4, GOLDEN_LEVELS)
+    assert (header.version, header.layout, header.patch_size) == (2, 0, 4) and not header.spatial
+    data = write_fsq(header, GOLDEN_INDICES)
+    assert data.hex() == GOLDEN_V2_PATCHES_HEX
+    assert build_v2(layout=0) == data
+    assert read_fsq(data)[0] == header
+
+
+def test_docs_carry_the_golden_hex() -> None:
+    """docs/bitstream.md is the spec the C++ tests copy the hex from: it must show these bytes."""
+    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
+    blocks = ["".join(block.split()) for block in text.split("```")[1::2]]
+    for hex_string in (GOLDEN_HEX, GOLDEN_V2_HEX, GOLDEN_V2_PATCHES_HEX):
+        assert hex_string in blocks
+
+
+def test_v1_and_v2_of_one_image_hold_the_same_payload() -> None:
+    v1, v2 = bytes.fromhex(GOLDEN_HEX), bytes.fromhex(GOLDEN_V2_PATCHES_HEX)
+    assert v1[-8:] == v2[-8:] and len(v2) - len(v1) == 34
+    np.testing.assert_array_equal(read_fsq(v1)[1], read_fsq(v2)[1])
+
+
+@pytest.mark.parametrize("golden", [GOLDEN_V2_HEX, GOLDEN_V2_PATCHES_HEX], ids=["grid", "patches"])
+def test_every_truncation_of_v2_is_refused(golden: str) -> None:
+    data = bytes.fromhex(golden)
+    for length in range(len(data)):
+        with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
+            read_fsq(data[:length])
+
+
+@pytest.mark.parametrize("golden", [GOLDEN_V2_HEX, GOLDEN_V2_PATCHES_HEX], ids=["grid", "patches"])
+def test_every_single_bit_flip_of_v2_is_refused(golden: str) -> None:
+    # As for v1: the bytes read before the header CRC (magic, version, flags, header_length, D) are
+    # checked on their own, and one flipped bit turns version 2 into 0, 3, 6, 10, ... (refused),
+    # never into 1 (and v1's 1 never into 2). Every other bit is under a CRC32.
+    data = bytes.fromhex(golden)
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FSQDeployError, match="^bitstream: "):
+            read_fsq(bytes(flipped))
+
+
+REFUSED_V2 = {  # name: (file, what the error must say)
+    "flags": (build_v2(flags=0x80), "flags byte is 0x80, expected 0"),
+    "header-length-v1": (build_v2(header_length=82), r"header_length 82 does not match D = 3 levels \(expected 110"),
+    "no-levels": (build_v2(levels=()), "header_length 110 does not match D = 0"),
+    "layout": (build_v2(layout=2), r"unsupported layout 2 \(this reader knows 0, patches, and 1, a latent grid\)"),
+    "coding": (build_v2(coding=1, payload_length=3), r"unsupported coding 1 \(this reader knows 0"),
+    "prior-hash": (build_v2(prior=b"\x01" + bytes(31)), r"prior_hash is not zero in a fixed-rate \(coding 0\) file"),
+    "grid": (build_v2(grid=(1, 2)), r"invalid header: grid 1x2 does not tile a 5x7 image with 4-pixel latent cells"),
+    "zero-width": (build_v2(size=(5, 0), grid=(2, 0)), "invalid header: image_width = 0"),
+    "zero-cell": (build_v2(cell_size=0), "invalid header: cell_size = 0"),
+    "level-1": (build_v2(levels=(3, 1, 7)), r"invalid header: levels\[1\] = 1"),
+    "bits": (build_v2(bits=8), r"bits_per_cell is 8 but levels \[3, 5, 7\] need 7"),
+    "payload-length": (build_v2(payload_length=5), "payload_length is 5, expected 4 for 4 cells of 7 bits"),
+    "trailing": (build_v2(trailing=b"\0\0"), "2 trailing bytes after the payload CRC"),
+    "truncated": (build_v2()[:-1], "file is truncated: 123 bytes, expected 124"),
+    "payload-crc": (build_v2()[:-1] + bytes([build_v2()[-1] ^ 1]), r"corrupted payload \(payload CRC32 mismatch\)"),
+    "header-crc": (build_v2()[:48] + b"\x00" + build_v2()[49:], r"corrupted header \(header CRC32 mismatch\)"),
+    "padding": (build_v2(payload=bytes.fromhex("0034ad19")), "padding bits after the last cell are not zero"),
+    "out-of-range": (build_v2(payload=bytes.fromhex("7f34ad09")), r"cell 0 decodes to 127, outside .*\[0, 105\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "match"), REFUSED_V2.values(), ids=REFUSED_V2.keys())
+def test_reader_refuses_v2(data: bytes, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        read_fsq(data)
+
+
+@given(
+    size=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    layout=st.integers(0, 3),
+    coding=st.sampled_from([0, 0, 1, 255]),
+    cell_size=st.integers(0, 2**16 - 1),
+    grid=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    levels=st.lists(st.integers(0, 2**16 - 1), max_size=6),
+    bits=st.integers(0, 2**32 - 1),
+    prior=st.sampled_from([bytes(32), b"\xff" * 32]),
+    payload=st.binary(max_size=40),
+    payload_length=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+)
+@settings(max_examples=300, deadline=None)
+def test_v2_reader_never_crashes_on_files_with_valid_crcs(
+    size: tuple[int, int], layout: int, coding: int, cell_size: int, grid: tuple[int, int], levels: list[int],
+    bits: int, prior: bytes, payload: bytes, payload_length: int | None,
+) -> None:
+    data = build_v2(size=size, layout=layout, coding=coding, cell_size=cell_size, grid=grid, levels=tuple(levels),
+                    bits=bits, prior=prior, payload=payload, payload_length=payload_length)
+    try:
+        header, indices = read_fsq(data)
+    except FSQDeployError as err:
+        assert str(err).startswith("bitstream: ") and "\n" not in str(err)
+    else:
+        assert header.version == 2 and write_fsq(header, indices) == data
+
+
+@given(
+    height=st.integers(1, 300),
+    width=st.integers(1, 300),
+    cell=st.sampled_from([1, 4, 8, 16, 32]),
+    layout=st.sampled_from([0, 1]),
+    levels=st.lists(st.integers(2, 17), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_v2_file_round_trip(height: int, width: int, cell: int, layout: int, levels: list[int], seed: int) -> None:
+    make = FsqHeader.for_grid if layout else FsqHeader.for_patches
+    header = make(GOLDEN_HASH.hex(), height, width, cell, levels)
+    assert (header.grid_rows, header.grid_cols) == (math.ceil(height / cell), math.ceil(width / cell))
+    indices = np.random.default_rng(seed).integers(0, levels, size=(header.num_cells, len(levels)))
+    data = write_fsq(header, indices)
+    n_payload = math.ceil(len(indices) * bits_per_patch(levels) / 8)
+    assert len(data) == 110 + 2 * len(levels) + n_payload + 4 == file_length(levels, len(indices), version=2)
+    read_header, read_indices = read_fsq(data)
+    assert read_header == header and read_header.layout == layout
+    np.testing.assert_array_equal(read_indices, indices)
+
+
+def test_grid_cells_round_trip_non_square() -> None:
+    grid = np.random.default_rng(0).integers(0, 5, size=(1, 3, 4, 7))
+    header = FsqHeader.for_grid(GOLDEN_HASH, 29, 50, 8, [5, 5, 5])
+    assert (header.grid_rows, header.grid_cols) == (4, 7)
+    cells = grid_to_cells(grid)
+    assert cells.shape == (28, 3)
+    np.testing.assert_array_equal(cells[2 * 7 + 5], grid[0, :, 2, 5])  # row-major: cell r * cols + c
+    np.testing.assert_array_equal(cells_to_grid(header, read_fsq(write_fsq(header, cells))[1]), grid)
+    with pytest.raises(FSQDeployError, match=r"a latent grid must have shape \[1, D, rows, cols\], got \[2, 3, 4, 7\]"):
+        grid_to_cells(np.concatenate([grid, grid]))
+
+
+def test_file_length_per_version() -> None:
+    assert file_length(GOLDEN_LEVELS, 4) == len(bytes.fromhex(GOLDEN_HEX)) == 90
+    assert file_length(GOLDEN_LEVELS, 4, version=2) == len(bytes.fromhex(GOLDEN_V2_HEX)) == 124
+    with pytest.raises(FSQDeployError, match="version 3 is not one of"):
+        file_length(GOLDEN_LEVELS, 4, version=3)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 3), r"version = 3 is not one of \[1, 2\]"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 1), r"unsupported layout 1 \(version 1 knows 0 \(patches\)\)"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 2), r"unsupported layout 2 \(version 2 knows 0"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 1), "unsupported coding 1"),
+        ((GOLDEN_HASH, 5, 7, 0, 2, 2, (3, 5), 2, 1), r"cell_size = 0 is not an int in \[1, 65535\]"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 3, (3, 5), 2, 1), r"grid 2x3 does not tile a 5x7 image with 4-pixel latent cells"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 32713, 2, 1), "32713 levels do not fit the header"),
+    ],
+)
+def test_header_validation_v2(args: tuple, match: str) -> None:
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        FsqHeader(*args)
+
+
+def test_v1_header_keeps_its_names_and_limits() -> None:
+    header = golden_header()
+    assert (header.version, header.layout, header.patch_size, header.num_patches) == (1, 0, 4, 4)
+    FsqHeader(GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 32713)  # v1's header_length still fits its u16

@@ -1,0 +1,165 @@
+"""fsqdeploy bench on whole photos: each photo through Codec.compress/decompress (the whole .fsq file,
+header included) against JPEG and WebP at no more bytes, per photo and overall, for a spatial (conv)
+artifact and a patch one; the quality sweep and the rate-distortion plot over several artifacts; the
+user errors. The conv artifact is torch-only (checkpoint + manifest, as tests/runtime/test_spatial_codec.py
+builds it), so these tests hold without the ONNX export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_spatial_codec import conv_model, torch_artifact
+
+from fsqdeploy.data import load_photos
+from fsqdeploy.images import hwc_uint8_to_chw
+from fsqdeploy.metrics import fixed_bits
+from fsqdeploy.runtime.bench import baselines, photos
+from fsqdeploy.runtime.bench.rdplot import curves
+from fsqdeploy.runtime.codec import Codec
+
+QUICK = ["--backends", "torch", "--threads", "1", "--warmup", "0", "--iters", "1", "--batch-sizes", "2",
+         "--images", "4", "--data", "sample", "--tile-size", "64", "--tile-images", "1"]
+SIZES = [(40, 56), (48, 80), (33, 47)]  # the last is no multiple of f: compress pads it and crops back
+
+
+@pytest.fixture(scope="module")
+def conv_art(tmp_path_factory):
+    return torch_artifact(tmp_path_factory.mktemp("bench_conv_art"), conv_model((8, 8, 8)))
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """Three small crops of a training photo as PNGs (small, so the baselines' searches stay quick)."""
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("photos")
+    img = skimage.data.astronaut()
+    for i, (h, w) in enumerate(SIZES):
+        Image.fromarray(img[60 * i : 60 * i + h, 90 * i : 90 * i + w]).save(root / f"p{i}.png")
+    return root
+
+
+def _by(report, mode, codec="fsq"):
+    return {b["image"]: b for b in report["baselines"]
+            if b["scope"] == "photo" and b["mode"] == mode and b["codec"] == codec}
+
+
+def test_whole_photo_rows_of_a_spatial_artifact(cli, conv_art, photo_dir, tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    code, stdout, err = cli("bench", conv_art, *QUICK, "--photo-data", f"folder:{photo_dir}", "--json", out,
+                            "--plot", png)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "whole photos of folder:" in stdout and "FSQ beats JPEG at no more bytes" in stdout
+    r = json.loads(out.read_text())
+    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 3)
+    a = r["artifact"]
+    levels = [8, 5, 5, 5]
+    assert fixed_bits(levels) == 10 and (a["arch"], a["downsample"], a["bits_per_cell"]) == ("conv", 8, 10)
+    # one 32x32 bench crop holds (32/8)^2 = 16 cells of 10 bits
+    assert a["bits_per_image"] == r["fidelity"][0]["bits_per_image"] == 160 and a["bits_per_pixel"] == 160 / 1024
+    patch = next(b for b in r["baselines"] if b["scope"] == "patch" and b["codec"] == "fsq")
+    assert patch["bytes_mean"] == 20
+    assert not any(b["scope"] == "tile" for b in r["baselines"]) and r["settings"]["tiles"] is None
+
+    held_out = load_photos(f"folder:{photo_dir}")
+    assert r["settings"]["photos"] == {"data": held_out.source, "images": len(held_out.test),
+                                       "names": list(held_out.names), "sweep": False}
+    fsq, jpeg, webp = _by(r, "codec"), _by(r, "equal_bytes", "jpeg"), _by(r, "equal_bytes", "webp")
+    assert list(fsq) == [*held_out.names, None] and list(jpeg) == list(webp) == list(fsq)
+    with Codec.load(conv_art, "torch") as codec:
+        for name, photo in zip(held_out.names, held_out.test):
+            row, data = fsq[name], codec.compress(photo)
+            h, w = photo.shape[:2]
+            # the whole file, header included, is what the baselines may spend
+            assert row["file_bytes"] == len(data) == row["bytes_mean"] and row["image_size"] == [h, w]
+            assert row["layout"] == "latent grid" and row["grid"] == [math.ceil(h / 8), math.ceil(w / 8)]
+            assert row["payload_bytes"] == math.ceil(math.ceil(h / 8) * math.ceil(w / 8) * 10 / 8)
+            assert row["bits_per_pixel"] == pytest.approx(8 * len(data) / (h * w))
+            psnr, ssim = baselines.quality_vs_input(hwc_uint8_to_chw(codec.decompress(data)[None]),
+                                                    hwc_uint8_to_chw(photo[None]))
+            assert (row["psnr_vs_input"], row["ssim_vs_input"]) == pytest.approx((psnr, ssim))
+            for baseline, rows in ((baselines.JPEG(), jpeg), (baselines.WebP(), webp)):
+                b = rows[name]
+                assert b["budget_bytes"] == len(data) and b["image"] == name
+                if b["images_within_budget"]:  # the best quality that fits: one more does not
+                    q = int(b["quality_mean"])
+                    assert b["bytes_mean"] == len(baseline.encode(photo, q)) <= len(data)
+                    assert q == baseline.max_quality or len(baseline.encode(photo, q + 1)) > len(data)
+                else:
+                    assert len(baseline.encode(photo, 1)) > len(data) and b["psnr_vs_input"] is None
+
+    overall = fsq[None]
+    named = [fsq[n] for n in held_out.names]
+    assert overall["images"] == len(named) and overall["image"] is None
+    assert overall["bits_per_pixel"] == pytest.approx(np.mean([b["bits_per_pixel"] for b in named]))
+    assert overall["psnr_vs_input"] == pytest.approx(np.mean([b["psnr_vs_input"] for b in named]))
+    for name, rows in (("jpeg", jpeg), ("webp", webp)):
+        fitted = [n for n in held_out.names if rows[n]["images_within_budget"]]
+        gains = [fsq[n]["psnr_vs_input"] - rows[n]["psnr_vs_input"] for n in fitted]
+        beat = overall["beats"][name]
+        assert (beat["images"], beat["wins"]) == (len(fitted), sum(g > 0 for g in gains))
+        assert rows[None]["images_within_budget"] == len(fitted)
+        if gains:
+            assert beat["psnr_gain_db"] == pytest.approx(np.mean(gains))
+    assert not any(b["mode"] == "quality" for b in r["baselines"])  # the sweep is --rd-plot's
+
+
+def test_rd_plot_over_a_patch_and_a_spatial_artifact(cli, conv_art, art32, photo_dir, tmp_path):
+    out, png = tmp_path / "set.json", tmp_path / "rd.png"
+    code, stdout, err = cli("bench", art32.art, conv_art, *QUICK, "--photo-data", f"folder:{photo_dir}",
+                            "--photo-images", "2", "--json", out, "--rd-plot", png)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    s = json.loads(out.read_text())
+    assert (s["schema"], s["version"]) == ("fsqdeploy-bench-set", 1)
+    paper, conv = s["reports"]
+    assert (paper["artifact"]["arch"], conv["artifact"]["arch"]) == ("paper", "conv")
+    for r in s["reports"]:  # the same two photos for both, and the sweep beside them
+        assert r["settings"]["photos"]["images"] == 2 and r["settings"]["photos"]["sweep"]
+        assert len(_by(r, "codec")) == 3
+        for name in ("jpeg", "webp"):
+            sweep = [b for b in r["baselines"] if b["mode"] == "quality" and b["codec"] == name]
+            assert [b["quality"] for b in sweep] == list(photos.SWEEP_QUALITIES) and sweep[0]["images"] == 2
+            assert sweep[-1]["bytes_mean"] > sweep[0]["bytes_mean"] and sweep[-1]["psnr_vs_input"] > sweep[0][
+                "psnr_vs_input"]
+    assert paper["settings"]["photos"]["names"] == conv["settings"]["photos"]["names"]
+    # a patch model's file holds patches (layout 0), header and checksums around them
+    assert all(b["layout"] == "patches" for n, b in _by(paper, "codec").items() if n is not None)
+    assert list(curves(s["reports"])) == ["jpeg", "webp"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--plot", "x.png"], "--plot draws one artifact"),
+    (["--rd-plot", "x.png", "--no-baselines"], "--rd-plot needs the whole-photo comparison"),
+    (["--rd-plot", "x.png", "--photo-images", "0"], "--rd-plot needs the whole-photo comparison"),
+])
+def test_several_artifacts_user_errors(cli, one_line_error, conv_art, art32, args, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("bench", art32.art, conv_art, *QUICK, *args)
+    one_line_error(code, err, match)
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--photo-images", "-1"], "--photo-images must be 0"),
+    (["--photo-data", "cifar10:/nowhere"], "is not a source of whole images"),
+    (["--photo-data", "folder:/nowhere/at/all"], "does not exist"),
+])
+def test_photo_option_errors(cli, one_line_error, conv_art, args, match):
+    code, _, err = cli("bench", conv_art, *QUICK, *args)
+    one_line_error(code, err, match)
+
+
+def test_photo_source_defaults():
+    """--photo-data wins; else --data when it holds whole photos; else the sample's held-out photos."""
+    assert photos.photo_source("folder:/a", "sample") == ("folder:/a", True)
+    assert photos.photo_source(None, "folder:/b") == ("folder:/b", True)
+    assert photos.photo_source(None, "sample") == ("sample", True)
+    assert photos.photo_source(None, "synthetic") == ("sample", False)
+    assert photos.photo_source(None, "cifar10:/c") == ("sample", False)
+    assert photos.photo_source(None, None) == ("sample", False)
