@@ -298,7 +298,9 @@ class FsqHeader:
             if not _is_int(value) or not 1 <= value <= limit:
                 raise _error(
                     f"{self._name(name)} = {value!r} is not an int in [1, {limit}]",
-                    "Note: images, cells and grids must be non-empty",
+                    # v1 keeps its words: the C++ reader (v1 only for now) says the same
+                    "Note: images, patches and grids must be non-empty" if self.version == 1
+                    else "Note: images, cells and grids must be non-empty",
                 )
             object.__setattr__(self, name, int(value))
         rows, cols = -(-self.image_height // self.cell_size), -(-self.image_width // self.cell_size)

@@ -199,7 +199,9 @@ def main() -> int:
             bs.load_fsq(got["file"])
             fail(f"{got['file']}: Python accepted a damaged file")
         except FSQDeployError as e:
-            python_message = str(e)
+            # The one known divergence until the C++ reader learns .fsq v2 (issue 11, not done): each
+            # reader lists the versions it knows. Everything else in the message must be identical.
+            python_message = str(e).replace("(this reader knows 1, 2)", "(this reader knows 1)")
         if got.get("error") != python_message:
             fail(
                 f"{Path(got['file']).name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}"
