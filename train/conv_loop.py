@@ -35,19 +35,13 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
 from fsqdeploy.metrics import ssim
 from fsqdeploy.model import FSQVAE
+from fsqdeploy.images import pad_to_multiple
 from fsqdeploy.train.crops import random_crops
+from fsqdeploy.train.loop import METRICS_FILE, STATE_FILE, _load_state, validate_train_config
 from fsqdeploy.train.losses import fsq_vae_loss
 from fsqdeploy.train.stats import code_stats
 
-STATE_FILE = "trainer_state.pt"
-METRICS_FILE = "metrics.jsonl"
 DECAY_FRACTION = 0.2
-
-
-def pad_to_multiple(photo: np.ndarray, f: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> edge-replicated on the bottom and right to multiples of f."""
-    h, w = photo.shape[:2]
-    return np.pad(photo, ((0, -h % f), (0, -w % f), (0, 0)), mode="edge")
 
 
 @torch.no_grad()
@@ -117,8 +111,6 @@ def train_conv(
         cfg = TrainConfig(**state["train_config"])
         start_step, history = int(state["step"]), list(state["history"])
         best_psnr, best_step, elapsed_before = float(state["best_psnr"]), int(state["best_step"]), float(state["elapsed"])
-    from fsqdeploy.train.loop import validate_train_config
-
     if not model_cfg.spatial:
         raise FSQDeployError(f"train: train_conv needs arch conv, got {model_cfg.arch!r}")
     model_cfg.validate()
@@ -211,13 +203,3 @@ def recon_crops(photos: PhotoSplits, side: int = 96) -> np.ndarray:
         y, x = (h - s) // 2, (w - s) // 2
         crops.append(np.pad(photo[y : y + s, x : x + s], ((0, side - s), (0, side - s), (0, 0)), mode="edge"))
     return np.stack(crops).transpose(0, 3, 1, 2).copy()
-
-
-def _load_state(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / STATE_FILE
-    if not path.is_file():
-        raise FSQDeployError(f"train: cannot resume, '{path}' is missing. Note: start without --resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file raises several unrelated types
-        raise FSQDeployError(f"train: cannot resume, '{path}' is corrupt ({type(e).__name__})") from None

@@ -13,7 +13,8 @@ from fsqdeploy.config import ModelConfig, TrainConfig, tile_halos
 from fsqdeploy.data import HELDOUT_PHOTOS, TRAINING_PHOTOS, PhotoSplits, sample_photos
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fsq import parse_levels
-from fsqdeploy.train.conv_loop import evaluate_photos, pad_to_multiple, train_conv
+from fsqdeploy.images import pad_to_multiple
+from fsqdeploy.train.conv_loop import evaluate_photos, train_conv
 from fsqdeploy.train.crops import random_crops
 
 
