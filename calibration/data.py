@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsqdeploy.data import dataset_digest, load_images
+from fsqdeploy.data import ImageSplits, dataset_digest, load_images, load_photos
 from fsqdeploy.errors import FSQDeployError
 
 SUBSET_SEED = 0  # fixed: the same data spec and sample count always pick the same images
@@ -38,10 +38,27 @@ class CalibrationData:
     test_digest: str  # ... and of ``test``
 
 
-def load_calibration_data(spec: str, image_size: int, samples: int | None, batch_size: int, eval_images: int
-                          ) -> CalibrationData:
+def photo_patch_splits(spec: str, image_size: int) -> ImageSplits:
+    """Spatial models: the source's whole photos (``load_photos``: for ``sample``, the held-out
+    photos are the test split) cut into training-size patches, so calibration reads train photos
+    only and the targets are measured on photos it never saw."""
+    from fsqdeploy.images import uint8_patches
+
+    photos = load_photos(spec, image_size)
+
+    def patches(split: tuple[np.ndarray, ...]) -> np.ndarray:
+        out = np.concatenate([uint8_patches(p, image_size)[0] for p in split])
+        out.flags.writeable = False
+        return out
+
+    return ImageSplits(train=patches(photos.train), test=patches(photos.test), source=photos.source)
+
+
+def load_calibration_data(spec: str, image_size: int, samples: int | None, batch_size: int, eval_images: int,
+                          spatial: bool = False) -> CalibrationData:
     """``samples`` train images of ``spec`` for calibration (None: DEFAULT_SAMPLES, or the whole
-    train split if it is smaller) and up to ``eval_images`` test images.
+    train split if it is smaller) and up to ``eval_images`` test images. ``spatial``: patches of
+    whole photos (``photo_patch_splits``) instead of the source's patch splits.
 
     Every user mistake is one FSQDeployError line: a bad spec or empty folder (from load_images),
     a batch size below 1, fewer samples than one batch, more samples than the source holds.
@@ -53,7 +70,7 @@ def load_calibration_data(spec: str, image_size: int, samples: int | None, batch
                              "Note: pass more samples or a smaller --batch-size")
     if eval_images < 1:
         raise FSQDeployError(f"calibrate: --eval-images must be at least 1, got {eval_images}")
-    splits = load_images(spec, image_size)
+    splits = photo_patch_splits(spec, image_size) if spatial else load_images(spec, image_size)
     available = len(splits.train)
     if samples is None:
         samples = min(DEFAULT_SAMPLES, available)

@@ -144,7 +144,8 @@ def calibrate_artifact(
     spec = data or manifest.default_data()
     if not spec:
         raise FSQDeployError("calibrate: the manifest names no data source. Note: pass --data SPEC")
-    cdata = load_calibration_data(spec, manifest.image_size, samples, batch_size, eval_images)
+    cdata = load_calibration_data(spec, manifest.image_size, samples, batch_size, eval_images,
+                                  spatial=manifest.spatial)
 
     key = {
         "source_onnx": {name: manifest.sha256(name) for name in GRAPHS.values()},

@@ -82,9 +82,14 @@ def io_problems(model: onnx.ModelProto, expected: dict[str, list[dict[str, Any]]
                 problems.append(f"'{g['name']}' is {g['dtype']}, expected {w['dtype']}")
             if g["shape"] != w["shape"]:
                 problems.append(f"'{g['name']}' has shape {g['shape']}, expected {w['shape']}")
-            dynamic = [i for i, d in enumerate(g["shape"]) if not isinstance(d, int) and i > 0]
-            if dynamic or (g["shape"] and g["shape"][0] != BATCH):
-                problems.append(f"'{g['name']}' must be dynamic on axis 0 ('{BATCH}') only")
+            # The contract's symbolic dims are the only dynamic ones: batch, and for spatial
+            # models height and width (or the grid's).
+            symbolic = [d for d in w["shape"] if isinstance(d, str)]
+            dynamic = [d for d in g["shape"] if not isinstance(d, int)]
+            if dynamic != symbolic or (g["shape"] and g["shape"][0] != BATCH):
+                axes = ", ".join(f"'{d}'" for d in symbolic)
+                problems.append(f"'{g['name']}' must be dynamic on axis 0 ('{BATCH}') only" if symbolic == [BATCH]
+                                else f"'{g['name']}' must be dynamic on {axes} only")
     return problems
 
 
@@ -135,12 +140,18 @@ def check_graph(report: CheckReport, art: Path, name: str, expected_io: dict[str
 
 
 def _risk_images(manifest: Manifest, data: str | None, limit: int | None) -> np.ndarray:
-    from fsqdeploy.data import load_images
-    from fsqdeploy.images import images_to_float
+    """The test split (patch models), or the test photos cut into training-size patches (spatial
+    models: what export's FP16 record measures on)."""
+    from fsqdeploy.data import load_images, load_photos
+    from fsqdeploy.images import images_to_float, to_patches
 
     spec = data or manifest.default_data()
     if not spec:
         raise FSQDeployError("check: the manifest names no test data. Note: pass --data SPEC")
+    if manifest.spatial:
+        photos = load_photos(spec, manifest.downsample).test
+        photos = photos[:limit] if limit is not None else photos
+        return np.concatenate([to_patches(p, manifest.image_size)[0] for p in photos])
     count = limit if limit is not None else manifest.default_images()
     return images_to_float(load_images(spec, manifest.image_size).test[:count])
 
@@ -159,7 +170,7 @@ def check_artifact(art_dir: str | Path, trt_version: int = 10, data: str | None 
     report = CheckReport(str(art), trt_version)
     report.add("manifest files", manifest.problems(), f"{len(manifest.files)} files match their size and sha256")
     report.add("manifest I/O contract", _contract_problems(manifest), "matches levels, code width and image size")
-    contract = io_contract(manifest.image_size, manifest.code_width)
+    contract = io_contract(manifest.image_size, manifest.code_width, spatial=manifest.spatial)
     graphs = {graph: check_graph(report, art, graph_file(graph), contract[graph]) for graph in GRAPHS}
     for graph in GRAPHS:
         name = graph_file(graph, "fp16")
@@ -255,7 +266,7 @@ def _measured_fp16(manifest: Manifest) -> str:
 def _contract_problems(manifest: Manifest) -> list[str]:
     """The manifest's io must be the fixed contract for its own image size and code width."""
     s, w = manifest.image_size, manifest.code_width
-    want = io_contract(s, w)
+    want = io_contract(s, w, spatial=manifest.spatial)
     problems = []
     if w != len(manifest.levels):
         problems.append(f"code_width {w} != {len(manifest.levels)} levels")

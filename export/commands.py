@@ -118,7 +118,7 @@ def export(
     files = ", ".join(f"{name} ({entry['size'] / 1024:.0f} KiB)" for name, entry in manifest["files"].items())
     lines = [
         f"exported {out}: {files}; opset {manifest['opset']}{', inlined' if inline else ''}",
-        f"parity ({p['data']}, {p['images']} images, batch sizes {p['batch_sizes']}): indices "
+        f"parity ({p['data']}, {p['images']} images, batch sizes {p['batch_sizes']}{_sizes(p)}): indices "
         f"{100 * p['index_agreement']:.4g}% equal, max abs error {p['max_abs_error']:.2g}, "
         f"{p['adversarial_cases']} adversarial inputs equal; nearest latent to a threshold "
         f"{p['min_threshold_distance']:.2g}",
@@ -187,3 +187,9 @@ def _print_table(report: Any) -> None:
     console = Console(width=max(100, shutil.get_terminal_size((120, 24)).columns))
     console.print(table)
     console.print("[green]all checks passed[/]" if report.passed else "[bold red]check failed[/]")
+
+
+def _sizes(parity: dict[str, Any]) -> str:
+    """A spatial artifact's gate sizes, once each in the order run: ", sizes 400x600 ... 8x24"."""
+    sizes = dict.fromkeys(f"{h}x{w}" for h, w in parity.get("image_sizes", []))
+    return f", sizes {' '.join(sizes)}" if sizes else ""

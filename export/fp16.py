@@ -67,7 +67,7 @@ from fsqdeploy.onnxgraph.surgery import add_node, export_graph, import_graph, is
 PRECISIONS = ("fp32", "fp16")
 # Ops whose float16 form computes the same function as their float32 form, up to rounding.
 FP16_SAFE_OPS = frozenset({
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid",
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Abs", "Relu", "LeakyRelu", "Sigmoid",
     "Tanh", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Constant", "Cast",
 })
 

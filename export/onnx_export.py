@@ -26,9 +26,11 @@ TensorRT 10 either inlines them or uses a plugin registered under the same name.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,7 +39,17 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from fsqdeploy import __version__
-from fsqdeploy.artifact import BATCH, DECODER_FILE, ENCODER_FILE, IMAGES, INDICES
+from fsqdeploy.artifact import (
+    BATCH,
+    DECODER_FILE,
+    ENCODER_FILE,
+    GRID_HEIGHT,
+    GRID_WIDTH,
+    HEIGHT,
+    IMAGES,
+    INDICES,
+    WIDTH,
+)
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.torch_folds import fold_batchnorm, fold_decoder_head
 from fsqdeploy.fsq import ResidualFSQ
@@ -89,13 +101,19 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def torch_to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
-                  opset: int) -> onnx.ModelProto:
-    """Export ``module`` (one input, one output) with a dynamic batch axis and constants folded."""
-    batch = torch.export.Dim(BATCH, min=1)
+                  opset: int, spatial_multiple: int | None = None) -> onnx.ModelProto:
+    """Export ``module`` (one input, one output) with a dynamic batch axis and constants folded.
+
+    ``spatial_multiple``: the input's last two axes are dynamic too, constrained to multiples of it
+    (the conv encoder takes any H, W that are multiples of f; the decoder any grid size, 1)."""
+    dims: dict[int, Any] = {0: torch.export.Dim(BATCH, min=1)}
+    if spatial_multiple is not None:
+        rows, cols = torch.export.Dim("rows", min=1), torch.export.Dim("cols", min=1)
+        dims |= {2: rows * spatial_multiple, 3: cols * spatial_multiple} if spatial_multiple > 1 else {2: rows, 3: cols}
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             module.eval(), (example,), input_names=[input_name], output_names=[output_name],
-            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, optimize=True,
+            dynamic_shapes=(dims,), opset_version=opset, dynamo=True, optimize=True,
             verbose=False,
         )
     proto = program.model_proto
@@ -185,9 +203,17 @@ def build_dequantize_function(opset: int, stages: int, width: int) -> onnx.Funct
     )
 
 
-def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str
+def _per_channel(values: np.ndarray, spatial: bool) -> np.ndarray:
+    """A per-channel table [C, ...] as the graph broadcasts it: unchanged against [N, C] vectors, with
+    two unit axes after C ([C, 1, 1, ...]) against a channels-first grid [N, C, h, w]. The FSQ
+    functions' bodies are the same either way: they compare along a new last axis and broadcast."""
+    return values.reshape(values.shape[0], 1, 1, *values.shape[1:]) if spatial else values
+
+
+def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str, spatial: bool = False
                           ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes and initializers from the latent to the concatenated int32 indices (ResidualFSQ.indices)."""
+    """Nodes and initializers from the latent to the concatenated int32 indices (ResidualFSQ.indices).
+    ``spatial``: the latent is a grid [N, D, h, w] and FSQ runs over its channel axis at each position."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     cpu = torch.device("cpu")
@@ -196,7 +222,8 @@ def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str
     for k, stage in enumerate(quantizer.stages):
         thresholds, centres = (t.numpy() for t in stage.tables(cpu))
         idx = output if count == 1 else f"fsq_indices_{k}"
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(thresholds, np.float32), f"fsq_thresholds_{k}"))
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(_per_channel(thresholds, spatial), np.float32),
+                                             f"fsq_thresholds_{k}"))
         nodes.append(helper.make_node(
             QUANTIZE_OP, [u, f"fsq_thresholds_{k}"], [idx], name=f"fsq_quantize_{k}", domain=DOMAIN,
             levels=stage.level_list(), temperature=float(stage.temperature), stage=k,
@@ -208,8 +235,10 @@ def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str
         dim, lmax = centres.shape
         inits += [
             numpy_helper.from_array(np.ascontiguousarray(centres.reshape(-1), np.float32), f"fsq_centres_{k}"),
-            numpy_helper.from_array((np.arange(dim) * lmax).astype(np.int32), f"fsq_row_offsets_{k}"),
-            numpy_helper.from_array(quantizer.residual_gain(k).numpy().astype(np.float32), f"fsq_gain_{k}"),
+            numpy_helper.from_array(_per_channel((np.arange(dim) * lmax).astype(np.int32), spatial),
+                                    f"fsq_row_offsets_{k}"),
+            numpy_helper.from_array(_per_channel(quantizer.residual_gain(k).numpy().astype(np.float32), spatial),
+                                    f"fsq_gain_{k}"),
         ]
         nxt = f"fsq_stage_input_{k + 1}"
         nodes += [
@@ -225,11 +254,12 @@ def quantizer_graph_parts(quantizer: ResidualFSQ, latent: str, output: str
     return nodes, inits
 
 
-def dequantizer_graph_parts(quantizer: ResidualFSQ, indices: str, output: str
+def dequantizer_graph_parts(quantizer: ResidualFSQ, indices: str, output: str, spatial: bool = False
                             ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     width = quantizer.latent_dim
     half_width = np.concatenate([s.half_width.numpy() for s in quantizer.stages]).astype(np.float32)
     weights = np.repeat(quantizer.stage_weights.detach().cpu().numpy().astype(np.float32), width)
+    half_width, weights = _per_channel(half_width, spatial), _per_channel(weights, spatial)
     inits = [numpy_helper.from_array(half_width, "fsq_half_width"),
              numpy_helper.from_array(weights, "fsq_stage_weights")]
     node = helper.make_node(DEQUANTIZE_OP, [indices, "fsq_half_width", "fsq_stage_weights"], [output],
@@ -241,21 +271,37 @@ def dequantizer_graph_parts(quantizer: ResidualFSQ, indices: str, output: str
 # -- the two graphs --------------------------------------------------------------------------------
 
 
-def _io(name: str, elem_type: int, dims: list[int]) -> onnx.ValueInfoProto:
+def _io(name: str, elem_type: int, dims: list[int | str]) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, [BATCH, *dims])
 
 
-def export_encoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
-    """images f32 [batch, 3, S, S] -> indices i32 [batch, K*D]."""
+def _image_dims(model: FSQVAE) -> list[int | str]:
     s = model.config.image_size
-    proto = torch_to_onnx(fold_batchnorm(model.encoder), torch.rand(2, 3, s, s), IMAGES, LATENT, opset)
-    nodes, inits = quantizer_graph_parts(model.quantizer, LATENT, INDICES)
+    return [3, HEIGHT, WIDTH] if model.config.spatial else [3, s, s]
+
+
+def _index_dims(model: FSQVAE) -> list[int | str]:
+    return [model.code_width, GRID_HEIGHT, GRID_WIDTH] if model.config.spatial else [model.code_width]
+
+
+def export_encoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
+    """images f32 [batch, 3, S, S] -> indices i32 [batch, K*D]; spatial (conv) models:
+    images [batch, 3, height, width] (multiples of f) -> indices [batch, K*D, height/f, width/f]."""
+    cfg = model.config
+    if cfg.spatial:
+        f = cfg.downsample
+        example = torch.rand(2, 3, 3 * f, 5 * f)  # non-square, so no axis is traced as equal to another
+        proto = torch_to_onnx(fold_batchnorm(model.encoder), example, IMAGES, LATENT, opset, spatial_multiple=f)
+    else:
+        s = cfg.image_size
+        proto = torch_to_onnx(fold_batchnorm(model.encoder), torch.rand(2, 3, s, s), IMAGES, LATENT, opset)
+    nodes, inits = quantizer_graph_parts(model.quantizer, LATENT, INDICES, spatial=cfg.spatial)
     g = proto.graph
     g.node.extend(nodes)
     g.initializer.extend(inits)
     del g.input[:], g.output[:]
-    g.input.append(_io(IMAGES, TensorProto.FLOAT, [3, s, s]))
-    g.output.append(_io(INDICES, TensorProto.INT32, [model.code_width]))
+    g.input.append(_io(IMAGES, TensorProto.FLOAT, _image_dims(model)))
+    g.output.append(_io(INDICES, TensorProto.INT32, _index_dims(model)))
     proto.functions.append(build_quantize_function(opset))
     proto.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     g.name = "fsqdeploy_encoder"
@@ -274,19 +320,26 @@ class _DecodeImages(nn.Module):
 
 
 def export_decoder(model: FSQVAE, opset: int) -> onnx.ModelProto:
-    """indices i32 [batch, K*D] -> images f32 [batch, 3, S, S]."""
-    s, q = model.config.image_size, model.quantizer
-    example = torch.zeros(2, q.latent_dim)
-    proto = torch_to_onnx(_DecodeImages(fold_decoder_head(model.decoder)), example, DECODER_INPUT, IMAGES, opset)
-    nodes, inits = dequantizer_graph_parts(q, INDICES, DECODER_INPUT)
+    """indices i32 [batch, K*D] -> images f32 [batch, 3, S, S]; spatial (conv) models:
+    indices [batch, K*D, rows, cols] -> images [batch, 3, rows*f, cols*f]."""
+    q = model.quantizer
+    if model.config.spatial:
+        # The conv decoder starts with a convolution: nothing to fold into it.
+        example = torch.zeros(2, q.latent_dim, 3, 5)
+        proto = torch_to_onnx(_DecodeImages(copy.deepcopy(model.decoder)), example, DECODER_INPUT, IMAGES, opset,
+                              spatial_multiple=1)
+    else:
+        example = torch.zeros(2, q.latent_dim)
+        proto = torch_to_onnx(_DecodeImages(fold_decoder_head(model.decoder)), example, DECODER_INPUT, IMAGES, opset)
+    nodes, inits = dequantizer_graph_parts(q, INDICES, DECODER_INPUT, spatial=model.config.spatial)
     g = proto.graph
     rest = list(g.node)
     del g.node[:]
     g.node.extend([*nodes, *rest])
     g.initializer.extend(inits)
     del g.input[:], g.output[:]
-    g.input.append(_io(INDICES, TensorProto.INT32, [model.code_width]))
-    g.output.append(_io(IMAGES, TensorProto.FLOAT, [3, s, s]))
+    g.input.append(_io(INDICES, TensorProto.INT32, _index_dims(model)))
+    g.output.append(_io(IMAGES, TensorProto.FLOAT, _image_dims(model)))
     proto.functions.append(build_dequantize_function(opset, len(q.stages), q.latent_dim))
     proto.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     g.name = "fsqdeploy_decoder"
@@ -304,6 +357,7 @@ def model_metadata(model: FSQVAE, checkpoint_sha256: str) -> dict[str, str]:
         "stages": str(cfg.stages),
         "temperature": repr(float(model.quantizer.temperature)),
         "checkpoint_sha256": checkpoint_sha256,
+        **({"arch": cfg.arch, "downsample": str(cfg.downsample)} if cfg.spatial else {}),
     }
 
 

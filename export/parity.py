@@ -6,13 +6,17 @@ boundary checks feed the quantizer latents no image would reach). Three checks:
 
 1. Images (the run's test split, plus random images in the tests) through both encoders at batch
    sizes 1, 7 and 256: indices must agree exactly; the decoders, fed PyTorch's indices, must agree
-   within 1e-5. Batch 1 uses the first 64 images only, to keep the export fast.
+   within 1e-5. Batch 1 uses the first 64 images only, to keep the export fast. Spatial (conv)
+   models, whose graphs take any height and width: the test photos whole (edge-padded to multiples
+   of f) at batch 1, and crops of 1x1, 4x4, 3x8 and 8x3 latent cells at batch 1 and 7.
 2. Boundaries, at the quantizer itself: latents placed exactly on every float32 decision
    threshold and one float32 ulp either side, fed to each stage's FSQQuantize (a subgraph cut from
    the exported encoder) and to ``FSQ.indices_from_latent``; and latents at the first stage's
    boundaries, near the later stages' boundaries and at random, fed to the whole quantizer chain
    and to ``ResidualFSQ.indices``. Agreement must be exact.
 3. All-zeros and all-ones images through both whole encoders and decoders.
+
+Spatial graphs quantize a grid [N, D, h, w]; the boundary latents are fed to them as 1x1 grids.
 
 The PyTorch side is the model as trained (BatchNorm not folded, oneDNN kernels); ONNX Runtime runs
 folded convolutions on MLAS, so the latent itself differs by ~1e-8..1e-6. An image whose latent
@@ -35,7 +39,8 @@ from fsqdeploy.artifact import INDICES
 from fsqdeploy.backends.onnxruntime import ort_session
 from fsqdeploy.compare import SessionCodec, compare, run
 from fsqdeploy.fsq import ResidualFSQ
-from fsqdeploy.model import FSQVAE
+from fsqdeploy.images import images_to_float, pad_to_multiple
+from fsqdeploy.model import FSQVAE, to_grid, to_vectors
 from fsqdeploy.onnxgraph.graph import find_quantizer_stages, validate
 
 if TYPE_CHECKING:  # imported by ort_session when the gate runs: a missing ONNX Runtime is one line
@@ -79,10 +84,15 @@ class PyTorchReference:
     def encode(self, images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             z = self.model.encoder(torch.from_numpy(images))
-            indices = self.model.quantizer.indices(z).numpy()
-            us = [u.numpy() for u in stage_inputs(self.model.quantizer, z)]
-        self.distances.append(np.concatenate([threshold_distance(u, t) for u, t in zip(us, self.thresholds)], axis=1))
-        return indices
+            vectors = to_vectors(z) if z.dim() == 4 else z  # spatial: FSQ per grid position
+            indices = self.model.quantizer.indices(vectors)
+            us = [u.numpy() for u in stage_inputs(self.model.quantizer, vectors)]
+        distances = np.concatenate([threshold_distance(u, t) for u, t in zip(us, self.thresholds)], axis=1)
+        if z.dim() == 4:  # back to the grid [n, W, h, w] the indices come in
+            indices = to_grid(indices, z)
+            distances = to_grid(torch.from_numpy(distances), z).numpy()
+        self.distances.append(distances)
+        return indices.numpy()
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -105,10 +115,21 @@ class ImageParity:
     def index_agreement(self) -> float:
         return 1.0 - self.flipped_indices / self.index_values if self.index_values else 1.0
 
+    def add(self, other: ImageParity) -> ImageParity:
+        """This check and ``other`` (another image set) as one record."""
+        return ImageParity(
+            images=self.images + other.images, index_values=self.index_values + other.index_values,
+            flipped_indices=self.flipped_indices + other.flipped_indices,
+            flipped_images=self.flipped_images + other.flipped_images,
+            flipped_distances=self.flipped_distances + other.flipped_distances,
+            max_abs_error=max(self.max_abs_error, other.max_abs_error),
+            min_threshold_distance=min(self.min_threshold_distance, other.min_threshold_distance),
+        )
+
 
 def compare_images(model: FSQVAE, encoder: ort.InferenceSession, decoder: ort.InferenceSession,
                    images: np.ndarray, batch_sizes: Sequence[int] = BATCH_SIZES) -> ImageParity:
-    """Float images [N, 3, S, S] in [0, 1] through both sides at each batch size."""
+    """Float images [N, 3, H, W] in [0, 1] (one size) through both sides at each batch size."""
     result = ImageParity(images=len(images))
     onnxruntime = SessionCodec(encoder, decoder)
     for b in batch_sizes:
@@ -188,8 +209,12 @@ def compare_boundaries(model: FSQVAE, encoder: onnx.ModelProto, seed: int = 0) -
         raise RuntimeError(f"found {len(stages)} quantizer stages in the encoder, expected {len(q.stages)}")
     result = BoundaryParity()
 
+    spatial = model.config.spatial
+
     def run(sub: onnx.ModelProto, inp: str, rows: np.ndarray, ref: torch.Tensor) -> None:
-        got = ort_session(sub).run(None, {inp: rows})[0]
+        # A spatial graph's quantizer reads a grid [N, D, h, w]: each row is one 1x1 grid.
+        feed = rows.reshape(*rows.shape, 1, 1) if spatial else rows
+        got = ort_session(sub).run(None, {inp: feed})[0].reshape(len(rows), -1)
         result.inputs += len(rows)
         result.mismatches += int((got != ref.numpy()).sum())
 
@@ -217,6 +242,55 @@ def compare_boundaries(model: FSQVAE, encoder: onnx.ModelProto, seed: int = 0) -
 # -- the gate --------------------------------------------------------------------------------------
 
 
+# -- the image sets --------------------------------------------------------------------------------
+
+# A set of same-size float images [N, 3, H, W] and the batch sizes the gate runs it at.
+ImageSet = tuple[np.ndarray, tuple[int, ...]]
+
+# Spatial models: crop sizes in latent cells (rows, cols): the smallest grid, a square one, and
+# wide and tall non-square ones, so no axis is only ever seen equal to the other.
+CROP_CELLS = ((1, 1), (4, 4), (3, 8), (8, 3))
+CROPS_PER_SIZE = 7
+
+
+def patch_image_sets(images: np.ndarray) -> list[ImageSet]:
+    """Patch models: the test images at every batch size of the gate."""
+    return [(images, BATCH_SIZES)]
+
+
+def spatial_image_sets(photos: Sequence[np.ndarray], f: int, seed: int = 0) -> list[ImageSet]:
+    """Spatial models, from whole uint8 photos [H, W, 3]: each photo whole (edge-padded to multiples
+    of f, as compress pads it) at batch 1, then ``CROPS_PER_SIZE`` crops of every ``CROP_CELLS``
+    size, taken across the photos at seeded positions, at batch 1 and all at once."""
+    rng = np.random.default_rng(seed)
+    sets: list[ImageSet] = []
+    for photo in photos:
+        padded = pad_to_multiple(np.asarray(photo), f)
+        sets.append((images_to_float(padded.transpose(2, 0, 1)[None].copy()), (1,)))
+    for rows, cols in CROP_CELLS:
+        h, w = rows * f, cols * f
+        fits = [p for p in photos if p.shape[0] >= h and p.shape[1] >= w]
+        if not fits:
+            continue
+        crops = []
+        for i in range(CROPS_PER_SIZE):
+            p = fits[i % len(fits)]
+            y, x = int(rng.integers(0, p.shape[0] - h + 1)), int(rng.integers(0, p.shape[1] - w + 1))
+            crops.append(p[y : y + h, x : x + w].transpose(2, 0, 1))
+        sets.append((images_to_float(np.stack(crops)), (1, CROPS_PER_SIZE)))
+    return sets
+
+
+def constant_images(model: FSQVAE) -> np.ndarray:
+    """All-zeros and all-ones images at the patch size, or (spatial) 4f x 6f."""
+    cfg = model.config
+    h, w = (4 * cfg.downsample, 6 * cfg.downsample) if cfg.spatial else (cfg.image_size, cfg.image_size)
+    return np.stack([np.zeros((3, h, w), np.float32), np.ones((3, h, w), np.float32)])
+
+
+# -- the gate --------------------------------------------------------------------------------------
+
+
 @dataclass
 class ParityReport:
     data: str
@@ -224,6 +298,7 @@ class ParityReport:
     constant_images: ImageParity
     boundaries: BoundaryParity
     batch_sizes: tuple[int, ...] = BATCH_SIZES
+    image_sizes: list[tuple[int, int]] | None = None  # spatial models: every (H, W) the gate ran
     tolerance: float = IMAGE_TOLERANCE
 
     @property
@@ -240,7 +315,7 @@ class ParityReport:
                 and self.max_abs_error <= self.tolerance)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {
+        record = {
             "data": self.data,
             "images": self.images.images,
             "batch_sizes": list(self.batch_sizes),
@@ -254,6 +329,10 @@ class ParityReport:
             "adversarial_mismatches": self.adversarial_mismatches,
             "passed": self.passed,
         }
+        if self.image_sizes is not None:
+            record["image_sizes"] = [list(hw) for hw in self.image_sizes]
+            record["batch1_images"] = self.images.images  # every set runs at batch 1 too
+        return record
 
     def failure(self) -> str:
         """One line: what disagreed, by how much, and how close to a threshold the flips were."""
@@ -269,20 +348,26 @@ class ParityReport:
                          "latents and the all-zeros/all-ones images")
         if self.max_abs_error > self.tolerance:
             parts.append(f"max abs error {self.max_abs_error:.3g} > {self.tolerance:g}")
+        sizes = "" if self.image_sizes is None else f", sizes {' '.join(f'{h}x{w}' for h, w in self.image_sizes)}"
         return ("parity: ONNX Runtime and PyTorch disagree: " + "; ".join(parts)
-                + f" (data {self.data}, {im.images} images, batch sizes {list(self.batch_sizes)}). "
+                + f" (data {self.data}, {im.images} images, batch sizes {list(self.batch_sizes)}{sizes}). "
                 "Note: nothing was written; indices flip only for latents within float32 noise of a threshold")
 
 
-def run_parity(model: FSQVAE, encoder_path: Path, decoder_path: Path, images: np.ndarray, data: str
+def run_parity(model: FSQVAE, encoder_path: Path, decoder_path: Path, image_sets: Sequence[ImageSet], data: str
                ) -> ParityReport:
-    """Every check of the gate, on the files as written."""
+    """Every check of the gate, on the files as written: ``image_sets`` from patch_image_sets or
+    spatial_image_sets."""
     encoder, decoder = ort_session(encoder_path), ort_session(decoder_path)
-    s = model.config.image_size
-    constant = np.stack([np.zeros((3, s, s), np.float32), np.ones((3, s, s), np.float32)])
+    images = ImageParity()
+    for batch, sizes in image_sets:
+        images = images.add(compare_images(model, encoder, decoder, batch, batch_sizes=sizes))
+    spatial = model.config.spatial
     return ParityReport(
         data=data,
-        images=compare_images(model, encoder, decoder, images),
-        constant_images=compare_images(model, encoder, decoder, constant, batch_sizes=(2,)),
+        images=images,
+        constant_images=compare_images(model, encoder, decoder, constant_images(model), batch_sizes=(2,)),
         boundaries=compare_boundaries(model, onnx.load(str(encoder_path))),
+        batch_sizes=tuple(sorted({b for _, sizes in image_sets for b in sizes})),
+        image_sizes=[(int(b.shape[2]), int(b.shape[3])) for b, _ in image_sets] if spatial else None,
     )

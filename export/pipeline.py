@@ -36,11 +36,11 @@ from fsqdeploy.artifact import (
 )
 from fsqdeploy.backends.onnxruntime import import_onnxruntime
 from fsqdeploy.backends.tensorrt_env import require_tensorrt_and_gpu
-from fsqdeploy.config import read_config
+from fsqdeploy.config import read_config, tile_halos
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.fp16 import check_precision, convert_graphs, fp16_record
 from fsqdeploy.export.onnx_export import check_opset, export_graphs
-from fsqdeploy.export.parity import ParityReport, run_parity
+from fsqdeploy.export.parity import ImageSet, ParityReport, patch_image_sets, run_parity, spatial_image_sets
 from fsqdeploy.export.tensorrt.build import build_engines
 from fsqdeploy.export.tensorrt.options import BuildOptions
 from fsqdeploy.fileio import sha256_file
@@ -57,6 +57,13 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise FSQDeployError(f"export: --out '{out}' exists and is not empty. Note: pass --force to replace it")
 
 
+def _data_spec(run_config: dict[str, Any], data: str | None) -> str:
+    spec = data or (run_config.get("training") or {}).get("data")
+    if not spec or not isinstance(spec, str):
+        raise FSQDeployError("export: the run's config.json names no training data. Note: pass --data SPEC")
+    return spec
+
+
 def load_parity_images(run_config: dict[str, Any], image_size: int, count: int, data: str | None
                        ) -> tuple[np.ndarray, str]:
     """The first ``count`` test-split images of the run's data (or ``data``), as float32 in [0, 1]."""
@@ -65,14 +72,31 @@ def load_parity_images(run_config: dict[str, Any], image_size: int, count: int, 
 
     if count < 1:
         raise FSQDeployError(f"export: --parity-images must be at least 1, got {count}")
-    spec = data or (run_config.get("training") or {}).get("data")
-    if not spec or not isinstance(spec, str):
-        raise FSQDeployError("export: the run's config.json names no training data. Note: pass --data SPEC")
+    spec = _data_spec(run_config, data)
     try:
         splits = load_images(spec, image_size)
     except FSQDeployError as e:  # e.g. the run's CIFAR folder is elsewhere on this machine
         raise FSQDeployError(f"{e}; for export, --data SPEC picks other test images") from None
     return images_to_float(splits.test[:count]), splits.source
+
+
+def load_parity_photos(run_config: dict[str, Any], model: FSQVAE, count: int, data: str | None
+                       ) -> tuple[list[ImageSet], np.ndarray, str]:
+    """Spatial models: the gate's image sets from the first ``count`` whole test photos of the run's
+    data (or ``data``), and those photos cut into training-size patches for the FP16 record."""
+    from fsqdeploy.data import load_photos
+    from fsqdeploy.images import to_patches
+
+    if count < 1:
+        raise FSQDeployError(f"export: --parity-images must be at least 1, got {count}")
+    cfg = model.config
+    try:
+        splits = load_photos(_data_spec(run_config, data), cfg.downsample)
+    except FSQDeployError as e:
+        raise FSQDeployError(f"{e}; for export, --data SPEC picks other test images") from None
+    photos = list(splits.test[:count])
+    patches = np.concatenate([to_patches(p, cfg.image_size)[0] for p in photos])
+    return spatial_image_sets(photos, cfg.downsample), patches, splits.source
 
 
 def producer_versions() -> dict[str, str]:
@@ -88,10 +112,16 @@ def producer_versions() -> dict[str, str]:
 def build_manifest(model: FSQVAE, checkpoint_sha256: str, opset: int, inline: bool, art: Path,
                    report: ParityReport) -> dict[str, Any]:
     cfg = model.config
+    spatial = {}
+    if cfg.spatial:  # the grid's factor and the halos whole-image tiling needs (runtime/tiles.py)
+        encoder_halo, decoder_halo = tile_halos(cfg)
+        spatial = {"arch": cfg.arch, "downsample": cfg.downsample,
+                   "tiling": {"encoder_halo": encoder_halo, "decoder_halo": decoder_halo}}
     return {
         "format": ARTIFACT_FORMAT,
         "format_version": ARTIFACT_VERSION,
         "model_id": checkpoint_sha256,
+        **spatial,
         "levels": model.levels,
         "latent_dim": cfg.latent_dim,
         "code_width": model.code_width,
@@ -104,7 +134,7 @@ def build_manifest(model: FSQVAE, checkpoint_sha256: str, opset: int, inline: bo
                                               "ops": [QUANTIZE_OP, DEQUANTIZE_OP]},
         "producer": producer_versions(),
         "checkpoint": {"sha256": checkpoint_sha256},
-        "io": io_contract(cfg.image_size, model.code_width),
+        "io": io_contract(cfg.image_size, model.code_width, spatial=cfg.spatial),
         "files": {name: file_entry(art / name) for name in (ENCODER_FILE, DECODER_FILE, *CHECKPOINT_FILES)},
         "parity": report.to_manifest(),
     }
@@ -139,7 +169,11 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
         require_tensorrt_and_gpu()
     config = read_config(run)
     model = FSQVAE.load(run)
-    images, source = load_parity_images(config, model.config.image_size, parity_images, data)
+    if model.config.spatial:
+        image_sets, images, source = load_parity_photos(config, model, parity_images, data)
+    else:
+        images, source = load_parity_images(config, model.config.image_size, parity_images, data)
+        image_sets = patch_image_sets(images)
     checkpoint_sha256 = sha256_file(Path(run) / WEIGHTS_FILE)
     graphs = export_graphs(model, opset, inline, checkpoint_sha256)
     graphs16 = convert_graphs(graphs, "fp16") if "fp16" in precisions else {}
@@ -155,7 +189,7 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
         (work / CHECKPOINT_DIR).mkdir()
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copyfile(Path(run) / name, work / CHECKPOINT_DIR / name)
-        report = run_parity(model, work / ENCODER_FILE, work / DECODER_FILE, images, source)
+        report = run_parity(model, work / ENCODER_FILE, work / DECODER_FILE, image_sets, source)
         if not report.passed:
             raise FSQDeployError(report.failure())
         manifest = build_manifest(model, checkpoint_sha256, opset, inline, work, report)

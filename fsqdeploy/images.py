@@ -70,12 +70,18 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def to_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
-    """uint8 [H, W, 3] -> float32 patches [rows*cols, 3, patch, patch] in [0, 1], row-major; the
-    right and bottom edges are padded by repeating the last pixel."""
+def uint8_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
+    """uint8 [H, W, 3] -> uint8 patches [rows*cols, 3, patch, patch], row-major; the right and
+    bottom edges are padded by repeating the last pixel."""
     padded = pad_to_multiple(image, patch)
     rows, cols = padded.shape[0] // patch, padded.shape[1] // patch
     tiles = padded.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, patch, patch)
+    return np.ascontiguousarray(tiles), rows, cols
+
+
+def to_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
+    """``uint8_patches`` as float32 in [0, 1]."""
+    tiles, rows, cols = uint8_patches(image, patch)
     return tiles.astype(np.float32) / 255.0, rows, cols
 
 

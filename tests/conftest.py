@@ -1,8 +1,9 @@
 """Tiny runs and their exported artifacts, built once per session and shared by every test folder.
 
-Two model variants: 32 px with one stage of 8 levels, and 64 px with two residual stages of the
-levels pattern 8,5,5,5. Weights are random (seed 0); a few train-mode passes over sample images
-give BatchNorm real running statistics, so folding it is not a no-op.
+Two patch (paper) model variants: 32 px with one stage of 8 levels, and 64 px with two residual
+stages of the levels pattern 8,5,5,5; and one spatial (conv) model, f = 8, two residual stages of
+8,5,5,5 over 4 latent channels. Weights are random (seed 0); a few train-mode passes over sample
+images give BatchNorm real running statistics, so folding it is not a no-op.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conv_runs import make_conv_run
 from trt_standin import fake_cuda, fake_trt  # noqa: F401 - the strict stand-in tensorrt, for every test folder
 
 from fsqdeploy.checkpoint import save_model
@@ -58,6 +60,21 @@ def run64(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("run64")
     make_run(path, 64, "8,5,5,5", 8, 2)
     return path
+
+
+@pytest.fixture(scope="session")
+def conv_run(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("conv_run")
+    make_conv_run(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def conv_exported(tmp_path_factory, conv_run) -> Exported:
+    """The conv run exported with FP32 and FP16 graphs; the gate runs the three held-out photos."""
+    art = tmp_path_factory.mktemp("arts") / "conv"
+    export_artifact(conv_run, art, opset=18, parity_images=3, precisions=("fp32", "fp16"))
+    return Exported(conv_run, art, FSQVAE.load(conv_run))
 
 
 def _export(tmp_path_factory, run: Path, name: str, **kwargs) -> Exported:
