@@ -14,7 +14,13 @@ import typer
 from fsqdeploy.artifact import DEFAULT_EVAL_IMAGES, MANIFEST_FILE, TIMING_CACHE_FILE
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.onnx_export import DEFAULT_OPSET, SUPPORTED_OPSETS
-from fsqdeploy.export.tensorrt.options import MAX_OPTIMIZATION_LEVEL, BuildOptions
+from fsqdeploy.export.tensorrt.options import (
+    MAX_OPTIMIZATION_LEVEL,
+    SPATIAL_MAX_SHAPE,
+    SPATIAL_OPT_SHAPE,
+    BuildOptions,
+    parse_shape,
+)
 
 # The help shows BuildOptions' own defaults; a flag left out is None and BuildOptions fills it.
 _BUILD = BuildOptions()
@@ -22,7 +28,8 @@ _BUILD = BuildOptions()
 TRT_FLAGS = {"min_batch": "--min-batch", "opt_batch": "--opt-batch", "max_batch": "--max-batch",
              "workspace_mib": "--workspace", "optimization_level": "--optimization-level",
              "timing_cache": "--timing-cache", "version_compatible": "--version-compatible",
-             "hardware_compatible": "--hardware-compatible"}
+             "hardware_compatible": "--hardware-compatible", "min_shape": "--min-shape", "opt_shape": "--opt-shape",
+             "max_shape": "--max-shape"}
 
 
 def export(
@@ -64,6 +71,14 @@ def export(
                                                      "on later TensorRT versions too (10.x on 11).")] = False,
     hardware_compatible: Annotated[bool, typer.Option("--hardware-compatible", help="TensorRT engines that "
                                                       "run on every Ampere or newer GPU.")] = False,
+    min_shape: Annotated[str | None, typer.Option("--min-shape", help="TensorRT profile of a conv model: "
+                                                  "smallest image, HEIGHTxWIDTH pixels [f x f].")] = None,
+    opt_shape: Annotated[str | None, typer.Option("--opt-shape", help="TensorRT profile of a conv model: "
+                                                  f"image size to tune for [{SPATIAL_OPT_SHAPE[0]}x"
+                                                  f"{SPATIAL_OPT_SHAPE[1]}, within the range].")] = None,
+    max_shape: Annotated[str | None, typer.Option("--max-shape", help="TensorRT profile of a conv model: "
+                                                  f"largest image [{SPATIAL_MAX_SHAPE[0]}x{SPATIAL_MAX_SHAPE[1]}]; "
+                                                  "the codec tiles larger ones with --tile.")] = None,
 ) -> None:
     """Export the encoder+quantizer and decoder ONNX graphs and prove them equal to PyTorch; with
     --precision fp16 also FP16 graphs, with --trt TensorRT engines (docs/tensorrt.md). Given an
@@ -75,7 +90,10 @@ def export(
     build_given = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch,
                    "workspace_mib": workspace, "optimization_level": optimization_level,
                    "timing_cache": timing_cache, "version_compatible": version_compatible or None,
-                   "hardware_compatible": hardware_compatible or None}
+                   "hardware_compatible": hardware_compatible or None,
+                   **{name: None if text is None else parse_shape(text, f"--{name.replace('_', '-')}")
+                      for name, text in (("min_shape", min_shape), ("opt_shape", opt_shape),
+                                         ("max_shape", max_shape))}}
     precisions = list(dict.fromkeys(precision or ["fp32"]))
     if not run.is_dir():
         raise FSQDeployError(f"export: '{run}' does not exist. Note: pass a training run directory, or an "
@@ -97,7 +115,7 @@ def export(
         flag = _first_given({TRT_FLAGS[name]: value for name, value in build_given.items()})
         if flag:
             raise FSQDeployError(f"export: {flag} only applies to TensorRT engines. Note: add --trt")
-    options = BuildOptions.from_given(**build_given) if trt else None
+    options = BuildOptions.from_given(_spatial_factor(run, into_artifact), **build_given) if trt else None
 
     started = time.perf_counter()
     if into_artifact and options is not None:
@@ -145,7 +163,7 @@ def describe_engines(summary: dict[str, Any]) -> str:
         precs = sorted({pr for x in q for pr in x["precisions"]})
         lines.append(f"tensorrt {precision}: {', '.join(e['file'] for e in entry['engines'].values())} for "
                      f"{facts['gpu_name']} (sm {facts['compute_capability']}, TensorRT {facts['tensorrt_version']}), "
-                     f"batch {p['min']}..{p['max']} (opt {p['opt']}); quantizer layers {layers}, "
+                     f"batch {p['min']}..{p['max']} (opt {p['opt']}){_shape_range(p)}; quantizer layers {layers}, "
                      f"tensor types {', '.join(precs) or 'none listed'}")
     return "\n".join(lines)
 
@@ -193,3 +211,24 @@ def _sizes(parity: dict[str, Any]) -> str:
     """A spatial artifact's gate sizes, once each in the order run: ", sizes 400x600 ... 8x24"."""
     sizes = dict.fromkeys(f"{h}x{w}" for h, w in parity.get("image_sizes", []))
     return f", sizes {' '.join(sizes)}" if sizes else ""
+
+
+def _spatial_factor(source: Path, into_artifact: bool) -> int | None:
+    """f of a spatial (conv) model, read from the artifact's manifest or the run's config; None for
+    a patch model. Its TensorRT profile then covers height and width (BuildOptions.from_given)."""
+    from fsqdeploy.artifact import Manifest
+    from fsqdeploy.config import model_config_from_dict, read_config
+
+    if into_artifact:
+        manifest = Manifest.load(source)
+        return manifest.downsample if manifest.spatial else None
+    cfg = model_config_from_dict(read_config(source))
+    return cfg.downsample if cfg.spatial else None
+
+
+def _shape_range(profile: dict[str, Any]) -> str:
+    """", images 8x8..2048x2048 (opt 512x768)" for a spatial engine's profile, else ""."""
+    if "min_shape" not in profile:
+        return ""
+    lo, opt, hi = ("x".join(map(str, profile[k])) for k in ("min_shape", "opt_shape", "max_shape"))
+    return f", images {lo}..{hi} (opt {opt})"

@@ -133,11 +133,8 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, options: Bu
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        rest = list(dims_tuple(tensor.shape)[1:])
-        if any(d < 0 for d in rest):
-            raise FSQDeployError(f"tensorrt: input '{tensor.name}' has a dynamic axis besides the batch")
-        profile.set_shape(tensor.name, trt.Dims([options.min_batch, *rest]), trt.Dims([options.opt_batch, *rest]),
-                          trt.Dims([options.max_batch, *rest]))
+        lo, opt, hi = options.input_shapes(tensor.name, dims_tuple(tensor.shape)[1:])
+        profile.set_shape(tensor.name, trt.Dims(lo), trt.Dims(opt), trt.Dims(hi))
     if config.add_optimization_profile(profile) < 0:
         raise FSQDeployError(f"tensorrt: the batch profile {options.profile} is invalid for this network")
     # FP32 layers in FP32: TensorRT 10 enables TF32 (10-bit mantissa) convolutions and matrix
@@ -169,10 +166,11 @@ def engine_io_problems(engine: trt.ICudaEngine, graph: str, options: BuildOption
         got = dtypes.get(engine.get_tensor_dtype(name), str(engine.get_tensor_dtype(name)))
         if got != want:
             problems.append(f"'{name}' is bound as {got}, expected {want}")
-    lo, opt, hi = (int(s[0]) for s in engine.get_tensor_profile_shape(want_in, 0))
-    if (lo, opt, hi) != (options.min_batch, options.opt_batch, options.max_batch):
-        problems.append(f"profile is {lo}/{opt}/{hi}, expected {options.min_batch}/{options.opt_batch}/"
-                        f"{options.max_batch}")
+    got_shapes = [list(dims_tuple(s)) for s in engine.get_tensor_profile_shape(want_in, 0)]
+    want_shapes = options.input_shapes(want_in, tuple(got_shapes[0][1:]) if options.downsample is None
+                                       else dims_tuple(engine.get_tensor_shape(want_in))[1:])
+    if got_shapes != want_shapes:
+        problems.append(f"profile is {' / '.join(map(str, got_shapes))}, expected {' / '.join(map(str, want_shapes))}")
     return problems
 
 

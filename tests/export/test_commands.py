@@ -99,13 +99,18 @@ def test_trt_help_defaults_come_from_build_options():
     app = typer.Typer()
     app.command()(export)
     options = {p.opts[0]: p for p in typer.main.get_command(app).params}
-    assert set(TRT_FLAGS) == {f.name for f in dataclasses.fields(BuildOptions)}
+    # Every field is a flag but the spatial model's f, which comes from the model itself.
+    assert set(TRT_FLAGS) == {f.name for f in dataclasses.fields(BuildOptions)} - {"downsample"}
     defaults = BuildOptions()
     for field, flag in TRT_FLAGS.items():
         assert options[flag].default in (None, False), flag
         value = getattr(defaults, field)
         if isinstance(value, int) and not isinstance(value, bool):
             assert f"[{value}" in options[flag].help, (flag, options[flag].help)
+    spatial = BuildOptions.from_given(downsample=8)
+    for field in ("opt_shape", "max_shape"):
+        h, w = getattr(spatial, field)
+        assert f"[{h}x{w}" in options[TRT_FLAGS[field]].help
     assert options["--opset"].default is None and options["--parity-images"].default is None
 
 

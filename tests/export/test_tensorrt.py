@@ -692,3 +692,47 @@ def test_int8_engine_requests_that_cannot_work_are_one_line(cli, one_line_error,
     (art_copy / "encoder.onnx").write_bytes(b"tampered")
     one_line_error(*cli("export", art_copy, "--trt")[::2], "failed verification: encoder.onnx")
     assert sorted(p.name for p in art_copy.iterdir()) == before
+
+
+def test_conv_engines_get_an_image_profile(cli, conv_run, tmp_path, fake_trt):
+    """A spatial model's engines: the profile covers height and width (pixels for the encoder's
+    images, cells for the decoder's grid), from the flags or the spatial defaults."""
+    trt = fake_trt()
+    out = tmp_path / "art"
+    code, stdout, err = cli("export", conv_run, "--out", out, "--parity-images", "1", "--trt",
+                            "--min-shape", "16x8", "--max-shape", "128x256", "--max-batch", "2")
+    assert code == 0, err
+    shapes = {name: s for config in trt.configs for name, s in config._profiles[0]._shapes.items()}
+    width = 8  # two stages of 4 latent channels
+    # --opt-shape not given: the default 512x768 clamped into the range; --opt-batch: 1 (spatial default)
+    assert [list(d) for d in shapes["images"]] == [[1, 3, 16, 8], [1, 3, 128, 256], [2, 3, 128, 256]]
+    assert [list(d) for d in shapes["indices"]] == [[1, width, 2, 1], [1, width, 16, 32], [2, width, 16, 32]]
+    sidecar = json.loads((out / "encoder.fp32.plan.json").read_text())
+    assert sidecar["profile"] == {"min": 1, "opt": 1, "max": 2, "downsample": 8, "min_shape": [16, 8],
+                                  "opt_shape": [128, 256], "max_shape": [128, 256]}
+    assert "batch 1..2 (opt 1), images 16x8..128x256 (opt 128x256)" in stdout
+
+    trt.configs.clear()
+    code, _, err = cli("export", out, "--trt")  # into the artifact, all defaults
+    assert code == 0, err
+    images = trt.configs[0]._profiles[0]._shapes["images"]
+    assert [list(d) for d in images] == [[1, 3, 8, 8], [1, 3, 512, 768], [4, 3, 2048, 2048]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-shape", "12x16"], "--min-shape (12, 16) must be HEIGHTxWIDTH in positive multiples of 8 pixels"),
+    (["--max-shape", "64"], "--max-shape '64' is not HEIGHTxWIDTH"),
+    (["--min-shape", "64x64", "--max-shape", "32x128"], "--min-shape <= --opt-shape <= --max-shape"),
+])
+def test_bad_image_profiles_are_one_line(cli, one_line_error, conv_run, tmp_path, fake_trt, args, message):
+    fake_trt()
+    code, _, err = cli("export", conv_run, "--out", tmp_path / "art", "--trt", *args)
+    one_line_error(code, err, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_profile_flags_are_for_conv_models(cli, one_line_error, run32, tmp_path, fake_trt):
+    fake_trt()
+    code, _, err = cli("export", run32, "--out", tmp_path / "art", "--trt", "--opt-shape", "64x64")
+    one_line_error(code, err, "--opt-shape is for spatial (conv) models")
+    assert list(tmp_path.iterdir()) == []
