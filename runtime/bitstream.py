@@ -3,7 +3,7 @@
 A cell is what one index vector describes: a ``cell_size`` x ``cell_size`` patch encoded on its own
 (layout 0, the paper model), or one position of a single latent grid over the whole image (layout
 1, the conv codec; ``cell_size`` is its downsampling factor f). Version 2 files say which; version 1
-files (patches only) stay readable, and ``FsqHeader.for_image`` still writes them.
+files (patches only) stay readable in Python and C++, and ``FsqHeader.for_image`` still writes them.
 
 Packing is mixed radix. Cell i's D indices become one integer
 
@@ -106,9 +106,9 @@ def bits_per_patch(levels: Sequence[int]) -> int:
     return fixed_bits(_check_levels(levels))
 
 
-def file_length(levels: Sequence[int], num_patches: int, version: int = 1) -> int:
+def file_length(levels: Sequence[int], num_patches: int, version: int = VERSION) -> int:
     """Bytes of a whole .fsq file of ``num_patches`` cells: header (with its CRC), payload, payload CRC.
-    ``version=2`` for the files ``fsqdeploy compress`` writes now (34 header bytes more than v1)."""
+    The default is the version ``fsqdeploy compress`` writes (2); ``version=1`` is 34 header bytes less."""
     levels = _check_levels(levels)
     if version not in VERSIONS:
         raise _error(f"version {version!r} is not one of {list(VERSIONS)}", "Note: pass 1 or 2")
@@ -298,7 +298,7 @@ class FsqHeader:
             if not _is_int(value) or not 1 <= value <= limit:
                 raise _error(
                     f"{self._name(name)} = {value!r} is not an int in [1, {limit}]",
-                    # v1 keeps its words: the C++ reader (v1 only for now) says the same
+                    # v1 keeps its words (as the C++ reader does)
                     "Note: images, patches and grids must be non-empty" if self.version == 1
                     else "Note: images, cells and grids must be non-empty",
                 )

@@ -205,9 +205,7 @@ class Codec:
         height, width = image.shape[:2]
         if not self.spatial:
             patches, _, _ = to_patches(image, self.image_size)
-            # Patch files stay version 1 until the C++ reader knows version 2 (issue 11, not done):
-            # every reader in the field can then still open what a paper codec writes.
-            header = FsqHeader.for_image(self.model_id, height, width, self.image_size, self.levels)
+            header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
             return header, self.encode(patches)
         header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
         padded = pad_to_multiple(image, self.downsample)

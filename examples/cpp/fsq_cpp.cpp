@@ -40,8 +40,11 @@ void info_artifact(const std::filesystem::path& art) {
               << "model_id   " << m.model_id << "\n"
               << "levels     " << levels_text(m.levels) << " (W=" << m.code_width << ": " << m.stages
               << " stage(s) of D=" << m.latent_dim << ")\n"
-              << "bitstream  " << fsq::bits_per_patch(m.levels) << " bits per " << m.image_size << "x" << m.image_size
-              << " patch\n";
+              << "bitstream  " << fsq::bits_per_patch(m.levels) << " bits per "
+              << (m.spatial() ? std::to_string(m.downsample) + "x" + std::to_string(m.downsample) + " latent cell (" +
+                                    m.arch + ")"
+                              : std::to_string(m.image_size) + "x" + std::to_string(m.image_size) + " patch")
+              << "\n";
     const char* label = "files      ";
     for (const auto& [name, entry] : m.files) {
         std::cout << label << name << "  " << entry.size << " bytes  sha256 ok\n";
@@ -63,12 +66,13 @@ void info_bitstream(const std::filesystem::path& path) {
     const fsq::Bitstream b = fsq::Bitstream::load(path);  // every check of docs/bitstream.md
     const fsq::Header& h = b.header;
     const std::uint32_t bits = fsq::bits_per_patch(h.levels);
-    std::cout << "file       " << path.string() << " (" << std::filesystem::file_size(path) << " bytes)\n"
-              << "image      " << h.image_height << "x" << h.image_width << " pixels, " << h.patch_size
-              << "-pixel patches, grid " << h.grid_rows << "x" << h.grid_cols << " (" << h.num_patches()
-              << " patches)\n"
-              << "levels     " << levels_text(h.levels) << " (D=" << h.levels.size() << ", " << bits
-              << " bits per patch)\n"
+    const char* cell = h.spatial() ? "cell" : "patch";
+    std::cout << "file       " << path.string() << " (" << std::filesystem::file_size(path) << " bytes, version "
+              << unsigned{h.version} << ")\n"
+              << "image      " << h.image_height << "x" << h.image_width << " pixels, " << h.cell_size
+              << (h.spatial() ? "-pixel latent cells" : "-pixel patches") << ", grid " << h.grid_rows << "x"
+              << h.grid_cols << " (" << h.num_cells() << (h.spatial() ? " cells)\n" : " patches)\n") << "levels     "
+              << levels_text(h.levels) << " (D=" << h.levels.size() << ", " << bits << " bits per " << cell << ")\n"
               << "model      " << fsq::to_hex(h.model_hash) << "\n"
               << "payload    " << (h.num_patches() * bits + 7) / 8 << " bytes, CRCs ok\n";
 }

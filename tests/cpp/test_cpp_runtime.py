@@ -2,7 +2,9 @@
 
 ctest (run by .ci/cpp.sh) covers the C++ library itself, including Python <-> C++ bitstreams;
 what only this suite can do is use the session's exported models: the C++ manifest reader on a
-real ART, the C++ reader on a file the Python Codec compressed, and a changed ART refused.
+real ART (paper, and the exported conv ART's spatial manifest), the C++ reader on files the Python
+Codec compressed (version 2 patches, a version 2 latent grid, and version 1), and a changed ART
+refused.
 
 fsq-cpp comes from FSQ_CPP_BUILD_DIR when set (.ci/cpp.sh sets it), else it is built here; the
 tests skip, with the reason, where the C++ toolchain or its Debian packages are missing.
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fsqdeploy.runtime.bitstream import load_fsq, save_fsq
+from fsqdeploy.runtime.bitstream import FsqHeader, load_fsq, read_fsq, save_fsq
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_CPP = ROOT / "runtime" / "cpp"
@@ -77,11 +79,53 @@ def test_cpp_reads_what_the_python_codec_compressed(art64, fsq_cpp, tmp_path):
         header, indices = codec.encode_image(image)
         save_fsq(tmp_path / "photo.fsq", header, indices)
         model_id = codec.model_id
+    assert (header.version, header.layout) == (2, 0)  # what a paper codec writes now
     proc = run(fsq_cpp, "info", tmp_path / "photo.fsq")
     assert proc.returncode == 0, proc.stderr
+    assert f"({(tmp_path / 'photo.fsq').stat().st_size} bytes, version 2)" in proc.stdout
     assert "image      70x150 pixels, 64-pixel patches, grid 2x3 (6 patches)" in proc.stdout
     assert f"model      {model_id}" in proc.stdout
     assert f"levels     {list(codec.levels)}".replace("'", "") in proc.stdout
+
+    # The same indices as version 1 (the format before v2) still read, 34 bytes shorter.
+    save_fsq(tmp_path / "photo-v1.fsq", FsqHeader.for_image(model_id, 70, 150, 64, codec.levels), indices)
+    proc = run(fsq_cpp, "info", tmp_path / "photo-v1.fsq")
+    assert proc.returncode == 0, proc.stderr
+    assert f"({(tmp_path / 'photo.fsq').stat().st_size - 34} bytes, version 1)" in proc.stdout
+    assert "image      70x150 pixels, 64-pixel patches, grid 2x3 (6 patches)" in proc.stdout
+
+
+def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_cpp, tmp_path):
+    """The exported conv ART (graphs with dynamic height and width, FP16 too): its spatial manifest,
+    and a photo the Python Codec compressed through those graphs into a v2 latent grid."""
+    from fsqdeploy.runtime.codec import Codec
+
+    art = conv_exported.art
+    manifest = json.loads((art / "manifest.json").read_text())
+    proc = run(fsq_cpp, "info", art)
+    assert proc.returncode == 0, proc.stderr
+    assert "bitstream  20 bits per 8x8 latent cell (conv)" in proc.stdout  # levels (8,5,5,5) x 2 stages
+    for name, entry in manifest["files"].items():
+        assert f"{name}  {entry['size']} bytes  sha256 ok" in proc.stdout
+
+    image = np.random.default_rng(1).integers(0, 256, (70, 150, 3), dtype=np.uint8)
+    with Codec.load(art, backend="onnxruntime") as codec:
+        data = codec.compress(image)
+    (tmp_path / "photo.fsq").write_bytes(data)
+    header, _ = read_fsq(data)
+    assert (header.version, header.layout, header.grid_rows, header.grid_cols) == (2, 1, 9, 19)
+    proc = run(fsq_cpp, "info", tmp_path / "photo.fsq")
+    assert proc.returncode == 0, proc.stderr
+    assert f"({len(data)} bytes, version 2)" in proc.stdout
+    assert "image      70x150 pixels, 8-pixel latent cells, grid 9x19 (171 cells)" in proc.stdout
+    assert "levels     [8, 5, 5, 5, 8, 5, 5, 5] (D=8, 20 bits per cell)" in proc.stdout
+    assert f"model      {manifest['model_id']}" in proc.stdout
+    assert f"payload    {-(-171 * 20 // 8)} bytes, CRCs ok" in proc.stdout
+
+    # The C++ Codec runs patch artifacts only so far: one line, exit 2, before any backend.
+    proc = run(fsq_cpp, "encode", art, tmp_path / "in.ppm", tmp_path / "out.fsq")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"codec: '{art}' is a conv artifact (whole images, a latent grid)")
 
 
 def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
@@ -99,20 +143,29 @@ def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
 
 
 def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
+    """Python's message, byte for byte, for a damaged v2 patch file and for an intact one whose coding
+    this reader does not know (the entropy coder's, issue 12)."""
+    import zlib
+
     from fsqdeploy.errors import FSQDeployError
     from fsqdeploy.runtime.codec import Codec
 
-    path = tmp_path / "x.fsq"
     with Codec.load(art32.art, backend="onnxruntime") as codec:
-        save_fsq(path, *codec.encode_image(np.zeros((40, 40, 3), dtype=np.uint8)))
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0x40  # the last payload byte
-    path.write_bytes(bytes(data))
-    with pytest.raises(FSQDeployError) as python_error:
-        load_fsq(path)
-    proc = run(fsq_cpp, "info", path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == str(python_error.value)
+        written = codec.compress(np.zeros((40, 40, 3), dtype=np.uint8))
+    damaged = bytearray(written)
+    damaged[-5] ^= 0x40  # the last payload byte
+    coded = bytearray(written)
+    coded[49] = 1  # coding 1, with a header CRC that matches
+    crc_at = int.from_bytes(coded[6:8], "little") - 4
+    coded[crc_at : crc_at + 4] = zlib.crc32(bytes(coded[:crc_at])).to_bytes(4, "little")
+    for name, data, reason in (("damaged", damaged, "corrupted payload"), ("coded", coded, "unsupported coding 1")):
+        path = tmp_path / f"{name}.fsq"
+        path.write_bytes(bytes(data))
+        with pytest.raises(FSQDeployError, match=reason) as python_error:
+            load_fsq(path)
+        proc = run(fsq_cpp, "info", path)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == str(python_error.value)
 
 
 def test_python_embedding_example(art32, tmp_path):

@@ -124,7 +124,7 @@ def test_report_schema(cli, art32, tmp_path):
     by = {(b["codec"], b["scope"], b["mode"]): b for b in r["baselines"]}
     assert by[("fsq", "patch", "codec")]["bytes_mean"] == 6 and by[("fsq", "tile", "codec")]["images"] == 2
     tile = by[("fsq", "tile", "codec")]
-    assert tile["patches_per_tile"] == 4 and tile["file_bytes"] == file_length(levels, 4) == 24 + 80 + 2 * 16
+    assert tile["patches_per_tile"] == 4 and tile["file_bytes"] == file_length(levels, 4) == 24 + 114 + 2 * 16
     for codec in ("jpeg", "webp"):
         at_budget = by[(codec, "patch", "equal_bytes")]
         assert at_budget["budget_bytes"] == 6 and at_budget["images_within_budget"] == 0
@@ -437,7 +437,7 @@ def test_settings_are_checked_before_loading(tmp_path):
 def test_the_payload_and_file_bytes_are_the_bitstreams():
     levels = [8, 5, 5, 5] * 4
     indices = np.zeros((6, len(levels)), np.int32)
-    header = FsqHeader.for_image("0" * 64, 64, 96, 32, levels)
+    header = FsqHeader.for_patches("0" * 64, 64, 96, 32, levels)  # what a paper codec writes
     assert len(write_fsq(header, indices)) == file_length(levels, 6)
     assert bench.fidelity.rate(levels, 32)["bits_per_image"] == bits_per_patch(levels)
 

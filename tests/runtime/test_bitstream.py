@@ -638,8 +638,9 @@ def test_grid_cells_round_trip_non_square() -> None:
 
 
 def test_file_length_per_version() -> None:
-    assert file_length(GOLDEN_LEVELS, 4) == len(bytes.fromhex(GOLDEN_HEX)) == 90
+    assert file_length(GOLDEN_LEVELS, 4, version=1) == len(bytes.fromhex(GOLDEN_HEX)) == 90
     assert file_length(GOLDEN_LEVELS, 4, version=2) == len(bytes.fromhex(GOLDEN_V2_HEX)) == 124
+    assert file_length(GOLDEN_LEVELS, 4) == 124  # the version writers write
     with pytest.raises(FSQDeployError, match="version 3 is not one of"):
         file_length(GOLDEN_LEVELS, 4, version=3)
 

@@ -115,15 +115,15 @@ def test_cli_compress_and_decompress(tmp_path, art64):
 
 
 def test_version_1_files_still_decompress(codec):
-    """Patch (paper) codecs write version 1 until the C++ reader knows version 2; a v2 patch file
-    (layout 0) of the same indices decodes to the same image; the two differ in the header only."""
+    """Patch (paper) codecs write version 2, layout 0 (the C++ reader reads it too); a version 1 file
+    of the same indices decodes to the same image; the two differ in the header only."""
     from fsqdeploy.runtime.bitstream import FsqHeader, read_fsq, write_fsq
 
     img = photo(65, 127, seed=6)
-    v1 = codec.compress(img)
-    header, indices = read_fsq(v1)
-    assert (header.version, header.patch_size) == (1, 64)
-    v2 = write_fsq(FsqHeader.for_patches(codec.model_id, 65, 127, 64, codec.levels), indices)
-    assert read_fsq(v2)[0].layout == 0
+    v2 = codec.compress(img)
+    header, indices = read_fsq(v2)
+    assert (header.version, header.layout, header.cell_size) == (2, 0, 64)
+    v1 = write_fsq(FsqHeader.for_image(codec.model_id, 65, 127, 64, codec.levels), indices)
+    assert read_fsq(v1)[0].version == 1
     assert v1[4] == 1 and v2[4] == 2 and len(v2) - len(v1) == 34 and v1[-8:] == v2[-8:]
     assert np.array_equal(codec.decompress(v1), codec.decompress(v2))

@@ -298,10 +298,10 @@ def test_files_of_the_other_layout_are_refused(tmp_path, codec, conv_art, art32)
         codec.decompress(write_fsq(patches, np.zeros((4, 4), np.int32)))
 
 
-def test_paper_codec_writes_v1_patches_until_cpp_reads_v2(art32) -> None:
+def test_paper_codec_writes_v2_patches(art32) -> None:
     with Codec.load(art32.art, "onnxruntime") as paper:
         header, _ = read_fsq(paper.compress(photo(40, 70)))
-    assert (header.version, header.layout, header.cell_size, header.grid_rows, header.grid_cols) == (1, 0, 32, 2, 3)
+    assert (header.version, header.layout, header.cell_size, header.grid_rows, header.grid_cols) == (2, 0, 32, 2, 3)
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 // bytes. Anything else (a crash, a sanitizer report, another exception) is a bug.
 //
 // Random bytes rarely get past the two CRC32s, so each input is also tried with its CRCs repaired:
-// that lets the fuzzer reach the header's values, the lengths and the payload decoder.
+// that lets the fuzzer reach the header's values (v2's layout, coding and prior_hash included),
+// the lengths and the payload decoder. The seeds (fsq-cross seeds) hold v1 and v2 files.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -33,11 +34,14 @@ void put_u32(std::uint8_t* p, std::uint32_t v) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     check(data, size);
-    if (size < 60) return 0;
-    // Repair the CRCs where the (claimed) D says they are.
+    // Repair the CRCs where the (claimed) version and D say they are: D is the last u16 of the
+    // fixed part, 60 bytes in version 1 and 62 in version 2 (docs/bitstream.md).
+    const bool v2 = size > 4 && data[4] == 2;
+    const std::size_t fixed_size = v2 ? 62 : 60, extra = v2 ? 110 : 76;
+    if (size < fixed_size) return 0;
     std::vector<std::uint8_t> fixed(data, data + size);
-    const std::size_t d = fixed[58] | (std::size_t{fixed[59]} << 8);
-    const std::size_t header_length = 76 + 2 * d;
+    const std::size_t d = fixed[fixed_size - 2] | (std::size_t{fixed[fixed_size - 1]} << 8);
+    const std::size_t header_length = extra + 2 * d;
     if (size < header_length) return 0;
     put_u32(&fixed[header_length - 4], fsq::crc32(fixed.data(), header_length - 4));
     if (size >= header_length + 4) {

@@ -17,9 +17,27 @@ namespace fsq {
 namespace {
 
 constexpr std::uint8_t kMagic[4] = {'F', 'S', 'Q', 'B'};
-constexpr std::uint8_t kVersion = 1;
-constexpr std::size_t kFixed = 60;        // magic .. D
-constexpr std::size_t kHeaderExtra = 76;  // header_length = 76 + 2*D
+constexpr std::size_t kPriorHash = 32;  // v2: the entropy coder's table hash, zero for coding 0
+
+// Where a version keeps its fields (docs/bitstream.md) and what its spec calls them, so a message
+// names the field the reader sees: the fixed part (magic .. D, which ends with D's u16),
+// header_length = extra + 2*D, and the most levels that keep header_length in its u16.
+struct Format {
+    std::size_t fixed, extra, max_levels;
+    const char* cell_size;  // the field's name
+    const char* bits;       // bits_per_cell's name
+    const char* unit;       // what a cell is called
+};
+constexpr Format kV1{60, 76, kMaxLevels, "patch_size", "bits_per_patch", "patch"};
+constexpr Format kV2{62, 110, kMaxLevelsV2, "cell_size", "bits_per_cell", "cell"};
+
+const Format& format_of(unsigned version) {
+    return version == 1 ? kV1 : kV2;
+}
+
+std::string plural(std::string_view unit) {
+    return unit == "patch" ? "patches" : std::string(unit) + "s";
+}
 
 constexpr const char* kCorrupt = "Note: the file was damaged after it was written; compress the image again";
 constexpr const char* kLevelsNote = "Note: pass the model's levels, e.g. [8, 8, 8]";
@@ -63,42 +81,79 @@ std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) {
     return a / b + (a % b != 0);
 }
 
-// What FsqHeader.__post_init__ refuses, as (what, note); what is "" when the header is fine. First
-// the levels' part, which Header::for_image also checks before the sizes, as FsqHeader does.
-std::pair<std::string, std::string> header_levels_problem(const Levels& levels) {
+// What FsqHeader.__post_init__ refuses, in its order, as (what, note); what is "" when the header
+// is fine. First the version, layout and coding (which the reader has checked already, with its
+// own words), then the levels, which the factories also check before the sizes, as FsqHeader does.
+using Problem = std::pair<std::string, std::string>;
+
+Problem format_problem(unsigned version, unsigned layout, unsigned coding) {
+    if (version != 1 && version != 2) {
+        return {"version = " + std::to_string(version) + " is not one of [1, 2]",
+                "Note: read the file with the fsqdeploy version that wrote it"};
+    }
+    if (layout > kLayoutGrid || (version == 1 && layout != kLayoutPatches)) {
+        const char* known = version == 1 ? "0 (patches)" : "0 (patches) or 1 (latent grid)";
+        return {"unsupported layout " + std::to_string(layout) + " (version " + std::to_string(version) + " knows " +
+                    known + ")",
+                "Note: the file comes from a newer writer; read it with that fsqdeploy version"};
+    }
+    if (coding != kCodingFixed) {
+        return {"unsupported coding " + std::to_string(coding) + " (this reader knows 0, fixed-rate packing)",
+                "Note: entropy-coded files need a newer fsqdeploy"};
+    }
+    return {"", ""};
+}
+
+Problem header_levels_problem(const Levels& levels, unsigned version) {
     std::string what = levels_problem(levels);
     if (!what.empty()) return {what, kLevelsNote};
-    if (levels.size() > kMaxLevels) {
-        return {std::to_string(levels.size()) + " levels do not fit the header (at most " + std::to_string(kMaxLevels) +
-                    ")",
+    if (levels.size() > format_of(version).max_levels) {
+        return {std::to_string(levels.size()) + " levels do not fit the header (at most " +
+                    std::to_string(format_of(version).max_levels) + ")",
                 "Note: use a model with fewer FSQ dimensions"};
     }
     return {"", ""};
 }
 
-// Then the sizes and the grid.
-std::pair<std::string, std::string> header_problem(const Header& h) {
-    auto levels = header_levels_problem(h.levels);
-    if (!levels.first.empty()) return levels;
-    const std::pair<const char*, std::uint64_t> sizes[] = {
-        {"image_height", h.image_height}, {"image_width", h.image_width}, {"patch_size", h.patch_size},
-        {"grid_rows", h.grid_rows},       {"grid_cols", h.grid_cols},
-    };
-    for (const auto& [name, value] : sizes) {
-        if (value == 0) {
-            const char* limit = std::strcmp(name, "patch_size") == 0 ? "65535" : "4294967295";
-            return {std::string(name) + " = 0 is not an int in [1, " + limit + "]",
-                    "Note: images, patches and grids must be non-empty"};
-        }
+// A size field (named as the version names it) must lie in [1, limit], limit being its field's maximum.
+struct SizeField {
+    const char* name;
+    std::uint64_t value, limit;
+};
+
+Problem size_problem(const SizeField& f, unsigned version) {
+    if (f.value >= 1 && f.value <= f.limit) return {"", ""};
+    return {std::string(f.name) + " = " + std::to_string(f.value) + " is not an int in [1, " + std::to_string(f.limit) +
+                "]",
+            // v1 keeps its words, as FsqHeader does
+            version == 1 ? "Note: images, patches and grids must be non-empty"
+                         : "Note: images, cells and grids must be non-empty"};
+}
+
+Problem header_problem(const Header& h) {
+    for (const Problem& p :
+         {format_problem(h.version, h.layout, h.coding), header_levels_problem(h.levels, h.version)}) {
+        if (!p.first.empty()) return p;
     }
-    const std::uint64_t rows = ceil_div(h.image_height, h.patch_size);
-    const std::uint64_t cols = ceil_div(h.image_width, h.patch_size);
+    const SizeField sizes[] = {
+        {"image_height", h.image_height, 0xFFFFFFFFu},
+        {"image_width", h.image_width, 0xFFFFFFFFu},
+        {format_of(h.version).cell_size, h.cell_size, 0xFFFFu},
+        {"grid_rows", h.grid_rows, 0xFFFFFFFFu},
+        {"grid_cols", h.grid_cols, 0xFFFFFFFFu},
+    };
+    for (const SizeField& size : sizes) {
+        Problem p = size_problem(size, h.version);
+        if (!p.first.empty()) return p;
+    }
+    const std::uint64_t rows = ceil_div(h.image_height, h.cell_size);
+    const std::uint64_t cols = ceil_div(h.image_width, h.cell_size);
     if (h.grid_rows != rows || h.grid_cols != cols) {
         return {"grid " + std::to_string(h.grid_rows) + "x" + std::to_string(h.grid_cols) + " does not tile a " +
                     std::to_string(h.image_height) + "x" + std::to_string(h.image_width) + " image with " +
-                    std::to_string(h.patch_size) + "-pixel patches (expected " + std::to_string(rows) + "x" +
-                    std::to_string(cols) + ")",
-                "Note: build the header with Header::for_image"};
+                    std::to_string(h.cell_size) + "-pixel " + (h.spatial() ? "latent cells" : "patches") +
+                    " (expected " + std::to_string(rows) + "x" + std::to_string(cols) + ")",
+                "Note: build the header with Header::for_patches or Header::for_grid"};
     }
     return {"", ""};
 }
@@ -225,11 +280,13 @@ void check_indices(const std::int32_t* indices, std::size_t count, const Levels&
 }
 
 // The payload's indices, or why it cannot be (nonzero padding bits, a field >= prod(levels)).
-// The levels are valid, `bits` is theirs, and size == ceil(count * bits / 8).
+// The levels are valid, `bits` is theirs, and size == ceil(count * bits / 8); `unit` names a field.
 std::string decode_payload(const std::uint8_t* data, std::size_t size, const Levels& levels, std::uint32_t bits,
-                           std::uint64_t count, std::vector<std::int32_t>& out) {
+                           std::uint64_t count, std::string_view unit, std::vector<std::int32_t>& out) {
     const std::uint64_t used = count * bits;  // <= 8 * size, so no overflow
-    if (used % 8 != 0 && (data[size - 1] >> (used % 8)) != 0) return "padding bits after the last patch are not zero";
+    if (used % 8 != 0 && (data[size - 1] >> (used % 8)) != 0) {
+        return "padding bits after the last " + std::string(unit) + " are not zero";
+    }
     const std::size_t d = levels.size();
     const std::vector<Run> runs = digit_runs(levels);
     // count * D <= count * bits <= 8 * size: the output is at most 32 times the payload.
@@ -255,11 +312,31 @@ std::string decode_payload(const std::uint8_t* data, std::size_t size, const Lev
         if (!v.is_zero()) {  // what is left is V // prod(levels): nonzero iff V >= prod(levels)
             detail::Limbs value(0, (bits + 31) / 32);
             read_field(i, value);
-            return "patch " + std::to_string(i) + " decodes to " + value.to_decimal() + ", outside the codebook [0, " +
-                   codebook_size(levels).to_decimal() + ")";
+            return std::string(unit) + " " + std::to_string(i) + " decodes to " + value.to_decimal() +
+                   ", outside the codebook [0, " + codebook_size(levels).to_decimal() + ")";
         }
     }
     return "";
+}
+
+// The header fields of docs/bitstream.md that sit before the levels, at each version's offsets.
+void read_fixed(const std::uint8_t* data, unsigned version, Header& h) {
+    std::memcpy(h.model_hash.data(), data + 8, 32);
+    h.version = static_cast<std::uint8_t>(version);
+    h.image_height = static_cast<std::uint32_t>(get_le(data + 40, 4));
+    h.image_width = static_cast<std::uint32_t>(get_le(data + 44, 4));
+    const std::uint8_t* p = data + 48;
+    if (version == 2) {  // v1 has no layout or coding byte: patches, fixed-rate
+        h.layout = data[48];
+        h.coding = data[49];
+        p += 2;
+    } else {
+        h.layout = kLayoutPatches;
+        h.coding = kCodingFixed;
+    }
+    h.cell_size = static_cast<std::uint16_t>(get_le(p, 2));
+    h.grid_rows = static_cast<std::uint32_t>(get_le(p + 2, 4));
+    h.grid_cols = static_cast<std::uint32_t>(get_le(p + 6, 4));
 }
 
 Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::string& source) {
@@ -271,27 +348,30 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
         reject("not an .fsq file (it starts with " + bytes_repr(data, head) + ", not b'FSQB')",
                "Note: pass a file written by `fsqdeploy compress`");
     }
-    if (size < kFixed) {
+    auto too_short = [&](std::size_t fixed) {
         reject("file is truncated or too short: " + std::to_string(size) + " bytes, the fixed header alone has " +
-               std::to_string(kFixed));
-    }
-    const unsigned version = data[4], flags = data[5];
-    const std::size_t header_length = get_le(data + 6, 2);
-    const std::size_t d = get_le(data + 58, 2);
-    if (version != kVersion) {
-        reject("unsupported format version " + std::to_string(version) + " (this reader knows " +
-                   std::to_string(kVersion) + ")",
+               std::to_string(fixed));
+    };
+    if (size <= 4) too_short(kV1.fixed);  // no version byte yet: v1's, as Python says
+    const unsigned version = data[4];
+    if (version != 1 && version != 2) {
+        reject("unsupported format version " + std::to_string(version) + " (this reader knows 1, 2)",
                "Note: read the file with the fsqdeploy version that wrote it");
     }
+    const std::size_t fixed = format_of(version).fixed, extra = format_of(version).extra;
+    if (size < fixed) too_short(fixed);
+    const unsigned flags = data[5];
+    const std::size_t header_length = get_le(data + 6, 2);
+    const std::size_t d = get_le(data + fixed - 2, 2);
     if (flags != 0) {
         char hex[8];
         std::snprintf(hex, sizeof hex, "%#04x", flags);
         reject(std::string("flags byte is ") + hex + ", expected 0 (reserved)",
                "Note: the file comes from a newer writer or is damaged");
     }
-    if (d == 0 || header_length != kHeaderExtra + 2 * d) {
+    if (d == 0 || header_length != extra + 2 * d) {
         reject("header_length " + std::to_string(header_length) + " does not match D = " + std::to_string(d) +
-               " levels (expected " + std::to_string(kHeaderExtra) + " + 2*D)");
+               " levels (expected " + std::to_string(extra) + " + 2*D)");
     }
     if (size < header_length) {
         reject("file is truncated: " + std::to_string(size) + " bytes, shorter than its " +
@@ -300,31 +380,45 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     const std::size_t crc_at = header_length - 4;
     if (crc32(data, crc_at) != get_le(data + crc_at, 4)) reject("corrupted header (header CRC32 mismatch)");
 
-    // The header is intact; what follows catches files that were written wrong, not damaged.
+    // The header is intact; what follows catches files that were written wrong (or by a newer
+    // writer), not damaged. Layout and coding first: a coding this reader does not know has a
+    // payload whose length and packing it cannot judge.
     Bitstream out;
     Header& h = out.header;
-    std::memcpy(h.model_hash.data(), data + 8, 32);
-    h.image_height = static_cast<std::uint32_t>(get_le(data + 40, 4));
-    h.image_width = static_cast<std::uint32_t>(get_le(data + 44, 4));
-    h.patch_size = static_cast<std::uint16_t>(get_le(data + 48, 2));
-    h.grid_rows = static_cast<std::uint32_t>(get_le(data + 50, 4));
-    h.grid_cols = static_cast<std::uint32_t>(get_le(data + 54, 4));
+    read_fixed(data, version, h);
     h.levels.resize(d);
-    for (std::size_t j = 0; j < d; ++j) h.levels[j] = static_cast<int>(get_le(data + kFixed + 2 * j, 2));
-    const std::uint64_t bits = get_le(data + kFixed + 2 * d, 4);
-    const std::uint64_t payload_length = get_le(data + kFixed + 2 * d + 4, 8);
+    for (std::size_t j = 0; j < d; ++j) h.levels[j] = static_cast<int>(get_le(data + fixed + 2 * j, 2));
+    const std::uint8_t* tail = data + fixed + 2 * d;
+    const std::uint64_t bits = get_le(tail, 4);
+    const std::uint64_t payload_length = get_le(tail + 4, 8);
+    if (h.layout > kLayoutGrid) {
+        reject(
+            "unsupported layout " + std::to_string(h.layout) + " (this reader knows 0, patches, and 1, a latent grid)",
+            "Note: read the file with the fsqdeploy version that wrote it");
+    }
+    if (h.coding != kCodingFixed) {
+        reject("unsupported coding " + std::to_string(h.coding) + " (this reader knows 0, fixed-rate packing)",
+               "Note: entropy-coded files need a newer fsqdeploy");
+    }
+    if (version == 2) {
+        const std::uint8_t* prior = tail + 12;
+        if (std::any_of(prior, prior + kPriorHash, [](std::uint8_t b) { return b != 0; })) {
+            reject("prior_hash is not zero in a fixed-rate (coding 0) file");
+        }
+    }
 
     const std::string problem = header_problem(h).first;  // written wrong, not damaged: the note is kCorrupt's
     if (!problem.empty()) reject("invalid header: " + problem);
     const std::uint32_t need = bits_of(h.levels);
     if (bits != need) {
-        reject("bits_per_patch is " + std::to_string(bits) + " but levels " + levels_text(h.levels) + " need " +
-               std::to_string(need));
+        reject(std::string(format_of(version).bits) + " is " + std::to_string(bits) + " but levels " +
+               levels_text(h.levels) + " need " + std::to_string(need));
     }
-    const ByteCount expected = packed_bytes(h.num_patches(), need);
+    const std::string cells = plural(format_of(version).unit);
+    const ByteCount expected = packed_bytes(h.num_cells(), need);
     if (!expected.fits || payload_length != expected.value) {
         reject("payload_length is " + std::to_string(payload_length) + ", expected " + expected.text + " for " +
-               std::to_string(h.num_patches()) + " patches of " + std::to_string(bits) + " bits");
+               std::to_string(h.num_cells()) + " " + cells + " of " + std::to_string(bits) + " bits");
     }
     // end + 4 may not fit 64 bits when payload_length is near 2^64: compare by subtraction.
     const std::uint64_t after_header = size - header_length;
@@ -343,7 +437,7 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
         reject("corrupted payload (payload CRC32 mismatch)");
     }
     const std::string problem_in_payload =
-        decode_payload(payload, payload_size, h.levels, need, h.num_patches(), out.indices);
+        decode_payload(payload, payload_size, h.levels, need, h.num_cells(), format_of(version).unit, out.indices);
     if (!problem_in_payload.empty()) reject(problem_in_payload);
     return out;
 }
@@ -435,45 +529,69 @@ std::vector<std::uint8_t> pack_indices(const std::vector<std::int32_t>& indices,
 }
 
 std::vector<std::int32_t> unpack_indices(const std::uint8_t* data, std::size_t size, const Levels& levels,
-                                         std::uint64_t count) {
+                                         std::uint64_t count, std::string_view unit) {
     check_levels(levels);
     const std::uint32_t bits = bits_of(levels);
     const ByteCount expected = packed_bytes(count, bits);
     if (!expected.fits || expected.value != size) {
         fail("payload has " + std::to_string(size) + " bytes, expected " + expected.text + " for " +
-                 std::to_string(count) + " patches of " + std::to_string(bits) + " bits",
+                 std::to_string(count) + " " + plural(unit) + " of " + std::to_string(bits) + " bits",
              kCorrupt);
     }
     std::vector<std::int32_t> out;
-    const std::string what = decode_payload(data, size, levels, bits, count, out);
+    const std::string what = decode_payload(data, size, levels, bits, count, unit, out);
     if (!what.empty()) fail(what, kCorrupt);
     return out;
 }
 
-Header Header::for_image(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
-                         std::uint64_t patch_size, Levels levels) {
-    const auto [what, note] = header_levels_problem(levels);
-    if (!what.empty()) fail(what, note);
-    const std::pair<const char*, std::uint64_t> sizes[] = {
-        {"image_height", image_height}, {"image_width", image_width}, {"patch_size", patch_size}};
-    for (const auto& [name, value] : sizes) {
-        const std::uint64_t limit = std::strcmp(name, "patch_size") == 0 ? 0xFFFFu : 0xFFFFFFFFu;
-        if (value < 1 || value > limit) {
-            fail(std::string(name) + " = " + std::to_string(value) + " is not an int in [1, " + std::to_string(limit) +
-                     "]",
-                 "Note: images, patches and grids must be non-empty");
-        }
+namespace {
+
+// FsqHeader._sized: the grid computed from the sizes, every field checked in FsqHeader's order.
+Header sized(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+             std::uint64_t cell_size, Levels levels, std::uint8_t version, std::uint8_t layout) {
+    for (const Problem& p : {format_problem(version, layout, kCodingFixed), header_levels_problem(levels, version)}) {
+        if (!p.first.empty()) fail(p.first, p.second);
+    }
+    const SizeField sizes[] = {{"image_height", image_height, 0xFFFFFFFFu},
+                               {"image_width", image_width, 0xFFFFFFFFu},
+                               {format_of(version).cell_size, cell_size, 0xFFFFu}};
+    for (const SizeField& size : sizes) {
+        const auto [what, note] = size_problem(size, version);
+        if (!what.empty()) fail(what, note);
     }
     Header h;
     h.model_hash = model_hash;
+    h.version = version;
+    h.layout = layout;
     h.image_height = static_cast<std::uint32_t>(image_height);
     h.image_width = static_cast<std::uint32_t>(image_width);
-    h.patch_size = static_cast<std::uint16_t>(patch_size);
-    h.grid_rows = static_cast<std::uint32_t>(ceil_div(image_height, patch_size));
-    h.grid_cols = static_cast<std::uint32_t>(ceil_div(image_width, patch_size));
+    h.cell_size = static_cast<std::uint16_t>(cell_size);
+    h.grid_rows = static_cast<std::uint32_t>(ceil_div(image_height, cell_size));
+    h.grid_cols = static_cast<std::uint32_t>(ceil_div(image_width, cell_size));
     h.levels = std::move(levels);
     h.check();
     return h;
+}
+
+}  // namespace
+
+Header Header::for_patches(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+                           std::uint64_t patch_size, Levels levels) {
+    return sized(model_hash, image_height, image_width, patch_size, std::move(levels), 2, kLayoutPatches);
+}
+
+Header Header::for_grid(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+                        std::uint64_t downsample, Levels levels) {
+    return sized(model_hash, image_height, image_width, downsample, std::move(levels), 2, kLayoutGrid);
+}
+
+Header Header::for_image(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+                         std::uint64_t patch_size, Levels levels) {
+    return sized(model_hash, image_height, image_width, patch_size, std::move(levels), 1, kLayoutPatches);
+}
+
+std::size_t Header::header_length() const {
+    return format_of(version).extra + 2 * levels.size();
 }
 
 void Header::check() const {
@@ -483,34 +601,41 @@ void Header::check() const {
 
 bool Header::operator==(const Header& o) const {
     return model_hash == o.model_hash && image_height == o.image_height && image_width == o.image_width &&
-           patch_size == o.patch_size && grid_rows == o.grid_rows && grid_cols == o.grid_cols && levels == o.levels;
+           cell_size == o.cell_size && grid_rows == o.grid_rows && grid_cols == o.grid_cols && levels == o.levels &&
+           version == o.version && layout == o.layout && coding == o.coding;
 }
 
 std::vector<std::uint8_t> Bitstream::write() const {
     header.check();
     const std::vector<std::uint8_t> payload = pack_indices(indices, header.levels);
     const std::size_t rows = indices.size() / header.levels.size();
-    if (rows != header.num_patches()) {
+    if (rows != header.num_cells()) {
         fail("indices have " + std::to_string(rows) + " rows but the " + std::to_string(header.grid_rows) + "x" +
-                 std::to_string(header.grid_cols) + " grid needs " + std::to_string(header.num_patches()),
-             "Note: encode every tile of the padded image, row by row");
+                 std::to_string(header.grid_cols) + " grid needs " + std::to_string(header.num_cells()),
+             header.spatial() ? "Note: encode every position of the latent grid, row by row"
+                              : "Note: encode every tile of the padded image, row by row");
     }
     std::vector<std::uint8_t> out;
     out.reserve(header.header_length() + payload.size() + 4);
     out.insert(out.end(), kMagic, kMagic + 4);
-    put_le(out, kVersion, 1);
+    put_le(out, header.version, 1);
     put_le(out, 0, 1);  // flags
     put_le(out, header.header_length(), 2);
     out.insert(out.end(), header.model_hash.begin(), header.model_hash.end());
     put_le(out, header.image_height, 4);
     put_le(out, header.image_width, 4);
-    put_le(out, header.patch_size, 2);
+    if (header.version == 2) {
+        put_le(out, header.layout, 1);
+        put_le(out, header.coding, 1);
+    }
+    put_le(out, header.cell_size, 2);
     put_le(out, header.grid_rows, 4);
     put_le(out, header.grid_cols, 4);
     put_le(out, header.levels.size(), 2);
     for (int level : header.levels) put_le(out, static_cast<std::uint64_t>(level), 2);
     put_le(out, bits_of(header.levels), 4);
     put_le(out, payload.size(), 8);
+    if (header.version == 2) out.insert(out.end(), kPriorHash, 0);  // no prior: coding 0
     put_le(out, crc32(out.data(), out.size()), 4);
     out.insert(out.end(), payload.begin(), payload.end());
     put_le(out, crc32(payload.data(), payload.size()), 4);
@@ -569,6 +694,41 @@ Bitstream Bitstream::load(const std::filesystem::path& path) {
     }
     static const std::uint8_t empty = 0;
     return read_impl(data.empty() ? &empty : data.data(), data.size(), "'" + path.string() + "': ");
+}
+
+std::vector<std::int32_t> grid_to_cells(const std::vector<std::int32_t>& grid, std::size_t d, std::size_t rows,
+                                        std::size_t cols) {
+    // size == d * rows * cols, by division: the product of crafted sizes could overflow.
+    const std::size_t n = grid.size();
+    const bool fits =
+        d != 0 && (rows == 0 || cols == 0 ? n == 0 : n % d == 0 && n / d % rows == 0 && n / d / rows == cols);
+    if (!fits) {
+        fail("a latent grid of " + std::to_string(grid.size()) + " indices is not [1, " + std::to_string(d) + ", " +
+                 std::to_string(rows) + ", " + std::to_string(cols) + "]",
+             "Note: pass one image's indices, channels first");
+    }
+    std::vector<std::int32_t> cells(grid.size());
+    const std::size_t plane = rows * cols;
+    for (std::size_t k = 0; k < d; ++k) {
+        for (std::size_t i = 0; i < plane; ++i) cells[i * d + k] = grid[k * plane + i];
+    }
+    return cells;
+}
+
+std::vector<std::int32_t> cells_to_grid(const Header& header, const std::vector<std::int32_t>& cells) {
+    const std::size_t d = header.levels.size();
+    const std::uint64_t plane = header.num_cells();
+    if (d == 0 || cells.size() % d != 0 || cells.size() / d != plane) {
+        fail("indices have " + std::to_string(cells.size()) + " values but the " + std::to_string(header.grid_rows) +
+                 "x" + std::to_string(header.grid_cols) + " grid needs [" + std::to_string(plane) + ", " +
+                 std::to_string(d) + "]",
+             "Note: pass the indices Bitstream::read returned with the header");
+    }
+    std::vector<std::int32_t> grid(cells.size());
+    for (std::size_t k = 0; k < d; ++k) {
+        for (std::size_t i = 0; i < plane; ++i) grid[k * plane + i] = cells[i * d + k];
+    }
+    return grid;
 }
 
 void check_model(const Header& header, const ModelHash& model_hash, const Levels& levels) {

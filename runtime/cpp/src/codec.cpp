@@ -153,13 +153,30 @@ Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t 
 
 // -- Codec --------------------------------------------------------------------------------------
 
+namespace {
+
+// This Codec runs patch models; a spatial artifact (whole images in, a latent grid out) needs the
+// dynamic-shape runner that is not written yet (issue 11). Refused before any graph is loaded.
+void check_patch_model(const Manifest& manifest) {
+    if (manifest.spatial()) {
+        throw Error("codec: '" + manifest.dir.string() + "' is a " + manifest.arch +
+                    " artifact (whole images, a latent grid); the C++ Codec runs patch (paper) artifacts only so "
+                    "far. Note: compress it with the Python runtime (fsqdeploy compress); the C++ library reads "
+                    "its .fsq files");
+    }
+}
+
+}  // namespace
+
 Codec::Codec(Manifest manifest, std::unique_ptr<Backend> backend)
     : manifest_(std::move(manifest)), backend_(std::move(backend)) {
     if (!backend_) throw Error("codec: no backend given. Note: use Codec::open or open_backend");
+    check_patch_model(manifest_);
 }
 
 Codec Codec::open(const std::filesystem::path& art_dir, const BackendOptions& options) {
     Manifest manifest = Manifest::load(art_dir);
+    check_patch_model(manifest);
     std::unique_ptr<Backend> backend = open_backend(manifest, options);
     return Codec(std::move(manifest), std::move(backend));
 }
@@ -255,9 +272,9 @@ std::vector<float> Codec::decode(const std::vector<std::int32_t>& indices, const
 Bitstream Codec::compress(const Image& image) {
     const auto s = static_cast<std::uint32_t>(manifest_.image_size);
     Bitstream out;
-    out.header = Header::for_image(manifest_.model_hash, image.height, image.width, s, manifest_.levels);
+    out.header = Header::for_patches(manifest_.model_hash, image.height, image.width, s, manifest_.levels);
     const std::vector<float> patches = to_patches(image, s);
-    const auto n = static_cast<std::int64_t>(out.header.num_patches());
+    const auto n = static_cast<std::int64_t>(out.header.num_cells());
     out.indices = encode(patches, {n, 3, static_cast<std::int64_t>(s), static_cast<std::int64_t>(s)});
     return out;
 }
@@ -265,14 +282,20 @@ Bitstream Codec::compress(const Image& image) {
 Image Codec::decompress(const Bitstream& bitstream) {
     const Header& h = bitstream.header;
     check_model(h, manifest_.model_hash, manifest_.levels);
-    if (h.patch_size != manifest_.image_size) {
-        throw Error("decompress: the file has " + std::to_string(h.patch_size) + "-pixel patches, the model " +
-                    std::to_string(manifest_.image_size));
+    // A patch model reads patch files of its own size, version 1 or 2 (Codec.decode_image's check).
+    const auto size = static_cast<std::uint32_t>(manifest_.image_size);
+    if (h.layout != kLayoutPatches || h.cell_size != size) {
+        const char* kind = h.layout == kLayoutPatches ? "pixel patches"
+                           : h.layout == kLayoutGrid  ? "pixel latent cells"
+                                                      : "pixel cells";
+        throw Error("decompress: the file holds " + std::to_string(h.cell_size) + "-" + kind + " (layout " +
+                    std::to_string(h.layout) + "), the model reads " + std::to_string(size) +
+                    "-pixel patches (layout 0). Note: decompress with the model that compressed it");
     }
     h.check();
-    const auto n = static_cast<std::int64_t>(h.num_patches());
+    const auto n = static_cast<std::int64_t>(h.num_cells());
     const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
-    return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.patch_size);
+    return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
 }
 
 }  // namespace fsq

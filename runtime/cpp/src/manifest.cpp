@@ -91,6 +91,17 @@ private:
     fs::path path_;
 };
 
+// "arch" and "downsample", optional: a manifest from before the conv codec is a paper model.
+void read_arch(const Fields& f, const json& root, Manifest& m) {
+    if (root.contains("arch")) m.arch = f.string("arch");
+    if (m.arch != kArchPaper && m.arch != kArchConv) {
+        throw Error("artifact: " + quoted(f.path()) + " has arch '" + m.arch + "', which this reader does not know (" +
+                    kArchPaper + ", " + kArchConv + "). Note: use the fsqdeploy C++ runtime that matches the exporter");
+    }
+    if (root.contains("downsample"))
+        m.downsample = f.integer("downsample", 1, 0xFFFF);  // the bitstream's u16 cell_size
+}
+
 bool is_hex64(const std::string& s) {
     return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
                return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -110,10 +121,11 @@ bool inside_art(const std::string& name) {
     return std::none_of(p.begin(), p.end(), [](const fs::path& part) { return part == ".."; });
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
+// A shape as the manifest writes it, symbolic dimensions by name: [batch, 3, height, width].
+std::string shape_text(const std::vector<std::int64_t>& shape, const std::vector<std::string>& symbols) {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) {
-        s += (i ? ", " : "") + (shape[i] < 0 ? std::string("batch") : std::to_string(shape[i]));
+        s += (i ? ", " : "") + (shape[i] < 0 ? symbols[i] : std::to_string(shape[i]));
     }
     return s + "]";
 }
@@ -126,12 +138,14 @@ std::vector<TensorInfo> read_tensors(const Fields& f, const json& list, const st
             !t.at("dtype").is_string() || !t.contains("shape") || !t.at("shape").is_array()) {
             f.bad("has a malformed io." + where + " entry (expected {\"name\", \"dtype\", \"shape\"})");
         }
-        TensorInfo info{t.at("name").get<std::string>(), t.at("dtype").get<std::string>(), {}};
+        TensorInfo info{t.at("name").get<std::string>(), t.at("dtype").get<std::string>(), {}, {}};
         for (const json& dim : t.at("shape")) {
             if (dim.is_string()) {
                 info.shape.push_back(-1);  // symbolic, e.g. "batch"
+                info.symbols.push_back(dim.get<std::string>());
             } else if (dim.is_number_integer() && dim.get<long long>() >= 0) {
                 info.shape.push_back(dim.get<std::int64_t>());
+                info.symbols.emplace_back();
             } else {
                 f.bad("has a malformed shape in io." + where + " (" + t.at("shape").dump() + ")");
             }
@@ -141,16 +155,32 @@ std::vector<TensorInfo> read_tensors(const Fields& f, const json& list, const st
     return out;
 }
 
-// The fixed contract of docs/artifacts.md: encoder images float32 [batch, 3, S, S] -> indices
-// int32 [batch, W]; decoder the reverse. Names are read from the manifest, not assumed.
+// The contract of docs/artifacts.md (fsqdeploy.artifact.io_contract). Paper: encoder images
+// float32 [batch, 3, S, S] -> indices int32 [batch, W]. Conv: images [batch, 3, height, width] ->
+// indices channels-first [batch, W, grid_height, grid_width]. The decoder the reverse. Names are
+// read from the manifest, not assumed; symbolic dimensions must carry the contract's names.
+struct Shape {
+    std::vector<std::int64_t> dims;    // -1: symbolic
+    std::vector<std::string> symbols;  // its name, "" for a fixed dimension
+};
+
+Shape image_shape(const Manifest& m) {
+    if (m.spatial()) return {{-1, 3, -1, -1}, {"batch", "", "height", "width"}};
+    return {{-1, 3, m.image_size, m.image_size}, {"batch", "", "", ""}};
+}
+
+Shape index_shape(const Manifest& m) {
+    if (m.spatial()) return {{-1, m.code_width, -1, -1}, {"batch", "", "grid_height", "grid_width"}};
+    return {{-1, m.code_width}, {"batch", ""}};
+}
+
 void check_io(const Fields& f, const Manifest& m) {
-    const std::vector<std::int64_t> images = {-1, 3, m.image_size, m.image_size};
-    const std::vector<std::int64_t> indices = {-1, m.code_width};
+    const Shape images = image_shape(m), indices = index_shape(m);
     struct Want {
         const char* graph;
         const char* side;
         const char* dtype;
-        const std::vector<std::int64_t>* shape;
+        const Shape* shape;
     };
     const Want wants[] = {{"encoder", "inputs", "float32", &images},
                           {"encoder", "outputs", "int32", &indices},
@@ -162,9 +192,11 @@ void check_io(const Fields& f, const Manifest& m) {
         const auto& list = std::string(w.side) == "inputs" ? graph->second.inputs : graph->second.outputs;
         const std::string where = std::string("io.") + w.graph + "." + w.side;
         if (list.size() != 1) f.bad("lists " + std::to_string(list.size()) + " " + where + ", expected 1");
-        if (list[0].dtype != w.dtype || list[0].shape != *w.shape) {
-            f.bad("has " + where + " '" + list[0].name + "' " + list[0].dtype + " " + shape_text(list[0].shape) +
-                  ", expected " + w.dtype + " " + shape_text(*w.shape));
+        const TensorInfo& t = list[0];
+        if (t.dtype != w.dtype || t.shape != w.shape->dims || t.symbols != w.shape->symbols) {
+            f.bad("has " + where + " '" + t.name + "' " + t.dtype + " " + shape_text(t.shape, t.symbols) +
+                  ", expected " + w.dtype + " " + shape_text(w.shape->dims, w.shape->symbols) + " (a " + m.arch +
+                  " model)");
         }
     }
 }
@@ -273,6 +305,7 @@ Manifest Manifest::read(const fs::path& art_dir) {
     m.image_size = f.integer("image_size", 1, 0xFFFF);  // the bitstream's patch_size is a u16
     m.opset = f.integer("opset", 1, 1000);
     m.temperature = f.number("temperature");
+    read_arch(f, root, m);
     if (static_cast<std::size_t>(m.code_width) != m.levels.size() ||
         static_cast<long long>(m.stages) * m.latent_dim != m.code_width) {
         f.bad("has code_width " + std::to_string(m.code_width) + ", " + std::to_string(m.levels.size()) +

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Python <-> C++ on test vectors made during the run (ctest `cross_python`).
 
-1. Python writes .fsq files with random levels, image sizes and indices (fsqdeploy.runtime.bitstream);
-   the C++ reader gives identical headers and indices.
-2. C++ writes files from the same specs; Python reads identical indices, and the bytes equal
-   Python's write_fsq byte for byte. Specs with a bad index or size are refused by both writers
-   with the same message.
-3. Damaged copies (truncations, flipped bits) are refused by both readers with the same message.
+1. Python writes .fsq files with random levels, image sizes and indices (fsqdeploy.runtime.bitstream),
+   each as version 1 patches, version 2 patches (layout 0) or a version 2 latent grid (layout 1);
+   the C++ reader gives identical headers and indices (and the same channels-first grid).
+2. C++ writes files from the same specs (a grid's through its grid_to_cells); Python reads identical
+   indices, and the bytes equal Python's write_fsq byte for byte. Specs with a bad index or size are
+   refused by both writers with the same message.
+3. Damaged copies (truncations, flipped bits), and intact v2 files this reader must not decode (an
+   unknown layout or coding, a prior_hash), are refused by both readers with the same message.
 4. Tiling: C++ to_patches / from_patches equal runtime/compress.py's, bit for bit.
 5. A manifest written with fsqdeploy.artifact (and grown with add_files) reads in C++
    with the same fields; after a file is changed C++ refuses it, naming the problem as
@@ -49,7 +51,11 @@ def random_levels(rng: random.Random) -> list[int]:
 FIXED_LEVELS = [[2], [65535], [3, 5, 7], [8] * 64, [8, 5, 5, 5], [8, 5, 5, 5] * 2, [65535] * 40, [2] * 300, [7] * 30]
 
 
-def random_case(rng: random.Random, np, levels: list[int]) -> dict:
+# (version, layout) of a case: v1 patches, v2 patches (what paper codecs write), v2 latent grid.
+KINDS = [(1, 0), (2, 0), (2, 1)]
+
+
+def random_case(rng: random.Random, np, levels: list[int], kind: tuple[int, int]) -> dict:
     patch = rng.choice([1, 2, 3, 4, 5, 8, 16, 32, 64, 100, 65535])
     height, width = rng.randint(1, 300), rng.randint(1, 300)
     while -(-height // patch) * -(-width // patch) * len(levels) > 150_000:
@@ -60,13 +66,40 @@ def random_case(rng: random.Random, np, levels: list[int]) -> dict:
     indices[gen.random(n) < 0.2] = np.asarray(levels, dtype=np.int32) - 1  # V = prod(levels) - 1
     indices[gen.random(n) < 0.1] = 0
     return {
+        "version": kind[0],
+        "layout": kind[1],
         "model_hash": rng.randbytes(32).hex(),
         "image_height": height,
         "image_width": width,
-        "patch_size": patch,
+        "cell_size": patch,
         "levels": levels,
         "indices": indices,
     }
+
+
+SPEC_FIELDS = ("version", "layout", "model_hash", "image_height", "image_width", "cell_size", "levels")
+
+
+def make_header(bs, spec: dict):
+    """The header the spec asks for, by the factory of its version and layout (as fsq-cross does)."""
+    if spec["version"] == 1:
+        make = bs.FsqHeader.for_image
+    else:
+        make = bs.FsqHeader.for_grid if spec["layout"] == bs.LAYOUT_GRID else bs.FsqHeader.for_patches
+    return make(spec["model_hash"], spec["image_height"], spec["image_width"], spec["cell_size"], spec["levels"])
+
+
+def with_header_bytes(data: bytes, changes: dict[int, bytes]) -> bytes:
+    """``data`` with header bytes replaced (offset -> bytes) and the header CRC32 recomputed: an intact
+    file that says something this reader must refuse."""
+    import zlib
+
+    header_length = int.from_bytes(data[6:8], "little")
+    out = bytearray(data)
+    for offset, value in changes.items():
+        out[offset : offset + len(value)] = value
+    out[header_length - 4 : header_length] = zlib.crc32(bytes(out[: header_length - 4])).to_bytes(4, "little")
+    return bytes(out)
 
 
 def run_tool(tool: str, *args: object) -> None:
@@ -106,12 +139,12 @@ def main() -> int:
         (work / sub).mkdir(parents=True)
 
     levels_list = FIXED_LEVELS + [random_levels(rng) for _ in range(args.cases)]
-    cases = [random_case(rng, np, levels) for levels in levels_list]
+    # Every fixed level set in every kind; the random ones in a random kind.
+    cases = [random_case(rng, np, levels, kind) for levels in FIXED_LEVELS for kind in KINDS]
+    cases += [random_case(rng, np, levels, rng.choice(KINDS)) for levels in levels_list[len(FIXED_LEVELS) :]]
 
     def header_of(case: dict) -> bs.FsqHeader:
-        return bs.FsqHeader.for_image(
-            case["model_hash"], case["image_height"], case["image_width"], case["patch_size"], case["levels"]
-        )
+        return make_header(bs, case)
 
     # 1. Python writes, C++ reads.
     for i, case in enumerate(cases):
@@ -124,7 +157,8 @@ def main() -> int:
         if "error" in got:
             fail(f"case {i}: C++ refused a file Python wrote: {got['error']}")
         header = header_of(case)
-        for field in ("image_height", "image_width", "patch_size", "grid_rows", "grid_cols"):
+        fields = ("version", "layout", "coding", "image_height", "image_width", "cell_size", "grid_rows", "grid_cols")
+        for field in fields:
             if got[field] != getattr(header, field):
                 fail(f"case {i}: C++ {field} {got[field]} != Python {getattr(header, field)}")
         if got["model_hash"] != case["model_hash"] or got["levels"] != case["levels"]:
@@ -132,25 +166,43 @@ def main() -> int:
         indices = np.fromfile(got["indices_file"], dtype="<i4").reshape(-1, len(case["levels"]))
         if not np.array_equal(indices, case["indices"]):
             fail(f"case {i}: C++ indices differ from Python's (levels {case['levels'][:8]}...)")
-    print(f"python -> c++: {len(cases)} files, headers and indices identical")
+        if header.spatial:  # C++ cells_to_grid is Python's: the grid [1, D, rows, cols] the decoder reads
+            grid = np.fromfile(got["grid_file"], dtype="<i4").reshape(1, -1, header.grid_rows, header.grid_cols)
+            if not np.array_equal(grid, bs.cells_to_grid(header, case["indices"])):
+                fail(f"case {i}: C++ cells_to_grid differs from Python's")
+        elif got["grid_file"] is not None:
+            fail(f"case {i}: C++ made a grid of a patch file")
+    kinds = {k: sum((c["version"], c["layout"]) == k for c in cases) for k in KINDS}
+    print(f"python -> c++: {len(cases)} files (v1, v2 patches, v2 grid: {list(kinds.values())}), headers and "
+          "indices identical")
 
     # 2. C++ writes from the same specs; Python reads, and the bytes equal write_fsq's.
     specs = []
     for i, case in enumerate(cases):
-        path = work / "specs" / f"case{i:03d}.i32"
-        case["indices"].astype("<i4").tofile(path)
-        spec = {k: case[k] for k in ("model_hash", "image_height", "image_width", "patch_size", "levels")}
-        specs.append({"name": f"case{i:03d}.fsq", **spec, "indices_file": str(path)})
+        spec = {"name": f"case{i:03d}.fsq", **{k: case[k] for k in SPEC_FIELDS}}
+        if case["layout"] == bs.LAYOUT_GRID:  # C++ gets the encoder's grid and makes the cells itself
+            path = work / "specs" / f"case{i:03d}.grid.i32"
+            bs.cells_to_grid(header_of(case), case["indices"]).astype("<i4").tofile(path)
+            spec["grid_file"] = str(path)
+        else:
+            path = work / "specs" / f"case{i:03d}.i32"
+            case["indices"].astype("<i4").tofile(path)
+            spec["indices_file"] = str(path)
+        specs.append(spec)
     bad_specs = []  # refused by both writers, with the same message
-    for j, case in enumerate(cases[:6]):
+    for j, case in enumerate(cases[:9]):
         idx = case["indices"].copy()
         idx[-1, -1] = case["levels"][-1] + j  # out of range
         path = work / "specs" / f"bad{j}.i32"
         idx.astype("<i4").tofile(path)
-        spec = {k: case[k] for k in ("model_hash", "image_height", "image_width", "patch_size", "levels")}
+        spec = {k: case[k] for k in SPEC_FIELDS}
         bad_specs.append(({"name": f"bad{j}.fsq", **spec, "indices_file": str(path)}, idx))
-    zero = {**specs[0], "name": "zero.fsq", "image_width": 0}
-    (work / "specs" / "all.json").write_text(json.dumps(specs + [s for s, _ in bad_specs] + [zero]))
+    # A zero width in each kind: v1 and v2 word the note differently ("patches" / "cells").
+    for j, case in enumerate(cases[:3]):
+        spec = {**{k: v for k, v in specs[j].items() if k != "grid_file"}, "name": f"zero{j}.fsq", "image_width": 0}
+        spec["indices_file"] = str(work / "specs" / "bad0.i32")
+        bad_specs.append((spec, case["indices"]))
+    (work / "specs" / "all.json").write_text(json.dumps(specs + [s for s, _ in bad_specs]))
     run_tool(args.tool, "write", work / "specs" / "all.json", work / "cpp", work / "out" / "written.json")
     written = json.loads((work / "out" / "written.json").read_text())
     for i, case in enumerate(cases):
@@ -164,12 +216,9 @@ def main() -> int:
         if not np.array_equal(indices, case["indices"]):
             fail(f"case {i}: Python reads different indices from the C++ file")
     refusals = 0
-    for (spec, idx), got in zip(bad_specs + [(zero, cases[0]["indices"])], written[len(cases) :]):
+    for (spec, idx), got in zip(bad_specs, written[len(cases) :]):
         try:
-            header = bs.FsqHeader.for_image(
-                spec["model_hash"], spec["image_height"], spec["image_width"], spec["patch_size"], spec["levels"]
-            )
-            bs.write_fsq(header, idx)
+            bs.write_fsq(make_header(bs, spec), idx)
             fail(f"{spec['name']}: Python wrote it")
         except FSQDeployError as e:
             python_message = str(e)
@@ -182,7 +231,7 @@ def main() -> int:
     damaged = {}
     for i, case in enumerate(cases):
         data = (work / "py" / f"case{i:03d}.fsq").read_bytes()
-        header_length = 76 + 2 * len(case["levels"])
+        header_length = header_of(case).header_length
         for k in range(3):
             damaged[f"case{i:03d}_cut{k}.fsq"] = data[: rng.randrange(len(data))]
         for k in range(5):
@@ -191,6 +240,15 @@ def main() -> int:
             flipped[bit // 8] ^= 1 << (bit % 8)
             damaged[f"case{i:03d}_bit{k}.fsq"] = bytes(flipped)
         damaged[f"case{i:03d}_tail.fsq"] = data + b"\0"
+        damaged[f"case{i:03d}_version.fsq"] = with_header_bytes(data, {4: bytes([rng.choice([0, 3, 4, 255])])})
+        if case["version"] == 2:  # intact files (valid CRCs) that say what this reader must not decode
+            damaged[f"case{i:03d}_layout.fsq"] = with_header_bytes(data, {48: bytes([rng.randint(2, 255)])})
+            damaged[f"case{i:03d}_coding.fsq"] = with_header_bytes(data, {49: bytes([rng.randint(1, 255)])})
+            prior_at = header_length - 36  # prior_hash: the 32 bytes before the header CRC
+            damaged[f"case{i:03d}_prior.fsq"] = with_header_bytes(data, {prior_at + rng.randrange(32): b"\x01"})
+            damaged[f"case{i:03d}_as_v1.fsq"] = with_header_bytes(data, {4: b"\x01"})
+        else:
+            damaged[f"case{i:03d}_as_v2.fsq"] = with_header_bytes(data, {4: b"\x02"})
     for name, data in damaged.items():
         (work / "damaged" / name).write_bytes(data)
     run_tool(args.tool, "read", work / "damaged", work / "out" / "damaged.json")
@@ -199,14 +257,18 @@ def main() -> int:
             bs.load_fsq(got["file"])
             fail(f"{got['file']}: Python accepted a damaged file")
         except FSQDeployError as e:
-            # The one known divergence until the C++ reader learns .fsq v2 (issue 11, not done): each
-            # reader lists the versions it knows. Everything else in the message must be identical.
-            python_message = str(e).replace("(this reader knows 1, 2)", "(this reader knows 1)")
+            python_message = str(e)
         if got.get("error") != python_message:
             fail(
                 f"{Path(got['file']).name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}"
             )
-    print(f"damaged: {len(damaged)} truncated, bit-flipped or extended files refused by both with the same message")
+    reasons = {"unsupported layout", "unsupported coding", "prior_hash is not zero", "unsupported format version"}
+    errors = [got.get("error", "") for got in json.loads((work / "out" / "damaged.json").read_text())]
+    seen = {r for error in errors for r in reasons if r in error}
+    if seen != reasons:
+        fail(f"damaged: no file was refused for {sorted(reasons - seen)}")
+    print(f"damaged: {len(damaged)} truncated, bit-flipped, extended or unsupported files refused by both with the "
+          "same message")
 
     # 4. Tiling and stitching, against runtime/compress.py.
     from fsqdeploy.images import from_patches, to_patches
@@ -234,69 +296,70 @@ def main() -> int:
         tiles += 1
     print(f"tiling: {tiles} images, to_patches and from_patches identical to runtime/compress.py")
 
-    # 5. A manifest written by the exporter's code, read by C++.
-    from fsqdeploy.artifact import add_files, file_entry, io_contract, read_manifest, verify_files, write_manifest
+    # 5. Manifests written by the exporter's code, read by C++: a paper artifact from before the conv
+    # codec (no arch: paper by default) grown with add_files, and a conv artifact (the spatial io).
+    from fsqdeploy.artifact import Manifest, add_files, file_entry, io_contract, verify_files, write_manifest
+
+    graph_files = ("encoder.onnx", "decoder.onnx", "checkpoint/config.json", "checkpoint/model.safetensors")
+
+    def write_art(art: Path, levels: list[int], stages: int, image_size: int, **fields: object) -> None:
+        for name in graph_files:
+            (art / name).parent.mkdir(parents=True, exist_ok=True)
+            (art / name).write_bytes(rng.randbytes(rng.randint(1, 5000)))
+        spatial = fields.get("arch") == "conv"
+        write_manifest(art, {
+            "format": "fsqdeploy-artifact", "format_version": 1, "model_id": rng.randbytes(32).hex(), **fields,
+            "levels": levels, "latent_dim": len(levels) // stages, "code_width": len(levels),
+            "image_size": image_size, "stages": stages, "temperature": 0.1, "opset": 18, "inline": False,
+            "io": io_contract(image_size, len(levels), spatial=spatial),
+            "files": {n: file_entry(art / n) for n in graph_files}, "parity": {"passed": True},
+        })  # fmt: skip
+
+    def compare_manifest(art: Path, label: str) -> dict:
+        python_side = Manifest.load(art)
+        run_tool(args.tool, "manifest", art, work / "out" / f"{label}.json")
+        got = json.loads((work / "out" / f"{label}.json").read_text())
+        fields = ("model_id", "arch", "downsample", "spatial", "levels", "latent_dim", "code_width", "image_size",
+                  "stages", "temperature", "opset", "files")  # fmt: skip
+        for field in fields:
+            if got[field] != getattr(python_side, field):
+                fail(f"{label} manifest {field}: C++ {got[field]!r} != Python {getattr(python_side, field)!r}")
+        return got
 
     art = work / "art"
-    levels = [8, 5, 5, 5] * 2
-    for name in ("encoder.onnx", "decoder.onnx", "checkpoint/config.json", "checkpoint/model.safetensors"):
-        (art / name).parent.mkdir(parents=True, exist_ok=True)
-        (art / name).write_bytes(rng.randbytes(rng.randint(1, 5000)))
-    write_manifest(
-        art,
-        {
-            "format": "fsqdeploy-artifact",
-            "format_version": 1,
-            "model_id": rng.randbytes(32).hex(),
-            "levels": levels,
-            "latent_dim": 4,
-            "code_width": 8,
-            "image_size": 64,
-            "stages": 2,
-            "temperature": 0.1,
-            "opset": 18,
-            "inline": False,
-            "io": io_contract(64, 8),
-            "files": {
-                n: file_entry(art / n)
-                for n in ("encoder.onnx", "decoder.onnx", "checkpoint/config.json", "checkpoint/model.safetensors")
-            },
-            "parity": {"passed": True},
-        },
-    )
+    write_art(art, [8, 5, 5, 5] * 2, 2, 64)
     for name in ("encoder.fp16.plan", "encoder.fp16.plan.json"):
         (art / name).write_bytes(rng.randbytes(100))
     add_files(art, ["encoder.fp16.plan", "encoder.fp16.plan.json"], {"fp16": {"passed": True}})
-    python_side = read_manifest(art)
-    run_tool(args.tool, "manifest", art, work / "out" / "manifest.json")
-    got = json.loads((work / "out" / "manifest.json").read_text())
-    for field in (
-        "model_id",
-        "levels",
-        "latent_dim",
-        "code_width",
-        "image_size",
-        "stages",
-        "temperature",
-        "opset",
-        "files",
-    ):
-        if got[field] != python_side[field]:
-            fail(f"manifest {field}: C++ {got[field]!r} != Python {python_side[field]!r}")
-    if got["engines"] != ["encoder.fp16.plan"]:
-        fail(f"manifest engines: {got['engines']}")
+    got = compare_manifest(art, "paper")
+    if got["engines"] != ["encoder.fp16.plan"] or got["arch"] != "paper" or got["downsample"] != 16:
+        fail(f"paper manifest: engines {got['engines']}, arch {got['arch']}, downsample {got['downsample']}")
     data = bytearray((art / "decoder.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
     (art / "decoder.onnx").write_bytes(bytes(data))
-    problem = verify_files(python_side, art)[0]
+    problem = verify_files(Manifest.load(art), art)[0]
     proc = subprocess.run(
         [args.tool, "manifest", str(art), str(work / "out" / "m2.json")], capture_output=True, text=True
     )
     if proc.returncode != 2 or problem not in proc.stderr:
         fail(f"C++ did not refuse the changed file as Python does ({problem!r}): {proc.stderr.strip()}")
+
+    conv = work / "art-conv"
+    write_art(conv, [8, 8, 8, 5, 5, 5], 1, 64, arch="conv", downsample=8)
+    got = compare_manifest(conv, "conv")
+    if not got["spatial"] or got["downsample"] != 8:
+        fail(f"conv manifest: spatial {got['spatial']}, downsample {got['downsample']}")
+    unknown = work / "art-unknown"
+    write_art(unknown, [8, 5, 5, 5], 1, 32, arch="vit", downsample=16)
+    proc = subprocess.run(
+        [args.tool, "manifest", str(unknown), str(work / "out" / "m3.json")], capture_output=True, text=True
+    )
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode != 2 or len(lines) != 1 or "has arch 'vit', which this reader does not know" not in lines[0]:
+        fail(f"C++ did not refuse an unknown arch in one line: exit {proc.returncode}, {proc.stderr.strip()!r}")
     print(
-        f"manifest: written by fsqdeploy.artifact, read by C++ with the same fields; a changed file "
-        f"refused ({problem})"
+        f"manifest: paper (arch absent) and conv manifests written by fsqdeploy.artifact, read by C++ with the "
+        f"same fields; a changed file refused ({problem}); an unknown arch refused in one line"
     )
     return 0
 

@@ -2,13 +2,16 @@
 // and a maker of fixtures for the other ctest entries.
 //
 //   fsq-cross read DIR OUT.json              every DIR/*.fsq: header, or error; indices as raw int32 beside OUT
-//   fsq-cross write SPECS.json OUTDIR RESULT.json   each spec {name, model_hash, image_height, image_width,
-//                                            patch_size, levels, indices_file (raw int32 [N, D])} -> OUTDIR/name
+//                                            (and a latent grid's cells_to_grid [1, D, rows, cols] too)
+//   fsq-cross write SPECS.json OUTDIR RESULT.json   each spec {name, version, layout, model_hash, image_height,
+//                                            image_width, cell_size, levels, indices_file (raw int32 [N, D]) or
+//                                            grid_file (raw int32 [1, D, rows, cols], through grid_to_cells)}
+//                                            -> OUTDIR/name (version 1: Header::for_image; 2: for_patches or for_grid)
 //   fsq-cross patches IMAGE.u8 H W P OUT.f32     to_patches of a raw interleaved RGB image
 //   fsq-cross stitch PATCHES.f32 R C H W P OUT.u8  from_patches
 //   fsq-cross manifest ART OUT.json          Manifest::load (verified) summary
 //   fsq-cross make-art ART                   a valid artifact directory with dummy graphs
-//   fsq-cross seeds DIR                      seed corpus for the fuzzer (golden file, a few valid files)
+//   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files)
 //
 // fsq::Error -> its message on stderr, exit 2.
 #include <algorithm>
@@ -48,6 +51,19 @@ void write_raw(const fs::path& path, const std::vector<T>& values) {
     out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(T)));
 }
 
+// The header a spec asks for: the factory of its version and layout.
+fsq::Header header_for(const json& spec) {
+    const auto version = spec.at("version").get<unsigned>(), layout = spec.at("layout").get<unsigned>();
+    const fsq::ModelHash hash = fsq::hash_from_hex(spec.at("model_hash").get<std::string>());
+    const auto height = spec.at("image_height").get<std::uint64_t>(),
+               width = spec.at("image_width").get<std::uint64_t>();
+    const auto cell = spec.at("cell_size").get<std::uint64_t>();
+    fsq::Levels levels = spec.at("levels").get<fsq::Levels>();
+    if (version == 1) return fsq::Header::for_image(hash, height, width, cell, std::move(levels));
+    if (layout == fsq::kLayoutGrid) return fsq::Header::for_grid(hash, height, width, cell, std::move(levels));
+    return fsq::Header::for_patches(hash, height, width, cell, std::move(levels));
+}
+
 json read_json(const fs::path& path) {
     const std::vector<char> text = read_all(path);
     return json::parse(text.begin(), text.end());
@@ -75,11 +91,22 @@ int run(const std::vector<std::string>& a) {
                 fs::path indices = fs::path(a[2]).parent_path() / path.filename();
                 indices.replace_extension(".cpp.i32");
                 write_raw(indices, b.indices);
+                json grid = nullptr;
+                if (h.spatial()) {
+                    fs::path grid_path = indices;
+                    grid_path.replace_extension(".grid.i32");
+                    write_raw(grid_path, fsq::cells_to_grid(h, b.indices));
+                    grid = grid_path.string();
+                }
                 results.push_back({{"file", path.string()},
+                                   {"grid_file", grid},
                                    {"model_hash", fsq::to_hex(h.model_hash)},
+                                   {"version", h.version},
+                                   {"layout", h.layout},
+                                   {"coding", h.coding},
                                    {"image_height", h.image_height},
                                    {"image_width", h.image_width},
-                                   {"patch_size", h.patch_size},
+                                   {"cell_size", h.cell_size},
                                    {"grid_rows", h.grid_rows},
                                    {"grid_cols", h.grid_cols},
                                    {"levels", h.levels},
@@ -92,18 +119,20 @@ int run(const std::vector<std::string>& a) {
         return 0;
     }
     if (cmd == "write" && a.size() == 4) {
-        // SPECS: a list of {name, model_hash, image_height, image_width, patch_size, levels,
-        // indices_file}; each is written to OUTDIR/name, or its error reported in RESULT.
+        // SPECS: a list of specs (see the top); each is written to OUTDIR/name, or its error
+        // reported in RESULT.
         json results = json::array();
         for (const json& spec : read_json(a[1])) {
             const std::string name = spec.at("name").get<std::string>();
             try {
                 fsq::Bitstream b;
-                b.header = fsq::Header::for_image(
-                    fsq::hash_from_hex(spec.at("model_hash").get<std::string>()),
-                    spec.at("image_height").get<std::uint64_t>(), spec.at("image_width").get<std::uint64_t>(),
-                    spec.at("patch_size").get<std::uint64_t>(), spec.at("levels").get<fsq::Levels>());
-                b.indices = read_raw<std::int32_t>(spec.at("indices_file").get<std::string>());
+                b.header = header_for(spec);
+                if (spec.contains("grid_file")) {
+                    b.indices = fsq::grid_to_cells(read_raw<std::int32_t>(spec.at("grid_file").get<std::string>()),
+                                                   b.header.levels.size(), b.header.grid_rows, b.header.grid_cols);
+                } else {
+                    b.indices = read_raw<std::int32_t>(spec.at("indices_file").get<std::string>());
+                }
                 b.save(fs::path(a[2]) / name);
                 results.push_back({{"name", name}});
             } catch (const fsq::Error& e) {
@@ -130,6 +159,9 @@ int run(const std::vector<std::string>& a) {
         json files = json::object();
         for (const auto& [name, entry] : m.files) files[name] = {{"sha256", entry.sha256}, {"size", entry.size}};
         write_json(a[2], {{"model_id", m.model_id},
+                          {"arch", m.arch},
+                          {"downsample", m.downsample},
+                          {"spatial", m.spatial()},
                           {"levels", m.levels},
                           {"latent_dim", m.latent_dim},
                           {"code_width", m.code_width},
@@ -148,17 +180,27 @@ int run(const std::vector<std::string>& a) {
     if (cmd == "seeds" && a.size() == 2) {
         fs::create_directories(a[1]);
         fsq::test::write_bytes(fs::path(a[1]) / "golden.fsq", fsq::test::from_hex(fsq::test::kGoldenHex));
+        fsq::test::write_bytes(fs::path(a[1]) / "golden_v2_grid.fsq", fsq::test::from_hex(fsq::test::kGoldenV2GridHex));
+        fsq::test::write_bytes(fs::path(a[1]) / "golden_v2_patches.fsq",
+                               fsq::test::from_hex(fsq::test::kGoldenV2PatchesHex));
         const std::vector<fsq::Levels> levels = {{8, 5, 5, 5}, {2}, {65535, 3}, fsq::Levels(16, 8), {7, 7, 7, 7, 7}};
         std::uint32_t seed = 1;
+        // Each level set as v1 patches, v2 patches and a v2 latent grid.
         for (std::size_t k = 0; k < levels.size(); ++k) {
-            fsq::Bitstream b;
-            b.header = fsq::Header::for_image(fsq::test::golden_hash(), 3 + k, 5 + 2 * k, 2 + k, levels[k]);
-            for (std::uint64_t i = 0; i < b.header.num_patches() * levels[k].size(); ++i) {
-                seed = seed * 1103515245u + 12345u;
-                b.indices.push_back(static_cast<std::int32_t>(
-                    (seed >> 8) % static_cast<std::uint32_t>(levels[k][i % levels[k].size()])));
+            for (int kind = 0; kind < 3; ++kind) {
+                const std::uint64_t h = 3 + k, w = 5 + 2 * k, cell = 2 + k;
+                fsq::Bitstream b;
+                b.header = kind == 0   ? fsq::Header::for_image(fsq::test::golden_hash(), h, w, cell, levels[k])
+                           : kind == 1 ? fsq::Header::for_patches(fsq::test::golden_hash(), h, w, cell, levels[k])
+                                       : fsq::Header::for_grid(fsq::test::golden_hash(), h, w, cell, levels[k]);
+                for (std::uint64_t i = 0; i < b.header.num_cells() * levels[k].size(); ++i) {
+                    seed = seed * 1103515245u + 12345u;
+                    b.indices.push_back(static_cast<std::int32_t>(
+                        (seed >> 8) % static_cast<std::uint32_t>(levels[k][i % levels[k].size()])));
+                }
+                const char* names[] = {"valid", "valid_v2_patches", "valid_v2_grid"};
+                b.save(fs::path(a[1]) / (names[kind] + std::to_string(k) + ".fsq"));
             }
-            b.save(fs::path(a[1]) / ("valid" + std::to_string(k) + ".fsq"));
         }
         return 0;
     }

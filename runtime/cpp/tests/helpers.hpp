@@ -18,11 +18,31 @@ namespace fsq::test {
 
 namespace fs = std::filesystem;
 
-// docs/bitstream.md's golden file: a 5x7 image, 4-pixel patches, levels [3, 5, 7], hash 00..1f.
+// docs/bitstream.md's version 1 golden file: a 5x7 image, 4-pixel patches, levels [3, 5, 7], hash 00..1f.
 inline const char* const kGoldenHex =
     "4653514201005200000102030405060708090a0b0c0d0e0f101112131415"
     "161718191a1b1c1d1e1f0500000007000000040002000000020000000300"
     "0300050007000700000004000000000000007d0737be0034ad0950e85360";
+// docs/bitstream.md's version 2 golden files: the same image, levels, hash and indices as a latent
+// grid (layout 1, f = 4) and as patches (layout 0, P = 4); they differ in the layout byte and CRC.
+inline const char* const kGoldenV2GridHex =
+    "46535142020074000001020304050607"
+    "08090a0b0c0d0e0f1011121314151617"
+    "18191a1b1c1d1e1f0500000007000000"
+    "01000400020000000200000003000300"
+    "05000700070000000400000000000000"
+    "00000000000000000000000000000000"
+    "00000000000000000000000000000000"
+    "49c5ace90034ad0950e85360";
+inline const char* const kGoldenV2PatchesHex =
+    "46535142020074000001020304050607"
+    "08090a0b0c0d0e0f1011121314151617"
+    "18191a1b1c1d1e1f0500000007000000"
+    "00000400020000000200000003000300"
+    "05000700070000000400000000000000"
+    "00000000000000000000000000000000"
+    "00000000000000000000000000000000"
+    "dce899660034ad0950e85360";
 inline const Levels kGoldenLevels = {3, 5, 7};
 inline const std::vector<std::int32_t> kGoldenIndices = {0, 0, 0, 2, 4, 6, 1, 2, 3, 2, 0, 5};
 
@@ -71,18 +91,26 @@ inline void write_text(const fs::path& path, const std::string& text) {
     write_bytes(path, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
-inline nlohmann::json io_contract(int image_size, int code_width) {
-    const nlohmann::json images = {
-        {"name", "images"}, {"dtype", "float32"}, {"shape", {"batch", 3, image_size, image_size}}};
-    const nlohmann::json indices = {{"name", "indices"}, {"dtype", "int32"}, {"shape", {"batch", code_width}}};
+/// fsqdeploy.artifact.io_contract: patch models [batch, 3, S, S] <-> [batch, W]; spatial (conv)
+/// models [batch, 3, height, width] <-> [batch, W, grid_height, grid_width].
+inline nlohmann::json io_contract(int image_size, int code_width, bool spatial = false) {
+    const nlohmann::json image_shape =
+        spatial ? nlohmann::json{"batch", 3, "height", "width"} : nlohmann::json{"batch", 3, image_size, image_size};
+    const nlohmann::json index_shape = spatial ? nlohmann::json{"batch", code_width, "grid_height", "grid_width"}
+                                               : nlohmann::json{"batch", code_width};
+    const nlohmann::json images = {{"name", "images"}, {"dtype", "float32"}, {"shape", image_shape}};
+    const nlohmann::json indices = {{"name", "indices"}, {"dtype", "int32"}, {"shape", index_shape}};
     return {{"encoder", {{"inputs", {images}}, {"outputs", {indices}}}},
             {"decoder", {{"inputs", {indices}}, {"outputs", {images}}}}};
 }
 
 /// An artifact directory with dummy graphs (and any extra files) and a manifest listing their real
 /// sha256 and size, shaped like export/pipeline.py's build_manifest. Returns the manifest JSON.
+/// arch "conv" makes a spatial artifact (downsample 8); "" leaves arch and downsample out, as
+/// manifests written before the conv codec do.
 inline nlohmann::json make_art(const fs::path& dir, const Levels& levels = {8, 5, 5, 5}, int image_size = 32,
-                               int stages = 1, const std::vector<std::string>& extra_files = {}) {
+                               int stages = 1, const std::vector<std::string>& extra_files = {},
+                               const std::string& arch = "paper") {
     std::vector<std::string> names = {"encoder.onnx", "decoder.onnx", "checkpoint/model.safetensors"};
     names.insert(names.end(), extra_files.begin(), extra_files.end());
     nlohmann::json files = nlohmann::json::object();
@@ -104,10 +132,14 @@ inline nlohmann::json make_art(const fs::path& dir, const Levels& levels = {8, 5
         {"temperature", 0.1},
         {"opset", 18},
         {"inline", false},
-        {"io", io_contract(image_size, width)},
+        {"io", io_contract(image_size, width, arch == "conv")},
         {"files", files},
         {"parity", {{"passed", true}}},
     };
+    if (!arch.empty()) {
+        m["arch"] = arch;
+        m["downsample"] = arch == "conv" ? 8 : 16;
+    }
     write_text(dir / "manifest.json", m.dump(2));
     return m;
 }

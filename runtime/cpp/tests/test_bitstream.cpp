@@ -1,5 +1,6 @@
-// The .fsq format: the golden vector, packing, and every way the reader refuses a file, with the
-// Python reader's messages (tests/runtime/test_bitstream.py is the model).
+// The .fsq format: the golden vectors (version 1, and version 2 in both layouts), packing, and
+// every way the reader refuses a file, with the Python reader's messages
+// (tests/runtime/test_bitstream.py is the model).
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -21,28 +22,42 @@ void append(std::vector<std::uint8_t>& out, const std::vector<std::uint8_t>& mor
     out.insert(out.end(), more.begin(), more.end());
 }
 
-// A file assembled field by field from the documented layout, with correct CRCs (as build() in
-// tests/runtime/test_bitstream.py), so each test changes exactly one thing.
+// A file assembled field by field from the documented layout, with correct CRCs (as build() and
+// build_v2() in tests/runtime/test_bitstream.py), so each test changes exactly one thing. Fields{}
+// is the v1 golden file, Fields::v2() the v2 golden latent grid.
 struct Fields {
     std::vector<std::uint8_t> magic = {'F', 'S', 'Q', 'B'};
+    bool v2_layout = false;  // where the fields sit: v2 has layout, coding and prior_hash
     std::uint64_t version = 1, flags = 0;
     std::optional<std::uint64_t> header_length;
-    std::uint64_t height = 5, width = 7, patch = 4, rows = 2, cols = 2;
+    std::uint64_t height = 5, width = 7, layout = 1, coding = 0, patch = 4, rows = 2, cols = 2;
     Levels levels = kGoldenLevels;
     std::uint64_t bits = 7;
+    std::vector<std::uint8_t> prior = std::vector<std::uint8_t>(32, 0);
     std::vector<std::uint8_t> payload = {0x00, 0x34, 0xad, 0x09};
     std::optional<std::uint64_t> payload_length;
     std::vector<std::uint8_t> trailing;
+
+    static Fields v2() {
+        Fields f;
+        f.v2_layout = true;
+        f.version = 2;
+        return f;
+    }
 
     std::vector<std::uint8_t> build() const {
         std::vector<std::uint8_t> head = magic;
         append(head, le(version, 1));
         append(head, le(flags, 1));
-        append(head, le(header_length.value_or(76 + 2 * levels.size()), 2));
+        append(head, le(header_length.value_or((v2_layout ? 110 : 76) + 2 * levels.size()), 2));
         const ModelHash hash = golden_hash();
         head.insert(head.end(), hash.begin(), hash.end());
         append(head, le(height, 4));
         append(head, le(width, 4));
+        if (v2_layout) {
+            append(head, le(layout, 1));
+            append(head, le(coding, 1));
+        }
         append(head, le(patch, 2));
         append(head, le(rows, 4));
         append(head, le(cols, 4));
@@ -50,6 +65,7 @@ struct Fields {
         for (int level : levels) append(head, le(static_cast<std::uint64_t>(level), 2));
         append(head, le(bits, 4));
         append(head, le(payload_length.value_or(payload.size()), 8));
+        if (v2_layout) append(head, prior);
         std::vector<std::uint8_t> out = head;
         append(out, le(crc32(head.data(), head.size()), 4));
         append(out, payload);
@@ -82,9 +98,11 @@ TEST(Golden, WriteIsByteIdentical) {
 TEST(Golden, ReadGivesTheDocumentedFields) {
     const Bitstream b = Bitstream::read(from_hex(kGoldenHex));
     EXPECT_EQ(b.header.model_hash, golden_hash());
+    EXPECT_EQ(b.header.version, 1u);
+    EXPECT_EQ(b.header.layout, kLayoutPatches);
     EXPECT_EQ(b.header.image_height, 5u);
     EXPECT_EQ(b.header.image_width, 7u);
-    EXPECT_EQ(b.header.patch_size, 4u);
+    EXPECT_EQ(b.header.cell_size, 4u);
     EXPECT_EQ(b.header.grid_rows, 2u);
     EXPECT_EQ(b.header.grid_cols, 2u);
     EXPECT_EQ(b.header.levels, kGoldenLevels);
@@ -92,23 +110,78 @@ TEST(Golden, ReadGivesTheDocumentedFields) {
     EXPECT_EQ(b.indices, kGoldenIndices);
 }
 
+TEST(Golden, V2GridWriteIsByteIdentical) {
+    Bitstream b{Header::for_grid(golden_hash(), 5, 7, 4, kGoldenLevels), kGoldenIndices};
+    EXPECT_EQ(b.write(), from_hex(kGoldenV2GridHex));
+    EXPECT_EQ(Fields::v2().build(), from_hex(kGoldenV2GridHex));
+    // Cell (r, c) is indices[0, :, r, c] of the encoder's channels-first grid [1, 3, 2, 2].
+    const std::vector<std::int32_t> grid = cells_to_grid(b.header, kGoldenIndices);
+    EXPECT_EQ(grid, (std::vector<std::int32_t>{0, 2, 1, 2, 0, 4, 2, 0, 0, 6, 3, 5}));
+    EXPECT_EQ(grid_to_cells(grid, 3, 2, 2), kGoldenIndices);
+}
+
+TEST(Golden, V2PatchesWriteIsByteIdentical) {
+    Bitstream b{Header::for_patches(golden_hash(), 5, 7, 4, kGoldenLevels), kGoldenIndices};
+    EXPECT_EQ(b.write(), from_hex(kGoldenV2PatchesHex));
+    Fields f = Fields::v2();
+    f.layout = 0;
+    EXPECT_EQ(f.build(), from_hex(kGoldenV2PatchesHex));
+}
+
+TEST(Golden, V2ReadGivesTheDocumentedFields) {
+    for (const auto& [hex, layout] :
+         {std::pair{kGoldenV2GridHex, kLayoutGrid}, {kGoldenV2PatchesHex, kLayoutPatches}}) {
+        const std::vector<std::uint8_t> data = from_hex(hex);
+        const Bitstream b = Bitstream::read(data);
+        EXPECT_EQ(b.header.model_hash, golden_hash());
+        EXPECT_EQ(b.header.version, 2u);
+        EXPECT_EQ(b.header.layout, layout);
+        EXPECT_EQ(b.header.spatial(), layout == kLayoutGrid);
+        EXPECT_EQ(b.header.coding, kCodingFixed);
+        EXPECT_EQ(b.header.image_height, 5u);
+        EXPECT_EQ(b.header.image_width, 7u);
+        EXPECT_EQ(b.header.cell_size, 4u);
+        EXPECT_EQ(b.header.grid_rows, 2u);
+        EXPECT_EQ(b.header.grid_cols, 2u);
+        EXPECT_EQ(b.header.levels, kGoldenLevels);
+        EXPECT_EQ(b.header.header_length(), 116u);
+        EXPECT_EQ(b.indices, kGoldenIndices);
+        EXPECT_EQ(b.write(), data);  // a header read keeps its version: the same bytes back
+    }
+}
+
+TEST(Golden, V1AndV2OfOneImageHoldTheSamePayload) {
+    const std::vector<std::uint8_t> v1 = from_hex(kGoldenHex), v2 = from_hex(kGoldenV2PatchesHex);
+    EXPECT_EQ(v2.size() - v1.size(), 34u);
+    EXPECT_TRUE(std::equal(v1.end() - 8, v1.end(), v2.end() - 8));
+    EXPECT_EQ(Bitstream::read(v1).indices, Bitstream::read(v2).indices);
+    EXPECT_NE(Bitstream::read(v1).header, Bitstream::read(v2).header);  // the version differs
+}
+
+// Guaranteed, not likely: the bytes read before the header CRC (magic, version, flags,
+// header_length, D) are checked on their own, and no single flip turns version 1 into 2 or back.
 TEST(Golden, EveryFlippedBitIsRefused) {
-    const std::vector<std::uint8_t> golden = from_hex(kGoldenHex);
-    ASSERT_EQ(golden.size() * 8, 720u);
-    for (std::size_t bit = 0; bit < golden.size() * 8; ++bit) {
-        std::vector<std::uint8_t> data = golden;
-        data[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
-        EXPECT_EQ(read_error(data).rfind("bitstream: ", 0), 0u) << "bit " << bit << ": " << read_error(data);
+    for (const auto& [hex, bits] :
+         {std::pair{kGoldenHex, 720u}, {kGoldenV2GridHex, 992u}, {kGoldenV2PatchesHex, 992u}}) {
+        const std::vector<std::uint8_t> golden = from_hex(hex);
+        ASSERT_EQ(golden.size() * 8, bits);
+        for (std::size_t bit = 0; bit < golden.size() * 8; ++bit) {
+            std::vector<std::uint8_t> data = golden;
+            data[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+            EXPECT_EQ(read_error(data).rfind("bitstream: ", 0), 0u) << "bit " << bit << ": " << read_error(data);
+        }
     }
 }
 
 TEST(Golden, EveryTruncationIsRefused) {
-    const std::vector<std::uint8_t> golden = from_hex(kGoldenHex);
-    for (std::size_t n = 0; n < golden.size(); ++n) {
-        const std::vector<std::uint8_t> data(golden.begin(), golden.begin() + static_cast<std::ptrdiff_t>(n));
-        const std::string error = read_error(data);
-        EXPECT_EQ(error.rfind("bitstream: ", 0), 0u) << n << " bytes: " << error;
-        EXPECT_NE(error.find("truncated"), std::string::npos) << n << " bytes: " << error;
+    for (const char* hex : {kGoldenHex, kGoldenV2GridHex, kGoldenV2PatchesHex}) {
+        const std::vector<std::uint8_t> golden = from_hex(hex);
+        for (std::size_t n = 0; n < golden.size(); ++n) {
+            const std::vector<std::uint8_t> data(golden.begin(), golden.begin() + static_cast<std::ptrdiff_t>(n));
+            const std::string error = read_error(data);
+            EXPECT_EQ(error.rfind("bitstream: ", 0), 0u) << n << " bytes: " << error;
+            EXPECT_NE(error.find("truncated"), std::string::npos) << n << " bytes: " << error;
+        }
     }
 }
 
@@ -207,11 +280,86 @@ TEST(Header, ForImageComputesTheGridAndChecksSizes) {
     Header bad = h;
     bad.grid_rows = 3;
     EXPECT_FSQ_ERROR(bad.check(), "grid 3x2 does not tile a 100x33 image with 32-pixel patches (expected 4x2)");
+    EXPECT_FSQ_ERROR(Header::for_image(golden_hash(), 5, 0, 4, {8}),
+                     "bitstream: image_width = 0 is not an int in [1, 4294967295]. Note: images, patches and grids "
+                     "must be non-empty");
+}
+
+TEST(Header, ForGridAndForPatchesAreVersion2) {
+    const Header grid = Header::for_grid(golden_hash(), 29, 50, 8, {5, 5, 5});
+    EXPECT_EQ(grid.version, 2u);
+    EXPECT_EQ(grid.layout, kLayoutGrid);
+    EXPECT_TRUE(grid.spatial());
+    EXPECT_EQ(grid.grid_rows, 4u);
+    EXPECT_EQ(grid.grid_cols, 7u);
+    EXPECT_EQ(grid.num_cells(), 28u);
+    EXPECT_EQ(grid.header_length(), 116u);
+    const Header patches = Header::for_patches(golden_hash(), 29, 50, 8, {5, 5, 5});
+    EXPECT_EQ(patches.version, 2u);
+    EXPECT_EQ(patches.layout, kLayoutPatches);
+    EXPECT_FALSE(patches.spatial());
+    EXPECT_NE(grid, patches);
+    EXPECT_FSQ_ERROR(Header::for_grid(golden_hash(), 5, 0, 4, {8}),
+                     "bitstream: image_width = 0 is not an int in [1, 4294967295]. Note: images, cells and grids "
+                     "must be non-empty");
+    EXPECT_FSQ_ERROR(Header::for_grid(golden_hash(), 5, 5, 0, {8}), "cell_size = 0 is not an int in [1, 65535]");
+    EXPECT_FSQ_ERROR(Header::for_patches(golden_hash(), 5, 5, 65536, {8}), "cell_size = 65536 is not an int");
+    // Version 2's header is 34 bytes longer, so it holds fewer levels than version 1's u16 allows.
+    EXPECT_FSQ_ERROR(Header::for_grid(golden_hash(), 5, 5, 4, Levels(32713, 2)),
+                     "32713 levels do not fit the header (at most 32712)");
+    EXPECT_NO_THROW(Header::for_image(golden_hash(), 5, 5, 4, Levels(32713, 2)));
+    EXPECT_NO_THROW(Header::for_grid(golden_hash(), 5, 5, 4, Levels(32712, 2)));
+}
+
+TEST(Header, CheckRefusesWhatFsqHeaderRefuses) {
+    // tests/runtime/test_bitstream.py's test_header_validation_v2, case by case.
+    const Header good = Header::for_grid(golden_hash(), 5, 7, 4, {3, 5});
+    struct Case {
+        void (*change)(Header&);
+        const char* message;
+    };
+    const Case cases[] = {
+        {[](Header& h) { h.version = 3; },
+         "bitstream: version = 3 is not one of [1, 2]. Note: read the file with the fsqdeploy version"},
+        {[](Header& h) { h.version = 1; }, "unsupported layout 1 (version 1 knows 0 (patches))"},
+        {[](Header& h) { h.layout = 2; }, "unsupported layout 2 (version 2 knows 0 (patches) or 1 (latent grid))"},
+        {[](Header& h) { h.coding = 1; },
+         "unsupported coding 1 (this reader knows 0, fixed-rate packing). Note: entropy-coded files need a newer"},
+        {[](Header& h) { h.cell_size = 0; }, "cell_size = 0 is not an int in [1, 65535]"},
+        {[](Header& h) { h.grid_cols = 3; },
+         "grid 2x3 does not tile a 5x7 image with 4-pixel latent cells (expected 2x2). Note: build the header with "
+         "Header::for_patches or Header::for_grid"},
+    };
+    EXPECT_NO_THROW(good.check());
+    for (const Case& c : cases) {
+        Header h = good;
+        c.change(h);
+        EXPECT_FSQ_ERROR(h.check(), c.message);
+        Bitstream b{h, std::vector<std::int32_t>(h.num_cells() * 2, 0)};
+        EXPECT_FSQ_ERROR(b.write(), c.message);  // never written
+    }
+}
+
+TEST(Header, GridToCellsIsRowMajorChannelsLast) {
+    // A non-square grid [1, 3, 4, 7] with distinct values: cell (r, c) is row r * 7 + c.
+    std::vector<std::int32_t> grid(3 * 4 * 7);
+    for (std::size_t i = 0; i < grid.size(); ++i) grid[i] = static_cast<std::int32_t>(i);
+    const std::vector<std::int32_t> cells = grid_to_cells(grid, 3, 4, 7);
+    ASSERT_EQ(cells.size(), grid.size());
+    for (std::size_t k = 0; k < 3; ++k) EXPECT_EQ(cells[(2 * 7 + 5) * 3 + k], grid[(k * 4 + 2) * 7 + 5]);
+    const Header h = Header::for_grid(golden_hash(), 29, 50, 8, {100, 100, 100});
+    EXPECT_EQ(cells_to_grid(h, Bitstream::read(Bitstream{h, cells}.write()).indices), grid);
+    EXPECT_FSQ_ERROR(grid_to_cells(grid, 3, 4, 6), "a latent grid of 84 indices is not [1, 3, 4, 6]");
+    EXPECT_FSQ_ERROR(grid_to_cells(grid, 0, 4, 7), "a latent grid of 84 indices is not [1, 0, 4, 7]");
+    EXPECT_FSQ_ERROR(cells_to_grid(h, std::vector<std::int32_t>(81)),
+                     "indices have 81 values but the 4x7 grid needs [28, 3]");
 }
 
 TEST(Writer, RefusesIndicesThatDoNotFitTheHeader) {
     Bitstream b{Header::for_image(golden_hash(), 5, 7, 4, kGoldenLevels), {0, 0, 0}};
-    EXPECT_FSQ_ERROR(b.write(), "indices have 1 rows but the 2x2 grid needs 4");
+    EXPECT_FSQ_ERROR(b.write(), "indices have 1 rows but the 2x2 grid needs 4. Note: encode every tile of the padded");
+    Bitstream grid{Header::for_grid(golden_hash(), 5, 7, 4, kGoldenLevels), {0, 0, 0}};
+    EXPECT_FSQ_ERROR(grid.write(), "grid needs 4. Note: encode every position of the latent grid, row by row");
     b.indices = kGoldenIndices;
     b.indices[4] = 5;
     EXPECT_FSQ_ERROR(b.write(), "indices[1, 1] = 5 is outside [0, 5) (levels[1])");
@@ -249,8 +397,9 @@ TEST(Reader, RefusesEachMalformedFieldWithPythonsReason) {
         {prefix(59),
          "bitstream: file is truncated or too short: 59 bytes, the fixed header alone has 60. Note: the "
          "file was damaged after it was written; compress the image again"},
-        {with([](Fields& f) { f.version = 2; }),
-         "unsupported format version 2 (this reader knows 1). Note: read the file with the fsqdeploy version"},
+        {with([](Fields& f) { f.version = 3; }),
+         "unsupported format version 3 (this reader knows 1, 2). Note: read the file with the fsqdeploy version"},
+        {prefix(4), "file is truncated or too short: 4 bytes, the fixed header alone has 60"},
         {with([](Fields& f) { f.flags = 1; }), "flags byte is 0x01, expected 0 (reserved)"},
         {with([](Fields& f) { f.header_length = 80; }),
          "header_length 80 does not match D = 3 levels (expected 76 + 2*D)"},
@@ -304,6 +453,118 @@ TEST(Reader, RefusesEachMalformedFieldWithPythonsReason) {
     for (const Case& c : cases) {
         const std::string error = read_error(c.data);
         EXPECT_NE(error.find(c.reason), std::string::npos) << "expected: " << c.reason << "\n     got: " << error;
+    }
+}
+
+// tests/runtime/test_bitstream.py's REFUSED_V2, with the Python reader's messages.
+TEST(Reader, RefusesEachMalformedV2FieldWithPythonsReason) {
+    const std::vector<std::uint8_t> golden = from_hex(kGoldenV2GridHex);
+    auto with = [](auto change) {
+        Fields f = Fields::v2();
+        change(f);
+        return f.build();
+    };
+    auto prefix = [&](std::size_t n) {
+        return std::vector<std::uint8_t>(golden.begin(), golden.begin() + static_cast<std::ptrdiff_t>(n));
+    };
+    auto changed = [&](std::size_t byte, std::uint8_t value) {
+        std::vector<std::uint8_t> d = golden;
+        d[byte] = value;
+        return d;
+    };
+    const std::vector<std::pair<std::vector<std::uint8_t>, std::string>> cases = {
+        {prefix(61),
+         "bitstream: file is truncated or too short: 61 bytes, the fixed header alone has 62. Note: the file was "
+         "damaged"},
+        {prefix(5), "file is truncated or too short: 5 bytes, the fixed header alone has 62"},
+        {with([](Fields& f) { f.flags = 0x80; }), "flags byte is 0x80, expected 0"},
+        {with([](Fields& f) { f.header_length = 82; }),
+         "header_length 82 does not match D = 3 levels (expected 110 + 2*D)"},
+        {with([](Fields& f) { f.levels = {}; }), "header_length 110 does not match D = 0"},
+        {prefix(100), "file is truncated: 100 bytes, shorter than its 116-byte header"},
+        {with([](Fields& f) { f.layout = 2; }),
+         "bitstream: unsupported layout 2 (this reader knows 0, patches, and 1, a latent grid). Note: read the file "
+         "with the fsqdeploy version that wrote it"},
+        {with([](Fields& f) {
+             f.coding = 1;
+             f.payload_length = 3;
+         }),
+         "bitstream: unsupported coding 1 (this reader knows 0, fixed-rate packing). Note: entropy-coded files need "
+         "a newer fsqdeploy"},
+        {with([](Fields& f) { f.prior[0] = 1; }),
+         "bitstream: prior_hash is not zero in a fixed-rate (coding 0) file. Note: the file was damaged"},
+        {with([](Fields& f) { f.rows = 1; }),
+         "invalid header: grid 1x2 does not tile a 5x7 image with 4-pixel latent cells (expected 2x2)"},
+        {with([](Fields& f) {
+             f.layout = 0;
+             f.rows = 1;
+         }),
+         "invalid header: grid 1x2 does not tile a 5x7 image with 4-pixel patches"},
+        {with([](Fields& f) {
+             f.width = 0;
+             f.cols = 0;
+         }),
+         "invalid header: image_width = 0 is not an int in [1, 4294967295]"},
+        {with([](Fields& f) { f.patch = 0; }), "invalid header: cell_size = 0 is not an int in [1, 65535]"},
+        {with([](Fields& f) {
+             f.levels = {3, 1, 7};
+         }),
+         "invalid header: levels[1] = 1"},
+        {with([](Fields& f) { f.bits = 8; }), "bits_per_cell is 8 but levels [3, 5, 7] need 7"},
+        {with([](Fields& f) { f.payload_length = 5; }), "payload_length is 5, expected 4 for 4 cells of 7 bits"},
+        {with([](Fields& f) {
+             f.trailing = {0, 0};
+         }),
+         "2 trailing bytes after the payload CRC"},
+        {prefix(123), "file is truncated: 123 bytes, expected 124"},
+        {changed(123, golden[123] ^ 1), "corrupted payload (payload CRC32 mismatch)"},
+        {changed(48, 0), "corrupted header (header CRC32 mismatch)"},
+        {with([](Fields& f) {
+             f.payload = {0x00, 0x34, 0xad, 0x19};
+         }),
+         "padding bits after the last cell are not zero"},
+        {with([](Fields& f) {
+             f.payload = {0x7f, 0x34, 0xad, 0x09};
+         }),
+         "cell 0 decodes to 127, outside the codebook [0, 105)"},
+    };
+    for (const auto& [data, reason] : cases) {
+        const std::string error = read_error(data);
+        EXPECT_NE(error.find(reason), std::string::npos) << "expected: " << reason << "\n     got: " << error;
+    }
+}
+
+// A v1 file whose version byte says 2 (or the reverse) reads the other layout's offsets: refused.
+TEST(Reader, AVersionByteThatDisagreesWithTheLayoutIsRefused) {
+    Fields v1_as_v2;
+    v1_as_v2.version = 2;
+    EXPECT_EQ(read_error(v1_as_v2.build()).rfind("bitstream: ", 0), 0u);
+    Fields v2_as_v1 = Fields::v2();
+    v2_as_v1.version = 1;
+    EXPECT_EQ(read_error(v2_as_v1.build()).rfind("bitstream: ", 0), 0u);
+}
+
+TEST(Files, RandomV2RoundTrips) {
+    std::mt19937 rng(11);
+    for (int trial = 0; trial < 120; ++trial) {
+        const std::uint64_t height = 1 + rng() % 300, width = 1 + rng() % 300;
+        const std::uint64_t cell = std::vector<std::uint64_t>{1, 4, 8, 16, 32}[rng() % 5];
+        Levels levels(1 + rng() % 12);
+        for (int& level : levels) level = 2 + static_cast<int>(rng() % 16);
+        const bool grid = trial % 2 == 1;
+        const Header h = grid ? Header::for_grid(golden_hash(), height, width, cell, levels)
+                              : Header::for_patches(golden_hash(), height, width, cell, levels);
+        ASSERT_EQ(h.grid_rows, (height + cell - 1) / cell);
+        Bitstream b{h, std::vector<std::int32_t>(h.num_cells() * levels.size())};
+        for (std::size_t i = 0; i < b.indices.size(); ++i) {
+            b.indices[i] = static_cast<std::int32_t>(rng() % static_cast<unsigned>(levels[i % levels.size()]));
+        }
+        const std::vector<std::uint8_t> data = b.write();
+        ASSERT_EQ(data.size(), 110 + 2 * levels.size() + (h.num_cells() * bits_per_patch(levels) + 7) / 8 + 4);
+        const Bitstream back = Bitstream::read(data);
+        ASSERT_EQ(back.header, h) << "trial " << trial;
+        ASSERT_EQ(back.header.layout, grid ? kLayoutGrid : kLayoutPatches);
+        ASSERT_EQ(back.indices, b.indices) << "trial " << trial;
     }
 }
 

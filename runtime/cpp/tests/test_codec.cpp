@@ -139,6 +139,8 @@ TEST(Codec, CompressDecompressIsExactForTheLosslessBackend) {
         const Bitstream b = f.codec->compress(image);
         EXPECT_EQ(b.header.grid_rows, (h + 1) / 2);
         EXPECT_EQ(b.header.model_hash, f.manifest.model_hash);
+        EXPECT_EQ(b.header.version, 2u);  // version 2, patches: what the Python Codec writes too
+        EXPECT_EQ(b.header.layout, kLayoutPatches);
         b.save(f.dir / "x.fsq");
         const Image back = f.codec->decompress(Bitstream::load(f.dir / "x.fsq"));
         EXPECT_EQ(back.height, h);
@@ -157,9 +159,40 @@ TEST(Codec, DecompressRefusesAnotherModelsFile) {
     golden.header.model_hash = f.manifest.model_hash;
     EXPECT_FSQ_ERROR(f.codec->decompress(golden), "file was made with levels [3, 5, 7] but the model has [256, 256");
     Bitstream patch = b;
-    patch.header.patch_size = 3;
+    patch.header.cell_size = 3;
     patch.header.grid_rows = patch.header.grid_cols = 1;
-    EXPECT_FSQ_ERROR(f.codec->decompress(patch), "decompress: the file has 3-pixel patches, the model 2");
+    EXPECT_FSQ_ERROR(f.codec->decompress(patch),
+                     "decompress: the file holds 3-pixel patches (layout 0), the model reads 2-pixel patches (layout "
+                     "0). Note: decompress with the model that compressed it");
+    Bitstream grid = b;
+    grid.header.layout = kLayoutGrid;  // a conv codec's latent grid of the same size
+    EXPECT_FSQ_ERROR(f.codec->decompress(grid), "decompress: the file holds 2-pixel latent cells (layout 1)");
+}
+
+TEST(Codec, DecompressesVersion1FilesToTheSameImage) {
+    Fixture f;
+    const Image image = random_image(5, 7, 3);
+    const Bitstream v2 = f.codec->compress(image);
+    Bitstream v1 = v2;
+    v1.header = Header::for_image(v2.header.model_hash, 5, 7, 2, v2.header.levels);
+    const std::vector<std::uint8_t> bytes1 = v1.write(), bytes2 = v2.write();
+    EXPECT_EQ(bytes1[4], 1u);
+    EXPECT_EQ(bytes2[4], 2u);
+    EXPECT_EQ(bytes2.size() - bytes1.size(), 34u);
+    EXPECT_EQ(f.codec->decompress(Bitstream::read(bytes1)).rgb, image.rgb);
+    EXPECT_EQ(f.codec->decompress(Bitstream::read(bytes2)).rgb, image.rgb);
+}
+
+TEST(Codec, RefusesASpatialArtifactInOneLine) {
+    TempDir dir;
+    make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, "conv");
+    const Manifest m = Manifest::load(dir.path());
+    ASSERT_TRUE(m.spatial());
+    EXPECT_FSQ_ERROR(Codec(m, std::make_unique<LosslessBackend>()),
+                     "codec: '" + dir.path().string() +
+                         "' is a conv artifact (whole images, a latent grid); the C++ "
+                         "Codec runs patch (paper) artifacts only so far. Note:");
+    EXPECT_FSQ_ERROR(Codec::open(dir.path()), "is a conv artifact");  // before any backend is looked for
 }
 
 TEST(Codec, OpenWithoutABackendSaysHowToGetOne) {

@@ -142,6 +142,75 @@ TEST(Manifest, RefusesMissingOrMalformedManifests) {
     }
 }
 
+TEST(Manifest, ArchDefaultsToPaperAndConvHasTheSpatialContract) {
+    TempDir dir;
+    make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, "");  // written before the conv codec: no arch, no downsample
+    const Manifest old = Manifest::load(dir.path());
+    EXPECT_EQ(old.arch, "paper");
+    EXPECT_EQ(old.downsample, 16);
+    EXPECT_FALSE(old.spatial());
+
+    make_art(dir.path(), {8, 8, 8, 5, 5, 5}, 64, 1, {}, "conv");
+    const Manifest conv = Manifest::load(dir.path());
+    EXPECT_EQ(conv.arch, "conv");
+    EXPECT_EQ(conv.downsample, 8);
+    EXPECT_TRUE(conv.spatial());
+    EXPECT_EQ(conv.image_size, 64);  // the training crop; any multiple of f encodes
+    const TensorInfo& images = conv.graph_io("encoder").inputs.at(0);
+    EXPECT_EQ(images.shape, (std::vector<std::int64_t>{-1, 3, -1, -1}));
+    EXPECT_EQ(images.symbols, (std::vector<std::string>{"batch", "", "height", "width"}));
+    const TensorInfo& indices = conv.graph_io("decoder").inputs.at(0);
+    EXPECT_EQ(indices.dtype, "int32");
+    EXPECT_EQ(indices.shape, (std::vector<std::int64_t>{-1, 6, -1, -1}));
+    EXPECT_EQ(indices.symbols, (std::vector<std::string>{"batch", "", "grid_height", "grid_width"}));
+}
+
+TEST(Manifest, RefusesAnUnknownArchAndAContractOfTheOtherArch) {
+    TempDir dir;
+    struct Case {
+        std::string arch;
+        std::function<void(json&)> change;
+        std::string reason;
+    };
+    const std::vector<Case> cases = {
+        {"paper", [](json& m) { m["arch"] = "transformer"; },
+         "artifact: '" + (dir / "manifest.json").string() +
+             "' has arch 'transformer', which this reader does not know (paper, conv). Note: use the fsqdeploy C++ "
+             "runtime that matches the exporter"},
+        {"paper", [](json& m) { m["arch"] = 5; }, "has arch = 5, expected a string. Note: export again"},
+        {"conv", [](json& m) { m["downsample"] = 0; }, "has downsample = 0, expected an int in [1, 65535]"},
+        {"conv", [](json& m) { m["downsample"] = 65536; }, "has downsample = 65536, expected an int in [1, 65535]"},
+        {"conv", [](json& m) { m["io"] = io_contract(32, 4, false); },
+         "has io.encoder.inputs 'images' float32 [batch, 3, 32, 32], expected float32 [batch, 3, height, width] (a "
+         "conv model)"},
+        {"paper", [](json& m) { m["io"] = io_contract(32, 4, true); },
+         "has io.encoder.inputs 'images' float32 [batch, 3, height, width], expected float32 [batch, 3, 32, 32] (a "
+         "paper model)"},
+        {"conv",
+         [](json& m) {
+             m["io"]["encoder"]["inputs"][0]["shape"] = {"batch", 3, "h", "w"};
+         },
+         "[batch, 3, h, w], expected float32 [batch, 3, height, width]"},
+        {"conv",
+         [](json& m) {
+             m["io"]["encoder"]["outputs"][0]["shape"] = {"batch", 5, "grid_height", "grid_width"};
+         },
+         "has io.encoder.outputs 'indices' int32 [batch, 5, grid_height, grid_width], expected int32 [batch, 4, "
+         "grid_height, grid_width]"},
+        {"conv",
+         [](json& m) {
+             m["io"]["decoder"]["inputs"][0]["shape"] = {"batch", 4};
+         },
+         "has io.decoder.inputs 'indices' int32 [batch, 4], expected int32 [batch, 4, grid_height, grid_width]"},
+    };
+    for (const Case& c : cases) {
+        make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, c.arch);
+        EXPECT_NO_THROW(Manifest::load(dir.path()));
+        rewrite(dir.path(), c.change);
+        EXPECT_FSQ_ERROR(Manifest::load(dir.path()), c.reason);
+    }
+}
+
 TEST(Engines, SelectionByNameAndPrecision) {
     TempDir dir;
     make_art(dir.path(), {8, 5, 5, 5}, 32, 1,
@@ -186,9 +255,10 @@ TEST(Engines, SidecarChecksLikeTheirPythonTwin) {
                      "RUN --out ART --trt on this machine --precision fp32");
     // C++ only: a runtime that reports no build number (TensorRT 8.6) is compared on major.minor.patch.
     EXPECT_NO_THROW(check_sidecar("e.plan", s, {"10.7.0", "NVIDIA L4", "8.9"}));  // build number ignored
-    EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.8.0", "NVIDIA L4", "8.9"}),
-                     "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is TensorRT 10.8.0 (or build it with "
-                     "--version-compatible). Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine");
+    EXPECT_FSQ_ERROR(
+        check_sidecar("e.plan", s, {"10.8.0", "NVIDIA L4", "8.9"}),
+        "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is TensorRT 10.8.0 (or build it with "
+        "--version-compatible). Note: rebuild it with fsqdeploy export RUN --out ART --trt on this machine");
     // TensorRT 10+ reports the build, as Python's tensorrt.__version__: then it must match too.
     EXPECT_FSQ_ERROR(check_sidecar("e.plan", s, {"10.7.0.24", "NVIDIA L4", "8.9"}),
                      "was built with TensorRT 10.7.0.23, this is TensorRT 10.7.0.24 (or build it with");
@@ -204,7 +274,8 @@ TEST(Engines, SidecarChecksLikeTheirPythonTwin) {
     EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.5.0.18", "NVIDIA A100", "8.0"}),
                      "tensorrt: 'e.plan' was built with TensorRT 10.7.0.23, this is TensorRT 10.5.0.18 (a "
                      "version-compatible engine runs on TensorRT 10.x from 10.7.0.23 on or TensorRT 11.x)");
-    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.7.0.22", "NVIDIA A100", "8.0"}), "this is TensorRT 10.7.0.22");
+    EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"10.7.0.22", "NVIDIA A100", "8.0"}),
+                     "this is TensorRT 10.7.0.22");
     EXPECT_NO_THROW(check_sidecar("e.plan", portable, {"11.0.0", "NVIDIA A100", "8.0"}));  // 10 -> 11, as documented
     EXPECT_FSQ_ERROR(check_sidecar("e.plan", portable, {"12.0.0", "NVIDIA A100", "8.0"}), "was built with TensorRT");
     // Hardware-compatible: Ampere (sm 8.0) and newer only.
@@ -229,7 +300,8 @@ TEST(Engines, SidecarChecksLikeTheirPythonTwin) {
     write_text(dir / "bad.plan.json", "[1,");
     EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "bad.plan"), "bad.plan.json' is not valid JSON");
     write_text(dir / "bad.plan.json", R"({"tensorrt_version": "10.7.0.23", "precision": "fp16"})");
-    EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "bad.plan"), "bad.plan.json' lacks gpu_name, compute_capability, profile");
+    EXPECT_FSQ_ERROR(EngineSidecar::load(dir / "bad.plan"),
+                     "bad.plan.json' lacks gpu_name, compute_capability, profile");
 }
 
 // The C++ half of runtime/cpp/tests/sidecar_cases.json (the Python half: tests/cpp/test_sidecar_twins.py):

@@ -1,4 +1,9 @@
-// The .fsq file: a small checked header, then every patch's FSQ indices packed bit-tight.
+// The .fsq file: a small checked header, then every cell's FSQ indices packed bit-tight.
+//
+// A cell is what one index vector describes: a cell_size x cell_size patch encoded on its own
+// (layout 0, the paper model), or one position of a single latent grid over the whole image
+// (layout 1, the conv codec; cell_size is its downsampling factor f). Version 2 files say which;
+// version 1 files (patches only) stay readable, and Header::for_image still writes them.
 //
 // docs/bitstream.md is the specification; this is a byte-for-byte port of
 // fsqdeploy.runtime.bitstream (runtime/bitstream.py). Files written by either side read on the
@@ -21,7 +26,15 @@ using Levels = std::vector<int>;
 using ModelHash = std::array<std::uint8_t, 32>;
 
 inline constexpr int kMaxLevel = 0xFFFF;
-inline constexpr std::size_t kMaxLevels = 32729;  // so that header_length = 76 + 2*D fits its u16
+/// The most levels a file can hold, so that header_length (76 + 2*D in v1, 110 + 2*D in v2)
+/// fits its u16: 32729 in version 1, 32712 in version 2 (what writers write now).
+inline constexpr std::size_t kMaxLevels = 32729;
+inline constexpr std::size_t kMaxLevelsV2 = 32712;
+
+inline constexpr std::uint8_t kVersion = 2;        // what Header::for_patches / for_grid write
+inline constexpr std::uint8_t kLayoutPatches = 0;  // each cell an independent cell_size x cell_size patch
+inline constexpr std::uint8_t kLayoutGrid = 1;     // the cells are the positions of one latent grid
+inline constexpr std::uint8_t kCodingFixed = 0;    // fixed-rate mixed-radix packing; others: the entropy coder's
 
 /// A 64-character hex string (as manifests store model_id) as raw bytes; throws Error otherwise.
 ModelHash hash_from_hex(std::string_view hex);
@@ -37,38 +50,56 @@ std::vector<std::uint8_t> pack_indices(const std::int32_t* indices, std::size_t 
 std::vector<std::uint8_t> pack_indices(const std::vector<std::int32_t>& indices, const Levels& levels);
 
 /// Inverse of pack_indices: int32 [count, D] from exactly ceil(count * bits_per_patch / 8) bytes.
-/// Refuses nonzero padding bits and fields that decode to prod(levels) or more.
+/// Refuses nonzero padding bits and fields that decode to prod(levels) or more; `unit` names a
+/// field in those messages ("patch" as version 1 calls it, "cell" as version 2 does).
 std::vector<std::int32_t> unpack_indices(const std::uint8_t* data, std::size_t size, const Levels& levels,
-                                         std::uint64_t count);
+                                         std::uint64_t count, std::string_view unit = "patch");
 
 /// Everything besides the payload.
 struct Header {
     ModelHash model_hash{};          // raw sha256 of the model (the manifest's model_id)
-    std::uint32_t image_height = 0;  // original image size in pixels, before padding to whole patches
+    std::uint32_t image_height = 0;  // original image size in pixels, before padding to whole cells
     std::uint32_t image_width = 0;
-    std::uint16_t patch_size = 0;  // the model's image size, e.g. 32
-    std::uint32_t grid_rows = 0;   // ceil(image_height / patch_size)
-    std::uint32_t grid_cols = 0;   // ceil(image_width / patch_size)
+    std::uint16_t cell_size = 0;  // the patch side P (layout 0) or the downsampling factor f (layout 1)
+    std::uint32_t grid_rows = 0;  // ceil(image_height / cell_size)
+    std::uint32_t grid_cols = 0;  // ceil(image_width / cell_size)
     Levels levels;
+    std::uint8_t version = kVersion;
+    std::uint8_t layout = kLayoutPatches;  // version 1 files hold patches only
+    std::uint8_t coding = kCodingFixed;
 
-    /// The header for an image tiled row-major into patch_size squares, the edges padded.
-    /// Throws Error when a size is 0 or does not fit its field, or the levels are invalid.
+    /// A version 2 header (layout 0) for an image tiled row-major into patch_size squares, each
+    /// encoded on its own (the paper model), the edges padded.
+    static Header for_patches(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+                              std::uint64_t patch_size, Levels levels);
+    /// A version 2 header (layout 1) for the latent grid of an image edge-padded on the bottom and
+    /// right to multiples of `downsample` (f) and encoded in one piece: one cell per position.
+    static Header for_grid(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
+                           std::uint64_t downsample, Levels levels);
+    /// A version 1 header (patches; the format before version 2, which both readers still read).
     static Header for_image(const ModelHash& model_hash, std::uint64_t image_height, std::uint64_t image_width,
                             std::uint64_t patch_size, Levels levels);
 
-    /// Throws Error unless the fields are what for_image would make (non-empty sizes, a grid that
-    /// tiles the image, valid levels); write() calls it, so a header that would not round trip
-    /// cannot be written.
+    /// Throws Error unless the fields are what the factories would make (a known version, layout
+    /// and coding, non-empty sizes, a grid that tiles the image, valid levels); write() calls it,
+    /// so a header that would not round trip cannot be written. Messages are FsqHeader's.
     void check() const;
 
-    std::uint64_t num_patches() const { return std::uint64_t{grid_rows} * grid_cols; }
-    std::size_t header_length() const { return 76 + 2 * levels.size(); }
+    /// True when the cells are one latent grid (layout 1), not independent patches.
+    bool spatial() const { return layout == kLayoutGrid; }
+    std::uint64_t num_cells() const { return std::uint64_t{grid_rows} * grid_cols; }
+    /// Version 1's name of num_cells().
+    std::uint64_t num_patches() const { return num_cells(); }
+    /// Bytes from offset 0 to the payload: 76 + 2*D in version 1, 110 + 2*D in version 2.
+    std::size_t header_length() const;
 
     bool operator==(const Header& other) const;
     bool operator!=(const Header& other) const { return !(*this == other); }
 };
 
-/// A whole .fsq file: the header and the indices [grid_rows * grid_cols, D], tiles row-major.
+/// A whole .fsq file: the header and the indices [grid_rows * grid_cols, D], cells row-major.
+/// For a latent grid (layout 1), cell (r, c) holds indices[0, :, r, c] of the channels-first grid
+/// [1, D, rows, cols]: grid_to_cells / cells_to_grid convert.
 struct Bitstream {
     Header header;
     std::vector<std::int32_t> indices;
@@ -84,6 +115,12 @@ struct Bitstream {
     static Bitstream read(const std::vector<std::uint8_t>& data) { return read(data.data(), data.size()); }
     static Bitstream load(const std::filesystem::path& path);
 };
+
+/// A channels-first grid [1, D, rows, cols] (what a spatial encoder outputs) -> [rows * cols, D],
+/// cell (r, c) at row r * cols + c; and back. Both throw Error when the size is not D * rows * cols.
+std::vector<std::int32_t> grid_to_cells(const std::vector<std::int32_t>& grid, std::size_t d, std::size_t rows,
+                                        std::size_t cols);
+std::vector<std::int32_t> cells_to_grid(const Header& header, const std::vector<std::int32_t>& cells);
 
 /// Refuse to decode a file with a model other than the one that wrote it.
 void check_model(const Header& header, const ModelHash& model_hash, const Levels& levels);

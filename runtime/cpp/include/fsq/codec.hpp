@@ -39,6 +39,7 @@ void check_images(const float* images, const std::vector<std::int64_t>& shape, i
 void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
                    const char* component = "decode");
 
+/// A patch (paper) artifact's codec; a spatial (conv) artifact is refused with one line.
 class Codec {
 public:
     Codec(Manifest manifest, std::unique_ptr<Backend> backend);
@@ -58,9 +59,11 @@ public:
     std::vector<float> decode(const std::int32_t* indices, const std::vector<std::int64_t>& shape);
     std::vector<float> decode(const std::vector<std::int32_t>& indices, const std::vector<std::int64_t>& shape);
 
-    /// Any H x W image -> a .fsq bitstream (tile with edge padding, encode, header for_image).
+    /// Any H x W image -> a .fsq bitstream, version 2 layout 0 (tile with edge padding, encode,
+    /// header for_patches).
     Bitstream compress(const Image& image);
-    /// A .fsq bitstream written by this model -> the H x W image; refuses another model's file.
+    /// A .fsq bitstream written by this model (version 1 or 2, patches of its size) -> the H x W
+    /// image; refuses another model's file, and a latent grid.
     Image decompress(const Bitstream& bitstream);
 
 private:

@@ -23,12 +23,19 @@ struct FileEntry {
     std::uint64_t size = 0;
 };
 
-/// One graph input or output of the manifest's "io": a symbolic dimension ("batch") is -1.
+/// One graph input or output of the manifest's "io": a symbolic dimension ("batch", "height") is
+/// -1 in shape, with its name in symbols ("" for a fixed dimension).
 struct TensorInfo {
     std::string name;
     std::string dtype;
     std::vector<std::int64_t> shape;
+    std::vector<std::string> symbols;
 };
+
+/// The architectures this reader knows: "paper" (one index vector per S x S image, the seed's
+/// model) and "conv" (fully convolutional: a latent grid [N, D, H/f, W/f] over any H, W multiple of f).
+inline constexpr const char* kArchPaper = "paper";
+inline constexpr const char* kArchConv = "conv";
 
 struct GraphIo {
     std::vector<TensorInfo> inputs, outputs;
@@ -41,8 +48,10 @@ struct Manifest {
     Levels levels;       // one per index column
     int latent_dim = 0;  // D
     int code_width = 0;  // W = len(levels) = stages * D
-    int image_size = 0;  // S: images are [N, 3, S, S], the bitstream's patch_size
+    int image_size = 0;  // S: paper images are [N, 3, S, S], the bitstream's patch size; conv: the training crop
     int stages = 0;      // K
+    std::string arch = kArchPaper;  // absent in manifests written before the conv codec: those are paper models
+    int downsample = 16;            // f: pixels per latent position along each axis (conv), the bitstream's cell_size
     double temperature = 0;
     int opset = 0;
     std::map<std::string, FileEntry> files;  // relative path -> sha256, size
@@ -53,6 +62,9 @@ struct Manifest {
     static Manifest load(const std::filesystem::path& art_dir);
     /// Read and check the manifest's fields only (no hashing), like fsqdeploy.artifact.Manifest.load.
     static Manifest read(const std::filesystem::path& art_dir);
+
+    /// Indices are a grid [N, D, H/f, W/f] and images any H, W multiple of f (arch "conv").
+    bool spatial() const { return arch == kArchConv; }
 
     /// One line per listed file that is missing, resized or re-hashed; empty when all match.
     std::vector<std::string> verify_files() const;
@@ -67,12 +79,12 @@ struct Manifest {
 
 /// An engine's sidecar, `<engine>.json`, written beside it by `fsqdeploy export --trt`.
 struct EngineSidecar {
-    std::string tensorrt_version;      // TensorRT's __version__ where it was built, e.g. "10.7.0.23"
-    std::string cuda_version;          // e.g. "12.6"
-    std::string gpu_name;              // e.g. "NVIDIA L4"
-    std::string compute_capability;    // e.g. "8.9"
-    std::string precision;             // fp32, fp16, int8
-    std::string onnx_sha256;           // the graph it was built from ("" when not recorded)
+    std::string tensorrt_version;              // TensorRT's __version__ where it was built, e.g. "10.7.0.23"
+    std::string cuda_version;                  // e.g. "12.6"
+    std::string gpu_name;                      // e.g. "NVIDIA L4"
+    std::string compute_capability;            // e.g. "8.9"
+    std::string precision;                     // fp32, fp16, int8
+    std::string onnx_sha256;                   // the graph it was built from ("" when not recorded)
     std::optional<std::string> engine_sha256;  // the engine's own sha256, when recorded
     bool version_compatible = false;   // --version-compatible: this or a later TensorRT (version_compatible_runs)
     bool hardware_compatible = false;  // --hardware-compatible: any GPU of compute capability 8.0 or newer
