@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsqdeploy.config import CONFIG_FILE  # noqa: F401 - ART/checkpoint/config.json is a run's config.json
+from fsqdeploy.config import ARCHS, CONFIG_FILE  # noqa: F401 - ART/checkpoint/config.json is a run's config.json
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import read_format_json, sha256_file, write_json_atomic
 
@@ -166,6 +166,12 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as e:
             raise FSQDeployError(f"artifact: '{Path(art) / MANIFEST_FILE}' has a malformed field ({e}). "
                                  "Note: export again") from None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:  # as the C++ manifest reader refuses it: never guess a layout
+            raise FSQDeployError(f"artifact: '{self.art / MANIFEST_FILE}' names architecture {self.arch!r}, which "
+                                 f"this fsqdeploy does not know ({', '.join(ARCHS)}). Note: use the fsqdeploy "
+                                 "version that exported it")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, fields in the order docs/artifacts.md lists them."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fsqdeploy.artifact import add_files, read_manifest, verify_files
+from fsqdeploy.artifact import Manifest, add_files, read_manifest, verify_files
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import sha256_file
 
@@ -93,3 +93,13 @@ def test_read_manifest_errors(art_copy, damage, match):
 def test_read_manifest_missing_directory(tmp_path):
     with pytest.raises(FSQDeployError, match="does not exist"):
         read_manifest(tmp_path / "nope")
+
+
+def test_an_unknown_architecture_is_refused(art_copy):
+    """As the C++ reader refuses it: a manifest from a newer fsqdeploy is never read as a paper model."""
+    path = art_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["arch"] = "transformer"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(FSQDeployError, match="names architecture 'transformer', which this fsqdeploy does not know"):
+        Manifest.load(art_copy)
