@@ -23,6 +23,10 @@ class Reference:
     indices: np.ndarray  # int32 [N, W] (patch models) or [N, D, h, w] (spatial), the reference encoder's
     decoded: np.ndarray  # float32 [N, 3, S, S], the reference decoder on ``indices``
     spec: BackendSpec = BackendSpec(REFERENCE)  # the row that produced it: torch, or torch:cuda
+    # Spatial models: whole photos (uint8 [H, W, 3], sizes differ) and the reference's indices of
+    # each, as compress writes them; every backend's fidelity row then covers them too.
+    photos: tuple[np.ndarray, ...] = ()
+    photo_cells: tuple[np.ndarray, ...] = ()
 
     @property
     def run(self) -> compare.Run:
@@ -65,7 +69,25 @@ def compare_to_reference(spec: BackendSpec, ref: Reference, candidate: compare.R
 
 def measure_fidelity(codec: Codec, spec: BackendSpec, ref: Reference) -> dict[str, Any]:
     candidate = compare.run(codec, ref.images, reference_indices=ref.indices)
-    return compare_to_reference(spec, ref, candidate, codec.levels)
+    row = compare_to_reference(spec, ref, candidate, codec.levels)
+    if ref.photos:
+        row.update(photo_agreement(codec, ref.photos, ref.photo_cells))
+    return row
+
+
+def photo_cells(codec: Codec, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each whole photo's indices as ``fsqdeploy compress`` writes them (padded, one pass or tiled)."""
+    return [codec.encode_image(photo)[1] for photo in photos]
+
+
+def photo_agreement(codec: Codec, photos: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Spatial models: the backend's indices of the whole photos (each at its own size, through the
+    dynamic-shape graphs) against the reference's; equal indices mean byte-identical .fsq files."""
+    got = photo_cells(codec, photos)
+    values = sum(r.size for r in reference)
+    flipped = sum(int((g != r).sum()) for g, r in zip(got, reference))
+    return {"photos": len(photos), "photo_index_agreement": 1.0 - flipped / values if values else 1.0,
+            "photo_flipped_indices": flipped}
 
 
 def check_gate(row: dict[str, Any], gates: Gates) -> dict[str, Any]:
@@ -79,6 +101,9 @@ def check_gate(row: dict[str, Any], gates: Gates) -> dict[str, Any]:
     if row["precision"] == "fp32" and not row.get("reduced_precision"):
         if row["index_agreement"] < gates.min_index_agreement:
             reasons.append(f"index agreement {100 * row['index_agreement']:.4f}% < "
+                           f"{100 * gates.min_index_agreement:.4g}% (--min-index-agreement)")
+        if row.get("photo_index_agreement", 1.0) < gates.min_index_agreement:
+            reasons.append(f"whole-photo index agreement {100 * row['photo_index_agreement']:.4f}% < "
                            f"{100 * gates.min_index_agreement:.4g}% (--min-index-agreement)")
         if row["max_abs_error"] > gates.max_decoder_error:
             reasons.append(f"decoder max abs error {row['max_abs_error']:.3g} > "

@@ -155,6 +155,10 @@ def _fidelity(report: Row, console: Any) -> None:
                       _db(f.get("psnr_vs_reference")), _err(f.get("max_abs_error")),
                       f"{f['psnr_vs_input']:.2f}", f"{f['ssim_vs_input']:.4f}", f"{f['bits_per_pixel']:.4g}", gate)
     console.print(table)
+    whole = [f for f in report["fidelity"] if "photo_index_agreement" in f and not f["reference"]]
+    if whole:  # spatial models: the whole photos at their own sizes, through the dynamic-shape graphs
+        console.print(f"whole photos ({whole[0]['photos']}, each at its own size): indices equal to the reference: "
+                      + ", ".join(f"{_label(f)} {_pct(f['photo_index_agreement'])}" for f in whole))
     console.print("'round trip': each backend's own indices decoded by it; 'decoder': the reference indices decoded "
                   "by it, isolating the decoder. Every PSNR is a mean of per-image PSNRs, each capped at "
                   f"{PSNR_CAP:g} dB (≥{PSNR_CAP:g}: MSE below 1e-10).")

@@ -3,6 +3,7 @@ backend row timed and compared (or skipped with its reason), the baselines, and 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from fsqdeploy.artifact import CONFIG_FILE, Manifest
 from fsqdeploy.backends import REGISTRY
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.metrics import fixed_bits
-from fsqdeploy.runtime.bench.fidelity import Reference, check_gate, measure_fidelity, rate, reference_outputs
+from fsqdeploy.runtime.bench.fidelity import (
+    Reference,
+    check_gate,
+    measure_fidelity,
+    photo_cells,
+    rate,
+    reference_outputs,
+)
 from fsqdeploy.runtime.bench.machine import fp32_without_tf32, machine_info, torch_has_cuda
 from fsqdeploy.runtime.bench.photos import Photos, load_bench_photos, photo_rows, photo_source
 from fsqdeploy.runtime.bench.ratedistortion import patch_rows, tile_rows
@@ -190,6 +198,9 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
     with fp32_without_tf32():
         reference, ref = load_reference(manifest, reference_spec, settings.resolved_threads(), images)
         try:
+            if manifest.spatial and photos is not None:  # each backend's indices of the whole photos too
+                ref = dataclasses.replace(ref, photos=photos.images,
+                                          photo_cells=tuple(photo_cells(reference, photos.images)))
             results, fidelity, skipped = run_rows(manifest, specs, reference, ref, settings, say)
             baselines = rate_distortion(reference, ref, photos, settings, say)
         finally:

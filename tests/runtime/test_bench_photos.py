@@ -163,3 +163,29 @@ def test_photo_source_defaults():
     assert photos.photo_source(None, "synthetic") == ("sample", False)
     assert photos.photo_source(None, "cifar10:/c") == ("sample", False)
     assert photos.photo_source(None, None) == ("sample", False)
+
+
+def test_every_backend_codes_the_whole_photos_as_pytorch_does(cli, conv_exported, photo_dir, tmp_path):
+    """An exported conv artifact: each CPU backend's indices of every whole photo (three sizes, one
+    no multiple of f) equal PyTorch's, so every backend writes the same .fsq files; the gate says so."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "bench.json"
+    args = [a if a != "torch" else "torch,onnxruntime,openvino" for a in QUICK]
+    code, stdout, err = cli("bench", conv_exported.art, *args, "--photo-data", f"folder:{photo_dir}", "--json", out)
+    assert code == 0, err
+    rows = {f["backend"]: f for f in json.loads(out.read_text())["fidelity"]}
+    assert set(rows) == {"torch", "onnxruntime", "openvino"}
+    for backend in ("onnxruntime", "openvino"):
+        assert rows[backend]["photos"] == len(SIZES) and rows[backend]["photo_index_agreement"] == 1.0
+        assert rows[backend]["gate"]["passed"]
+    assert "whole photos (3, each at its own size): indices equal to the reference: onnxruntime 100" in stdout
+
+
+def test_a_backend_that_flips_photo_indices_fails_the_gate() -> None:
+    from fsqdeploy.runtime.bench.fidelity import check_gate
+    from fsqdeploy.runtime.bench.settings import Gates
+
+    row = {"reference": False, "precision": "fp32", "reduced_precision": None, "index_agreement": 1.0,
+           "max_abs_error": 0.0, "photos": 3, "photo_index_agreement": 0.9999, "photo_flipped_indices": 2}
+    gate = check_gate(row, Gates())
+    assert not gate["passed"] and "whole-photo index agreement 99.9900%" in gate["reasons"][0]
