@@ -152,6 +152,7 @@ def train(
         model_cfg = model_config_from_dict(state["model_config"])
         cfg = TrainConfig(**state["train_config"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
+    best: dict[str, Any] | None = state.get("best") if state is not None else None
     validate_train_config(cfg)
     model_cfg.validate()
     device = pick_device(cfg.device)
@@ -234,15 +235,20 @@ def train(
         history.append(metrics)
 
         # -- checkpoint and log ---------------------------------------------------------------
-        _save_epoch(model, optimizer, cfg, out_dir, epoch + 1, history, budget, splits)
+        # The checkpoint is the epoch with the best test PSNR, not the last: under temperature
+        # annealing the last epochs can end below the best (docs/training.md). The trainer state
+        # always holds the last epoch, so a resumed run continues from where it stopped.
+        psnr_now = metrics.get("test_psnr")
+        is_best = best is None or psnr_now is None or psnr_now > best["test_psnr"]
+        if is_best:
+            best = {"epoch": epoch + 1, "test_psnr": psnr_now}
+        metrics["best_epoch"] = best["epoch"]
+        _save_epoch(model, optimizer, cfg, out_dir, epoch + 1, history, budget, splits, best, is_best)
         if on_epoch:
             on_epoch(EpochLog(epoch + 1, metrics))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
             return model.eval()
-    model.quantizer.set_temperature(
-        temperature_at(1.0, cfg.temperature_start, cfg.temperature_end, cfg.temperature_schedule)
-    )
-    return model.eval()
+    return FSQVAE.load(out_dir, device)  # the checkpoint: the best epoch's weights, levels and temperature
 
 
 def _save_epoch(
@@ -254,14 +260,20 @@ def _save_epoch(
     history: list[dict[str, Any]],
     budget: list[float],
     splits: ImageSplits,
+    best: dict[str, Any],
+    is_best: bool,
 ) -> None:
+    """The trainer state and metrics every epoch; the checkpoint and its recon grid only when this
+    epoch is the best so far (``best``: its epoch and test PSNR, recorded in config.json)."""
     from fsqdeploy.train.plots import save_curves, save_recon_grid
 
-    training = {**dataclasses.asdict(cfg), "data": splits.source, "epochs_done": epoch}
-    save_model(model, out_dir, training)
+    if is_best:
+        training = {**dataclasses.asdict(cfg), "data": splits.source, "epochs_done": epoch,
+                    "best_epoch": best["epoch"], "best_test_psnr": best["test_psnr"]}
+        save_model(model, out_dir, training)
+        save_recon_grid(model, splits.test if len(splits.test) else splits.train, out_dir / "recon.png")
     lines = "".join(json.dumps(m) + "\n" for m in history)
     write_text_atomic(out_dir / METRICS_FILE, lines)
-    save_recon_grid(model, splits.test if len(splits.test) else splits.train, out_dir / "recon.png")
     save_curves(history, out_dir / "curves.png")
     state = {
         "epoch": epoch,
@@ -270,6 +282,7 @@ def _save_epoch(
         "optimizer": optimizer.state_dict(),
         "rng": _rng_state(),
         "bit_budget": budget,
+        "best": best,
         "model_config": model_config_to_dict(model.config),
         "train_config": dataclasses.asdict(cfg),
     }

@@ -108,7 +108,7 @@ def test_hierarchical_training_gives_one_index_vector(tmp_path):
     assert cfg_json["stages"] == 2 and len(cfg_json["levels"]) == 32
     idx = model.encode(torch.rand(3, 3, 32, 32))
     assert idx.shape == (3, 32)
-    assert model.quantizer.stage_weights.grad is not None  # the importance weights are learned
+    assert not torch.equal(model.quantizer.stage_weights.detach(), torch.ones(2))  # the importance weights are learned
 
 
 @pytest.mark.parametrize("kind", ["exponential", "linear", "cosine"])
@@ -141,3 +141,27 @@ def test_zero_weights_turn_terms_off():
     assert float(both.total.detach()) == pytest.approx(expected, rel=1e-5)
     assert 0 < float(both.entropy_rate) <= 1 and float(both.quant) >= 0
     assert math.isfinite(float(both.total.detach()))
+
+
+def test_the_checkpoint_is_the_best_epoch_and_says_so(tmp_path, monkeypatch):
+    """Test PSNR 10, 20, 15 dB over three epochs: the checkpoint holds epoch 2's weights and its
+    temperature, config.json says so, and metrics.jsonl keeps every epoch."""
+    import fsqdeploy.train.loop as loop
+
+    real = loop.evaluate
+    scores = iter([10.0, 20.0, 15.0])
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: {**real(*a, **k), "psnr": next(scores)})
+    splits = small_splits(128, 16)
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=5)
+    model = train(ModelConfig(**SMALL, levels=[8] * 16), cfg, tmp_path / "full", splits=splits)
+    written = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert written["training"]["best_epoch"] == 2 and written["training"]["best_test_psnr"] == 20.0
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["best_epoch"] for m in lines] == [1, 2, 2]
+
+    monkeypatch.setattr(loop, "evaluate", real)
+    train(ModelConfig(**SMALL, levels=[8] * 16), cfg, tmp_path / "two", splits=splits, stop_after_epoch=2)
+    assert (tmp_path / "full" / "model.safetensors").read_bytes() == (tmp_path / "two" / "model.safetensors").read_bytes()
+    assert written["temperature"] == json.loads((tmp_path / "two" / "config.json").read_text())["temperature"]
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model.encode(x), FSQVAE.load(tmp_path / "two").encode(x))  # train returns the checkpoint
