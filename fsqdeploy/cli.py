@@ -1,4 +1,4 @@
-"""The ``fsqdeploy`` command line: train, eval, export, check, bench, compress, decompress.
+"""The ``fsqdeploy`` command line: train, eval, export, check, bench, compress, decompress, tune.
 
 Each stage keeps its commands in its own ``commands`` module; this file only assembles them and
 turns user errors (FSQDeployError) into one line on stderr and exit code 2.
@@ -25,6 +25,7 @@ def _register() -> None:
     from fsqdeploy.calibration import commands as calibration_commands
     from fsqdeploy.export import commands as export_commands
     from fsqdeploy.runtime import commands as runtime_commands
+    from fsqdeploy.runtime.serving import commands as serving_commands
     from fsqdeploy.train import commands as train_commands
 
     app.command("train")(train_commands.train)
@@ -35,6 +36,8 @@ def _register() -> None:
     app.command("bench")(runtime_commands.bench)
     app.command("compress")(runtime_commands.compress)
     app.command("decompress")(runtime_commands.decompress)
+    app.command("triton")(serving_commands.triton)
+    app.command("tune")(runtime_commands.tune)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -91,6 +91,7 @@ class Codec:
         device: str = "cpu",
         tile: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        tune: bool = False,
     ) -> Codec:
         """The artifact ``art`` on ``backend`` (a registry name, or "auto": the fastest backend that
         can run here and finds what it needs in ``art``), activated and ready. ``art`` may be a loaded
@@ -99,9 +100,15 @@ class Codec:
         Spatial artifacts only: ``compress``/``decompress`` run an image in one pass when it has at
         most ``max_pixels`` pixels (padded), else in tiles whose window has at most that many;
         ``tile`` (pixels, a multiple of f) sets the tiles' core side instead. Either gives the
-        one-pass result; they bound memory only. Patch models encode patch by patch anyway."""
+        one-pass result; they bound memory only. Patch models encode patch by patch anyway.
+
+        ``tune``: for the CPU runtimes (onnxruntime, openvino; "auto": each installed one) at fp32,
+        time their exact graph variants on this machine first unless it has a record already
+        (fsqdeploy.backends.tuning); a record, once made, is used on every later load here."""
         manifest = art if isinstance(art, Manifest) else Manifest.load(art, verify=verify, component="codec")
         _check_tiling(manifest, tile, max_pixels)
+        if tune and precision == "fp32":
+            _tune(manifest, backend, threads)
         codec = cls._select(manifest, backend, precision, threads, device)
         codec.tile, codec.max_pixels = tile, max_pixels
         return codec
@@ -292,6 +299,15 @@ def _halo_cells(manifest: Manifest) -> tuple[int, int]:
         encoder_px, decoder = tile_halos(ModelConfig(arch="conv", image_size=f, channels=(1,) * n))
     # Windows start on whole cells, so the encoder's pixel halo is rounded up to whole cells.
     return -(-max(0, encoder_px) // f), max(0, decoder)
+
+
+def _tune(manifest: Manifest, backend: str, threads: int | None) -> None:
+    from fsqdeploy.backends.tuning import FAMILIES, tune_artifact
+
+    runtimes = [backend] if backend in FAMILIES else list(FAMILIES) if backend == "auto" else []
+    for name in runtimes:
+        if get_backend(name).unavailable_reason() is None:
+            tune_artifact(manifest, name, threads)
 
 
 def _check_tiling(manifest: Manifest, tile: int | None, max_pixels: int) -> None:

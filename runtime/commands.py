@@ -191,3 +191,41 @@ def _targets(inputs: list[Path], out: Path, suffix: str, force: bool) -> list[Pa
     if existing and not force:
         raise FSQDeployError(f"'{existing[0]}' exists. Note: pass --force to overwrite")
     return targets
+
+
+def tune(
+    art: ArtArgument,
+    backends: Annotated[str, typer.Option("--backends", help="Comma-separated CPU runtimes to tune: onnxruntime, "
+                                          "openvino (default: those installed).")] = "",
+    threads: ThreadsOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Measure again even where this machine has a record.")]
+    = False,
+) -> None:
+    """Time every exact graph variant (and, without --threads, the thread count) of ART's FP32 graphs on
+    this machine and keep the fastest that computes what the exported graphs do; every later load here
+    uses it (fsqdeploy.backends.tuning)."""
+    import importlib.util
+
+    from fsqdeploy.artifact import Manifest
+    from fsqdeploy.backends.tuning import FAMILIES, tune_artifact
+
+    if threads is not None and threads < 1:
+        raise FSQDeployError(f"tune: --threads must be at least 1, got {threads}")
+    names = [b.strip() for b in backends.split(",") if b.strip()] or [
+        name for name in FAMILIES if importlib.util.find_spec(name) is not None]
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise FSQDeployError(f"tune: {unknown[0]!r} is not a CPU runtime with graph variants. "
+                             f"Note: use {' or '.join(FAMILIES)}")
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise FSQDeployError(f"tune: {missing[0]} is not installed. Note: pip install 'fsqdeploy[cpu]'")
+    manifest = Manifest.load(art, verify=True, component="tune")
+    for name in names:
+        record = tune_artifact(manifest, name, threads, force=force)
+        how = "cached record" if record["cached"] else f"measured in {record['seconds']:.1f} s"
+        for graph, chosen in record["choice"].items():
+            variant = "+".join(chosen["rewrites"]) or "no rewrite"
+            typer.echo(f"{name} {graph}: {variant}, {chosen['threads']} thread(s): {chosen['ms']:.2f} ms vs "
+                       f"{chosen['untuned_ms']:.2f} ms untuned ({chosen['untuned_ms'] / chosen['ms']:.2f}x; "
+                       f"{len(chosen['candidates'])} candidates, {how})")

@@ -48,6 +48,20 @@ def make_run(path: Path, image_size: int, pattern: str, latent_dim: int, stages:
     return FSQVAE.load(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tuning_cache(tmp_path_factory):
+    """No test reads or writes this machine's CPU tuning records (fsqdeploy.backends.tuning)."""
+    import os
+
+    old = os.environ.get("FSQDEPLOY_CACHE_DIR")
+    os.environ["FSQDEPLOY_CACHE_DIR"] = str(tmp_path_factory.mktemp("fsqdeploy-cache"))
+    yield
+    if old is None:
+        del os.environ["FSQDEPLOY_CACHE_DIR"]
+    else:
+        os.environ["FSQDEPLOY_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def run32(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("run32")

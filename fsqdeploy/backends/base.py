@@ -35,6 +35,10 @@ class Runner(ABC):
     def __init__(self) -> None:
         self.is_active = False
         self.last_inference_time: float | None = None
+        # CPU runtimes: the graph rewrites this runner runs ("matmul+phase-ort", "none"), and whether
+        # this machine's tuning record chose them (fsqdeploy.backends.tuning) or the defaults did.
+        self.variant: str | None = None
+        self.tuned = False
 
     def activate(self) -> None:
         if not self.is_active:
@@ -80,6 +84,7 @@ class BatchSizeSwitch(Runner):
         super().__init__()
         self.small, self.large, self.threshold = small, large, threshold
         self.name, self.precision = large.name, large.precision
+        self.variant, self.tuned = large.variant, large.tuned  # the batch sizes tuning measures
 
     def _activate(self) -> None:
         self.small.activate()

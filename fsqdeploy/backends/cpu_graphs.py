@@ -32,61 +32,66 @@ from functools import cache, partial
 
 import onnx
 
-from fsqdeploy.artifact import GRAPHS, Manifest, graph_file
+from fsqdeploy.artifact import Manifest, graph_file
 from fsqdeploy.backends.base import BatchSizeSwitch, Runner
-from fsqdeploy.onnxgraph.graph import inline_functions
-from fsqdeploy.onnxgraph.rewrites import (
-    tiny_convs_as_matmul,
-    transposed_convs_for_onnxruntime,
-    transposed_to_phase_convs,
-)
 
-# OpenVINO's CPU convolutions vectorise over output channels, 16 float32 lanes at a time.
-OPENVINO_LANES = 16
 # From this many images on, the encoder's tiny convolutions run faster as MatMuls (docstring).
 MATMUL_MIN_BATCH = 16
+
+
+def default_rewrites(runtime: str, large_batches: bool = True) -> tuple[str, ...]:
+    """The rules above, as fsqdeploy.backends.tuning names the rewrites: what runs without a tuning
+    record for this machine. The MatMul form only for large batches."""
+    from fsqdeploy.backends.tuning import DEFAULTS
+
+    return tuple(r for r in DEFAULTS[runtime] if large_batches or r != "matmul")
 
 
 def for_onnxruntime(model: onnx.ModelProto, large_batches: bool = True) -> onnx.ModelProto:
     """The exported encoder or decoder as ONNX Runtime's CPU provider runs it fastest, on batches of
     ``MATMUL_MIN_BATCH`` images or more when ``large_batches``, on fewer otherwise."""
-    if large_batches:
-        model, _ = tiny_convs_as_matmul(model)
-    model, _ = transposed_convs_for_onnxruntime(model)
-    return model
+    from fsqdeploy.backends.tuning import apply
+
+    return apply(model, "onnxruntime", default_rewrites("onnxruntime", large_batches))
 
 
 def for_openvino(model: onnx.ModelProto, large_batches: bool = True) -> onnx.ModelProto:
     """The exported encoder or decoder, functions inlined (OpenVINO does not read ONNX local functions),
     as OpenVINO's CPU plugin runs it fastest, in FP32 and BF16 alike; ``large_batches`` as above."""
-    model = inline_functions(model)
-    if large_batches:
-        model, _ = tiny_convs_as_matmul(model)
-    model, _ = transposed_to_phase_convs(model, max_out_channels=OPENVINO_LANES - 1)
-    return model
+    from fsqdeploy.backends.tuning import apply
 
-
-TUNE = {"onnxruntime": for_onnxruntime, "openvino": for_openvino}
+    return apply(model, "openvino", default_rewrites("openvino", large_batches))
 
 
 @cache
-def tuned_graph_bytes(path: str, sha256: str, runtime: str, large_batches: bool) -> bytes:
-    """The exported graph at ``path`` (``sha256`` keys the cache) as tuned for ``runtime``."""
-    return TUNE[runtime](onnx.load(path), large_batches).SerializeToString()
+def tuned_graph_bytes(path: str, sha256: str, runtime: str, rewrites: tuple[str, ...]) -> bytes:
+    """The exported graph at ``path`` (``sha256`` keys the cache) with ``rewrites`` for ``runtime``."""
+    from fsqdeploy.backends.tuning import apply
+
+    return apply(onnx.load(path), runtime, rewrites).SerializeToString()
 
 
-def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifest, runtime: str
-                ) -> tuple[Runner, Runner]:
-    """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs; a patch model's encoder
-    is two runners switched by batch size, because its MatMul rewrite pays off only on large batches."""
-    encoder, decoder = (graph_file(g) for g in GRAPHS)
+def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifest, runtime: str,
+                threads: int | None = None) -> tuple[Runner, Runner]:
+    """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs: this machine's tuning
+    record where ``fsqdeploy tune`` made one (fsqdeploy.backends.tuning), else the rules above. A
+    patch model's encoder is two runners switched by batch size, because its MatMul rewrite pays off
+    only on large batches (the record is measured at batch 256: small batches keep the rules)."""
+    from fsqdeploy.backends.tuning import chosen_variant
 
-    def source(name: str, large_batches: bool) -> Callable[[], bytes]:
-        return partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, large_batches)
+    def pick(graph: str, large_batches: bool) -> Runner:
+        chosen = chosen_variant(manifest, runtime, threads, graph) if large_batches else None
+        rewrites = default_rewrites(runtime, large_batches) if chosen is None else chosen[0]
+        name = graph_file(graph)
+        made = make(partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, rewrites))
+        made.variant, made.tuned = "+".join(rewrites) or "none", chosen is not None
+        if chosen is not None and threads is None:
+            made.threads = chosen[1]  # type: ignore[attr-defined]  # both CPU runners read it at activation
+        return made
 
     if manifest.spatial:
         # Height and width are dynamic, so no convolution has the static size the MatMul rewrite
-        # needs: both batch sizes would get the same graph, and one runner serves every shape.
-        return make(source(encoder, False)), make(source(decoder, True))
-    small, large = make(source(encoder, False)), make(source(encoder, True))
-    return BatchSizeSwitch(small, large, MATMUL_MIN_BATCH), make(source(decoder, True))
+        # needs: one runner serves every shape.
+        return pick("encoder", True), pick("decoder", True)
+    switch = BatchSizeSwitch(pick("encoder", False), pick("encoder", True), MATMUL_MIN_BATCH)
+    return switch, pick("decoder", True)

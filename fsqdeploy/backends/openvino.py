@@ -88,7 +88,7 @@ class OpenVINOBackend(Backend):
              ) -> tuple[Runner, Runner]:
         from fsqdeploy.backends.cpu_graphs import cpu_runners
 
-        return cpu_runners(lambda source: OpenVINORunner(source, precision, threads), manifest, self.name)
+        return cpu_runners(lambda source: OpenVINORunner(source, precision, threads), manifest, self.name, threads)
 
 
 # The fastest CPU backend measured by benchmarks/backends.py, so "auto" tries it before ONNX Runtime.

@@ -72,6 +72,9 @@ def measure_fidelity(codec: Codec, spec: BackendSpec, ref: Reference) -> dict[st
     row = compare_to_reference(spec, ref, candidate, codec.levels)
     if ref.photos:
         row.update(photo_agreement(codec, ref.photos, ref.photo_cells))
+    if codec.encoder.variant is not None:  # a CPU runtime: which graph rewrites ran, and who chose them
+        row["graph_variants"] = {"encoder": codec.encoder.variant, "decoder": codec.decoder.variant,
+                                 "tuned": codec.encoder.tuned and codec.decoder.tuned}
     return row
 
 

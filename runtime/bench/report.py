@@ -155,6 +155,12 @@ def _fidelity(report: Row, console: Any) -> None:
                       _db(f.get("psnr_vs_reference")), _err(f.get("max_abs_error")),
                       f"{f['psnr_vs_input']:.2f}", f"{f['ssim_vs_input']:.4f}", f"{f['bits_per_pixel']:.4g}", gate)
     console.print(table)
+    variants = [f for f in report["fidelity"] if "graph_variants" in f]
+    if variants:
+        console.print("graph variants: " + "; ".join(
+            f"{_label(f)} encoder {f['graph_variants']['encoder']}, decoder {f['graph_variants']['decoder']} "
+            f"({'tuned on this machine' if f['graph_variants']['tuned'] else 'defaults: fsqdeploy tune ART measures'})"
+            for f in variants))
     whole = [f for f in report["fidelity"] if "photo_index_agreement" in f and not f["reference"]]
     if whole:  # spatial models: the whole photos at their own sizes, through the dynamic-shape graphs
         console.print(f"whole photos ({whole[0]['photos']}, each at its own size): indices equal to the reference: "
