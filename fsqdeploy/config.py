@@ -96,6 +96,7 @@ class TrainConfig:
     minutes: float = 0.0
     eval_every: int = 0
     amp: bool = True
+    sync_bn: bool = False  # distributed runs (torchrun): SyncBatchNorm across the ranks (CUDA only)
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:

@@ -233,6 +233,12 @@ class FSQ(nn.Module):
         onehot = torch.nn.functional.one_hot(indices, width).to(bounded.dtype)  # [N, D, Lmax]
         counts = onehot.sum(0)
         sums = (onehot * bounded.unsqueeze(-1)).sum(0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # A distributed run (train/distributed.py): every rank adds the global batch's statistics,
+            # so all ranks hold one state, the one a single process with the whole batch would.
+            both = torch.stack([counts, sums])
+            torch.distributed.all_reduce(both)
+            counts, sums = both[0], both[1]
         g = self.ema_decay
         self.ema_counts.mul_(g).add_(counts, alpha=1 - g)
         self.ema_sums.mul_(g).add_(sums, alpha=1 - g)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from fsqdeploy.fileio import write_text_atomic, write_with
 from fsqdeploy.images import images_to_float
 from fsqdeploy.metrics import code_bits, psnr, ssim
 from fsqdeploy.model import FSQVAE
+from fsqdeploy.train import distributed
 from fsqdeploy.train.adaptive import reallocate_levels
 from fsqdeploy.train.losses import fsq_vae_loss
 from fsqdeploy.train.schedules import SCHEDULES, progress_of, temperature_at
@@ -49,6 +51,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def validate_train_config(cfg: TrainConfig, arch: str = "paper") -> None:
+    if arch == "conv" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise FSQDeployError("train: the conv architecture does not train distributed yet (torchrun works with "
+                             "--arch paper). Note: run it as one process")
     if arch == "conv":
         if cfg.steps < 1:
             raise FSQDeployError(f"train: --steps must be at least 1, got {cfg.steps}")
@@ -156,14 +161,19 @@ def train(
     validate_train_config(cfg)
     model_cfg.validate()
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    ctx = distributed.from_env(device)
+    device = distributed.rank_device(device, ctx)
+    torch.manual_seed(cfg.seed)  # the same on every rank: DDP also broadcasts rank 0's weights
     splits = splits or load_images(cfg.data, model_cfg.image_size, download=cfg.download)
     if len(splits.train) == 0:
         raise FSQDeployError(f"train: data {cfg.data!r} has no training images")
     model = FSQVAE(model_cfg, ema_decay=cfg.ema_decay).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if state is not None:
         model.load_state_dict(state["model"])
+    distributed.check_divisible(len(splits.train), cfg.batch_size, ctx, "the training split")
+    stepper = distributed.wrap(model, ctx, device, cfg.sync_bn)  # DDP when distributed, else the model
+    optimizer = torch.optim.Adam(stepper.parameters(), lr=cfg.lr)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
     budget = [code_bits(s.level_list()) for s in model.quantizer.stages]
@@ -171,7 +181,8 @@ def train(
         budget = list(state["bit_budget"])
     adapt_at = adaptation_epochs(cfg)
 
-    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    global_batch = cfg.batch_size * ctx.world  # --batch-size is per process
+    steps_per_epoch = math.ceil(len(splits.train) / global_batch)
     total_steps = steps_per_epoch * cfg.epochs
     stages = list(model.quantizer.stages)
     for epoch in range(start_epoch, cfg.epochs):
@@ -180,14 +191,15 @@ def train(
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         started, seen = time.perf_counter(), 0
         sums = {"loss": 0.0, "recon_loss": 0.0, "quant_loss": 0.0, "entropy_rate": 0.0}
-        for i, idx in enumerate(batches(splits.train, cfg.batch_size, generator)):
+        for i, global_idx in enumerate(batches(splits.train, global_batch, generator)):
+            idx = distributed.shard(global_idx, ctx)
             step = epoch * steps_per_epoch + i
             temperature = temperature_at(
                 progress_of(step, total_steps), cfg.temperature_start, cfg.temperature_end, cfg.temperature_schedule
             )
             model.quantizer.set_temperature(temperature)
             x = torch.from_numpy(images_to_float(splits.train[idx])).to(device)
-            out = model(x)
+            out = stepper(x)
             terms = fsq_vae_loss(
                 out.logits, x, stages, out.stages, temperature, cfg.recon_loss,
                 cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
@@ -203,6 +215,9 @@ def train(
             if on_step:
                 on_step(step + 1, total_steps, float(terms.total.detach()), seen / (time.perf_counter() - started))
         images_per_s = seen / (time.perf_counter() - started)
+        distributed.average_batchnorm_statistics(model, ctx)
+        sums = distributed.all_sum({**sums, "seen": float(seen), "images_per_s": images_per_s}, ctx, device)
+        seen, images_per_s = int(sums.pop("seen")), sums.pop("images_per_s")
 
         # -- evaluate -------------------------------------------------------------------------
         test = splits.test if cfg.eval_batches <= 0 else splits.test[: cfg.eval_batches * 256]
@@ -243,7 +258,11 @@ def train(
         if is_best:
             best = {"epoch": epoch + 1, "test_psnr": psnr_now}
         metrics["best_epoch"] = best["epoch"]
-        _save_epoch(model, optimizer, cfg, out_dir, epoch + 1, history, budget, splits, best, is_best)
+        if ctx.active:
+            metrics["processes"], metrics["effective_batch_size"] = ctx.world, global_batch
+        if ctx.is_main:  # one writer; the other ranks wait so nobody reads a half-written run
+            _save_epoch(model, optimizer, cfg, out_dir, epoch + 1, history, budget, splits, best, is_best)
+        distributed.barrier(ctx)
         if on_epoch:
             on_epoch(EpochLog(epoch + 1, metrics))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
