@@ -25,6 +25,7 @@ def _register() -> None:
     from fsqdeploy.calibration import commands as calibration_commands
     from fsqdeploy.export import commands as export_commands
     from fsqdeploy.runtime import commands as runtime_commands
+    from fsqdeploy.runtime.serving import commands as serving_commands
     from fsqdeploy.train import commands as train_commands
 
     app.command("train")(train_commands.train)
@@ -35,6 +36,7 @@ def _register() -> None:
     app.command("bench")(runtime_commands.bench)
     app.command("compress")(runtime_commands.compress)
     app.command("decompress")(runtime_commands.decompress)
+    app.command("triton")(serving_commands.triton)
     app.command("tune")(runtime_commands.tune)
 
 
