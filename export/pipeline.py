@@ -41,6 +41,7 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.fp16 import check_precision, convert_graphs, fp16_record
 from fsqdeploy.export.onnx_export import check_opset, export_graphs
 from fsqdeploy.export.parity import ImageSet, ParityReport, patch_image_sets, run_parity, spatial_image_sets
+from fsqdeploy.export.prior import add_prior
 from fsqdeploy.export.tensorrt.build import build_engines
 from fsqdeploy.export.tensorrt.options import BuildOptions
 from fsqdeploy.fileio import sha256_file
@@ -196,6 +197,8 @@ def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, f
         if graphs16:
             manifest["files"].update({name: file_entry(work / name) for name in sorted(graphs16)})
             manifest["fp16"] = fp16_record(graphs, graphs16, images, source)
+        if model.config.spatial:  # the entropy coder's tables, from the training photos (export/prior.py)
+            add_prior(work, manifest, model, _data_spec(config, data))
         write_manifest(work, manifest)
         if trt is not None:
             # The timing cache outlives --force: the old ART's cache seeds the new one.

@@ -14,6 +14,11 @@ with ``0 <= V < prod(levels)``, written as a ``bits_per_patch``-bit little-endia
 The last byte is zero-padded. docs/bitstream.md specifies the file byte by byte; a C++ reader
 must match it exactly, and the golden tests in tests/runtime/test_bitstream.py pin it.
 
+Version 2's ``coding`` byte says how the payload holds the indices: 0, the packing above; 1, static
+interleaved rANS over the artifact's frozen prior (runtime/entropy.py), whose table hash the header's
+``prior_hash`` carries. A coding-1 file is written and read only with that prior (``prior=``), and a
+reader given another prior refuses it.
+
 Every refusal is an FSQDeployError ("bitstream: ..."). Header and payload carry their own CRC32
 and the reader checks every length, so a truncated file or any single flipped bit is refused,
 never decoded.
@@ -26,7 +31,7 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 
 import numpy as np
@@ -34,6 +39,8 @@ import numpy as np
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_bytes_atomic
 from fsqdeploy.metrics import fixed_bits
+from fsqdeploy.runtime import entropy
+from fsqdeploy.runtime.entropy import Prior
 
 MAGIC = b"FSQB"
 VERSION = 2  # what new files are written as (FsqHeader.for_patches / for_grid)
@@ -41,7 +48,9 @@ VERSIONS = (1, 2)  # what the reader accepts
 LAYOUT_PATCHES = 0  # v2 layout byte: each cell an independent cell_size x cell_size patch
 LAYOUT_GRID = 1  # v2 layout byte: the cells are the positions of one latent grid over the image
 LAYOUTS = (LAYOUT_PATCHES, LAYOUT_GRID)
-CODING_FIXED = 0  # v2 coding byte: fixed-rate mixed-radix packing; others are the entropy coder's (issue 12)
+CODING_FIXED = 0  # v2 coding byte: fixed-rate mixed-radix packing
+CODING_RANS = 1  # v2 coding byte: static interleaved rANS over the artifact's prior (runtime/entropy.py)
+CODINGS = (CODING_FIXED, CODING_RANS)
 NO_PRIOR = bytes(32)  # v2 prior_hash of a fixed-rate file
 
 # v1: magic, version, flags, header_length, model_hash, image_height, image_width, patch_size,
@@ -68,6 +77,8 @@ _FIELD_LIMITS = {
 # Field names as each version's spec calls them, so a message names the field the reader sees.
 _V1_NAMES = {"cell_size": "patch_size", "bits_per_cell": "bits_per_patch", "cells": "patches"}
 _CORRUPT = "Note: the file was damaged after it was written; compress the image again"
+_CODINGS_TEXT = "0, fixed-rate packing, and 1, rANS with the artifact's prior"
+_OTHER_ART = "Note: decompress with the artifact that compressed it"
 _LEVELS_NOTE = "Note: pass the model's levels, e.g. [8, 8, 8]"
 
 
@@ -269,6 +280,7 @@ class FsqHeader:
     version: int = 1
     layout: int = LAYOUT_PATCHES  # v1 files hold patches only
     coding: int = CODING_FIXED
+    prior_hash: bytes = NO_PRIOR  # coding 1: the raw sha256 of the prior's tables (Prior.sha256)
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS or isinstance(self.version, bool):
@@ -280,9 +292,16 @@ class FsqHeader:
             known = "0 (patches)" if v1 else "0 (patches) or 1 (latent grid)"
             raise _error(f"unsupported layout {self.layout!r} (version {self.version} knows {known})",
                          "Note: the file comes from a newer writer; read it with that fsqdeploy version")
-        if self.coding != CODING_FIXED or isinstance(self.coding, bool):
-            raise _error(f"unsupported coding {self.coding!r} (this reader knows 0, fixed-rate packing)",
+        if self.coding not in CODINGS or isinstance(self.coding, bool) or (v1 and self.coding != CODING_FIXED):
+            known = "0, fixed-rate packing" if v1 else _CODINGS_TEXT
+            raise _error(f"unsupported coding {self.coding!r} (version {self.version} knows {known})",
                          "Note: entropy-coded files need a newer fsqdeploy")
+        prior = self.prior_hash
+        if not isinstance(prior, (bytes, bytearray)) or len(prior) != 32:
+            raise _error(f"prior_hash must be 32 raw bytes, got {prior!r:.80}", "Note: use Prior.sha256")
+        object.__setattr__(self, "prior_hash", bytes(prior))
+        if (self.prior_hash == NO_PRIOR) != (self.coding == CODING_FIXED):
+            raise _error(_prior_hash_problem(self.coding), "Note: build the header with FsqHeader.with_prior")
         object.__setattr__(self, "layout", int(self.layout))
         object.__setattr__(self, "coding", int(self.coding))
         object.__setattr__(self, "model_hash", _hash_bytes(self.model_hash))
@@ -341,6 +360,10 @@ class FsqHeader:
         (the format before version 2; readers of both versions read it)."""
         return cls._sized(model_hash, image_height, image_width, patch_size, levels, 1, LAYOUT_PATCHES)
 
+    def with_prior(self, prior: Prior) -> FsqHeader:
+        """This (version 2) header for an entropy-coded payload: coding 1 over ``prior``'s tables."""
+        return replace(self, coding=CODING_RANS, prior_hash=prior.sha256)
+
     @property
     def patch_size(self) -> int:
         """v1's name of ``cell_size``."""
@@ -368,6 +391,12 @@ class FsqHeader:
         return _V1_NAMES.get(field, field) if self.version == 1 else field
 
 
+def _prior_hash_problem(coding: int) -> str:
+    if coding == CODING_FIXED:
+        return "prior_hash is not zero in a fixed-rate (coding 0) file"
+    return "prior_hash is zero in an entropy-coded (coding 1) file"
+
+
 def _max_d(version: int) -> int:
     return (0xFFFF - _EXTRA[version]) // 2  # so that header_length fits its u16
 
@@ -388,15 +417,19 @@ def grid_to_cells(grid: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(grid[0].transpose(1, 2, 0).reshape(-1, grid.shape[1]))
 
 
-def write_fsq(header: FsqHeader, indices: np.ndarray) -> bytes:
+def write_fsq(header: FsqHeader, indices: np.ndarray, prior: Prior | None = None) -> bytes:
     """The whole .fsq file for ``indices`` [grid_rows * grid_cols, D], cells in row-major order
-    (``grid_to_cells`` turns a latent grid into that)."""
+    (``grid_to_cells`` turns a latent grid into that). A coding-1 header needs its ``prior``."""
     if not isinstance(header, FsqHeader):
         raise _error(
             f"header must be an FsqHeader, got {type(header).__name__}",
             "Note: build it with FsqHeader.for_patches or FsqHeader.for_grid",
         )
-    payload = pack_indices(indices, header.levels)
+    if header.coding == CODING_RANS:
+        _check_prior(header, prior, "")
+        payload = entropy.encode(_check_indices(indices, header.levels), prior)  # type: ignore[arg-type]
+    else:
+        payload = pack_indices(indices, header.levels)
     rows = np.shape(indices)[0]
     if rows != header.num_cells:
         unit = "tile of the padded image" if header.layout == LAYOUT_PATCHES else "position of the latent grid"
@@ -415,19 +448,37 @@ def write_fsq(header: FsqHeader, indices: np.ndarray) -> bytes:
     else:
         head = _FIXED_V2.pack(MAGIC, 2, 0, header.header_length, header.model_hash, header.image_height,
                               header.image_width, header.layout, header.coding, header.cell_size, *grid)
-        head += levels + _TAIL_V2.pack(fixed_bits(header.levels), len(payload), NO_PRIOR)
+        head += levels + _TAIL_V2.pack(fixed_bits(header.levels), len(payload), header.prior_hash)
     return b"".join([head, _CRC.pack(zlib.crc32(head)), payload, _CRC.pack(zlib.crc32(payload))])
 
 
-def read_fsq(data: bytes) -> tuple[FsqHeader, np.ndarray]:
+def read_fsq(data: bytes, prior: Prior | None = None) -> tuple[FsqHeader, np.ndarray]:
     """Parse and check a whole .fsq file (version 1 or 2): the header and int32 indices
-    [grid_rows * grid_cols, D], cells in row-major order (``cells_to_grid`` for a latent grid)."""
+    [grid_rows * grid_cols, D], cells in row-major order (``cells_to_grid`` for a latent grid).
+    An entropy-coded file (coding 1) needs ``prior``, the artifact's, and is refused with another."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _error(f"data must be bytes, got {type(data).__name__}", "Note: pass the file's contents")
-    return _read(bytes(data), "")
+    return _read(bytes(data), "", prior)
 
 
-def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
+def _check_prior(header: FsqHeader, prior: Prior | None, source: str) -> None:
+    """A coding-1 file is coded with exactly one prior: refuse none, or another (a foreign prior)."""
+    if prior is None:
+        raise FSQDeployError(f"bitstream: {source}file is entropy-coded (coding 1, prior "
+                             f"{header.prior_hash.hex()[:8]}..) and no prior was given. {_OTHER_ART}")
+    if not isinstance(prior, Prior):
+        raise FSQDeployError(f"bitstream: prior must be a Prior, got {type(prior).__name__}. "
+                             "Note: pass the artifact's prior")
+    if prior.sha256 != header.prior_hash:
+        raise FSQDeployError(f"bitstream: {source}file was coded with a foreign prior (prior_hash "
+                             f"{header.prior_hash.hex()[:8]}.. != this artifact's {prior.sha256.hex()[:8]}..). "
+                             f"{_OTHER_ART}")
+    if prior.levels != header.levels:  # the hash covers the prior's levels, not the file's
+        raise FSQDeployError(f"bitstream: {source}file has levels {_levels_text(header.levels)} but its prior "
+                             f"has {_levels_text(prior.levels)}. {_OTHER_ART}")
+
+
+def _read(data: bytes, source: str, prior: Prior | None = None) -> tuple[FsqHeader, np.ndarray]:
     # Order matters: lengths and the header CRC before anything that trusts a header field, so a
     # flipped bit in D, header_length or payload_length cannot move where the CRCs are looked for.
     def fail(what: str, note: str = _CORRUPT) -> FSQDeployError:
@@ -476,25 +527,27 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
     # writer), not damaged. Layout and coding first: a coding this reader does not know has a
     # payload whose length and packing it cannot judge.
     levels = struct.unpack_from(f"<{d}H", data, fixed.size)
-    bits, payload_length, *prior = tail.unpack_from(data, fixed.size + 2 * d)
+    bits, payload_length, *prior_field = tail.unpack_from(data, fixed.size + 2 * d)
     names = _V1_NAMES if version == 1 else {}
     if layout not in LAYOUTS:
         raise fail(f"unsupported layout {layout} (this reader knows 0, patches, and 1, a latent grid)",
                    "Note: read the file with the fsqdeploy version that wrote it")
-    if coding != CODING_FIXED:
-        raise fail(f"unsupported coding {coding} (this reader knows 0, fixed-rate packing)",
+    if coding not in CODINGS:
+        raise fail(f"unsupported coding {coding} (this reader knows {_CODINGS_TEXT})",
                    "Note: entropy-coded files need a newer fsqdeploy")
-    if prior and prior[0] != NO_PRIOR:
-        raise fail("prior_hash is not zero in a fixed-rate (coding 0) file")
+    prior_hash = prior_field[0] if prior_field else NO_PRIOR
+    if (prior_hash == NO_PRIOR) != (coding == CODING_FIXED):
+        raise fail(_prior_hash_problem(coding))
     try:
-        header = FsqHeader(model_hash, height, width, cell_size, rows, cols, levels, version, layout, coding)
+        header = FsqHeader(model_hash, height, width, cell_size, rows, cols, levels, version, layout, coding,
+                           prior_hash)
     except FSQDeployError as err:
         raise fail(f"invalid header: {err.what}") from None  # type: ignore[attr-defined]
     bits_name, cells = names.get("bits_per_cell", "bits_per_cell"), names.get("cells", "cells")
     if bits != fixed_bits(header.levels):
         raise fail(f"{bits_name} is {bits} but levels {_levels_text(levels)} need {fixed_bits(header.levels)}")
     expected = (header.num_cells * bits + 7) // 8
-    if payload_length != expected:
+    if coding == CODING_FIXED and payload_length != expected:
         raise fail(
             f"payload_length is {payload_length}, expected {expected} for {header.num_cells} "
             f"{cells} of {bits} bits"
@@ -511,8 +564,14 @@ def _read(data: bytes, source: str) -> tuple[FsqHeader, np.ndarray]:
     if zlib.crc32(payload) != _CRC.unpack_from(data, end)[0]:
         raise fail("corrupted payload (payload CRC32 mismatch)")
     try:
-        indices = unpack_indices(payload, levels, header.num_cells, unit="patch" if version == 1 else "cell")
+        if coding == CODING_RANS:
+            _check_prior(header, prior, source)
+            indices = entropy.decode(payload, prior, header.num_cells)  # type: ignore[arg-type]
+        else:
+            indices = unpack_indices(payload, levels, header.num_cells, unit="patch" if version == 1 else "cell")
     except FSQDeployError as err:
+        if not hasattr(err, "what"):  # the prior's own refusals are whole lines already
+            raise
         raise fail(err.what) from None  # type: ignore[attr-defined]
     return header, indices
 
@@ -534,9 +593,10 @@ def check_model(header: FsqHeader, model_hash: bytes | str, levels: Sequence[int
         )
 
 
-def save_fsq(path: str | os.PathLike[str], header: FsqHeader, indices: np.ndarray) -> None:
+def save_fsq(path: str | os.PathLike[str], header: FsqHeader, indices: np.ndarray,
+             prior: Prior | None = None) -> None:
     """Encode first, then write a temp file beside ``path`` and os.replace it: all or nothing."""
-    data = write_fsq(header, indices)
+    data = write_fsq(header, indices, prior)
     try:
         write_bytes_atomic(path, data)
     except OSError as err:
@@ -546,7 +606,7 @@ def save_fsq(path: str | os.PathLike[str], header: FsqHeader, indices: np.ndarra
         ) from None
 
 
-def load_fsq(path: str | os.PathLike[str]) -> tuple[FsqHeader, np.ndarray]:
+def load_fsq(path: str | os.PathLike[str], prior: Prior | None = None) -> tuple[FsqHeader, np.ndarray]:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -555,4 +615,4 @@ def load_fsq(path: str | os.PathLike[str]) -> tuple[FsqHeader, np.ndarray]:
             f"cannot read '{os.fspath(path)}': {err.strerror or err}",
             "Note: pass an .fsq file written by `fsqdeploy compress`",
         ) from None
-    return _read(data, f"'{os.fspath(path)}': ")
+    return _read(data, f"'{os.fspath(path)}': ", prior)

@@ -14,6 +14,10 @@ one-pass indices: runtime/tiles.py) and writes a .fsq v2 latent grid (layout 1);
 decodes it the same way and crops back. A patch (paper) artifact cuts photos into model-sized
 patches, as before, and writes layout 0.
 
+An artifact with a prior (ART/prior.json, conv exports) makes ``compress`` entropy-code the indices
+(coding 1, runtime/entropy.py); ``Codec.load(..., entropy=False)`` keeps fixed-rate files (coding 0).
+``decompress`` reads both, and refuses a coding-1 file made with another artifact's prior.
+
 The manifest's hashes are verified before anything is loaded. Backends come from the registry
 (fsqdeploy/backends): Codec knows none by name. Inputs are validated at the boundary (shape, dtype,
 [0, 1] range, NaN, index range) with the same messages as ``FSQVAE``. Nothing here imports torch,
@@ -35,6 +39,7 @@ from fsqdeploy.backends import REGISTRY, Backend, Runner, get_backend
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import check_photo, from_patches, pad_to_multiple, to_patches
 from fsqdeploy.runtime.bitstream import (
+    CODING_RANS,
     LAYOUT_GRID,
     LAYOUT_PATCHES,
     FsqHeader,
@@ -44,6 +49,7 @@ from fsqdeploy.runtime.bitstream import (
     read_fsq,
     write_fsq,
 )
+from fsqdeploy.runtime.entropy import Prior
 from fsqdeploy.runtime.tiles import decode_tiled, encode_tiled
 from fsqdeploy.validation import check_images, check_indices
 
@@ -72,6 +78,8 @@ class Codec:
         self.encoder_halo, self.decoder_halo = _halo_cells(manifest) if self.spatial else (0, 0)
         self.max_pixels: int = DEFAULT_MAX_PIXELS
         self.tile: int | None = None  # core side of a whole-image tile in pixels; None: by max_pixels
+        self.prior: Prior | None = artifact_prior(manifest)  # the entropy coder's tables, if ART has them
+        self.entropy: bool = self.prior is not None  # compress writes coding 1 (load(entropy=False): 0)
         # With backend="auto": the faster backends passed over, each with the reason.
         self.auto_skipped: list[tuple[str, str]] = []
 
@@ -91,6 +99,7 @@ class Codec:
         device: str = "cpu",
         tile: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        entropy: bool = True,
         tune: bool = False,
     ) -> Codec:
         """The artifact ``art`` on ``backend`` (a registry name, or "auto": the fastest backend that
@@ -102,6 +111,9 @@ class Codec:
         ``tile`` (pixels, a multiple of f) sets the tiles' core side instead. Either gives the
         one-pass result; they bound memory only. Patch models encode patch by patch anyway.
 
+        ``entropy``: when ART has a prior, ``compress`` entropy-codes (coding 1); False writes
+        fixed-rate files (coding 0). Either is read back.
+
         ``tune``: for the CPU runtimes (onnxruntime, openvino; "auto": each installed one) at fp32,
         time their exact graph variants on this machine first unless it has a record already
         (fsqdeploy.backends.tuning); a record, once made, is used on every later load here."""
@@ -111,6 +123,7 @@ class Codec:
             _tune(manifest, backend, threads)
         codec = cls._select(manifest, backend, precision, threads, device)
         codec.tile, codec.max_pixels = tile, max_pixels
+        codec.entropy = bool(entropy) and codec.prior is not None
         return codec
 
     @classmethod
@@ -206,8 +219,8 @@ class Codec:
 
         Spatial: the image edge-padded on the bottom and right to multiples of f, encoded whole
         (tiled beyond ``max_pixels``, with the same result), one cell per latent position, row-major
-        (layout 1). Patch models: the image padded to whole patches, tiled row by row, each patch
-        encoded (layout 0)."""
+        (layout 1), coding 1 over the artifact's prior unless ``entropy`` is off. Patch models: the
+        image padded to whole patches, tiled row by row, each patch encoded (layout 0, coding 0)."""
         image = check_photo(image, "compress")
         height, width = image.shape[:2]
         if not self.spatial:
@@ -215,6 +228,8 @@ class Codec:
             header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
             return header, self.encode(patches)
         header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
+        if self.entropy:
+            header = header.with_prior(self.prior)  # type: ignore[arg-type]
         padded = pad_to_multiple(image, self.downsample)
         core = self._core_cells(padded.shape[:2], self.encoder_halo)
         grid = encode_tiled(self.encode, padded, self.downsample, core, self.encoder_halo)
@@ -258,11 +273,12 @@ class Codec:
 
     def compress(self, image: np.ndarray) -> bytes:
         """uint8 [H, W, 3] -> the whole .fsq file (docs/bitstream.md)."""
-        return write_fsq(*self.encode_image(image))
+        header, indices = self.encode_image(image)
+        return write_fsq(header, indices, self.prior if header.coding == CODING_RANS else None)
 
     def decompress(self, data: bytes) -> np.ndarray:
-        """The bytes of an .fsq file this model wrote -> uint8 [H, W, 3]."""
-        return self.decode_image(*read_fsq(data))
+        """The bytes of an .fsq file this model wrote (either coding) -> uint8 [H, W, 3]."""
+        return self.decode_image(*read_fsq(data, self.prior))
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -277,6 +293,22 @@ class Codec:
 
     def __repr__(self) -> str:
         return f"Codec({str(self.art)!r}, backend={self.backend!r}, precision={self.precision!r})"
+
+
+def artifact_prior(manifest: Manifest) -> Prior | None:
+    """The prior ART's manifest names in its ``prior`` record (ART/prior.json), or None without one."""
+    record = manifest.section("prior")
+    if not record:
+        return None
+    name = record.get("file")
+    if not isinstance(name, str) or not manifest.has(name):
+        raise FSQDeployError(f"codec: '{manifest.art}' names a prior file {name!r} its manifest does not list. "
+                             "Note: export again")
+    prior = Prior.load(manifest.path(name))
+    if record.get("sha256") != prior.sha256.hex() or list(prior.levels) != list(manifest.levels):
+        raise FSQDeployError(f"codec: '{manifest.art}' has a prior that is not the one its manifest names "
+                             "(sha256 or levels differ). Note: export again")
+    return prior
 
 
 def _like(array: np.ndarray, reference: Any) -> Any:

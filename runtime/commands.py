@@ -133,9 +133,12 @@ def compress(
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
     tile: TileOption = 0,
+    fixed_rate: Annotated[bool, typer.Option(
+        "--fixed-rate", help="Write fixed-rate files (coding 0) even when the artifact has a prior "
+        "(default: entropy-code with it, coding 1).")] = False,
 ) -> None:
     """Encode images into .fsq files: whole (edge-padded to multiples of f) for spatial models, in
-    model-sized patches for patch models."""
+    model-sized patches for patch models; entropy-coded when the artifact has a prior."""
     from fsqdeploy.images import read_image
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.compress import compress_file
@@ -145,7 +148,7 @@ def compress(
     # so memory holds one image, not all of them.
     for image in images:
         read_image(image)
-    with Codec.load(model, backend, tile=tile or None) as codec:
+    with Codec.load(model, backend, tile=tile or None, entropy=not fixed_rate) as codec:
         for image, target in zip(images, targets):
             header = compress_file(codec, image, target)
             size = target.stat().st_size
@@ -165,12 +168,15 @@ def decompress(
     tile: TileOption = 0,
 ) -> None:
     """Unpack .fsq files (version 1 or 2), decode them and crop back to the original size."""
+    from fsqdeploy.artifact import Manifest
     from fsqdeploy.runtime.bitstream import load_fsq
-    from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.codec import Codec, artifact_prior
     from fsqdeploy.runtime.compress import write_image
 
     targets = _targets(files, out, ".png", force)
-    streams = [load_fsq(f) for f in files]  # refuse a truncated or corrupt file before loading the model
+    # Refuse a truncated or corrupt file (or one coded with another prior) before loading the model.
+    prior = artifact_prior(Manifest.load(model, component="decompress"))
+    streams = [load_fsq(f, prior) for f in files]
     with Codec.load(model, backend, tile=tile or None) as codec:
         for f, (header, indices), target in zip(files, streams, targets):
             image = write_image(target, codec.decode_image(header, indices))

@@ -5,7 +5,8 @@ of its factor f by repeating the edge pixels (a flat border would cost the codec
 dark edge into the image), encoded in one pass (or in tiles with a halo, with the same indices),
 and written as a .fsq v2 latent grid; decompressing decodes the grid and crops back to H x W. A
 patch (paper) model pads to whole model-sized patches, encodes them row by row and writes them as
-v2 patches. Files are written atomically: a refused input leaves nothing behind.
+v2 patches. With a prior in the artifact the grid is entropy-coded (coding 1; the codec's
+``entropy`` off keeps coding 0). Files are written atomically: a refused input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 
 def compress_file(codec: Codec, image_path: str | Path, out_path: str | Path) -> FsqHeader:
     header, indices = codec.encode_image(read_image(image_path))
-    save_fsq(out_path, header, indices)
+    save_fsq(out_path, header, indices, codec.prior)
     return header
 
 
 def decompress_file(codec: Codec, fsq_path: str | Path, out_path: str | Path) -> np.ndarray:
-    return write_image(out_path, codec.decode_image(*load_fsq(fsq_path)))
+    return write_image(out_path, codec.decode_image(*load_fsq(fsq_path, codec.prior)))
 
 
 def write_image(out_path: str | Path, image: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def _mean(rows: Sequence[Row], key: str) -> float | None:
 def codec_photo_row(codec: Codec, name: str, photo: np.ndarray) -> Row:
     """One photo through compress and decompress: its file bytes, bits per pixel and quality."""
     data = codec.compress(photo)
-    header, _ = read_fsq(data)
+    header, _ = read_fsq(data, codec.prior)
     decoded = codec.decompress(data)
     psnr_in, ssim_in = quality_vs_input(hwc_uint8_to_chw(decoded[None]), hwc_uint8_to_chw(photo[None]))
     height, width = photo.shape[:2]

@@ -98,6 +98,7 @@ def test_cpp_reads_what_the_python_codec_compressed(art64, fsq_cpp, tmp_path):
 def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_cpp, tmp_path):
     """The exported conv ART (graphs with dynamic height and width, FP16 too): its spatial manifest,
     and a photo the Python Codec compressed through those graphs into a v2 latent grid."""
+    from fsqdeploy.errors import FSQDeployError
     from fsqdeploy.runtime.codec import Codec
 
     art = conv_exported.art
@@ -109,7 +110,7 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
         assert f"{name}  {entry['size']} bytes  sha256 ok" in proc.stdout
 
     image = np.random.default_rng(1).integers(0, 256, (70, 150, 3), dtype=np.uint8)
-    with Codec.load(art, backend="onnxruntime") as codec:
+    with Codec.load(art, backend="onnxruntime", entropy=False) as codec:
         data = codec.compress(image)
     (tmp_path / "photo.fsq").write_bytes(data)
     header, _ = read_fsq(data)
@@ -121,6 +122,15 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
     assert "levels     [8, 5, 5, 5, 8, 5, 5, 5] (D=8, 20 bits per cell)" in proc.stdout
     assert f"model      {manifest['model_id']}" in proc.stdout
     assert f"payload    {-(-171 * 20 // 8)} bytes, CRCs ok" in proc.stdout
+
+    # The entropy-coded file (coding 1) needs the artifact's prior, which `fsq-cpp info FILE` has not:
+    # refused with Python's words (the prior-aware reader is checked by ctest's cross_python).
+    with Codec.load(art, backend="onnxruntime") as codec:
+        (tmp_path / "coded.fsq").write_bytes(codec.compress(image))
+    with pytest.raises(FSQDeployError, match="no prior was given") as python_error:
+        load_fsq(tmp_path / "coded.fsq")
+    proc = run(fsq_cpp, "info", tmp_path / "coded.fsq")
+    assert proc.returncode == 2 and proc.stderr.strip() == str(python_error.value)
 
     # The C++ Codec runs patch artifacts only so far: one line, exit 2, before any backend.
     proc = run(fsq_cpp, "encode", art, tmp_path / "in.ppm", tmp_path / "out.fsq")
@@ -143,8 +153,8 @@ def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
 
 
 def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
-    """Python's message, byte for byte, for a damaged v2 patch file and for an intact one whose coding
-    this reader does not know (the entropy coder's, issue 12)."""
+    """Python's message, byte for byte, for a damaged v2 patch file, for an intact one whose coding
+    no reader knows, and for one that says coding 1 (rANS) but names no prior."""
     import zlib
 
     from fsqdeploy.errors import FSQDeployError
@@ -154,11 +164,17 @@ def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
         written = codec.compress(np.zeros((40, 40, 3), dtype=np.uint8))
     damaged = bytearray(written)
     damaged[-5] ^= 0x40  # the last payload byte
-    coded = bytearray(written)
-    coded[49] = 1  # coding 1, with a header CRC that matches
-    crc_at = int.from_bytes(coded[6:8], "little") - 4
-    coded[crc_at : crc_at + 4] = zlib.crc32(bytes(coded[:crc_at])).to_bytes(4, "little")
-    for name, data, reason in (("damaged", damaged, "corrupted payload"), ("coded", coded, "unsupported coding 1")):
+
+    def with_coding(coding: int) -> bytearray:
+        coded = bytearray(written)
+        coded[49] = coding  # with a header CRC that matches
+        crc_at = int.from_bytes(coded[6:8], "little") - 4
+        coded[crc_at : crc_at + 4] = zlib.crc32(bytes(coded[:crc_at])).to_bytes(4, "little")
+        return coded
+
+    cases = (("damaged", damaged, "corrupted payload"), ("coded", with_coding(2), "unsupported coding 2"),
+             ("rans", with_coding(1), "prior_hash is zero in an entropy-coded"))
+    for name, data, reason in cases:
         path = tmp_path / f"{name}.fsq"
         path.write_bytes(bytes(data))
         with pytest.raises(FSQDeployError, match=reason) as python_error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from fsqdeploy.runtime.bitstream import (
     unpack_indices,
     write_fsq,
 )
+from fsqdeploy.runtime.entropy import Prior
 
 # The golden file of docs/bitstream.md: a 5x7 image, 4-pixel patches (grid 2x2), levels [3, 5, 7]
 # (7 bits per patch), model hash bytes 0..31. The C++ reader and writer test against the same hex.
@@ -553,7 +555,10 @@ REFUSED_V2 = {  # name: (file, what the error must say)
     "header-length-v1": (build_v2(header_length=82), r"header_length 82 does not match D = 3 levels \(expected 110"),
     "no-levels": (build_v2(levels=()), "header_length 110 does not match D = 0"),
     "layout": (build_v2(layout=2), r"unsupported layout 2 \(this reader knows 0, patches, and 1, a latent grid\)"),
-    "coding": (build_v2(coding=1, payload_length=3), r"unsupported coding 1 \(this reader knows 0"),
+    "coding": (build_v2(coding=2, payload_length=3),
+               r"unsupported coding 2 \(this reader knows 0, fixed-rate packing, and 1, rANS with the artifact's "
+               r"prior\)"),
+    "coding-1-no-prior": (build_v2(coding=1), r"prior_hash is zero in an entropy-coded \(coding 1\) file"),
     "prior-hash": (build_v2(prior=b"\x01" + bytes(31)), r"prior_hash is not zero in a fixed-rate \(coding 0\) file"),
     "grid": (build_v2(grid=(1, 2)), r"invalid header: grid 1x2 does not tile a 5x7 image with 4-pixel latent cells"),
     "zero-width": (build_v2(size=(5, 0), grid=(2, 0)), "invalid header: image_width = 0"),
@@ -651,7 +656,11 @@ def test_file_length_per_version() -> None:
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 3), r"version = 3 is not one of \[1, 2\]"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 1), r"unsupported layout 1 \(version 1 knows 0 \(patches\)\)"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 2), r"unsupported layout 2 \(version 2 knows 0"),
-        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 1), "unsupported coding 1"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 2), r"unsupported coding 2 \(version 2 knows 0"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 0, 1), r"unsupported coding 1 \(version 1 knows 0, fixed-rate"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 1), "prior_hash is zero in an entropy-coded"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 0, b"\1" * 32), "prior_hash is not zero in a fixed-rate"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 1, b"\1" * 31), "prior_hash must be 32 raw bytes"),
         ((GOLDEN_HASH, 5, 7, 0, 2, 2, (3, 5), 2, 1), r"cell_size = 0 is not an int in \[1, 65535\]"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 3, (3, 5), 2, 1), r"grid 2x3 does not tile a 5x7 image with 4-pixel latent cells"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 32713, 2, 1), "32713 levels do not fit the header"),
@@ -666,3 +675,135 @@ def test_v1_header_keeps_its_names_and_limits() -> None:
     header = golden_header()
     assert (header.version, header.layout, header.patch_size, header.num_patches) == (1, 0, 4, 4)
     FsqHeader(GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 32713)  # v1's header_length still fits its u16
+
+
+# --- coding 1: static interleaved rANS over the artifact's prior -----------------------------------
+
+# docs/bitstream.md's coding-1 golden: the v2 grid golden's image, levels, hash and indices, coded
+# with the prior of tests/runtime/test_entropy.py (GOLDEN_TABLES). The C++ tests assert the same hex.
+GOLDEN_RANS_HEX = (
+    "46535142" "02" "00" "7400"                          # magic, version 2, flags, header_length 116
+    "000102030405060708090a0b0c0d0e0f"                  # model_hash
+    "101112131415161718191a1b1c1d1e1f"
+    "05000000" "07000000"                               # H 5, W 7
+    "01" "01" "0400" "02000000" "02000000"              # layout 1, coding 1, cell_size 4, rows, cols
+    "0300" "0300" "0500" "0700"                         # D, levels
+    "07000000" "0c00000000000000"                       # bits_per_cell, payload_length 12
+    "1b8a26fe2f899439e9efd51432a60200ce541d9f1e99c53161126442375ea29d"  # prior_hash
+    "d0f42924"                                          # header CRC32
+    "0164dd01" "40ffd7ffa581fc00"                       # payload: lane 0's state, 8 bytes
+    "f72a56e1"                                          # payload CRC32
+)  # fmt: skip
+
+
+def golden_rans() -> tuple[FsqHeader, Prior]:
+    from test_entropy import golden_prior
+
+    prior = golden_prior()
+    return golden_grid_header().with_prior(prior), prior
+
+
+def test_golden_vector_rans() -> None:
+    header, prior = golden_rans()
+    assert (header.coding, header.prior_hash) == (1, prior.sha256)
+    data = write_fsq(header, GOLDEN_INDICES, prior)
+    assert data.hex() == GOLDEN_RANS_HEX and len(data) == 132
+    assert build_v2(coding=1, prior=prior.sha256, payload=bytes.fromhex("0164dd0140ffd7ffa581fc00")) == data
+    read_header, cells = read_fsq(data, prior)
+    assert read_header == header
+    np.testing.assert_array_equal(cells, GOLDEN_INDICES)
+    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
+    assert GOLDEN_RANS_HEX in ["".join(block.split()) for block in text.split("```")[1::2]]
+
+
+def test_rans_file_needs_its_own_prior() -> None:
+    from test_entropy import GOLDEN_TABLES
+
+    header, prior = golden_rans()
+    data = bytes.fromhex(GOLDEN_RANS_HEX)
+    with pytest.raises(FSQDeployError, match=r"^bitstream: file is entropy-coded \(coding 1, prior 1b8a26fe..\) "
+                                             r"and no prior was given\. Note: decompress with the artifact"):
+        read_fsq(data)
+    other = Prior(GOLDEN_LEVELS, (GOLDEN_TABLES[0], GOLDEN_TABLES[1], (2, 1, 3, 65524, 2, 2, 2)))
+    with pytest.raises(FSQDeployError, match=r"^bitstream: file was coded with a foreign prior \(prior_hash "
+                                             rf"1b8a26fe.. != this artifact's {other.sha256.hex()[:8]}..\)"):
+        read_fsq(data, other)
+    with pytest.raises(FSQDeployError, match="foreign prior"):
+        write_fsq(header, GOLDEN_INDICES, other)
+    with pytest.raises(FSQDeployError, match="no prior was given"):
+        write_fsq(header, GOLDEN_INDICES)
+    wider = Prior((3, 5, 7, 2), (*GOLDEN_TABLES, (1, 65535)))
+    mismatched = replace(header, prior_hash=wider.sha256)
+    with pytest.raises(FSQDeployError, match=r"file has levels \[3, 5, 7\] but its prior has \[3, 5, 7, 2\]"):
+        write_fsq(mismatched, GOLDEN_INDICES, wider)
+    with pytest.raises(FSQDeployError, match=r"^bitstream: '.*x\.fsq': file was coded with a foreign prior"):
+        path = Path(__file__).parent / "x.fsq"
+        try:
+            path.write_bytes(data)
+            load_fsq(path, other)
+        finally:
+            path.unlink()
+    # a fixed-rate file reads as before with or without a prior
+    assert read_fsq(bytes.fromhex(GOLDEN_V2_HEX), prior)[0].coding == 0
+    np.testing.assert_array_equal(read_fsq(bytes.fromhex(GOLDEN_HEX), prior)[1], GOLDEN_INDICES)
+
+
+def test_every_truncation_and_bit_flip_of_rans_is_refused() -> None:
+    _, prior = golden_rans()
+    data = bytes.fromhex(GOLDEN_RANS_HEX)
+    for length in range(len(data)):
+        with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
+            read_fsq(data[:length], prior)
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FSQDeployError, match="^bitstream: "):
+            read_fsq(bytes(flipped), prior)
+
+
+REFUSED_RANS = {  # intact files (CRCs valid) whose coded payload is wrong
+    "short": ("0164dd", "entropy-coded payload has 3 bytes, fewer than its 1 lane states of 4 bytes"),
+    "low-state": ("ffffff0040ffd7ffa581fc00", "lane 0 starts in state 16777215, below 2.24"),
+    "ends-early": ("0164dd0140ffd7ffa581fc", "entropy-coded payload ends after 7 bytes, before the last symbol"),
+    "left-over": ("0164dd0140ffd7ffa581fc0000", "entropy-coded payload has 1 bytes left after the last symbol"),
+    "final-state": ("0164dd0140ffd7ffa581fc01", "lane 0 ends in state 16777217, not 2.24"),
+}
+
+
+def test_a_grid_the_payload_cannot_hold_is_refused_before_decoding() -> None:
+    _, prior = golden_rans()
+    side = 2**32 - 1
+    data = build_v2(coding=1, prior=prior.sha256, size=(side, side), cell_size=1, grid=(side, side),
+                    payload=bytes.fromhex("00000001") * 32)
+    with pytest.raises(FSQDeployError, match=r"^bitstream: entropy-coded payload of 128 bytes cannot hold "
+                                             r"55340232195358851075 symbols under this prior"):
+        read_fsq(data, prior)
+
+
+@pytest.mark.parametrize(("payload", "match"), REFUSED_RANS.values(), ids=REFUSED_RANS.keys())
+def test_reader_refuses_bad_rans_payloads(payload: str, match: str) -> None:
+    _, prior = golden_rans()
+    data = build_v2(coding=1, prior=prior.sha256, payload=bytes.fromhex(payload))
+    with pytest.raises(FSQDeployError, match=r"^bitstream: " + match):
+        read_fsq(data, prior)
+
+
+@given(
+    height=st.integers(1, 200),
+    width=st.integers(1, 200),
+    cell=st.sampled_from([1, 4, 8, 16]),
+    levels=st.lists(st.integers(2, 40), min_size=1, max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_rans_file_round_trip(height: int, width: int, cell: int, levels: list[int], seed: int) -> None:
+    from fsqdeploy.runtime.entropy import quantize_counts
+
+    rng = np.random.default_rng(seed)
+    prior = Prior(levels, [quantize_counts(rng.integers(0, 50, level) ** 2) for level in levels])
+    header = FsqHeader.for_grid(GOLDEN_HASH, height, width, cell, levels).with_prior(prior)
+    indices = rng.integers(0, levels, size=(header.num_cells, len(levels)))
+    data = write_fsq(header, indices, prior)
+    read_header, read_indices = read_fsq(data, prior)
+    assert read_header == header and read_header.coding == 1
+    np.testing.assert_array_equal(read_indices, indices)

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 
+#include "fsq/entropy.hpp"
 #include "fsq/error.hpp"
 #include "limbs.hpp"
 
@@ -40,6 +41,8 @@ std::string plural(std::string_view unit) {
 }
 
 constexpr const char* kCorrupt = "Note: the file was damaged after it was written; compress the image again";
+constexpr const char* kCodingsText = "0, fixed-rate packing, and 1, rANS with the artifact's prior";
+constexpr const char* kOtherArt = "Note: decompress with the artifact that compressed it";
 constexpr const char* kLevelsNote = "Note: pass the model's levels, e.g. [8, 8, 8]";
 
 [[noreturn]] void fail(const std::string& what, const std::string& note) {
@@ -97,11 +100,23 @@ Problem format_problem(unsigned version, unsigned layout, unsigned coding) {
                     known + ")",
                 "Note: the file comes from a newer writer; read it with that fsqdeploy version"};
     }
-    if (coding != kCodingFixed) {
-        return {"unsupported coding " + std::to_string(coding) + " (this reader knows 0, fixed-rate packing)",
+    if ((coding != kCodingFixed && coding != kCodingRans) || (version == 1 && coding != kCodingFixed)) {
+        return {"unsupported coding " + std::to_string(coding) + " (version " + std::to_string(version) + " knows " +
+                    (version == 1 ? "0, fixed-rate packing" : kCodingsText) + ")",
                 "Note: entropy-coded files need a newer fsqdeploy"};
     }
     return {"", ""};
+}
+
+bool is_zero(const ModelHash& hash) {
+    return std::all_of(hash.begin(), hash.end(), [](std::uint8_t b) { return b == 0; });
+}
+
+// A coding-0 file has no prior (prior_hash zero), a coding-1 file names one; "" when they agree.
+std::string prior_hash_problem(unsigned coding, const ModelHash& prior_hash) {
+    if (is_zero(prior_hash) == (coding == kCodingFixed)) return "";
+    return coding == kCodingFixed ? "prior_hash is not zero in a fixed-rate (coding 0) file"
+                                  : "prior_hash is zero in an entropy-coded (coding 1) file";
 }
 
 Problem header_levels_problem(const Levels& levels, unsigned version) {
@@ -131,10 +146,12 @@ Problem size_problem(const SizeField& f, unsigned version) {
 }
 
 Problem header_problem(const Header& h) {
-    for (const Problem& p :
-         {format_problem(h.version, h.layout, h.coding), header_levels_problem(h.levels, h.version)}) {
-        if (!p.first.empty()) return p;
-    }
+    const Problem format = format_problem(h.version, h.layout, h.coding);
+    if (!format.first.empty()) return format;
+    const std::string prior = prior_hash_problem(h.coding, h.prior_hash);
+    if (!prior.empty()) return {prior, "Note: build the header with Header::with_prior"};
+    const Problem levels = header_levels_problem(h.levels, h.version);
+    if (!levels.first.empty()) return levels;
     const SizeField sizes[] = {
         {"image_height", h.image_height, 0xFFFFFFFFu},
         {"image_width", h.image_width, 0xFFFFFFFFu},
@@ -339,7 +356,25 @@ void read_fixed(const std::uint8_t* data, unsigned version, Header& h) {
     h.grid_cols = static_cast<std::uint32_t>(get_le(p + 6, 4));
 }
 
-Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::string& source) {
+// A coding-1 file is coded with exactly one prior: refuse none, or another (a foreign prior).
+void check_prior(const Header& h, const Prior* prior, const std::string& source) {
+    const std::string file_prior = to_hex(h.prior_hash).substr(0, 8);
+    if (prior == nullptr) {
+        fail(source + "file is entropy-coded (coding 1, prior " + file_prior + "..) and no prior was given", kOtherArt);
+    }
+    if (prior->hash() != h.prior_hash) {
+        fail(source + "file was coded with a foreign prior (prior_hash " + file_prior + ".. != this artifact's " +
+                 to_hex(prior->hash()).substr(0, 8) + "..)",
+             kOtherArt);
+    }
+    if (prior->levels() != h.levels) {  // the hash covers the prior's levels, not the file's
+        fail(source + "file has levels " + levels_text(h.levels) + " but its prior has " +
+                 levels_text(prior->levels()),
+             kOtherArt);
+    }
+}
+
+Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::string& source, const Prior* prior) {
     // Order matters: lengths and the header CRC before anything that trusts a header field, so a
     // flipped bit in D, header_length or payload_length cannot move where the CRCs are looked for.
     auto reject = [&](const std::string& what, const std::string& note = kCorrupt) { fail(source + what, note); };
@@ -396,16 +431,13 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
             "unsupported layout " + std::to_string(h.layout) + " (this reader knows 0, patches, and 1, a latent grid)",
             "Note: read the file with the fsqdeploy version that wrote it");
     }
-    if (h.coding != kCodingFixed) {
-        reject("unsupported coding " + std::to_string(h.coding) + " (this reader knows 0, fixed-rate packing)",
+    if (h.coding != kCodingFixed && h.coding != kCodingRans) {
+        reject("unsupported coding " + std::to_string(h.coding) + " (this reader knows " + kCodingsText + ")",
                "Note: entropy-coded files need a newer fsqdeploy");
     }
-    if (version == 2) {
-        const std::uint8_t* prior = tail + 12;
-        if (std::any_of(prior, prior + kPriorHash, [](std::uint8_t b) { return b != 0; })) {
-            reject("prior_hash is not zero in a fixed-rate (coding 0) file");
-        }
-    }
+    if (version == 2) std::memcpy(h.prior_hash.data(), tail + 12, kPriorHash);
+    const std::string prior_problem = prior_hash_problem(h.coding, h.prior_hash);
+    if (!prior_problem.empty()) reject(prior_problem);
 
     const std::string problem = header_problem(h).first;  // written wrong, not damaged: the note is kCorrupt's
     if (!problem.empty()) reject("invalid header: " + problem);
@@ -416,7 +448,7 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     }
     const std::string cells = plural(format_of(version).unit);
     const ByteCount expected = packed_bytes(h.num_cells(), need);
-    if (!expected.fits || payload_length != expected.value) {
+    if (h.coding == kCodingFixed && (!expected.fits || payload_length != expected.value)) {
         reject("payload_length is " + std::to_string(payload_length) + ", expected " + expected.text + " for " +
                std::to_string(h.num_cells()) + " " + cells + " of " + std::to_string(bits) + " bits");
     }
@@ -436,8 +468,14 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     if (crc32(payload, payload_size) != get_le(payload + payload_size, 4)) {
         reject("corrupted payload (payload CRC32 mismatch)");
     }
-    const std::string problem_in_payload =
-        decode_payload(payload, payload_size, h.levels, need, h.num_cells(), format_of(version).unit, out.indices);
+    std::string problem_in_payload;
+    if (h.coding == kCodingRans) {
+        check_prior(h, prior, source);
+        problem_in_payload = prior->decode(payload, payload_size, h.num_cells(), out.indices);
+    } else {
+        problem_in_payload = decode_payload(payload, payload_size, h.levels, need, h.num_cells(),
+                                            format_of(version).unit, out.indices);
+    }
     if (!problem_in_payload.empty()) reject(problem_in_payload);
     return out;
 }
@@ -517,7 +555,10 @@ std::vector<std::uint8_t> pack_indices(const std::int32_t* indices, std::size_t 
     return out;
 }
 
-std::vector<std::uint8_t> pack_indices(const std::vector<std::int32_t>& indices, const Levels& levels) {
+namespace {
+
+// pack_indices' checks of a flat vector: valid levels, whole rows of D, every index in range.
+void check_index_rows(const std::vector<std::int32_t>& indices, const Levels& levels) {
     check_levels(levels);
     const std::size_t d = levels.size();
     if (indices.size() % d != 0) {
@@ -525,7 +566,14 @@ std::vector<std::uint8_t> pack_indices(const std::vector<std::int32_t>& indices,
                  " (a row per patch, a column per level)",
              "Note: pass row-major [N, " + std::to_string(d) + "] indices");
     }
-    return pack_indices(indices.data(), indices.size() / d, levels);
+    check_indices(indices.data(), indices.size() / d, levels);
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> pack_indices(const std::vector<std::int32_t>& indices, const Levels& levels) {
+    check_index_rows(indices, levels);
+    return pack_indices(indices.data(), indices.size() / levels.size(), levels);
 }
 
 std::vector<std::int32_t> unpack_indices(const std::uint8_t* data, std::size_t size, const Levels& levels,
@@ -602,12 +650,27 @@ void Header::check() const {
 bool Header::operator==(const Header& o) const {
     return model_hash == o.model_hash && image_height == o.image_height && image_width == o.image_width &&
            cell_size == o.cell_size && grid_rows == o.grid_rows && grid_cols == o.grid_cols && levels == o.levels &&
-           version == o.version && layout == o.layout && coding == o.coding;
+           version == o.version && layout == o.layout && coding == o.coding && prior_hash == o.prior_hash;
 }
 
-std::vector<std::uint8_t> Bitstream::write() const {
+Header Header::with_prior(const Prior& prior) const {
+    Header h = *this;
+    h.coding = kCodingRans;
+    h.prior_hash = prior.hash();
+    h.check();
+    return h;
+}
+
+std::vector<std::uint8_t> Bitstream::write(const Prior* prior) const {
     header.check();
-    const std::vector<std::uint8_t> payload = pack_indices(indices, header.levels);
+    std::vector<std::uint8_t> payload;
+    if (header.coding == kCodingRans) {
+        check_prior(header, prior, "");
+        check_index_rows(indices, header.levels);
+        payload = prior->encode(indices.data(), indices.size() / header.levels.size());
+    } else {
+        payload = pack_indices(indices, header.levels);
+    }
     const std::size_t rows = indices.size() / header.levels.size();
     if (rows != header.num_cells()) {
         fail("indices have " + std::to_string(rows) + " rows but the " + std::to_string(header.grid_rows) + "x" +
@@ -635,20 +698,20 @@ std::vector<std::uint8_t> Bitstream::write() const {
     for (int level : header.levels) put_le(out, static_cast<std::uint64_t>(level), 2);
     put_le(out, bits_of(header.levels), 4);
     put_le(out, payload.size(), 8);
-    if (header.version == 2) out.insert(out.end(), kPriorHash, 0);  // no prior: coding 0
+    if (header.version == 2) out.insert(out.end(), header.prior_hash.begin(), header.prior_hash.end());
     put_le(out, crc32(out.data(), out.size()), 4);
     out.insert(out.end(), payload.begin(), payload.end());
     put_le(out, crc32(payload.data(), payload.size()), 4);
     return out;
 }
 
-Bitstream Bitstream::read(const std::uint8_t* data, std::size_t size) {
+Bitstream Bitstream::read(const std::uint8_t* data, std::size_t size, const Prior* prior) {
     static const std::uint8_t empty = 0;
-    return read_impl(size ? data : &empty, size, "");
+    return read_impl(size ? data : &empty, size, "", prior);
 }
 
-void Bitstream::save(const std::filesystem::path& path) const {
-    const std::vector<std::uint8_t> data = write();
+void Bitstream::save(const std::filesystem::path& path, const Prior* prior) const {
+    const std::vector<std::uint8_t> data = write(prior);
     auto cannot = [&](const std::string& reason) {
         fail("cannot write '" + path.string() + "': " + reason,
              "Note: check that the folder is writable and the disk is not full");
@@ -676,7 +739,7 @@ void Bitstream::save(const std::filesystem::path& path) const {
     }
 }
 
-Bitstream Bitstream::load(const std::filesystem::path& path) {
+Bitstream Bitstream::load(const std::filesystem::path& path, const Prior* prior) {
     std::vector<std::uint8_t> data;
     std::FILE* f = std::fopen(path.string().c_str(), "rb");
     bool ok = f != nullptr;
@@ -693,7 +756,7 @@ Bitstream Bitstream::load(const std::filesystem::path& path) {
              "Note: pass an .fsq file written by `fsqdeploy compress`");
     }
     static const std::uint8_t empty = 0;
-    return read_impl(data.empty() ? &empty : data.data(), data.size(), "'" + path.string() + "': ");
+    return read_impl(data.empty() ? &empty : data.data(), data.size(), "'" + path.string() + "': ", prior);
 }
 
 std::vector<std::int32_t> grid_to_cells(const std::vector<std::int32_t>& grid, std::size_t d, std::size_t rows,

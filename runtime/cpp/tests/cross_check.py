@@ -9,8 +9,11 @@
    refused by both writers with the same message.
 3. Damaged copies (truncations, flipped bits), and intact v2 files this reader must not decode (an
    unknown layout or coding, a prior_hash), are refused by both readers with the same message.
-4. Tiling: C++ to_patches / from_patches equal runtime/compress.py's, bit for bit.
-5. A manifest written with fsqdeploy.artifact (and grown with add_files) reads in C++
+4. Coding 1 (rANS over a prior): Python writes entropy-coded files with random priors, C++ reads the
+   same indices; C++ writes them from the same specs byte for byte; damaged ones (truncated, flipped,
+   a payload that does not decode, no prior, a foreign prior) are refused by both with the same message.
+5. Tiling: C++ to_patches / from_patches equal runtime/compress.py's, bit for bit.
+6. A manifest written with fsqdeploy.artifact (and grown with add_files) reads in C++
    with the same fields; after a file is changed C++ refuses it, naming the problem as
    verify_files does.
 
@@ -100,6 +103,117 @@ def with_header_bytes(data: bytes, changes: dict[int, bytes]) -> bytes:
         out[offset : offset + len(value)] = value
     out[header_length - 4 : header_length] = zlib.crc32(bytes(out[: header_length - 4])).to_bytes(4, "little")
     return bytes(out)
+
+
+def with_payload(data: bytes, payload: bytes) -> bytes:
+    """A v2 ``data`` with another payload: payload_length and both CRCs recomputed (an intact file)."""
+    import zlib
+
+    header_length = int.from_bytes(data[6:8], "little")
+    d = int.from_bytes(data[60:62], "little")
+    head = bytearray(data[: header_length - 4])
+    head[66 + 2 * d : 74 + 2 * d] = len(payload).to_bytes(8, "little")
+    return b"".join([bytes(head), zlib.crc32(bytes(head)).to_bytes(4, "little"), payload,
+                     zlib.crc32(payload).to_bytes(4, "little")])
+
+
+def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], header_of) -> None:
+    from fsqdeploy.errors import FSQDeployError
+    from fsqdeploy.runtime.entropy import Prior, lane_count, quantize_counts
+
+    for sub in ("rans_py", "rans_cpp", "rans_damaged"):
+        (work / sub).mkdir()
+    # Tables need D * 2^16 slots in each decoder: levels of moderate size only.
+    chosen = [(i, c) for i, c in enumerate(cases) if c["version"] == 2 and len(c["levels"]) <= 64
+              and max(c["levels"]) <= 4096]
+    priors, lanes = {}, set()
+    for i, case in chosen:
+        gen = np.random.default_rng(rng.getrandbits(32))
+        counts = [(gen.random(level) ** 3 * 1000).astype(int) * (gen.random(level) < 0.8) for level in case["levels"]]
+        prior = priors[i] = Prior(case["levels"], [quantize_counts(c) for c in counts])
+        prior.save(work / "rans_py" / f"case{i:03d}.prior.json", {})
+        header = header_of(case).with_prior(prior)
+        bs.save_fsq(work / "rans_py" / f"case{i:03d}.fsq", header, case["indices"], prior)
+        lanes.add(lane_count(case["indices"].size))
+    run_tool(args.tool, "read", work / "rans_py", work / "out" / "rans_py.json")
+    results = json.loads((work / "out" / "rans_py.json").read_text())
+    for (i, case), got in zip(chosen, results):
+        if "error" in got:
+            fail(f"rans case {i}: C++ refused a file Python wrote: {got['error']}")
+        if got["coding"] != 1 or got["prior_hash"] != priors[i].sha256.hex():
+            fail(f"rans case {i}: C++ coding {got['coding']} / prior_hash {got['prior_hash'][:8]} differ")
+        indices = np.fromfile(got["indices_file"], dtype="<i4").reshape(-1, len(case["levels"]))
+        if not np.array_equal(indices, case["indices"]):
+            fail(f"rans case {i}: C++ indices differ from Python's")
+    print(f"rans python -> c++: {len(chosen)} entropy-coded files (lane counts {sorted(lanes)}), indices identical")
+
+    specs = []
+    for i, case in chosen:
+        path = work / "specs" / f"rans{i:03d}.i32"
+        case["indices"].astype("<i4").tofile(path)
+        specs.append({"name": f"case{i:03d}.fsq", **{k: case[k] for k in SPEC_FIELDS}, "indices_file": str(path),
+                      "prior_file": str(work / "rans_py" / f"case{i:03d}.prior.json")})
+    (work / "specs" / "rans.json").write_text(json.dumps(specs))
+    run_tool(args.tool, "write", work / "specs" / "rans.json", work / "rans_cpp", work / "out" / "rans_written.json")
+    for (i, _), got in zip(chosen, json.loads((work / "out" / "rans_written.json").read_text())):
+        if "error" in got:
+            fail(f"rans case {i}: C++ refused to write: {got['error']}")
+        name = f"case{i:03d}.fsq"
+        if (work / "rans_cpp" / name).read_bytes() != (work / "rans_py" / name).read_bytes():
+            fail(f"rans case {i}: C++ bytes differ from Python's")
+    print(f"rans c++ -> python: {len(chosen)} entropy-coded files byte-identical")
+
+    damaged = {}  # name: (bytes, prior or None)
+    for i, case in chosen:
+        data, prior = (work / "rans_py" / f"case{i:03d}.fsq").read_bytes(), priors[i]
+        header_length = header_of(case).header_length
+        payload = data[header_length:-4]
+        for k in range(2):
+            damaged[f"r{i:03d}_cut{k}"] = (data[: rng.randrange(len(data))], prior)
+        for k in range(3):
+            bit = rng.randrange(len(data) * 8)
+            flipped = bytearray(data)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            damaged[f"r{i:03d}_bit{k}"] = (bytes(flipped), prior)
+        damaged[f"r{i:03d}_noprior"] = (data, None)
+        tables = [list(t) for t in prior.frequencies]
+        big = int(np.argmax(tables[0]))
+        tables[0][big] -= 1
+        tables[0][(big + 1) % len(tables[0])] += 1
+        damaged[f"r{i:03d}_foreign"] = (data, Prior(prior.levels, tables))
+        # intact files (valid CRCs) whose payload does not decode
+        damaged[f"r{i:03d}_words"] = (with_payload(data, payload + b"\0\0"), prior)
+        damaged[f"r{i:03d}_odd"] = (with_payload(data, payload[:-1]), prior)
+        damaged[f"r{i:03d}_state"] = (with_payload(data, b"\xff\xff\0\0" + payload[4:]), prior)
+        damaged[f"r{i:03d}_short"] = (with_payload(data, payload[:-2]), prior)
+        cut = bytearray(payload)
+        cut[rng.randrange(4 * lane_count(case["indices"].size), len(cut))] ^= 1 << rng.randrange(8)
+        damaged[f"r{i:03d}_word"] = (with_payload(data, bytes(cut)), prior)
+    for name, (data, prior) in damaged.items():
+        (work / "rans_damaged" / f"{name}.fsq").write_bytes(data)
+        if prior is not None:
+            prior.save(work / "rans_damaged" / f"{name}.prior.json", {})
+    run_tool(args.tool, "read", work / "rans_damaged", work / "out" / "rans_damaged.json")
+    refused = 0
+    for got in json.loads((work / "out" / "rans_damaged.json").read_text()):
+        name = Path(got["file"]).stem
+        data, prior = damaged[name]
+        try:
+            _, indices = bs.load_fsq(got["file"], prior)
+        except FSQDeployError as e:
+            python_message = str(e)
+        else:  # a flipped word may still decode: then both must read the same indices
+            if "error" in got or not name.endswith("_word"):
+                fail(f"{name}: Python accepted it, C++ says {got.get('error')}")
+            cpp = np.fromfile(got["indices_file"], dtype="<i4").reshape(indices.shape)
+            if not np.array_equal(cpp, indices):
+                fail(f"{name}: both accepted it but read different indices")
+            continue
+        if got.get("error") != python_message:
+            fail(f"{name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}")
+        refused += 1
+    print(f"rans damaged: {refused} of {len(damaged)} truncated, flipped, undecodable, prior-less or foreign-prior "
+          "files refused by both with the same message (the rest decoded alike)")
 
 
 def run_tool(tool: str, *args: object) -> None:
@@ -243,7 +357,8 @@ def main() -> int:
         damaged[f"case{i:03d}_version.fsq"] = with_header_bytes(data, {4: bytes([rng.choice([0, 3, 4, 255])])})
         if case["version"] == 2:  # intact files (valid CRCs) that say what this reader must not decode
             damaged[f"case{i:03d}_layout.fsq"] = with_header_bytes(data, {48: bytes([rng.randint(2, 255)])})
-            damaged[f"case{i:03d}_coding.fsq"] = with_header_bytes(data, {49: bytes([rng.randint(1, 255)])})
+            damaged[f"case{i:03d}_coding.fsq"] = with_header_bytes(data, {49: bytes([rng.randint(2, 255)])})
+            damaged[f"case{i:03d}_coding1.fsq"] = with_header_bytes(data, {49: b"\x01"})  # rANS, but no prior_hash
             prior_at = header_length - 36  # prior_hash: the 32 bytes before the header CRC
             damaged[f"case{i:03d}_prior.fsq"] = with_header_bytes(data, {prior_at + rng.randrange(32): b"\x01"})
             damaged[f"case{i:03d}_as_v1.fsq"] = with_header_bytes(data, {4: b"\x01"})
@@ -262,7 +377,8 @@ def main() -> int:
             fail(
                 f"{Path(got['file']).name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}"
             )
-    reasons = {"unsupported layout", "unsupported coding", "prior_hash is not zero", "unsupported format version"}
+    reasons = {"unsupported layout", "unsupported coding", "prior_hash is not zero", "unsupported format version",
+               "prior_hash is zero in an entropy-coded"}
     errors = [got.get("error", "") for got in json.loads((work / "out" / "damaged.json").read_text())]
     seen = {r for error in errors for r in reasons if r in error}
     if seen != reasons:
@@ -270,7 +386,10 @@ def main() -> int:
     print(f"damaged: {len(damaged)} truncated, bit-flipped, extended or unsupported files refused by both with the "
           "same message")
 
-    # 4. Tiling and stitching, against runtime/compress.py.
+    # 4. Coding 1: the same cases as entropy-coded v2 files, each with a random prior of its levels.
+    check_rans(args, bs, np, rng, work, cases, header_of)
+
+    # 5. Tiling and stitching, against runtime/compress.py.
     from fsqdeploy.images import from_patches, to_patches
 
     tiles = 0
@@ -296,7 +415,7 @@ def main() -> int:
         tiles += 1
     print(f"tiling: {tiles} images, to_patches and from_patches identical to runtime/compress.py")
 
-    # 5. Manifests written by the exporter's code, read by C++: a paper artifact from before the conv
+    # 6. Manifests written by the exporter's code, read by C++: a paper artifact from before the conv
     # codec (no arch: paper by default) grown with add_files, and a conv artifact (the spatial io).
     from fsqdeploy.artifact import Manifest, add_files, file_entry, io_contract, verify_files, write_manifest
 

@@ -2,25 +2,32 @@
 // and a maker of fixtures for the other ctest entries.
 //
 //   fsq-cross read DIR OUT.json              every DIR/*.fsq: header, or error; indices as raw int32 beside OUT
-//                                            (and a latent grid's cells_to_grid [1, D, rows, cols] too)
+//                                            (and a latent grid's cells_to_grid [1, D, rows, cols] too); X.fsq
+//                                            is read with the prior X.prior.json beside it, when there is one
 //   fsq-cross write SPECS.json OUTDIR RESULT.json   each spec {name, version, layout, model_hash, image_height,
 //                                            image_width, cell_size, levels, indices_file (raw int32 [N, D]) or
 //                                            grid_file (raw int32 [1, D, rows, cols], through grid_to_cells)}
-//                                            -> OUTDIR/name (version 1: Header::for_image; 2: for_patches or for_grid)
+//                                            -> OUTDIR/name (version 1: Header::for_image; 2: for_patches or for_grid;
+//                                            with "prior_file", coding 1 over that prior.json)
+//   fsq-cross rans-time PRIOR.json INDICES.i32 CELLS REPEATS OUT.json   encode and decode the indices REPEATS
+//                                            times: best milliseconds of each, payload bytes, its sha256
 //   fsq-cross patches IMAGE.u8 H W P OUT.f32     to_patches of a raw interleaved RGB image
 //   fsq-cross stitch PATCHES.f32 R C H W P OUT.u8  from_patches
 //   fsq-cross manifest ART OUT.json          Manifest::load (verified) summary
 //   fsq-cross make-art ART                   a valid artifact directory with dummy graphs
-//   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files)
+//   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files,
+//                                            coding-1 files over the golden prior, which the fuzz target reads with)
 //
 // fsq::Error -> its message on stderr, exit 2.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,7 +93,11 @@ int run(const std::vector<std::string>& a) {
         json results = json::array();
         for (const fs::path& path : paths) {
             try {
-                const fsq::Bitstream b = fsq::Bitstream::load(path);
+                fs::path prior_path = path;
+                prior_path.replace_extension(".prior.json");
+                std::optional<fsq::Prior> prior;
+                if (fs::exists(prior_path)) prior = fsq::Prior::load(prior_path);
+                const fsq::Bitstream b = fsq::Bitstream::load(path, prior ? &*prior : nullptr);
                 const fsq::Header& h = b.header;
                 fs::path indices = fs::path(a[2]).parent_path() / path.filename();
                 indices.replace_extension(".cpp.i32");
@@ -104,6 +115,7 @@ int run(const std::vector<std::string>& a) {
                                    {"version", h.version},
                                    {"layout", h.layout},
                                    {"coding", h.coding},
+                                   {"prior_hash", fsq::to_hex(h.prior_hash)},
                                    {"image_height", h.image_height},
                                    {"image_width", h.image_width},
                                    {"cell_size", h.cell_size},
@@ -127,13 +139,18 @@ int run(const std::vector<std::string>& a) {
             try {
                 fsq::Bitstream b;
                 b.header = header_for(spec);
+                std::optional<fsq::Prior> prior;
+                if (spec.contains("prior_file")) {
+                    prior = fsq::Prior::load(spec.at("prior_file").get<std::string>());
+                    b.header = b.header.with_prior(*prior);
+                }
                 if (spec.contains("grid_file")) {
                     b.indices = fsq::grid_to_cells(read_raw<std::int32_t>(spec.at("grid_file").get<std::string>()),
                                                    b.header.levels.size(), b.header.grid_rows, b.header.grid_cols);
                 } else {
                     b.indices = read_raw<std::int32_t>(spec.at("indices_file").get<std::string>());
                 }
-                b.save(fs::path(a[2]) / name);
+                b.save(fs::path(a[2]) / name, prior ? &*prior : nullptr);
                 results.push_back({{"name", name}});
             } catch (const fsq::Error& e) {
                 results.push_back({{"name", name}, {"error", e.what()}});
@@ -173,6 +190,32 @@ int run(const std::vector<std::string>& a) {
                           {"engines", m.engine_files()}});
         return 0;
     }
+    if (cmd == "rans-time" && a.size() == 6) {
+        // The coder alone, as benchmarks/entropy_coding.py times Python's: best of REPEATS runs.
+        const fsq::Prior prior = fsq::Prior::load(a[1]);
+        const std::vector<std::int32_t> indices = read_raw<std::int32_t>(a[2]);
+        const std::uint64_t cells = std::stoull(a[3]);
+        const int repeats = std::stoi(a[4]);
+        using clock = std::chrono::steady_clock;
+        double best_encode = 1e30, best_decode = 1e30;
+        std::vector<std::uint8_t> payload;
+        std::vector<std::int32_t> back;
+        for (int r = 0; r < repeats; ++r) {
+            const auto t0 = clock::now();
+            payload = prior.encode(indices.data(), cells);
+            const auto t1 = clock::now();
+            const std::string problem = prior.decode(payload.data(), payload.size(), cells, back);
+            const auto t2 = clock::now();
+            if (!problem.empty() || back != indices) throw fsq::Error("fsq-cross: rans round trip failed: " + problem);
+            best_encode = std::min(best_encode, std::chrono::duration<double, std::milli>(t1 - t0).count());
+            best_decode = std::min(best_decode, std::chrono::duration<double, std::milli>(t2 - t1).count());
+        }
+        write_json(a[5], {{"encode_ms", best_encode},
+                          {"decode_ms", best_decode},
+                          {"bytes", payload.size()},
+                          {"sha256", fsq::to_hex(fsq::sha256(payload.data(), payload.size()))}});
+        return 0;
+    }
     if (cmd == "make-art" && a.size() == 2) {
         fsq::test::make_art(a[1]);
         return 0;
@@ -201,6 +244,24 @@ int run(const std::vector<std::string>& a) {
                 const char* names[] = {"valid", "valid_v2_patches", "valid_v2_grid"};
                 b.save(fs::path(a[1]) / (names[kind] + std::to_string(k) + ".fsq"));
             }
+        }
+        // Coding 1 over the golden prior (what the fuzz target reads with): the golden file, and files
+        // from one cell to several lanes (K = 1, 1, 3, 5), grids and patches.
+        const fsq::Prior prior = fsq::test::golden_prior();
+        fsq::test::write_bytes(fs::path(a[1]) / "golden_rans.fsq", fsq::test::from_hex(fsq::test::kGoldenRansHex));
+        const std::uint64_t sides[][2] = {{1, 1}, {9, 13}, {180, 200}, {200, 280}};
+        for (std::size_t k = 0; k < std::size(sides); ++k) {
+            fsq::Bitstream b;
+            b.header = (k % 2 ? fsq::Header::for_patches : fsq::Header::for_grid)(
+                           fsq::test::golden_hash(), sides[k][0], sides[k][1], 4, fsq::test::kGoldenLevels)
+                           .with_prior(prior);
+            for (std::uint64_t i = 0; i < b.header.num_cells() * 3; ++i) {
+                seed = seed * 1103515245u + 12345u;
+                const std::uint32_t u = (seed >> 16) & 0xFFFF;  // skewed towards 0, as codec indices are
+                b.indices.push_back(static_cast<std::int32_t>((u * u >> 16) * static_cast<std::uint32_t>(
+                                                                  fsq::test::kGoldenLevels[i % 3]) >> 16));
+            }
+            b.save(fs::path(a[1]) / ("valid_rans" + std::to_string(k) + ".fsq"), &prior);
         }
         return 0;
     }

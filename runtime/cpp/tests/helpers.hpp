@@ -43,6 +43,17 @@ inline const char* const kGoldenV2PatchesHex =
     "00000000000000000000000000000000"
     "00000000000000000000000000000000"
     "dce899660034ad0950e85360";
+// docs/bitstream.md's coding-1 golden file: the v2 grid golden, rANS-coded with its documented prior.
+inline const char* const kGoldenRansHex =
+    "46535142020074000001020304050607"
+    "08090a0b0c0d0e0f1011121314151617"
+    "18191a1b1c1d1e1f0500000007000000"
+    "01010400020000000200000003000300"
+    "05000700070000000c00000000000000"
+    "1b8a26fe2f899439e9efd51432a60200"
+    "ce541d9f1e99c53161126442375ea29d"
+    "d0f429240164dd0140ffd7ffa581fc00"
+    "f72a56e1";
 inline const Levels kGoldenLevels = {3, 5, 7};
 inline const std::vector<std::int32_t> kGoldenIndices = {0, 0, 0, 2, 4, 6, 1, 2, 3, 2, 0, 5};
 
@@ -52,6 +63,21 @@ inline std::vector<std::uint8_t> from_hex(const std::string& hex) {
         out.push_back(static_cast<std::uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
     }
     return out;
+}
+
+inline std::string to_hex_bytes(const std::vector<std::uint8_t>& bytes) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (std::uint8_t b : bytes) {
+        s += digits[b >> 4];
+        s += digits[b & 15];
+    }
+    return s;
+}
+
+// docs/bitstream.md's coding-1 golden prior (levels [3, 5, 7]); the fuzz target reads with it too.
+inline Prior golden_prior() {
+    return Prior(kGoldenLevels, {{32768, 16384, 16384}, {30000, 20000, 10000, 5000, 536}, {1, 2, 3, 65524, 2, 2, 2}});
 }
 
 inline ModelHash golden_hash() {

@@ -323,8 +323,12 @@ TEST(Header, CheckRefusesWhatFsqHeaderRefuses) {
          "bitstream: version = 3 is not one of [1, 2]. Note: read the file with the fsqdeploy version"},
         {[](Header& h) { h.version = 1; }, "unsupported layout 1 (version 1 knows 0 (patches))"},
         {[](Header& h) { h.layout = 2; }, "unsupported layout 2 (version 2 knows 0 (patches) or 1 (latent grid))"},
+        {[](Header& h) { h.coding = 2; },
+         "unsupported coding 2 (version 2 knows 0, fixed-rate packing, and 1, rANS with the artifact's prior). Note: "
+         "entropy-coded files need a newer"},
         {[](Header& h) { h.coding = 1; },
-         "unsupported coding 1 (this reader knows 0, fixed-rate packing). Note: entropy-coded files need a newer"},
+         "prior_hash is zero in an entropy-coded (coding 1) file. Note: build the header with Header::with_prior"},
+        {[](Header& h) { h.prior_hash[3] = 1; }, "prior_hash is not zero in a fixed-rate (coding 0) file"},
         {[](Header& h) { h.cell_size = 0; }, "cell_size = 0 is not an int in [1, 65535]"},
         {[](Header& h) { h.grid_cols = 3; },
          "grid 2x3 does not tile a 5x7 image with 4-pixel latent cells (expected 2x2). Note: build the header with "
@@ -486,11 +490,13 @@ TEST(Reader, RefusesEachMalformedV2FieldWithPythonsReason) {
          "bitstream: unsupported layout 2 (this reader knows 0, patches, and 1, a latent grid). Note: read the file "
          "with the fsqdeploy version that wrote it"},
         {with([](Fields& f) {
-             f.coding = 1;
+             f.coding = 2;
              f.payload_length = 3;
          }),
-         "bitstream: unsupported coding 1 (this reader knows 0, fixed-rate packing). Note: entropy-coded files need "
-         "a newer fsqdeploy"},
+         "bitstream: unsupported coding 2 (this reader knows 0, fixed-rate packing, and 1, rANS with the artifact's "
+         "prior). Note: entropy-coded files need a newer fsqdeploy"},
+        {with([](Fields& f) { f.coding = 1; }),
+         "bitstream: prior_hash is zero in an entropy-coded (coding 1) file. Note: the file was damaged"},
         {with([](Fields& f) { f.prior[0] = 1; }),
          "bitstream: prior_hash is not zero in a fixed-rate (coding 0) file. Note: the file was damaged"},
         {with([](Fields& f) { f.rows = 1; }),
@@ -622,6 +628,165 @@ TEST(Limbs, DecimalAndArithmetic) {
     EXPECT_EQ(w.to_decimal(), "79228162514264337589248983040");  // (2^64-1)(2^32-1) + 2^64-1
     EXPECT_EQ(w.divmod(1000000007u), 578555943u);
     EXPECT_EQ(w.to_decimal(), "79228161959667203871");
+}
+
+
+// -- coding 1: static interleaved rANS (docs/bitstream.md, tests/runtime/test_entropy.py) ------------
+
+namespace {
+
+// docs/bitstream.md's lane vector: levels 8,5,5,5, 2601 cells, K = 5, tables from counts (s+1)^2.
+std::pair<Prior, std::vector<std::int32_t>> lanes_vector() {
+    const Levels levels = {8, 5, 5, 5};
+    const std::vector<std::vector<std::uint32_t>> tables = {
+        {322, 1286, 2892, 5140, 8031, 11565, 15741, 20559},
+        {1192, 4767, 10724, 19065, 29788},
+        {1192, 4767, 10724, 19065, 29788},
+        {1192, 4767, 10724, 19065, 29788}};
+    std::vector<std::int32_t> symbols;
+    std::uint32_t seed = 1;
+    for (std::size_t i = 0; i < 2601 * 4; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        const std::uint64_t u = seed >> 16;
+        symbols.push_back(static_cast<std::int32_t>(((u * u) >> 16) * static_cast<std::uint64_t>(levels[i % 4]) >> 16));
+    }
+    return {Prior(levels, tables), symbols};
+}
+
+}  // namespace
+
+TEST(Rans, GoldenPriorHashAndFile) {
+    const Prior prior = golden_prior();
+    EXPECT_EQ(to_hex_bytes(prior.canonical_bytes()),
+              "46535150100300030000800040004005003075204e1027881318020700010002000300f4ff020002000200");
+    EXPECT_EQ(to_hex(prior.hash()), "1b8a26fe2f899439e9efd51432a60200ce541d9f1e99c53161126442375ea29d");
+    EXPECT_EQ(to_hex_bytes(prior.encode(kGoldenIndices.data(), 4)), "0164dd0140ffd7ffa581fc00");
+    const Bitstream b{Header::for_grid(golden_hash(), 5, 7, 4, kGoldenLevels).with_prior(prior), kGoldenIndices};
+    const std::vector<std::uint8_t> data = b.write(&prior);
+    EXPECT_EQ(data, from_hex(kGoldenRansHex));
+    const Bitstream back = Bitstream::read(data, &prior);
+    EXPECT_EQ(back.header, b.header);
+    EXPECT_EQ(back.header.coding, kCodingRans);
+    EXPECT_EQ(back.indices, kGoldenIndices);
+}
+
+TEST(Rans, LanesVectorIsPinned) {
+    const auto [prior, symbols] = lanes_vector();
+    EXPECT_EQ(lane_count(symbols.size()), 5u);
+    const std::vector<std::uint8_t> payload = prior.encode(symbols.data(), 2601);
+    EXPECT_EQ(to_hex(sha256(payload.data(), payload.size())),
+              "58fbbecd7f1a55823e2aaf8240789af927eef3f42c9b2031e36f9b735f35358b");
+    std::vector<std::int32_t> back;
+    EXPECT_EQ(prior.decode(payload.data(), payload.size(), 2601, back), "");
+    EXPECT_EQ(back, symbols);
+}
+
+TEST(Rans, LaneCount) {
+    EXPECT_EQ(lane_count(0), 1u);
+    EXPECT_EQ(lane_count(4095), 1u);
+    EXPECT_EQ(lane_count(4096), 2u);
+    EXPECT_EQ(lane_count(2048 * 32 + 5), 32u);
+    EXPECT_EQ(lane_count(UINT64_MAX), 32u);
+}
+
+TEST(Rans, RandomRoundTripsAcrossLaneCounts) {
+    std::mt19937 rng(5);
+    for (int trial = 0; trial < 40; ++trial) {
+        Levels levels(1 + rng() % 6);
+        std::vector<std::vector<std::uint32_t>> tables;
+        for (int& level : levels) {
+            level = 2 + static_cast<int>(rng() % 300);
+            std::vector<std::uint32_t> t(static_cast<std::size_t>(level), 1);
+            for (std::uint32_t left = 65536 - static_cast<std::uint32_t>(level); left > 0; --left) {
+                t[std::min<std::size_t>(t.size() - 1, (rng() % t.size()) * (rng() % 2))] += 1;
+            }
+            tables.push_back(t);
+        }
+        const Prior prior(levels, tables);
+        const std::uint64_t cells = 1 + rng() % (trial % 4 == 0 ? 20000 : 50);
+        std::vector<std::int32_t> indices(cells * levels.size());
+        for (std::size_t i = 0; i < indices.size(); ++i) {
+            indices[i] = static_cast<std::int32_t>(rng() % static_cast<unsigned>(levels[i % levels.size()]));
+        }
+        const std::vector<std::uint8_t> payload = prior.encode(indices.data(), cells);
+        std::vector<std::int32_t> back;
+        ASSERT_EQ(prior.decode(payload.data(), payload.size(), cells, back), "") << "trial " << trial;
+        ASSERT_EQ(back, indices) << "trial " << trial;
+    }
+}
+
+TEST(Rans, PriorsAreChecked) {
+    EXPECT_FSQ_ERROR(Prior({3, 5}, {{32768, 16384, 16384}}), "prior: 1 frequency tables for 2 levels");
+    EXPECT_FSQ_ERROR(Prior({3}, {{32768, 32768}}), "prior: table 0 has 2 frequencies, levels[0] = 3");
+    EXPECT_FSQ_ERROR(Prior({3}, {{0, 32768, 32768}}),
+                     "prior: table 0 gives symbol 0 frequency 0; every symbol needs at least 1 (a zero-frequency "
+                     "symbol cannot be coded). Note: export the artifact again");
+    EXPECT_FSQ_ERROR(Prior({2, 3}, {{1, 65535}, {1, 2, 3}}), "prior: table 1 sums to 6, not 2^16 = 65536");
+}
+
+TEST(Rans, FileNeedsItsOwnPrior) {
+    const Prior prior = golden_prior();
+    const Prior other(kGoldenLevels, {{32768, 16384, 16384}, {30000, 20000, 10000, 5000, 536}, {2, 1, 3, 65524, 2, 2, 2}});
+    const std::vector<std::uint8_t> data = from_hex(kGoldenRansHex);
+    EXPECT_FSQ_ERROR(Bitstream::read(data),
+                     "bitstream: file is entropy-coded (coding 1, prior 1b8a26fe..) and no prior was given. Note: "
+                     "decompress with the artifact that compressed it");
+    EXPECT_FSQ_ERROR(Bitstream::read(data, &other), "bitstream: file was coded with a foreign prior (prior_hash "
+                                                    "1b8a26fe.. != this artifact's " + to_hex(other.hash()).substr(0, 8));
+    const Bitstream b{Header::for_grid(golden_hash(), 5, 7, 4, kGoldenLevels).with_prior(prior), kGoldenIndices};
+    EXPECT_FSQ_ERROR(b.write(&other), "foreign prior");
+    EXPECT_FSQ_ERROR(b.write(), "no prior was given");
+    // a fixed-rate file reads as before with a prior given
+    EXPECT_EQ(Bitstream::read(from_hex(kGoldenV2GridHex), &prior).indices, kGoldenIndices);
+}
+
+TEST(Rans, EveryFlippedBitAndTruncationIsRefused) {
+    const Prior prior = golden_prior();
+    const std::vector<std::uint8_t> data = from_hex(kGoldenRansHex);
+    for (std::size_t bit = 0; bit < 8 * data.size(); ++bit) {
+        std::vector<std::uint8_t> flipped = data;
+        flipped[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+        EXPECT_THROW(Bitstream::read(flipped, &prior), Error) << "bit " << bit;
+    }
+    for (std::size_t length = 0; length < data.size(); ++length) {
+        EXPECT_THROW(Bitstream::read(std::vector<std::uint8_t>(data.begin(), data.begin() + length), &prior), Error);
+    }
+}
+
+TEST(Rans, BadPayloadsWithValidCrcsAreRefusedWithPythonsWords) {
+    // tests/runtime/test_bitstream.py's REFUSED_RANS, case by case.
+    const Prior prior = golden_prior();
+    const std::pair<const char*, const char*> cases[] = {
+        {"0164dd", "entropy-coded payload has 3 bytes, fewer than its 1 lane states of 4 bytes"},
+        {"ffffff0040ffd7ffa581fc00", "lane 0 starts in state 16777215, below 2^24"},
+        {"0164dd0140ffd7ffa581fc", "entropy-coded payload ends after 7 bytes, before the last symbol"},
+        {"0164dd0140ffd7ffa581fc0000", "entropy-coded payload has 1 bytes left after the last symbol"},
+        {"0164dd0140ffd7ffa581fc01", "lane 0 ends in state 16777217, not 2^24"},
+    };
+    for (const auto& [payload, message] : cases) {
+        Fields f = Fields::v2();
+        f.coding = 1;
+        f.prior.assign(prior.hash().begin(), prior.hash().end());
+        f.payload = from_hex(payload);
+        try {
+            Bitstream::read(f.build(), &prior);
+            ADD_FAILURE() << payload << " accepted";
+        } catch (const Error& e) {
+            EXPECT_EQ(std::string(e.what()).rfind(std::string("bitstream: ") + message, 0), 0u) << e.what();
+        }
+    }
+    // a grid far larger than the payload could hold is refused before anything is allocated
+    Fields huge = Fields::v2();
+    huge.coding = 1;
+    huge.prior.assign(prior.hash().begin(), prior.hash().end());
+    huge.height = huge.width = 0xFFFFFFFFu;
+    huge.patch = 1;
+    huge.rows = huge.cols = 0xFFFFFFFFu;
+    huge.payload.clear();
+    for (int lane = 0; lane < 32; ++lane) append(huge.payload, {0, 0, 0, 1});  // 32 lanes at 2^24, no bytes
+    EXPECT_FSQ_ERROR(Bitstream::read(huge.build(), &prior),
+                     "bitstream: entropy-coded payload of 128 bytes cannot hold 55340232195358851075 symbols under "
+                     "this prior (the header's grid is too large for it)");
 }
 
 }  // namespace

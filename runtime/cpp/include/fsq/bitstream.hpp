@@ -34,7 +34,9 @@ inline constexpr std::size_t kMaxLevelsV2 = 32712;
 inline constexpr std::uint8_t kVersion = 2;        // what Header::for_patches / for_grid write
 inline constexpr std::uint8_t kLayoutPatches = 0;  // each cell an independent cell_size x cell_size patch
 inline constexpr std::uint8_t kLayoutGrid = 1;     // the cells are the positions of one latent grid
-inline constexpr std::uint8_t kCodingFixed = 0;    // fixed-rate mixed-radix packing; others: the entropy coder's
+inline constexpr std::uint8_t kCodingFixed = 0;    // fixed-rate mixed-radix packing (coding 1: fsq/entropy.hpp)
+
+class Prior;  // fsq/entropy.hpp: the entropy coder's frozen tables
 
 /// A 64-character hex string (as manifests store model_id) as raw bytes; throws Error otherwise.
 ModelHash hash_from_hex(std::string_view hex);
@@ -67,6 +69,7 @@ struct Header {
     std::uint8_t version = kVersion;
     std::uint8_t layout = kLayoutPatches;  // version 1 files hold patches only
     std::uint8_t coding = kCodingFixed;
+    ModelHash prior_hash{};  // coding 1: the sha256 of the prior's tables (Prior::hash); zero for coding 0
 
     /// A version 2 header (layout 0) for an image tiled row-major into patch_size squares, each
     /// encoded on its own (the paper model), the edges padded.
@@ -84,6 +87,9 @@ struct Header {
     /// and coding, non-empty sizes, a grid that tiles the image, valid levels); write() calls it,
     /// so a header that would not round trip cannot be written. Messages are FsqHeader's.
     void check() const;
+
+    /// This (version 2) header for an entropy-coded payload: coding 1 over `prior`'s tables.
+    Header with_prior(const Prior& prior) const;
 
     /// True when the cells are one latent grid (layout 1), not independent patches.
     bool spatial() const { return layout == kLayoutGrid; }
@@ -104,16 +110,20 @@ struct Bitstream {
     Header header;
     std::vector<std::int32_t> indices;
 
-    /// The file's bytes. Throws Error on an invalid header or indices of the wrong shape or range.
-    std::vector<std::uint8_t> write() const;
+    /// The file's bytes. Throws Error on an invalid header or indices of the wrong shape or range;
+    /// a coding-1 header needs its `prior` (another is refused).
+    std::vector<std::uint8_t> write(const Prior* prior = nullptr) const;
     /// Encodes first, then writes a temp file beside `path` and renames it: all or nothing.
-    void save(const std::filesystem::path& path) const;
+    void save(const std::filesystem::path& path, const Prior* prior = nullptr) const;
 
     /// Parse and check a whole file, in the order docs/bitstream.md lists; every malformed,
     /// truncated or damaged input is an Error ("bitstream: ..."), never undefined behaviour.
-    static Bitstream read(const std::uint8_t* data, std::size_t size);
-    static Bitstream read(const std::vector<std::uint8_t>& data) { return read(data.data(), data.size()); }
-    static Bitstream load(const std::filesystem::path& path);
+    /// An entropy-coded file (coding 1) needs `prior`, the artifact's; another is refused.
+    static Bitstream read(const std::uint8_t* data, std::size_t size, const Prior* prior = nullptr);
+    static Bitstream read(const std::vector<std::uint8_t>& data, const Prior* prior = nullptr) {
+        return read(data.data(), data.size(), prior);
+    }
+    static Bitstream load(const std::filesystem::path& path, const Prior* prior = nullptr);
 };
 
 /// A channels-first grid [1, D, rows, cols] (what a spatial encoder outputs) -> [rows * cols, D],

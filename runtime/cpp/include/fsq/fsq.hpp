@@ -4,5 +4,6 @@
 #include "fsq/backend.hpp"
 #include "fsq/bitstream.hpp"
 #include "fsq/codec.hpp"
+#include "fsq/entropy.hpp"
 #include "fsq/error.hpp"
 #include "fsq/manifest.hpp"

@@ -1,0 +1,58 @@
+// Static interleaved rANS over FSQ indices (the .fsq payload of coding 1) and its frozen prior.
+//
+// docs/bitstream.md ("Coding 1") is the specification; this is a byte-for-byte port of
+// fsqdeploy.runtime.entropy (runtime/entropy.py). Integers only: the same tables give the same
+// bytes on any machine, in C++ and in Python.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "fsq/bitstream.hpp"
+
+namespace fsq {
+
+inline constexpr std::uint8_t kCodingRans = 1;    // the .fsq coding byte of an entropy-coded payload
+inline constexpr unsigned kPrecision = 16;         // a table's frequencies sum to 2^16
+inline constexpr std::size_t kMaxLanes = 32;       // K <= 32 ...
+inline constexpr std::size_t kSymbolsPerLane = 2048;  // ... and one lane per 2048 symbols
+inline constexpr const char* kPriorFile = "prior.json";
+
+/// K for `symbols` symbols (cells * D): floor(symbols / 2048), clamped to [1, 32].
+std::size_t lane_count(std::uint64_t symbols);
+
+/// sha256 of a byte range (OpenSSL), as the prior's hash is taken.
+ModelHash sha256(const std::uint8_t* data, std::size_t size);
+
+/// One frequency table per index column d: levels[d] entries, each >= 1, summing to 2^16.
+class Prior {
+public:
+    /// Checks the tables; throws Error ("prior: ...", the Python words) when the coder cannot use them.
+    Prior(Levels levels, std::vector<std::vector<std::uint32_t>> frequencies);
+    /// ART/prior.json: the tables, checked, and their recorded sha256, which must match.
+    static Prior load(const std::filesystem::path& path);
+
+    const Levels& levels() const { return levels_; }
+    const std::vector<std::vector<std::uint32_t>>& frequencies() const { return freq_; }
+    /// "FSQP", precision u8, D u16, per column L_d u16 and its frequencies u16, little-endian.
+    std::vector<std::uint8_t> canonical_bytes() const;
+    /// sha256 of canonical_bytes(): a coding-1 file's prior_hash.
+    const ModelHash& hash() const { return hash_; }
+
+    /// int32 [count, D] row-major indices (in range) -> the coding-1 payload.
+    std::vector<std::uint8_t> encode(const std::int32_t* indices, std::uint64_t count) const;
+    /// The payload of `count` cells -> indices [count, D], or "" on success and why not (as the
+    /// Python decoder words it) when the payload is not one the encoder writes.
+    std::string decode(const std::uint8_t* payload, std::size_t size, std::uint64_t count,
+                       std::vector<std::int32_t>& out) const;
+
+private:
+    Levels levels_;
+    std::vector<std::vector<std::uint32_t>> freq_, cum_;
+    std::vector<std::vector<std::uint32_t>> symbol_of_slot_;  // per column: the symbol owning each of 2^16 slots
+    ModelHash hash_{};
+};
+
+}  // namespace fsq
