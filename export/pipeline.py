@@ -9,7 +9,6 @@ and a GPU for --trt, run dir, data) happens before any file is written.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import tempfile
@@ -44,7 +43,7 @@ from fsqdeploy.export.parity import ImageSet, ParityReport, patch_image_sets, ru
 from fsqdeploy.export.prior import add_prior
 from fsqdeploy.export.tensorrt.build import build_engines
 from fsqdeploy.export.tensorrt.options import BuildOptions
-from fsqdeploy.fileio import sha256_file
+from fsqdeploy.fileio import replace_dir, sha256_file
 from fsqdeploy.model import FSQVAE, WEIGHTS_FILE
 from fsqdeploy.onnxgraph.graph import DEQUANTIZE_OP, DOMAIN, DOMAIN_VERSION, QUANTIZE_OP
 
@@ -139,17 +138,6 @@ def build_manifest(model: FSQVAE, checkpoint_sha256: str, opset: int, inline: bo
         "files": {name: file_entry(art / name) for name in (ENCODER_FILE, DECODER_FILE, *CHECKPOINT_FILES)},
         "parity": report.to_manifest(),
     }
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished ``src`` to ``dst``; an existing ``dst`` is moved aside first, then deleted."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
-    os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_artifact(run: Path, out: Path, *, opset: int, inline: bool = False, force: bool = False,

@@ -76,3 +76,17 @@ def read_format_json(path: Path, *, component: str, fmt: str, version: int, desc
         raise FSQDeployError(f"{component}: '{path}' has format version {d.get('format_version')}, "
                              f"this fsqdeploy reads {version}")
     return d
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished directory ``src`` to ``dst``; an existing ``dst`` is moved aside first,
+    then deleted, so a reader sees the old directory or the new one, never a mix."""
+    import shutil
+
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.absolute().parent))
+    os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)

@@ -42,6 +42,7 @@ from fsqdeploy.artifact import (
     sidecar_path,
 )
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fileio import replace_dir
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
@@ -392,19 +393,7 @@ def write_repository(art: str | Path, out: str | Path, options: RepositoryOption
         (ensemble_dir / "1").mkdir(parents=True)
         (ensemble_dir / "config.pbtxt").write_text(config_text(ensemble_config(*served, names, max_batch, parameters)))
         os.chmod(work, 0o755)  # mkdtemp's 0700 would hide the repository from a container's user
-        _replace_dir(work, out)
+        replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return names
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished ``src`` to ``dst``; an existing ``dst`` is moved aside first, then deleted.
-    (The same as export's replace_dir, which a runtime module may not import.)"""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.absolute().parent))
-    os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
