@@ -3,7 +3,8 @@
 Unlike the paper loop (epochs over a fixed patch array), the conv codec trains on random crops
 (train/crops.py) for a budget of steps (``--steps``) or minutes (``--minutes``, whichever ends first)
 and is evaluated every ``eval_every`` steps on whole photos it never trains on, padded to a multiple
-of f and cropped back, exactly as ``fsqdeploy compress`` codes them. ``model.safetensors`` is the
+of f and cropped back, exactly as ``fsqdeploy compress`` codes them. What is evaluated and saved is
+the moving average of the weights (``WEIGHT_EMA``), not the last step's. ``model.safetensors`` is the
 best evaluation so far by mean PSNR (its step is in config.json's ``training.best_step`` and in
 metrics.jsonl); ``trainer_state.pt`` is the last one, so ``resume=True`` continues a step budget
 with the same result as an uninterrupted run (a minutes budget depends on the machine's speed).
@@ -27,21 +28,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, model_config_to_dict
 from fsqdeploy.data import PhotoSplits, load_photos
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
+from fsqdeploy.images import pad_to_multiple
 from fsqdeploy.metrics import ssim
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.images import pad_to_multiple
 from fsqdeploy.train.crops import random_crops
 from fsqdeploy.train.loop import METRICS_FILE, STATE_FILE, _load_state, validate_train_config
 from fsqdeploy.train.losses import fsq_vae_loss
 from fsqdeploy.train.stats import code_stats
 
 DECAY_FRACTION = 0.2
+# Evaluated and saved: an exponential moving average of the weights (and BatchNorm statistics), not
+# the last step's. At the learning rates that train in minutes the held-out PSNR of the raw weights
+# swings by several dB between evaluations; the average does not (docs/training.md). 0: off.
+WEIGHT_EMA = 0.99
 
 
 @torch.no_grad()
@@ -110,7 +116,8 @@ def train_conv(
         model_cfg = model_config_from_dict(state["model_config"])
         cfg = TrainConfig(**state["train_config"])
         start_step, history = int(state["step"]), list(state["history"])
-        best_psnr, best_step, elapsed_before = float(state["best_psnr"]), int(state["best_step"]), float(state["elapsed"])
+        best_psnr, best_step = float(state["best_psnr"]), int(state["best_step"])
+        elapsed_before = float(state["elapsed"])
     if not model_cfg.spatial:
         raise FSQDeployError(f"train: train_conv needs arch conv, got {model_cfg.arch!r}")
     model_cfg.validate()
@@ -119,9 +126,12 @@ def train_conv(
     photos = photos or load_photos(cfg.data, model_cfg.image_size)
     model = FSQVAE(model_cfg, ema_decay=cfg.ema_decay).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    averaged = _weight_average(model)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if averaged is not None and "averaged" in state:
+            averaged.load_state_dict(state["averaged"])
     use_amp = device.type == "cuda" and cfg.amp  # bfloat16 keeps float32's range: no loss scaling needed
     total, budget_s = cfg.steps, cfg.minutes * 60.0
     eval_every = cfg.eval_every or max(1, math.ceil(total / 10))
@@ -144,6 +154,8 @@ def train_conv(
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
             window_images += len(x)
             loss = float(terms.total.detach())
@@ -152,7 +164,8 @@ def train_conv(
         # -- evaluate, keep the best, checkpoint, log -----------------------------------------------
         if step % eval_every == 0 or step == total or out_of_time:
             metrics: dict[str, Any] = {"step": step, "train_loss": loss}
-            metrics.update(evaluate_photos(model, photos))
+            evaluated = model if averaged is None else averaged.module
+            metrics.update(evaluate_photos(evaluated, photos))
             stats = code_stats(stages)
             metrics.update(codebook_usage=stats.usage, perplexity=stats.perplexity, dead_levels=stats.dead_levels,
                            bits_per_cell=stats.fixed_bits, entropy_bits_per_cell=stats.entropy_bits,
@@ -164,7 +177,7 @@ def train_conv(
                 best_psnr, best_step = metrics["test_psnr"], step
             metrics["best_step"] = best_step
             history.append(metrics)
-            _save(model, optimizer, cfg, out_dir, step, history, photos, improved, best_psnr, best_step,
+            _save(model, averaged, optimizer, cfg, out_dir, step, history, photos, improved, best_psnr, best_step,
                   metrics["elapsed_s"])
             window_start, window_images = time.perf_counter(), 0
             if on_eval:
@@ -176,21 +189,30 @@ def train_conv(
     return FSQVAE.load(out_dir, device) if (out_dir / "model.safetensors").is_file() else model.eval()
 
 
-def _save(model: FSQVAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, out_dir: Path, step: int,
-          history: list[dict[str, Any]], photos: PhotoSplits, improved: bool, best_psnr: float, best_step: int,
-          elapsed: float) -> None:
+def _weight_average(model: FSQVAE) -> AveragedModel | None:
+    if not WEIGHT_EMA:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(WEIGHT_EMA), use_buffers=True)
+
+
+def _save(model: FSQVAE, averaged: AveragedModel | None, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+          out_dir: Path, step: int, history: list[dict[str, Any]], photos: PhotoSplits, improved: bool,
+          best_psnr: float, best_step: int, elapsed: float) -> None:
     from fsqdeploy.train.plots import save_curves, save_recon_grid
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    evaluated = model if averaged is None else averaged.module
     if improved:  # model.safetensors and config.json always describe the best evaluation so far
         best = {"best_step": best_step, "best_test_psnr": best_psnr}
-        save_model(model, out_dir, {**dataclasses.asdict(cfg), "data": photos.source, "steps_done": step, **best})
-        save_recon_grid(model, recon_crops(photos), out_dir / "recon.png", count=len(photos.test))
+        save_model(evaluated, out_dir, {**dataclasses.asdict(cfg), "data": photos.source, "steps_done": step, **best})
+        save_recon_grid(evaluated, recon_crops(photos), out_dir / "recon.png", count=len(photos.test))
     write_text_atomic(out_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
     save_curves(history, out_dir / "curves.png")
     state = {"step": step, "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "best_psnr": best_psnr, "best_step": best_step, "elapsed": elapsed,
              "model_config": model_config_to_dict(model.config), "train_config": dataclasses.asdict(cfg)}
+    if averaged is not None:
+        state["averaged"] = averaged.state_dict()
     write_with(out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 

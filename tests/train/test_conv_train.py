@@ -92,6 +92,16 @@ def test_crops_keep_the_pixel_range_and_repeat_per_step():
     assert float(a.std()) > 0.05
 
 
+def test_tint_gives_greyscale_crops_colour_within_the_pixel_range():
+    grey = np.repeat(np.linspace(0, 255, 64 * 64, dtype=np.uint8).reshape(64, 64, 1), 3, axis=2)
+    crops = random_crops([grey], 64, 32, seed=0, step=0)
+    assert float(crops.min()) >= 0.0 and float(crops.max()) <= 1.0
+    spread = (crops.amax(dim=1) - crops.amin(dim=1)).amax(dim=(1, 2))  # per crop, the largest channel gap
+    tinted = spread > 1e-4  # the others are exactly grey, as the photo is
+    assert 16 <= int(tinted.sum()) <= 48  # about TINTED = half of them
+    assert float(spread[tinted].mean()) > 0.1
+
+
 def test_heldout_photos_are_disjoint_from_training_photos():
     photos = sample_photos()
     assert set(HELDOUT_PHOTOS).isdisjoint(TRAINING_PHOTOS)
@@ -134,6 +144,16 @@ def test_training_keeps_the_best_checkpoint_and_says_which_step(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_the_saved_model_is_the_weight_average(tmp_path):
+    cfg = TrainConfig(steps=6, eval_every=6, **TINY_RUN)
+    train_conv(conv_cfg(), cfg, tmp_path, photos=tiny_photos(), device=torch.device("cpu"))
+    saved = FSQVAE.load(tmp_path).state_dict()
+    state = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
+    weight = "encoder.features.0.weight"
+    assert torch.equal(saved[weight], state["averaged"]["module." + weight])
+    assert not torch.equal(saved[weight], state["model"][weight])  # the last step's weights are not it
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = TrainConfig(steps=8, eval_every=4, **TINY_RUN)
     photos = tiny_photos()
@@ -160,7 +180,7 @@ def test_padding_replicates_edges_to_a_multiple():
     (["--arch", "paper", "--steps", "3"], "--steps and --minutes are for --arch conv"),
     (["--arch", "gdn"], "unknown architecture 'gdn'"),
     (["--steps", "0"], "--steps must be at least 1"),
-    (["--image-size", "60"], "not a positive multiple of 8"),
+    (["--image-size", "60"], "not a positive multiple of 16"),  # the default channels: f = 16
     (["--data", "cifar10:/nowhere", "--steps", "1"], "not a source of whole images"),
 ])
 def test_train_cli_refuses_bad_options_in_one_line(tmp_path, args, message):
@@ -179,7 +199,8 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [2, 4]
-    assert lines[0]["bits_per_pixel"] == pytest.approx(10 / 64)  # levels 8,5,5,5 -> 10 bits per 8x8 cell
+    # the default levels 7,7,7,7,7,7,7,5 -> 22 bits per cell; --channels 8,8,8 makes the cell 8x8
+    assert lines[0]["bits_per_pixel"] == pytest.approx(22 / 64)
     r = fsqdeploy("eval", run, "--json", tmp_path / "m.json")
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
