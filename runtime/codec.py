@@ -45,6 +45,7 @@ from fsqdeploy.runtime.bitstream import (
     FsqHeader,
     cells_to_grid,
     check_model,
+    file_length,
     grid_to_cells,
     read_fsq,
     write_fsq,
@@ -219,8 +220,11 @@ class Codec:
 
         Spatial: the image edge-padded on the bottom and right to multiples of f, encoded whole
         (tiled beyond ``max_pixels``, with the same result), one cell per latent position, row-major
-        (layout 1), coding 1 over the artifact's prior unless ``entropy`` is off. Patch models: the
-        image padded to whole patches, tiled row by row, each patch encoded (layout 0, coding 0)."""
+        (layout 1), coding 1 over the artifact's prior unless ``entropy`` is off or the prior would
+        code this image into more bytes than fixed-rate packing does (a photo unlike the training
+        photos can), in which case coding 0: a file is never larger than the fixed rate. Patch
+        models: the image padded to whole patches, tiled row by row, each patch encoded (layout 0,
+        coding 0)."""
         image = check_photo(image, "compress")
         height, width = image.shape[:2]
         if not self.spatial:
@@ -228,12 +232,15 @@ class Codec:
             header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
             return header, self.encode(patches)
         header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
-        if self.entropy:
-            header = header.with_prior(self.prior)  # type: ignore[arg-type]
         padded = pad_to_multiple(image, self.downsample)
         core = self._core_cells(padded.shape[:2], self.encoder_halo)
         grid = encode_tiled(self.encode, padded, self.downsample, core, self.encoder_halo)
-        return header, grid_to_cells(grid)
+        cells = grid_to_cells(grid)
+        if self.entropy and self.prior is not None:
+            coded = header.with_prior(self.prior)
+            if len(write_fsq(coded, cells, self.prior)) < file_length(self.levels, header.num_cells):
+                header = coded
+        return header, cells
 
     def decode_image(self, header: FsqHeader, indices: np.ndarray) -> np.ndarray:
         """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused."""

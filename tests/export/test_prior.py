@@ -134,3 +134,23 @@ def test_prior_file_must_be_listed(tmp_path, prior_art) -> None:
     write_manifest(art, manifest)
     with pytest.raises(FSQDeployError, match="names a prior file 'prior.json' its manifest does not list"):
         Codec.load(art, "onnxruntime")
+
+
+def test_a_prior_that_would_inflate_a_file_falls_back_to_fixed_rate(prior_art) -> None:
+    """A photo unlike the prior's: coding 1 would cost more than the fixed rate, so the file is
+    coding 0 and exactly fixed-rate size; a photo the prior fits stays coding 1 and smaller."""
+    from fsqdeploy.runtime.bitstream import file_length
+
+    photo = load_photos("sample").test[0]
+    with Codec.load(prior_art, "onnxruntime") as codec:
+        good = codec.compress(photo)
+        header, _ = read_fsq(good, codec.prior)
+        assert header.coding == CODING_RANS and len(good) < file_length(codec.levels, header.num_cells)
+        expected = codec.decompress(good)
+        # all mass on each column's last level: every other index costs ~16 bits
+        codec.prior = Prior(codec.prior.levels,
+                            tuple((1,) * (n - 1) + (TOTAL - (n - 1),) for n in codec.prior.levels))
+        data = codec.compress(photo)
+        header, _ = read_fsq(data, codec.prior)
+        assert header.coding == CODING_FIXED and len(data) == file_length(codec.levels, header.num_cells)
+        np.testing.assert_array_equal(codec.decompress(data), expected)
