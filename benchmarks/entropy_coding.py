@@ -1,4 +1,4 @@
-"""The coding-1 entropy coder (static interleaved rANS, runtime/entropy.py) on a trained conv artifact:
+"""The coding-1 entropy coder (static interleaved rANS, fsqdeploy/entropy.py) on a trained conv artifact:
 speed on one core, and size against the tables' cross-entropy on the held-out photos.
 
     python benchmarks/entropy_coding.py ART [--size 768x512] [--repeats 20] [--cpp-tool PATH] [--json OUT]
@@ -78,8 +78,8 @@ def find_cpp_tool(given: str | None) -> Path | None:
 def speed(codec, prior, size: tuple[int, int], repeats: int, tool: Path | None) -> dict[str, Any]:
     from PIL import Image
 
+    from fsqdeploy import entropy
     from fsqdeploy.data import load_photos
-    from fsqdeploy.runtime import entropy
 
     splits = load_photos("sample")
     photo = splits.test[list(splits.names).index("rocket")] if "rocket" in splits.names else splits.test[0]
@@ -109,8 +109,8 @@ def speed(codec, prior, size: tuple[int, int], repeats: int, tool: Path | None) 
 
 
 def sizes(codec, prior) -> list[dict[str, Any]]:
+    from fsqdeploy import entropy
     from fsqdeploy.data import load_photos
-    from fsqdeploy.runtime import entropy
     from fsqdeploy.runtime.bitstream import CODING_FIXED, NO_PRIOR, write_fsq
 
     splits = load_photos("sample")

@@ -4,7 +4,7 @@ Every training photo (``fsqdeploy.data.load_photos(spec).train``, never the held
 the parity gate and the benchmarks judge the codec on) is edge-padded to multiples of f as
 ``Codec.compress`` pads it and encoded whole by the PyTorch model, whose indices the parity gate
 has just shown equal to the exported graphs'. Each latent channel d gets the counts of its
-``L_d`` symbols, quantized to 2^16 by ``fsqdeploy.runtime.entropy.quantize_counts`` (integers only,
+``L_d`` symbols, quantized to 2^16 by ``fsqdeploy.entropy.quantize_counts`` (integers only,
 every symbol at least 1). The tables go to ART/prior.json; the manifest lists the file and names it
 in its ``prior`` record, which is what makes ``Codec.compress`` write coding 1.
 """
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from fsqdeploy.artifact import file_entry
+from fsqdeploy.entropy import PRIOR_FILE, Prior, quantize_counts
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import images_to_float, pad_to_multiple
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.runtime.entropy import PRIOR_FILE, Prior, quantize_counts
 
 
 def count_indices(model: FSQVAE, photos: Sequence[np.ndarray]) -> np.ndarray:

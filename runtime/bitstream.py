@@ -15,7 +15,7 @@ The last byte is zero-padded. docs/bitstream.md specifies the file byte by byte;
 must match it exactly, and the golden tests in tests/runtime/test_bitstream.py pin it.
 
 Version 2's ``coding`` byte says how the payload holds the indices: 0, the packing above; 1, static
-interleaved rANS over the artifact's frozen prior (runtime/entropy.py), whose table hash the header's
+interleaved rANS over the artifact's frozen prior (fsqdeploy/entropy.py), whose table hash the header's
 ``prior_hash`` carries. A coding-1 file is written and read only with that prior (``prior=``), and a
 reader given another prior refuses it.
 
@@ -36,11 +36,11 @@ from numbers import Integral
 
 import numpy as np
 
+from fsqdeploy import entropy
+from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_bytes_atomic
 from fsqdeploy.metrics import fixed_bits
-from fsqdeploy.runtime import entropy
-from fsqdeploy.runtime.entropy import Prior
 
 MAGIC = b"FSQB"
 VERSION = 2  # what new files are written as (FsqHeader.for_patches / for_grid)
@@ -49,7 +49,7 @@ LAYOUT_PATCHES = 0  # v2 layout byte: each cell an independent cell_size x cell_
 LAYOUT_GRID = 1  # v2 layout byte: the cells are the positions of one latent grid over the image
 LAYOUTS = (LAYOUT_PATCHES, LAYOUT_GRID)
 CODING_FIXED = 0  # v2 coding byte: fixed-rate mixed-radix packing
-CODING_RANS = 1  # v2 coding byte: static interleaved rANS over the artifact's prior (runtime/entropy.py)
+CODING_RANS = 1  # v2 coding byte: static interleaved rANS over the artifact's prior (fsqdeploy/entropy.py)
 CODINGS = (CODING_FIXED, CODING_RANS)
 NO_PRIOR = bytes(32)  # v2 prior_hash of a fixed-rate file
 

@@ -15,7 +15,7 @@ decodes it the same way and crops back. A patch (paper) artifact cuts photos int
 patches, as before, and writes layout 0.
 
 An artifact with a prior (ART/prior.json, conv exports) makes ``compress`` entropy-code the indices
-(coding 1, runtime/entropy.py); ``Codec.load(..., entropy=False)`` keeps fixed-rate files (coding 0).
+(coding 1, fsqdeploy/entropy.py); ``Codec.load(..., entropy=False)`` keeps fixed-rate files (coding 0).
 ``decompress`` reads both, and refuses a coding-1 file made with another artifact's prior.
 
 The manifest's hashes are verified before anything is loaded. Backends come from the registry
@@ -36,6 +36,7 @@ import numpy as np
 from fsqdeploy import backends
 from fsqdeploy.artifact import Manifest
 from fsqdeploy.backends import REGISTRY, Backend, Runner, get_backend
+from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import check_photo, from_patches, pad_to_multiple, to_patches
 from fsqdeploy.runtime.bitstream import (
@@ -50,7 +51,6 @@ from fsqdeploy.runtime.bitstream import (
     read_fsq,
     write_fsq,
 )
-from fsqdeploy.runtime.entropy import Prior
 from fsqdeploy.runtime.tiles import decode_tiled, encode_tiled
 from fsqdeploy.validation import check_images, check_indices
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fsqdeploy.runtime.bitstream import FsqHeader, load_fsq, read_fsq, save_fsq
+from fsqdeploy.runtime.bitstream import FsqHeader, load_fsq, read_fsq, save_fsq, write_fsq
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_CPP = ROOT / "runtime" / "cpp"
@@ -125,8 +125,11 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
 
     # The entropy-coded file (coding 1) needs the artifact's prior, which `fsq-cpp info FILE` has not:
     # refused with Python's words (the prior-aware reader is checked by ctest's cross_python).
+    # Written as coding 1 explicitly: compress picks coding 0 where the prior would not pay.
     with Codec.load(art, backend="onnxruntime") as codec:
-        (tmp_path / "coded.fsq").write_bytes(codec.compress(image))
+        header, cells = codec.encode_image(image)
+        assert codec.prior is not None
+        (tmp_path / "coded.fsq").write_bytes(write_fsq(header.with_prior(codec.prior), cells, codec.prior))
     with pytest.raises(FSQDeployError, match="no prior was given") as python_error:
         load_fsq(tmp_path / "coded.fsq")
     proc = run(fsq_cpp, "info", tmp_path / "coded.fsq")

@@ -15,11 +15,11 @@ from PIL import Image
 
 from fsqdeploy.artifact import file_entry, read_manifest, write_manifest
 from fsqdeploy.data import load_photos
+from fsqdeploy.entropy import PRIOR_FILE, TOTAL, Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.export.prior import build_prior, count_indices
 from fsqdeploy.runtime.bitstream import CODING_FIXED, CODING_RANS, read_fsq
 from fsqdeploy.runtime.codec import Codec
-from fsqdeploy.runtime.entropy import PRIOR_FILE, TOTAL, Prior
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.runtime.bitstream import (
     FsqHeader,
@@ -28,7 +29,6 @@ from fsqdeploy.runtime.bitstream import (
     unpack_indices,
     write_fsq,
 )
-from fsqdeploy.runtime.entropy import Prior
 
 # The golden file of docs/bitstream.md: a 5x7 image, 4-pixel patches (grid 2x2), levels [3, 5, 7]
 # (7 bits per patch), model hash bytes 0..31. The C++ reader and writer test against the same hex.
@@ -797,7 +797,7 @@ def test_reader_refuses_bad_rans_payloads(payload: str, match: str) -> None:
 )
 @settings(max_examples=40, deadline=None)
 def test_rans_file_round_trip(height: int, width: int, cell: int, levels: list[int], seed: int) -> None:
-    from fsqdeploy.runtime.entropy import quantize_counts
+    from fsqdeploy.entropy import quantize_counts
 
     rng = np.random.default_rng(seed)
     prior = Prior(levels, [quantize_counts(rng.integers(0, 50, level) ** 2) for level in levels])

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.runtime.entropy import (
+from fsqdeploy.entropy import (
     MAX_LANES,
     SYMBOLS_PER_LANE,
     TOTAL,
@@ -23,6 +22,7 @@ from fsqdeploy.runtime.entropy import (
     lane_count,
     quantize_counts,
 )
+from fsqdeploy.errors import FSQDeployError
 
 # The prior of docs/bitstream.md's coding-1 golden vector, its canonical bytes and sha256.
 GOLDEN_LEVELS = (3, 5, 7)

@@ -161,7 +161,8 @@ def test_the_checkpoint_is_the_best_epoch_and_says_so(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "evaluate", real)
     train(ModelConfig(**SMALL, levels=[8] * 16), cfg, tmp_path / "two", splits=splits, stop_after_epoch=2)
-    assert (tmp_path / "full" / "model.safetensors").read_bytes() == (tmp_path / "two" / "model.safetensors").read_bytes()
+    weights = "model.safetensors"
+    assert (tmp_path / "full" / weights).read_bytes() == (tmp_path / "two" / weights).read_bytes()
     assert written["temperature"] == json.loads((tmp_path / "two" / "config.json").read_text())["temperature"]
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(model.encode(x), FSQVAE.load(tmp_path / "two").encode(x))  # train returns the checkpoint

@@ -1,4 +1,4 @@
-// The coding-1 coder and its prior; docs/bitstream.md is the specification, runtime/entropy.py
+// The coding-1 coder and its prior; docs/bitstream.md is the specification, fsqdeploy/entropy.py
 // the reference (messages included).
 #include "fsq/entropy.hpp"
 

@@ -118,8 +118,8 @@ def with_payload(data: bytes, payload: bytes) -> bytes:
 
 
 def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], header_of) -> None:
+    from fsqdeploy.entropy import Prior, lane_count, quantize_counts
     from fsqdeploy.errors import FSQDeployError
-    from fsqdeploy.runtime.entropy import Prior, lane_count, quantize_counts
 
     for sub in ("rans_py", "rans_cpp", "rans_damaged"):
         (work / sub).mkdir()

@@ -1,7 +1,7 @@
 // Static interleaved rANS over FSQ indices (the .fsq payload of coding 1) and its frozen prior.
 //
 // docs/bitstream.md ("Coding 1") is the specification; this is a byte-for-byte port of
-// fsqdeploy.runtime.entropy (runtime/entropy.py). Integers only: the same tables give the same
+// fsqdeploy.entropy (fsqdeploy/entropy.py). Integers only: the same tables give the same
 // bytes on any machine, in C++ and in Python.
 #pragma once
 
