@@ -186,9 +186,11 @@ def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], 
         damaged[f"r{i:03d}_odd"] = (with_payload(data, payload[:-1]), prior)
         damaged[f"r{i:03d}_state"] = (with_payload(data, b"\xff\xff\0\0" + payload[4:]), prior)
         damaged[f"r{i:03d}_short"] = (with_payload(data, payload[:-2]), prior)
-        cut = bytearray(payload)
-        cut[rng.randrange(4 * lane_count(case["indices"].size), len(cut))] ^= 1 << rng.randrange(8)
-        damaged[f"r{i:03d}_word"] = (with_payload(data, bytes(cut)), prior)
+        states = 4 * lane_count(case["indices"].size)
+        if len(payload) > states:  # a bit flipped in the stream bytes after the lanes' states (a tiny
+            cut = bytearray(payload)  # case may have none: its symbols fit in the final states)
+            cut[rng.randrange(states, len(cut))] ^= 1 << rng.randrange(8)
+            damaged[f"r{i:03d}_word"] = (with_payload(data, bytes(cut)), prior)
     for name, (data, prior) in damaged.items():
         (work / "rans_damaged" / f"{name}.fsq").write_bytes(data)
         if prior is not None:
