@@ -25,7 +25,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -115,26 +114,6 @@ def nominal_peak_gflops(machine: dict[str, Any], threads: int) -> tuple[float, s
     return threads * mhz * 1e-3 * per_cycle, f"{threads} threads x {mhz:.0f} MHz x {per_cycle} FLOP/cycle"
 
 
-def alternating_blocks(calls: dict[str, dict[str, Any]], *, blocks: int, block_calls: int, warmup: int
-                       ) -> dict[tuple[str, str], list[float]]:
-    """(backend, stage) -> one time per round in ms (the median of a block), backends in turn."""
-    labels = list(calls)
-    times: dict[tuple[str, str], list[float]] = {}
-    for stage in STAGES:
-        for label in labels:
-            for _ in range(warmup):
-                calls[label][stage]()
-        for r in range(blocks):
-            for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-                fn, block = calls[label][stage], []
-                for _ in range(block_calls):
-                    start = time.perf_counter()
-                    fn()
-                    block.append(time.perf_counter() - start)
-                times.setdefault((label, stage), []).append(1e3 * statistics.median(block))
-    return times
-
-
 def agreement(codecs: dict[str, Any], images: np.ndarray) -> dict[str, tuple[float, float]]:
     """backend -> (share of indices equal to PyTorch's, decoder max abs error on PyTorch's indices)."""
     ref_indices = codecs["torch"].encode(images)
@@ -163,7 +142,7 @@ def main() -> None:
     from fsqdeploy.runtime import Codec
     from fsqdeploy.runtime.bench.machine import machine_info
     from fsqdeploy.runtime.bench.settings import usable_cores
-    from fsqdeploy.runtime.bench.timing import stage_calls
+    from fsqdeploy.runtime.bench.timing import alternating_blocks, stage_calls
 
     width, height = parse_size(args.size)
     threads = args.threads or usable_cores()

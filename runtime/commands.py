@@ -232,6 +232,7 @@ def tune(
         how = "cached record" if record["cached"] else f"measured in {record['seconds']:.1f} s"
         for graph, chosen in record["choice"].items():
             variant = "+".join(chosen["rewrites"]) or "no rewrite"
-            typer.echo(f"{name} {graph}: {variant}, {chosen['threads']} thread(s): {chosen['ms']:.2f} ms vs "
+            hint = f", {chosen['hint']} hint" if chosen.get("hint") else ""
+            typer.echo(f"{name} {graph}: {variant}, {chosen['threads']} thread(s){hint}: {chosen['ms']:.2f} ms vs "
                        f"{chosen['untuned_ms']:.2f} ms untuned ({chosen['untuned_ms'] / chosen['ms']:.2f}x; "
                        f"{len(chosen['candidates'])} candidates, {how})")

@@ -71,8 +71,12 @@ def tuned_graph_bytes(path: str, sha256: str, runtime: str, rewrites: tuple[str,
     return apply(onnx.load(path), runtime, rewrites).SerializeToString()
 
 
-def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifest, runtime: str,
-                threads: int | None = None) -> tuple[Runner, Runner]:
+# A CPU runner from (graph loader, thread count, performance hint); None: the runtime's defaults.
+MakeRunner = Callable[[Callable[[], bytes], "int | None", "str | None"], Runner]
+
+
+def cpu_runners(make: MakeRunner, manifest: Manifest, runtime: str, threads: int | None = None
+                ) -> tuple[Runner, Runner]:
     """Encoder and decoder runners of a CPU runtime on its tuned FP32 graphs: this machine's tuning
     record where ``fsqdeploy tune`` made one (fsqdeploy.backends.tuning), else the rules above. A
     patch model's encoder is two runners switched by batch size, because its MatMul rewrite pays off
@@ -81,12 +85,12 @@ def cpu_runners(make: Callable[[Callable[[], bytes]], Runner], manifest: Manifes
 
     def pick(graph: str, large_batches: bool) -> Runner:
         chosen = chosen_variant(manifest, runtime, threads, graph) if large_batches else None
-        rewrites = default_rewrites(runtime, large_batches) if chosen is None else chosen[0]
+        rewrites = default_rewrites(runtime, large_batches) if chosen is None else chosen.rewrites
         name = graph_file(graph)
-        made = make(partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, rewrites))
+        source = partial(tuned_graph_bytes, str(manifest.path(name)), manifest.sha256(name), runtime, rewrites)
+        # The record was measured at ``threads`` when the caller named a count, else it chose one.
+        made = make(source, threads if chosen is None else chosen.threads, None if chosen is None else chosen.hint)
         made.variant, made.tuned = "+".join(rewrites) or "none", chosen is not None
-        if chosen is not None and threads is None:
-            made.threads = chosen[1]  # type: ignore[attr-defined]  # both CPU runners read it at activation
         return made
 
     if manifest.spatial:

@@ -212,7 +212,9 @@ class OnnxRuntimeBackend(Backend):
         if self.tuned_cpu_graphs and precision == "fp32":
             from fsqdeploy.backends.cpu_graphs import cpu_runners
 
-            return cpu_runners(make, manifest, self.name, threads)
+            # the CPU provider has no performance hint: its tuning records none (hint is None)
+            return cpu_runners(lambda source, count, hint: OnnxRuntimeRunner(source, self.name, count), manifest,
+                               self.name, threads)
         encoder, decoder = (manifest.require(name, self.name) for name in self.files(precision))
         if self.inline_graphs:
             return (make(partial(_inlined_graph_bytes, str(encoder), manifest.sha256(encoder.name))),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fsqdeploy.artifact import Manifest
 
 INSTALL_HINT = 'pip install "fsqdeploy[openvino]"'
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 
 
 def import_openvino() -> Any:
@@ -36,12 +37,17 @@ class OpenVINORunner(Runner):
 
     name = "openvino"
 
-    def __init__(self, model: Callable[[], bytes], precision: str = "fp32", threads: int | None = None):
+    def __init__(self, model: Callable[[], bytes], precision: str = "fp32", threads: int | None = None,
+                 hint: str | None = None):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(precision)
-        self.model, self.precision, self.threads = model, precision, threads
+        if hint not in (None, *PERFORMANCE_HINTS):
+            raise ValueError(hint)
+        # hint: OpenVINO's PERFORMANCE_HINT; LATENCY (one stream) unless a tuning record chose another
+        self.model, self.precision, self.threads, self.hint = model, precision, threads, hint or "LATENCY"
         self.request: Any = None
+        self.applied: dict[str, str] = {}
 
     def _activate(self) -> None:
         ov = import_openvino()
@@ -50,7 +56,7 @@ class OpenVINORunner(Runner):
         core = ov.Core()
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": self.hint,
         }
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
@@ -63,6 +69,9 @@ class OpenVINORunner(Runner):
         declared = [o.name for o in onnx.load_model_from_string(data).graph.output]
         self.output_names = [next((n for n in declared if n in o.get_names()), o.get_any_name())
                              for o in compiled.outputs]
+        # What OpenVINO made of the hint and threads (bench prints it; tests check the record is applied).
+        self.applied = {key: str(compiled.get_property(key))
+                        for key in ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")}
         self.request = compiled.create_infer_request()
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,7 +97,8 @@ class OpenVINOBackend(Backend):
              ) -> tuple[Runner, Runner]:
         from fsqdeploy.backends.cpu_graphs import cpu_runners
 
-        return cpu_runners(lambda source: OpenVINORunner(source, precision, threads), manifest, self.name, threads)
+        return cpu_runners(lambda source, count, hint: OpenVINORunner(source, precision, count, hint), manifest,
+                           self.name, threads)
 
 
 # The fastest CPU backend measured by benchmarks/backends.py, so "auto" tries it before ONNX Runtime.

@@ -19,6 +19,12 @@ blocks (benchmarks/backends.py's method) and each one's median is its time, so d
 machine lands on every candidate alike. Inputs: a patch model's encoder at batch 256 (the size where
 the MatMul form was measured to pay; smaller batches keep the default graph), its decoder at 256; a
 spatial model's graphs on one 512 x 768 image.
+
+Runtime settings are a family too: the thread count (every core, or one), and for OpenVINO its
+performance hint (``PERFORMANCE_HINT``: LATENCY, one stream over all the threads, what runs without
+a record; THROUGHPUT, the streams OpenVINO picks for the threads, of which one request uses one).
+Which wins depends on the CPU's cores and caches and on the graph, so it is timed like the rewrites,
+held to the same equality, and recorded beside them (``hint``); the OpenVINO backend compiles with it.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from fsqdeploy.onnxgraph.rewrites import (
 )
 
 TUNING_FORMAT = "fsqdeploy-cpu-tuning"
-TUNING_VERSION = 1
+TUNING_VERSION = 2  # 2: OpenVINO performance hints are tuned and recorded
 DECODER_TOLERANCE = 1e-5  # the export parity gate's: a rewrite reorders sums, never more
 PATCH_BATCH = 256
 SPATIAL_SHAPE = (512, 768)
@@ -70,6 +76,17 @@ FAMILIES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 # cpu_graphs.py's rules: what runs without a tuning record (large batches for a patch encoder).
 DEFAULTS: dict[str, tuple[str, ...]] = {"onnxruntime": ("matmul", "phase-ort"), "openvino": ("matmul", "phase-narrow")}
+# Each runtime's performance hints, the default first (None: the runtime has no such setting).
+HINTS: dict[str, tuple[str | None, ...]] = {"onnxruntime": (None,), "openvino": ("LATENCY", "THROUGHPUT")}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a tuning record chose for one graph: its rewrites, thread count and performance hint."""
+
+    rewrites: tuple[str, ...]
+    threads: int
+    hint: str | None
 
 
 def candidates(runtime: str) -> list[tuple[str, ...]]:
@@ -146,7 +163,8 @@ def cached_choice(manifest: Manifest, runtime: str, threads: int | None) -> dict
             return None
         for graph in GRAPHS:
             chosen = record["choice"][graph]
-            if not set(chosen["rewrites"]) <= set(REWRITES) or int(chosen["threads"]) < 1:
+            if (not set(chosen["rewrites"]) <= set(REWRITES) or int(chosen["threads"]) < 1
+                    or chosen["hint"] not in HINTS[runtime]):
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -160,6 +178,7 @@ def cached_choice(manifest: Manifest, runtime: str, threads: int | None) -> dict
 class Candidate:
     rewrites: tuple[str, ...]
     threads: int
+    hint: str | None
     run: Callable[[], np.ndarray]
     output: np.ndarray
     times_ms: list[float]
@@ -173,12 +192,12 @@ def _inputs(manifest: Manifest, seed: int = 0) -> np.ndarray:
     return rng.random((PATCH_BATCH, 3, s, s), dtype=np.float32)
 
 
-def _runner(runtime: str, model: onnx.ModelProto, threads: int | None) -> Any:
+def _runner(runtime: str, model: onnx.ModelProto, threads: int | None, hint: str | None = None) -> Any:
     data = model.SerializeToString()
     if runtime == "openvino":
         from fsqdeploy.backends.openvino import OpenVINORunner
 
-        return OpenVINORunner(lambda: data, "fp32", threads)
+        return OpenVINORunner(lambda: data, "fp32", threads, hint or HINTS[runtime][0])
     from fsqdeploy.backends.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(lambda: data, "onnxruntime", threads)
@@ -209,31 +228,31 @@ def tune_graph(runtime: str, graph: str, model: onnx.ModelProto, feed: np.ndarra
         graphs.setdefault(apply(model, runtime, rewrites).SerializeToString(), rewrites)
     cands, runners = [], []
     try:
-        for rewrites, count in itertools.product(graphs.values(), thread_options(threads)):
-            runner = _runner(runtime, apply(model, runtime, rewrites), count)
+        for rewrites, (count, hint) in itertools.product(graphs.values(), settings_options(runtime, threads)):
+            runner = _runner(runtime, apply(model, runtime, rewrites), count, hint)
             runner.activate()
             runners.append(runner)
 
             def run(runner: Any = runner) -> np.ndarray:
                 return runner.infer({name: feed})[out]
 
-            cands.append(Candidate(rewrites, count, run, run(), []))
+            cands.append(Candidate(rewrites, count, hint, run, run(), []))
         _time_alternating(cands)
     finally:
         for runner in runners:
             runner.deactivate()
-    baseline = cands[0].output  # no rewrite, all threads: the exported graph as the defaults run it
+    baseline = cands[0].output  # no rewrite, all threads, default hint: the exported graph as the defaults run it
     rows = []
     for c in cands:
         if graph == "encoder":
             equal = bool(np.array_equal(c.output, baseline))
         else:
             equal = bool(np.abs(c.output.astype(np.float64) - baseline).max() <= DECODER_TOLERANCE)
-        rows.append({"rewrites": list(c.rewrites), "threads": c.threads, "ms": statistics.median(c.times_ms),
-                     "equal": equal})
+        rows.append({"rewrites": list(c.rewrites), "threads": c.threads, "hint": c.hint,
+                     "ms": statistics.median(c.times_ms), "equal": equal})
     best = min((r for r in rows if r["equal"]), key=lambda r: r["ms"])  # the untuned graph always qualifies
-    return {"rewrites": best["rewrites"], "threads": best["threads"], "ms": best["ms"], "untuned_ms": rows[0]["ms"],
-            "candidates": rows}
+    return {"rewrites": best["rewrites"], "threads": best["threads"], "hint": best["hint"], "ms": best["ms"],
+            "untuned_ms": rows[0]["ms"], "candidates": rows}
 
 
 def usable_cores() -> int:
@@ -247,6 +266,13 @@ def thread_options(threads: int | None) -> list[int]:
     """The thread counts to time: the caller's when it named one, else every core and one (a small
     graph can lose more to the threads' hand-offs than it gains; measured, not assumed)."""
     return [threads] if threads else sorted({usable_cores(), 1}, reverse=True)
+
+
+def settings_options(runtime: str, threads: int | None) -> list[tuple[int, str | None]]:
+    """(thread count, performance hint) pairs to time, the defaults' first. A throughput hint on one
+    thread is one stream of one thread, the latency hint's graph run: not timed twice."""
+    return [(count, hint) for count in thread_options(threads) for hint in HINTS[runtime]
+            if hint is None or hint == HINTS[runtime][0] or count > 1]
 
 
 def tune_artifact(manifest: Manifest, runtime: str, threads: int | None = None, *, force: bool = False
@@ -274,11 +300,10 @@ def tune_artifact(manifest: Manifest, runtime: str, threads: int | None = None, 
     return {**record, "cached": False}
 
 
-def chosen_variant(manifest: Manifest, runtime: str, threads: int | None, graph: str
-                   ) -> tuple[tuple[str, ...], int] | None:
-    """The cached choice for one graph, (rewrites, threads), or None (then the defaults apply)."""
+def chosen_variant(manifest: Manifest, runtime: str, threads: int | None, graph: str) -> Variant | None:
+    """The cached choice for one graph, or None (then the defaults apply)."""
     record = cached_choice(manifest, runtime, threads)
     if record is None:
         return None
     chosen = record["choice"][graph]
-    return tuple(chosen["rewrites"]), int(chosen["threads"])
+    return Variant(tuple(chosen["rewrites"]), int(chosen["threads"]), chosen["hint"])

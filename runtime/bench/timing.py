@@ -6,8 +6,9 @@ same NumPy code for every backend, so it is left out. Warm-up calls are never re
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,6 +93,37 @@ def latency_stats(times: Sequence[float], batch_size: int) -> dict[str, Any]:
         "throughput_ips": batch_size / (mean / 1e3),
         "samples": len(times),
     }
+
+
+def alternating_blocks(calls: Mapping[str, Mapping[str, Callable[[], object]]], stages: Sequence[str] = STAGES, *,
+                       blocks: int, block_calls: int, warmup: int) -> dict[tuple[str, str], list[float]]:
+    """(label, stage) -> one time per round in ms: the median of a block of ``block_calls`` calls.
+
+    For each stage every label's calls are warmed up, then ``blocks`` rounds each run one block of
+    every label in turn, the order rotating from round to round. A ratio of two labels taken per
+    round (``round_ratios``) compares the same stretch of time, so drift and a neighbour's load on a
+    shared machine hit both sides alike; the spread of those ratios says how much a quoted one moves."""
+    labels = list(calls)
+    times: dict[tuple[str, str], list[float]] = {}
+    for stage in stages:
+        for label in labels:
+            for _ in range(warmup):
+                calls[label][stage]()
+        for r in range(blocks):
+            for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+                fn, block = calls[label][stage], []
+                for _ in range(block_calls):
+                    start = time.perf_counter()
+                    fn()
+                    block.append(time.perf_counter() - start)
+                times.setdefault((label, stage), []).append(1e3 * statistics.median(block))
+    return times
+
+
+def round_ratios(base: Sequence[float], own: Sequence[float]) -> tuple[float, float, float]:
+    """Speed-up of ``own`` over ``base`` per round (same-round times): (median, min, max)."""
+    ratios = [b / o for b, o in zip(base, own, strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def cycle(array: np.ndarray, n: int) -> np.ndarray:

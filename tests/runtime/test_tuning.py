@@ -115,3 +115,54 @@ def test_tune_command(cli, one_line_error, art32):
     one_line_error(code, err, "'tensorrt' is not a CPU runtime with graph variants")
     code, _, err = cli("tune", art32.art, "--threads", "0")
     one_line_error(code, err, "--threads must be at least 1")
+
+
+def _large(runner):
+    """The runner a batch of 256 reaches (a patch encoder is a BatchSizeSwitch)."""
+    return getattr(runner, "large", runner)
+
+
+def test_openvino_hints_are_timed_equal_recorded_and_applied(art32):
+    pytest.importorskip("openvino")
+    manifest = Manifest.load(art32.art)
+    record = tuning.tune_artifact(manifest, "openvino", threads=2)
+    x = images_to_float(load_images("sample", 32).test[:256])
+    with torch.no_grad():
+        ref = art32.model.encode(torch.from_numpy(x)).numpy()
+    for chosen in record["choice"].values():
+        rows = chosen["candidates"]
+        assert rows[0]["hint"] == "LATENCY"  # the untuned baseline: what runs without a record
+        # every rewrite is timed under each hint, and a throughput run computes the same thing
+        for rewrites in {tuple(r["rewrites"]) for r in rows}:
+            assert sorted(r["hint"] for r in rows if tuple(r["rewrites"]) == rewrites) == ["LATENCY", "THROUGHPUT"]
+        assert all(r["equal"] for r in rows if r["hint"] == "THROUGHPUT" and not r["rewrites"])
+        fastest = min((r for r in rows if r["equal"]), key=lambda r: r["ms"])
+        assert (chosen["hint"], chosen["ms"]) == (fastest["hint"], fastest["ms"])
+    with Codec.load(art32.art, "openvino", threads=2) as codec:
+        for graph, runner in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+            assert _large(runner).applied["PERFORMANCE_HINT"] == record["choice"][graph]["hint"]
+        assert np.array_equal(codec.encode(x), ref)
+
+
+def test_openvino_applies_a_recorded_hint_and_ignores_a_foreign_one(art32):
+    pytest.importorskip("openvino")
+    manifest = Manifest.load(art32.art)
+    tuning.tune_artifact(manifest, "openvino", threads=2)
+    path = next((tuning.cache_dir() / "tuning").glob("*.json"))
+    record = json.loads(path.read_text())
+    for chosen in record["choice"].values():
+        chosen["hint"] = "THROUGHPUT"  # whatever won here: the record, not the default, decides
+    path.write_text(json.dumps(record))
+    with Codec.load(art32.art, "openvino", threads=2) as codec:
+        assert _large(codec.encoder).applied["PERFORMANCE_HINT"] == "THROUGHPUT"
+        assert codec.decoder.applied["PERFORMANCE_HINT"] == "THROUGHPUT" and codec.decoder.tuned
+    for damage in ({"hint": "TURBO"}, {"key_cpu": "Another CPU"}):
+        broken = json.loads(json.dumps(record))
+        if "hint" in damage:
+            broken["choice"]["decoder"]["hint"] = damage["hint"]
+        else:
+            broken["key"]["cpu"]["model"] = damage["key_cpu"]
+        path.write_text(json.dumps(broken))
+        assert tuning.cached_choice(manifest, "openvino", 2) is None
+        with Codec.load(art32.art, "openvino", threads=2) as codec:
+            assert not codec.decoder.tuned and codec.decoder.applied["PERFORMANCE_HINT"] == "LATENCY"
