@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsqdeploy.runtime.bench import STAGES, BackendSpec, BenchSettings, Gates, parse_batch_sizes, run_bench
-from fsqdeploy.runtime.bench.timing import cycle, stage_calls
+from fsqdeploy.runtime.bench.timing import alternating_blocks, cycle, round_ratios, stage_calls
 
 BACKENDS = [BackendSpec("torch"), BackendSpec("onnxruntime"), BackendSpec("openvino"), BackendSpec("openvino", "bf16")]
 
@@ -47,7 +47,7 @@ def quick_artifact(work: Path, run: Path | None) -> Path:
     return art
 
 
-def alternating_blocks(art: Path, specs: list[BackendSpec], batch_sizes: list[int], *, blocks: int,
+def time_backends(art: Path, specs: list[BackendSpec], batch_sizes: list[int], *, blocks: int,
                        block_calls: int, warmup: int, threads: int | None) -> dict[tuple[str, int, str], list[float]]:
     """(label, batch, stage) -> one time per round (the median of a block of calls, in ms), with every
     backend's blocks of a round run back to back, in an order that rotates from round to round."""
@@ -66,21 +66,10 @@ def alternating_blocks(art: Path, specs: list[BackendSpec], batch_sizes: list[in
         images = images_to_float(load_images("sample", first.image_size).test[:256])
         indices = first.encode(images)
         times: dict[tuple[str, int, str], list[float]] = {}
-        labels = list(codecs)
         for batch in batch_sizes:
             calls = {label: stage_calls(c, cycle(images, batch), cycle(indices, batch)) for label, c in codecs.items()}
-            for stage in STAGES:
-                for label in labels:
-                    for _ in range(warmup):
-                        calls[label][stage]()
-                for r in range(blocks):
-                    for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                        fn, block = calls[label][stage], []
-                        for _ in range(block_calls):
-                            start = time.perf_counter()
-                            fn()
-                            block.append(time.perf_counter() - start)
-                        times.setdefault((label, batch, stage), []).append(1e3 * statistics.median(block))
+            rounds = alternating_blocks(calls, STAGES, blocks=blocks, block_calls=block_calls, warmup=warmup)
+            times.update({(label, batch, stage): ms for (label, stage), ms in rounds.items()})
         return times
     finally:
         for c in codecs.values():
@@ -102,8 +91,8 @@ def side_by_side(times: dict[tuple[str, int, str], list[float]], batch_sizes: li
                 own = times[(label, batch, stage)]
                 cell = f"{statistics.median(own):8.3f}"
                 if base:
-                    ratios = [b / o for b, o in zip(base, own)]
-                    cell += f" {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                    ratio, low, high = round_ratios(base, own)
+                    cell += f" {ratio:5.2f}x ({low:.2f}-{high:.2f})"
                 cells.append(cell)
             lines.append(f"{batch:>5}  {stage:<9}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
@@ -119,7 +108,7 @@ def fidelity_lines(report: dict[str, Any], times: dict[tuple[str, int, str], lis
                 f"{min(f['roundtrip_psnr_vs_reference'], 100):6.2f} dB  decoder max err {f['max_abs_error']:.1e}")
         base, own = times.get(("openvino", largest, "roundtrip")), times.get((label, largest, "roundtrip"))
         if f["precision"] != "fp32" and base and own:
-            speed = statistics.median(b / o for b, o in zip(base, own))
+            speed = round_ratios(base, own)[0]
             line += f"  | roundtrip at batch {largest}: {speed:.2f}x OpenVINO FP32"
         lines.append(line)
     for k in report["skipped"]:
@@ -150,7 +139,7 @@ def main() -> None:
         report = run_bench(art, settings, progress=lambda msg: print(msg, file=sys.stderr))
         runnable = [s for s in BACKENDS if any((k["backend"], k["precision"]) == (s.backend, s.precision)
                                                for k in report["fidelity"])]
-        times = alternating_blocks(art, runnable, batch_sizes, blocks=args.blocks, block_calls=args.block_calls,
+        times = time_backends(art, runnable, batch_sizes, blocks=args.blocks, block_calls=args.block_calls,
                                    warmup=args.warmup, threads=args.threads)
     m, a = report["machine"], report["artifact"]
     v = m["versions"]
