@@ -203,18 +203,28 @@ def _runner(runtime: str, model: onnx.ModelProto, threads: int | None, hint: str
     return OnnxRuntimeRunner(lambda: data, "onnxruntime", threads)
 
 
-def _time_alternating(cands: list[Candidate]) -> None:
-    for c in cands:
-        for _ in range(WARMUP):
-            c.run()
-    for r in range(BLOCKS):
-        for c in cands[r % len(cands):] + cands[: r % len(cands)]:
+def rotating_blocks(runs: Sequence[Callable[[], object]], *, blocks: int, block_calls: int, warmup: int
+                    ) -> list[list[float]]:
+    """For each of ``runs``, one time per round in ms: the median of a block of ``block_calls`` calls.
+
+    Every run is warmed up, then ``blocks`` rounds each run one block of every run in turn, the order
+    rotating from round to round, so drift and a neighbour's load on a shared machine land on every
+    run alike and a ratio taken per round compares the same stretch of time. The tuner and the
+    benchmarks (runtime/bench/timing.py) both time this way."""
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runs]
+    order = list(range(len(runs)))
+    for r in range(blocks):
+        for i in order[r % len(order):] + order[: r % len(order)]:
             block = []
-            for _ in range(BLOCK_CALLS):
+            for _ in range(block_calls):
                 start = time.perf_counter()
-                c.run()
+                runs[i]()
                 block.append(1e3 * (time.perf_counter() - start))
-            c.times_ms.append(statistics.median(block))
+            times[i].append(statistics.median(block))
+    return times
 
 
 def tune_graph(runtime: str, graph: str, model: onnx.ModelProto, feed: np.ndarray, threads: int | None
@@ -237,7 +247,9 @@ def tune_graph(runtime: str, graph: str, model: onnx.ModelProto, feed: np.ndarra
                 return runner.infer({name: feed})[out]
 
             cands.append(Candidate(rewrites, count, hint, run, run(), []))
-        _time_alternating(cands)
+        for c, ms in zip(cands, rotating_blocks([c.run for c in cands], blocks=BLOCKS, block_calls=BLOCK_CALLS,
+                                                warmup=WARMUP)):
+            c.times_ms.extend(ms)
     finally:
         for runner in runners:
             runner.deactivate()

@@ -4,12 +4,12 @@ parsed from the CLI's strings and checked before anything is loaded."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fsqdeploy.artifact import PRECISIONS
 from fsqdeploy.backends import REGISTRY
+from fsqdeploy.backends.tuning import usable_cores  # noqa: F401 - bench's settings and machine facts read it here
 from fsqdeploy.errors import FSQDeployError
 
 DEFAULT_BATCH_SIZES = (1, 64, 256)
@@ -113,13 +113,6 @@ def parse_batch_sizes(text: str) -> list[int]:
         if size not in sizes:
             sizes.append(size)
     return sizes
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fsqdeploy.artifact import IMAGES, INDICES
+from fsqdeploy.backends.tuning import rotating_blocks
 from fsqdeploy.runtime.bench.machine import torch_has_cuda
 from fsqdeploy.runtime.bench.settings import DEFAULT_SECONDS, MAX_ITERS, BackendSpec, BenchSettings
 from fsqdeploy.runtime.codec import Codec
@@ -97,26 +98,15 @@ def latency_stats(times: Sequence[float], batch_size: int) -> dict[str, Any]:
 
 def alternating_blocks(calls: Mapping[str, Mapping[str, Callable[[], object]]], stages: Sequence[str] = STAGES, *,
                        blocks: int, block_calls: int, warmup: int) -> dict[tuple[str, str], list[float]]:
-    """(label, stage) -> one time per round in ms: the median of a block of ``block_calls`` calls.
-
-    For each stage every label's calls are warmed up, then ``blocks`` rounds each run one block of
-    every label in turn, the order rotating from round to round. A ratio of two labels taken per
-    round (``round_ratios``) compares the same stretch of time, so drift and a neighbour's load on a
-    shared machine hit both sides alike; the spread of those ratios says how much a quoted one moves."""
+    """(label, stage) -> one time per round in ms: per stage, every label's calls timed in rotating
+    blocks (fsqdeploy.backends.tuning.rotating_blocks, the tuner's method), so a ratio of two labels
+    taken per round (``round_ratios``) compares the same stretch of time."""
     labels = list(calls)
     times: dict[tuple[str, str], list[float]] = {}
     for stage in stages:
-        for label in labels:
-            for _ in range(warmup):
-                calls[label][stage]()
-        for r in range(blocks):
-            for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-                fn, block = calls[label][stage], []
-                for _ in range(block_calls):
-                    start = time.perf_counter()
-                    fn()
-                    block.append(time.perf_counter() - start)
-                times.setdefault((label, stage), []).append(1e3 * statistics.median(block))
+        rounds = rotating_blocks([calls[label][stage] for label in labels], blocks=blocks, block_calls=block_calls,
+                                 warmup=warmup)
+        times.update({(label, stage): ms for label, ms in zip(labels, rounds)})
     return times
 
 
