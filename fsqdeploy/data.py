@@ -18,6 +18,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 @dataclass(frozen=True)
 class ImageSplits:
-    train: np.ndarray  # uint8 [N, 3, S, S], C-contiguous, read-only
-    test: np.ndarray  # uint8 [M, 3, S, S], C-contiguous, read-only
+    train: np.ndarray  # uint8 [N, 3, S, S], C-contiguous, read-only (FolderImages from stream_images)
+    test: np.ndarray  # uint8 [M, 3, S, S], C-contiguous, read-only (FolderImages from stream_images)
     source: str  # canonical spec: "sample", "synthetic", "cifar10:/abs/dir", "folder:/abs/dir"
 
 
@@ -55,11 +56,7 @@ def load_images(spec: str, image_size: int = 32, *, download: bool = False) -> I
     ``sample`` and ``synthetic`` are cached in-process; ``download`` only applies to ``cifar10:DIR``.
     Every user mistake (bad spec or size, missing or corrupt files, no network) raises FSQDeployError.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-            or image_size <= 0 or image_size % 16:
-        raise FSQDeployError(f"data: image_size must be a positive multiple of 16, got {image_size!r}. "
-                             "Note: use e.g. 32, 64 or 128")
-    image_size = int(image_size)
+    image_size = _checked_size(image_size)
     kind, sep, arg = spec.strip().partition(":")
     if kind in ("sample", "synthetic"):
         if sep:
@@ -72,6 +69,14 @@ def load_images(spec: str, image_size: int = 32, *, download: bool = False) -> I
         return _cifar10(root, image_size, download) if kind == "cifar10" else _folder(root, image_size)
     raise FSQDeployError(f"data: unknown data source {spec!r}. "
                          "Note: use one of sample, synthetic, cifar10:DIR, folder:DIR")
+
+
+def _checked_size(image_size: object) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+            or image_size <= 0 or image_size % 16:
+        raise FSQDeployError(f"data: image_size must be a positive multiple of 16, got {image_size!r}. "
+                             "Note: use e.g. 32, 64 or 128")
+    return int(image_size)
 
 
 def dataset_digest(splits_array: np.ndarray) -> str:
@@ -271,6 +276,15 @@ def _folder(root: Path, image_size: int) -> ImageSplits:
     center-cropped. A file is test if ``int(sha256(relative_path)[:8], 16) % 5 == 0``, so the split is
     stable as files are added. If that leaves either split empty (tiny folders used for bench or
     calibration), train and test are both the whole folder."""
+    train, test = folder_split(root)
+    every = {path: _load_crop(path, image_size) for path in (*train, *test)}
+    return _splits(np.stack([every[p] for p in train]), np.stack([every[p] for p in test]), f"folder:{root}")
+
+
+def folder_split(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(train files, test files) of ``folder:DIR``, each sorted by relative path: the rule of ``_folder``
+    (test when ``int(sha256(relative_path)[:8], 16) % 5 == 0``; a folder that leaves either split empty
+    gives the whole folder to both). Nothing is decoded."""
     if not root.exists():
         raise FSQDeployError(f"data: folder '{root}' does not exist. Note: pass folder:DIR with PNG/JPEG files")
     if not root.is_dir():
@@ -280,11 +294,12 @@ def _folder(root: Path, image_size: int) -> ImageSplits:
     if not files:
         raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}, any "
                              "case, recursively). Note: pass a folder with PNG/JPEG files")
-    images = np.stack([_load_crop(path, image_size) for _, path in files])
-    is_test = np.array([int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files])
-    if is_test.all() or not is_test.any():
-        return _splits(images, images, f"folder:{root}")
-    return _splits(images[~is_test], images[is_test], f"folder:{root}")
+    is_test = [int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files]
+    if all(is_test) or not any(is_test):
+        every = tuple(path for _, path in files)
+        return every, every
+    return (tuple(path for (_, path), t in zip(files, is_test) if not t),
+            tuple(path for (_, path), t in zip(files, is_test) if t))
 
 
 def _load_crop(path: Path, size: int) -> np.ndarray:
@@ -300,7 +315,7 @@ def _load_crop(path: Path, size: int) -> np.ndarray:
     image = image.resize((width, height), Image.Resampling.BICUBIC)
     left, top = (width - size) // 2, (height - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))  # [3, S, S], C order
 
 
 # --- whole photographs (the conv codec trains on crops of them and is tested on unseen ones) -----------
@@ -316,7 +331,7 @@ TRAINING_PHOTOS = ("astronaut", "immunohistochemistry", "hubble_deep_field", "st
 
 @dataclass(frozen=True)
 class PhotoSplits:
-    train: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, read-only, sizes differ
+    train: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, read-only, sizes differ (FolderPhotos: streamed)
     test: tuple[np.ndarray, ...]
     names: tuple[str, ...]  # the test photos' names (for per-photo reports)
     source: str
@@ -370,21 +385,175 @@ def load_photos(spec: str, min_side: int = 16) -> PhotoSplits:
 
 
 def _folder_photos(root: Path) -> PhotoSplits:
-    if not root.is_dir():
-        raise FSQDeployError(f"data: folder '{root}' does not exist or is not a directory. "
-                             "Note: pass folder:DIR with PNG/JPEG files")
-    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                   if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}). "
-                             "Note: pass a folder with PNG/JPEG files")
+    train, test = folder_split(root)
     from fsqdeploy.images import read_image
 
-    photos = [_rgb(read_image(path, "data")) for _, path in files]
-    is_test = [int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files]
-    names = tuple(rel for (rel, _), t in zip(files, is_test) if t)
-    test = tuple(p for p, t in zip(photos, is_test) if t)
-    train = tuple(p for p, t in zip(photos, is_test) if not t)
-    if not test or not train:  # a tiny folder: train and test are both all of it, as load_images does
-        return PhotoSplits(tuple(photos), tuple(photos), tuple(rel for rel, _ in files), f"folder:{root}")
-    return PhotoSplits(train, test, names, f"folder:{root}")
+    every = {path: _rgb(read_image(path, "data")) for path in (*train, *test)}
+    return PhotoSplits(tuple(every[p] for p in train), tuple(every[p] for p in test),
+                       tuple(p.relative_to(root).as_posix() for p in test), f"folder:{root}")
+
+
+# --- streaming a folder (training on more images than fit in memory) ----------------------------------
+#
+# ``load_images`` and ``load_photos`` decode a whole folder up front. Training on ``folder:DIR`` streams
+# it instead: the datasets below hold paths (and, for whole photos, the sizes read from the file
+# headers), decode one file per access, and are read by DataLoader worker processes (``load_batches``),
+# so memory holds only the batches in flight (workers x 2 prefetched), however large the folder.
+
+class FolderImages:
+    """``folder:DIR``'s training (or test) images decoded on access, exactly as ``load_images`` gives
+    them (short side resized to ``size``, centre crop): ``images[i]`` is uint8 [3, S, S], a slice or
+    an index array gives [k, 3, S, S]. Holds paths only."""
+
+    def __init__(self, paths: tuple[Path, ...], size: int) -> None:
+        self.paths, self.size = tuple(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), 3, self.size, self.size)
+
+    def __getitem__(self, key: int | np.integer | slice | np.ndarray) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return _load_crop(self.paths[int(key)], self.size)
+        picked = range(len(self.paths))[key] if isinstance(key, slice) else np.asarray(key).reshape(-1)
+        return np.stack([_load_crop(self.paths[int(i)], self.size) for i in picked]) if len(picked) \
+            else np.zeros((0, 3, self.size, self.size), np.uint8)
+
+
+class FolderPhotos:
+    """Whole photos of ``folder:DIR`` decoded on access (uint8 [H, W, 3], as ``load_photos`` gives
+    them), with every size read from the file headers up front so crops can be planned without
+    decoding. Holds paths and sizes only."""
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        self.paths = tuple(paths)
+        self.shapes = tuple(_header_shape(p) for p in self.paths)  # (H, W) each
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        from fsqdeploy.images import read_image
+
+        photo = _rgb(read_image(self.paths[i], "data"))
+        if photo.shape[:2] != self.shapes[i]:  # the file changed since training started
+            raise FSQDeployError(f"data: '{self.paths[i]}' is now {photo.shape[1]}x{photo.shape[0]} px, its header "
+                                 f"said {self.shapes[i][1]}x{self.shapes[i][0]}. Note: do not edit the folder while "
+                                 "training; continue with --resume")
+        return photo
+
+
+def _header_shape(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as opened:  # reads the header only: no pixels are decoded here
+            width, height = opened.size
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
+                             "Note: remove or replace the file") from e
+    return height, width
+
+
+def stream_images(spec: str, image_size: int = 32, *, download: bool = False) -> ImageSplits:
+    """``load_images``, except that ``folder:DIR`` comes back as FolderImages (decoded on access, the
+    same pixels and split) instead of arrays."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind != "folder" or not arg.strip():
+        return load_images(spec, image_size, download=download)
+    image_size = _checked_size(image_size)
+    root = Path(arg.strip()).expanduser().resolve()
+    train, test = folder_split(root)
+    return ImageSplits(FolderImages(train, image_size), FolderImages(test, image_size),  # type: ignore[arg-type]
+                       f"folder:{root}")
+
+
+def stream_photos(spec: str, min_side: int = 16, max_test: int = 0) -> PhotoSplits:
+    """``load_photos``, except that ``folder:DIR``'s training photos come back as FolderPhotos (decoded
+    on access) and only its first ``max_test`` test photos by path (0: all) are loaded, whole."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind != "folder" or not arg.strip():
+        return load_photos(spec, min_side)
+    root = Path(arg.strip()).expanduser().resolve()
+    train, test = folder_split(root)
+    test = test[:max_test] if max_test > 0 else test
+    photos = FolderPhotos(train)
+    from fsqdeploy.images import read_image
+
+    held_out = tuple(_rgb(read_image(p, "data")) for p in test)
+    small = [s for s in (*photos.shapes, *(p.shape[:2] for p in held_out)) if min(s) < min_side]
+    if small:
+        raise FSQDeployError(f"data: an image of {small[0][0]}x{small[0][1]} px is smaller than the "
+                             f"{min_side} px training crop. Note: use a smaller --image-size or remove it")
+    return PhotoSplits(photos, held_out, tuple(p.relative_to(root).as_posix() for p in test),  # type: ignore[arg-type]
+                       f"folder:{root}")
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+class _Guarded:
+    """A dataset whose user errors travel back as values: an exception raised in a DataLoader worker
+    reaches the training process wrapped in a traceback, and ours must stay one line."""
+
+    def __init__(self, dataset: object) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: object) -> object:
+        try:
+            return self.dataset[key]  # type: ignore[index]
+        except FSQDeployError as e:
+            message = str(e)
+            fix = ", then" if "Note:" in message else ". Note: remove or replace the file, then"
+            return _Failure(f"{message}{fix} continue the run with --resume")
+
+
+class _Collate:
+    def __init__(self, collate: Callable[[list], object]) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list) -> object:
+        failed = next((item for item in items if isinstance(item, _Failure)), None)
+        return failed if failed is not None else self.collate(items)
+
+
+def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: int,
+                 collate: Callable[[list], object] = np.stack) -> Iterator[object]:
+    """``collate([dataset[k] for k in batch])`` for each batch, in order, decoded by ``workers``
+    DataLoader processes (0: in this process). The order is the batches', never the workers', so any
+    worker count gives the same stream. A file that cannot be decoded ends it with one FSQDeployError."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    # Its own generator: a DataLoader otherwise draws its workers' seed from the global torch RNG,
+    # which training draws from too, and streaming must not change what a run computes.
+    loader = DataLoader(_Guarded(dataset), batch_sampler=_Once(batches), num_workers=workers,  # type: ignore[arg-type]
+                        collate_fn=_Collate(collate), generator=torch.Generator().manual_seed(0))
+    for batch in loader:
+        if isinstance(batch, _Failure):
+            raise FSQDeployError(batch.message)
+        yield batch
+
+
+class _Once:
+    """An iterable of batches for DataLoader's batch_sampler (a generator is fine: it is read once)."""
+
+    def __init__(self, batches: Iterable[Sequence[object]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Sequence[object]]:
+        return iter(self.batches)
+
+
+def image_batches(images: np.ndarray | FolderImages, index_batches: Iterable[np.ndarray],
+                  workers: int) -> Iterator[np.ndarray]:
+    """uint8 [k, 3, S, S] per index batch: slices of an in-memory split, or files decoded by workers."""
+    if isinstance(images, np.ndarray):
+        return (images[idx] for idx in index_batches)
+    return load_batches(images, index_batches, workers)  # type: ignore[return-value]

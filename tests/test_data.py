@@ -365,3 +365,95 @@ def test_spec_errors(spec: str, size: int, message: str) -> None:
 
 def test_data_kinds() -> None:
     assert DATA_KINDS == ("sample", "synthetic", "cifar10", "folder")
+
+
+# --- streaming folder:DIR (fsqdeploy.data.stream_images / stream_photos / load_batches) ---------------
+
+def _photo_folder(root: Path, count: int) -> list[str]:
+    """``count`` PNG photos of blocky random content and varied sizes; returns their relative paths."""
+    rng = np.random.default_rng(7)
+    names = []
+    for i in range(count):
+        h, w = 40 + 8 * (i % 4), 48 + 8 * (i % 5)
+        blocks = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+        rel = f"{'sub/' if i % 2 else ''}p{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.repeat(np.repeat(blocks, 8, 0), 8, 1)).save(root / rel)
+        names.append(rel)
+    return names
+
+
+def test_streamed_folder_gives_the_in_memory_pixels_and_split(tmp_path: Path) -> None:
+    _photo_folder(tmp_path, 24)
+    held = load_images(f"folder:{tmp_path}", 32)
+    streamed = data.stream_images(f"folder:{tmp_path}", 32)
+    assert isinstance(streamed.train, data.FolderImages) and streamed.source == held.source
+    assert streamed.train.shape == held.train.shape and len(streamed.test) == len(held.test)
+    np.testing.assert_array_equal(streamed.train[np.arange(len(held.train))], held.train)
+    np.testing.assert_array_equal(streamed.test[:], held.test)
+    np.testing.assert_array_equal(streamed.train[3], held.train[3])
+    # held whole photos: the same, with sizes known from the headers before any decoding
+    photos, streamed_photos = data.load_photos(f"folder:{tmp_path}", 16), data.stream_photos(f"folder:{tmp_path}", 16)
+    assert isinstance(streamed_photos.train, data.FolderPhotos) and streamed_photos.names == photos.names
+    assert streamed_photos.train.shapes == tuple(p.shape[:2] for p in photos.train)
+    assert all(np.array_equal(streamed_photos.train[i], p) for i, p in enumerate(photos.train))
+    assert all(np.array_equal(a, b) for a, b in zip(streamed_photos.test, photos.test, strict=True))
+    assert data.stream_photos(f"folder:{tmp_path}", 16, max_test=2).names == photos.names[:2]
+
+
+def test_streamed_split_is_deterministic_disjoint_and_stable_as_files_are_added(tmp_path: Path) -> None:
+    names = _photo_folder(tmp_path, 40)
+    train, test = data.folder_split(tmp_path)
+    assert (train, test) == data.folder_split(tmp_path)
+    rel = lambda paths: {p.relative_to(tmp_path).as_posix() for p in paths}  # noqa: E731
+    assert rel(train).isdisjoint(rel(test)) and rel(train) | rel(test) == set(names)
+    assert rel(test) == {n for n in names if int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) % 5 == 0}
+    assert 0 < len(test) < len(names)
+    Image.new("RGB", (48, 48)).save(tmp_path / "zz_new.png")  # a new file moves no existing one
+    train2, test2 = data.folder_split(tmp_path)
+    assert rel(train) <= rel(train2) and rel(test) <= rel(test2)
+
+
+def test_streamed_datasets_hold_paths_not_pixels(tmp_path: Path) -> None:
+    _photo_folder(tmp_path, 24)
+    images, photos = data.stream_images(f"folder:{tmp_path}", 32).train, data.stream_photos(f"folder:{tmp_path}").train
+    for dataset in (images, photos):
+        assert not any(isinstance(v, np.ndarray) for v in vars(dataset).values())
+        # what a DataLoader worker receives: well under one decoded image (40x48x3 = 5760 bytes) per file
+        assert len(pickle.dumps(dataset)) < 300 * len(dataset)
+
+
+def test_batches_come_in_order_for_any_worker_count(tmp_path: Path) -> None:
+    _photo_folder(tmp_path, 24)
+    images = data.stream_images(f"folder:{tmp_path}", 32).train
+    order = np.random.default_rng(0).permutation(len(images))
+    index_batches = [order[i : i + 5] for i in range(0, len(order), 5)]
+    import torch
+
+    rng = torch.get_rng_state()
+    in_process = list(data.image_batches(images, index_batches, 0))
+    by_workers = list(data.image_batches(images, index_batches, 2))
+    assert torch.equal(rng, torch.get_rng_state())  # streaming leaves training's random stream alone
+    assert len(in_process) == len(index_batches)
+    for idx, a, b in zip(index_batches, in_process, by_workers, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, images[idx])
+        assert a.flags.c_contiguous and b.flags.c_contiguous  # the layout in-memory batches have
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path: Path, workers: int) -> None:
+    _photo_folder(tmp_path, 12)
+    good = (tmp_path / "p000.png").read_bytes()
+    (tmp_path / "p000.png").write_bytes(good[: len(good) // 2])  # a valid header, truncated pixels
+    images = data.stream_images(f"folder:{tmp_path}", 32)
+    where = images.train if any(p.name == "p000.png" for p in images.train.paths) else images.test
+    with pytest.raises(FSQDeployError) as raised:
+        list(data.image_batches(where, [np.arange(len(where))], workers))
+    message = str(raised.value)
+    assert "p000.png" in message and "continue the run with --resume" in message
+    assert "\n" not in message and "Traceback" not in message
+    # a file whose header is unreadable is refused when streaming starts, before any training
+    (tmp_path / "p001.png").write_bytes(b"not a png at all")
+    with pytest.raises(FSQDeployError, match=r"cannot read image '.*p001\.png'.*remove or replace the file"):
+        data.FolderPhotos(tuple(sorted(tmp_path.rglob("*.png"))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +35,7 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("runs/sample"),
-    arch: Annotated[str, typer.Option(help="conv (fully convolutional, spatial latent) | paper (the seed's FSQ-VAE).")] = "conv",
+    arch: Annotated[str, typer.Option(help="conv (fully convolutional) | paper (the seed's FSQ-VAE).")] = "conv",
     data: Annotated[str, typer.Option(help="sample | synthetic | cifar10:DIR | folder:DIR")] = "sample",
     download: Annotated[bool, typer.Option(help="Fetch CIFAR-10 into DIR if it is missing.")] = False,
     epochs: Annotated[int | None, typer.Option(help="paper: training epochs (paper: 50).")] = None,
@@ -46,8 +47,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     amp: Annotated[bool, typer.Option(help="conv on CUDA: bfloat16 autocast (the quantizer stays FP32).")] = True,
-    image_size: Annotated[int | None, typer.Option(help="paper: image side; conv: training crop side (multiple of f).")] = None,
-    channels: Annotated[str | None, typer.Option(help="Encoder channels per stride-2 layer (conv: f = 2^layers).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="paper: image side; conv: crop side (multiple of f).")] = None,
+    channels: Annotated[str | None, typer.Option(help="Encoder channels per stride-2 layer (f = 2^layers).")] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent size D (conv: channels per latent position).")] = None,
     levels: Annotated[str | None, typer.Option(help="Levels per dimension; a pattern repeats: 8 or 8,5,5,5.")] = None,
     stages: Annotated[int, typer.Option(help="Residual FSQ stages (hierarchical quantization).")] = 1,
@@ -58,13 +59,16 @@ def train(
     ema_decay: Annotated[float, typer.Option(help="Decay of the EMA code statistics.")] = 0.99,
     temperature_schedule: Annotated[str | None, typer.Option(help="exponential | linear | cosine | constant")] = None,
     temperature_start: Annotated[float, typer.Option(help="Temperature at the first step.")] = 1.0,
-    temperature_end: Annotated[float | None, typer.Option(help="Temperature at the last step and at inference.")] = None,
+    temperature_end: Annotated[float | None, typer.Option(help="Temperature at the end and at inference.")] = None,
     adaptive_levels: Annotated[bool, typer.Option(help="paper: reallocate levels under a fixed bit budget.")] = False,
     adapt_epochs: Annotated[str, typer.Option(help="Epochs to adapt at (default: 20% and 40%).")] = "",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out with its own settings.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
+    sync_bn: Annotated[bool, typer.Option(help="torchrun on GPUs: SyncBatchNorm across the processes.")] = False,
+    workers: Annotated[int, typer.Option(help="folder:DIR: DataLoader processes decoding files (0: in-process).")] = 2,
 ) -> None:
     """Train an FSQ codec; writes model.safetensors, config.json, metrics.jsonl, recon.png, curves.png."""
+    from fsqdeploy.train import distributed
     from fsqdeploy.train.loop import STATE_FILE, pick_device, validate_train_config
     from fsqdeploy.train.loop import train as run_training
 
@@ -95,7 +99,7 @@ def train(
         entropy_weight=o["entropy_weight"], ema_decay=ema_decay, temperature_schedule=o["temperature_schedule"],
         temperature_start=temperature_start, temperature_end=o["temperature_end"],
         adaptive_levels=adaptive_levels, adapt_epochs=_int_list(adapt_epochs, "--adapt-epochs"),
-        steps=o["steps"], minutes=minutes, eval_every=eval_every, amp=amp,
+        steps=o["steps"], minutes=minutes, eval_every=eval_every, amp=amp, sync_bn=sync_bn, workers=workers,
     )
     if out.exists() and not out.is_dir():
         raise FSQDeployError(f"train: --out '{out}' exists and is not a directory")
@@ -106,6 +110,7 @@ def train(
     else:
         model_cfg.validate()
         validate_train_config(cfg, arch)
+        distributed.check_sync_bn(sync_bn, pick_device(device), distributed.world_size())
         if out.is_dir() and any(out.iterdir()):
             if not force:
                 raise FSQDeployError(
@@ -117,6 +122,11 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
+    world, main_rank = distributed.world_size(), os.environ.get("RANK", "0") == "0"
+    if world > 1 and main_rank:
+        run = _resumed_training(out) if resume else {"batch_size": cfg.batch_size, "lr": cfg.lr}
+        console.print(f"torchrun: {world} processes x batch {run['batch_size']} = effective batch "
+                      f"{world * run['batch_size']}, lr {run['lr']:g} (the single-process rate, not rescaled)")
     with Progress(
         TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"),
@@ -150,7 +160,14 @@ def train(
                        on_step=on_step)
         else:
             run_training(model_cfg, cfg, out, resume=resume, on_epoch=on_epoch, on_step=on_step)
-    print(f"wrote {out}/ (model.safetensors, config.json, metrics.jsonl, recon.png, curves.png)")
+    if main_rank:
+        print(f"wrote {out}/ (model.safetensors, config.json, metrics.jsonl, recon.png, curves.png)")
+
+
+def _resumed_training(out: Path) -> dict[str, Any]:
+    from fsqdeploy.config import read_config
+
+    return dict(read_config(out).get("training", {}))
 
 
 def _resumed_arch(out: Path) -> str:

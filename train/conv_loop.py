@@ -9,6 +9,11 @@ best evaluation so far by mean PSNR (its step is in config.json's ``training.bes
 metrics.jsonl); ``trainer_state.pt`` is the last one, so ``resume=True`` continues a step budget
 with the same result as an uninterrupted run (a minutes budget depends on the machine's speed).
 
+Under torchrun every rank trains on its slice of one global batch of crops (train/distributed.py
+says how the ranks stay one run); rank 0 alone evaluates and writes. A ``folder:DIR`` is streamed:
+DataLoader workers (``--workers``) decode one photo per crop, and the crops are the ones its
+in-memory copy would give.
+
 Defaults and why: MSE (the codec is judged by PSNR), constant temperature 1 and no commitment or
 entropy terms. FSQ needs neither (Mentzer et al. 2023), and the commitment term is divided by the
 temperature, so annealing T from 1 to 0.1 multiplies it tenfold: that, not a worse reconstruction,
@@ -32,13 +37,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, model_config_to_dict
-from fsqdeploy.data import PhotoSplits, load_photos
+from fsqdeploy.data import FolderPhotos, PhotoSplits, stream_photos
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
 from fsqdeploy.images import pad_to_multiple
 from fsqdeploy.metrics import ssim
 from fsqdeploy.model import FSQVAE
-from fsqdeploy.train.crops import random_crops
+from fsqdeploy.train import distributed
+from fsqdeploy.train.crops import random_crops, streamed_crops
 from fsqdeploy.train.loop import METRICS_FILE, STATE_FILE, _load_state, validate_train_config
 from fsqdeploy.train.losses import fsq_vae_loss
 from fsqdeploy.train.stats import code_stats
@@ -48,6 +54,9 @@ DECAY_FRACTION = 0.2
 # the last step's. At the learning rates that train in minutes the held-out PSNR of the raw weights
 # swings by several dB between evaluations; the average does not (docs/training.md). 0: off.
 WEIGHT_EMA = 0.99
+# A streamed folder:DIR evaluates its first EVAL_PHOTOS test photos (by path), held whole in memory:
+# every evaluation codes each of them, and a large folder's test split would dominate the run.
+EVAL_PHOTOS = 32
 
 
 @torch.no_grad()
@@ -111,10 +120,10 @@ def train_conv(
     state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
     start_step, best_psnr, best_step, elapsed_before = 0, -math.inf, 0, 0.0
-    if resume:
+    if resume:  # the run's own settings win, except the worker count, which changes no result
         state = _load_state(out_dir)
         model_cfg = model_config_from_dict(state["model_config"])
-        cfg = TrainConfig(**state["train_config"])
+        cfg = dataclasses.replace(TrainConfig(**state["train_config"]), workers=cfg.workers)
         start_step, history = int(state["step"]), list(state["history"])
         best_psnr, best_step = float(state["best_psnr"]), int(state["best_step"])
         elapsed_before = float(state["elapsed"])
@@ -122,10 +131,13 @@ def train_conv(
         raise FSQDeployError(f"train: train_conv needs arch conv, got {model_cfg.arch!r}")
     model_cfg.validate()
     validate_train_config(cfg, "conv")
-    torch.manual_seed(cfg.seed)
-    photos = photos or load_photos(cfg.data, model_cfg.image_size)
+    ctx = distributed.from_env(device)
+    device = distributed.rank_device(device, ctx)
+    torch.manual_seed(cfg.seed)  # the same on every rank: DDP also broadcasts rank 0's weights
+    photos = photos or stream_photos(cfg.data, model_cfg.image_size, EVAL_PHOTOS)
     model = FSQVAE(model_cfg, ema_decay=cfg.ema_decay).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    stepper = distributed.wrap(model, ctx, device, cfg.sync_bn)  # DDP when distributed, else the model
+    optimizer = torch.optim.Adam(stepper.parameters(), lr=cfg.lr)
     averaged = _weight_average(model)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -136,19 +148,26 @@ def train_conv(
     total, budget_s = cfg.steps, cfg.minutes * 60.0
     eval_every = cfg.eval_every or max(1, math.ceil(total / 10))
     stages = list(model.quantizer.stages)
+    # --batch-size is per process: every rank plans the same global batch of crops and cuts its slice
+    global_batch, mine = cfg.batch_size * ctx.world, slice(ctx.rank, None, ctx.world)
+    streamed = (streamed_crops(photos.train, global_batch, model_cfg.image_size, cfg.seed, start_step, total,
+                               cfg.workers, mine) if isinstance(photos.train, FolderPhotos) else None)
     started, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
     step, loss = start_step, math.nan
     while step < total:
         elapsed = elapsed_before + time.perf_counter() - started
+        if budget_s > 0:  # rank 0's clock for all: the lr and the end of the budget must agree across ranks
+            elapsed = distributed.from_rank0(elapsed, ctx, device)
         out_of_time = budget_s > 0 and elapsed >= budget_s
         progress = max(step / total, elapsed / budget_s if budget_s > 0 else 0.0)
         # -- step ---------------------------------------------------------------------------------
         if not out_of_time:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, cfg.lr)
-            x = random_crops(photos.train, cfg.batch_size, model_cfg.image_size, cfg.seed, step).to(device)
+            x = (next(streamed) if streamed is not None else
+                 random_crops(photos.train, global_batch, model_cfg.image_size, cfg.seed, step, keep=mine)).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(x)
+                out = stepper(x)
             terms = fsq_vae_loss(out.logits.float(), x, stages, out.stages, model.quantizer.temperature,
                                  cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -163,29 +182,40 @@ def train_conv(
                 on_step(step, total, loss, window_images / max(time.perf_counter() - window_start, 1e-9))
         # -- evaluate, keep the best, checkpoint, log -----------------------------------------------
         if step % eval_every == 0 or step == total or out_of_time:
-            metrics: dict[str, Any] = {"step": step, "train_loss": loss}
-            evaluated = model if averaged is None else averaged.module
-            metrics.update(evaluate_photos(evaluated, photos))
-            stats = code_stats(stages)
-            metrics.update(codebook_usage=stats.usage, perplexity=stats.perplexity, dead_levels=stats.dead_levels,
-                           bits_per_cell=stats.fixed_bits, entropy_bits_per_cell=stats.entropy_bits,
-                           temperature=model.quantizer.temperature, lr=optimizer.param_groups[0]["lr"],
-                           images_per_s=window_images / max(time.perf_counter() - window_start, 1e-9),
-                           elapsed_s=elapsed_before + time.perf_counter() - started)
-            improved = metrics["test_psnr"] > best_psnr
-            if improved:
-                best_psnr, best_step = metrics["test_psnr"], step
-            metrics["best_step"] = best_step
-            history.append(metrics)
-            _save(model, averaged, optimizer, cfg, out_dir, step, history, photos, improved, best_psnr, best_step,
-                  metrics["elapsed_s"])
+            # every rank: one BatchNorm state (the ranks' mean), the loss and speed summed over the ranks
+            distributed.average_batchnorm_statistics(model, ctx)
+            if averaged is not None:
+                distributed.average_batchnorm_statistics(averaged.module, ctx)
+            reduced = distributed.all_sum({"loss": loss, "images_per_s": window_images / max(
+                time.perf_counter() - window_start, 1e-9)}, ctx, device)
+            if ctx.is_main:  # rank 0 alone evaluates and writes; the others wait at the barrier
+                metrics: dict[str, Any] = {"step": step, "train_loss": reduced["loss"] / ctx.world}
+                if ctx.active:
+                    metrics.update(processes=ctx.world, effective_batch_size=global_batch)
+                evaluated = model if averaged is None else averaged.module
+                metrics.update(evaluate_photos(evaluated, photos))
+                stats = code_stats(stages)
+                metrics.update(codebook_usage=stats.usage, perplexity=stats.perplexity, dead_levels=stats.dead_levels,
+                               bits_per_cell=stats.fixed_bits, entropy_bits_per_cell=stats.entropy_bits,
+                               temperature=model.quantizer.temperature, lr=optimizer.param_groups[0]["lr"],
+                               images_per_s=reduced["images_per_s"],
+                               elapsed_s=elapsed_before + time.perf_counter() - started)
+                improved = metrics["test_psnr"] > best_psnr
+                if improved:
+                    best_psnr, best_step = metrics["test_psnr"], step
+                metrics["best_step"] = best_step
+                history.append(metrics)
+                _save(model, averaged, optimizer, cfg, out_dir, step, history, photos, improved, best_psnr,
+                      best_step, metrics["elapsed_s"])
+                if on_eval:
+                    on_eval(metrics)
+            distributed.barrier(ctx)
             window_start, window_images = time.perf_counter(), 0
-            if on_eval:
-                on_eval(metrics)
             if out_of_time:
                 break
             if stop_after_step is not None and step >= stop_after_step and step < total:
                 return model.eval()
+    distributed.barrier(ctx)  # rank 0 has written the checkpoint every rank returns
     return FSQVAE.load(out_dir, device) if (out_dir / "model.safetensors").is_file() else model.eval()
 
 

@@ -5,21 +5,28 @@ torchrun starts N copies of the command and tells each its place through the env
 process group (NCCL when each rank has a GPU, gloo on CPUs) and says which rank this is; without
 torchrun (no ``WORLD_SIZE``, or 1) it is the single-process run, and nothing here changes anything.
 
-How a distributed run stays the run a single process would make with the whole batch:
+How a distributed run stays the run a single process would make with the whole batch (both
+architectures: train/loop.py for ``paper``, train/conv_loop.py for ``conv``):
 
 - ``--batch-size B`` is per process: the effective batch is B x N. Every rank draws the same global
-  batch of B x N indices from the same seeded generator and keeps its slice ``[rank::N]``
-  (``shard``), so together the ranks see exactly the batches a single process with B x N sees.
+  batch of B x N indices (paper) or crop plans (conv, train/crops.py) from the same seeded generator
+  and keeps its slice ``[rank::N]`` (``shard``), so together the ranks see exactly the batches a
+  single process with B x N sees. A streamed ``folder:DIR`` decodes only the rank's slice.
 - DistributedDataParallel averages the gradients; with equal slices that is the gradient of the
   global batch's mean loss. The learning rate is not scaled: it is the single-process rate for the
   effective batch (the run prints both).
 - The FSQ usage statistics (EMA counts and sums, fsqdeploy/fsq.py) are all-reduced inside the
   quantizer's update, so every rank holds the statistics of the global batch (level adaptation
   reads them). BatchNorm normalises each rank's slice on its own unless ``--sync-bn`` converts it
-  to SyncBatchNorm (CUDA only in PyTorch); its running statistics are averaged over the ranks at
-  the end of each epoch. The entropy term of the loss is a per-slice statistic.
-- Metrics are summed across ranks; rank 0 alone writes the run directory (each file atomically,
-  as a single process does) while the others wait at a barrier, so a resumed job reads one state.
+  to SyncBatchNorm (CUDA only in PyTorch: ``check_sync_bn``); its running statistics are averaged
+  over the ranks at the end of each epoch (paper) or before each evaluation (conv, for the model and
+  its weight average alike), so every rank holds one state there. The conv weight average is of
+  parameters DDP keeps identical, so it is identical too. The entropy term of the loss is a
+  per-slice statistic. A ``--minutes`` budget runs on rank 0's clock (``from_rank0``), so the
+  learning rate and the last step agree on every rank.
+- Metrics are summed across ranks; rank 0 alone evaluates (conv) and writes the run directory
+  (each file atomically, as a single process does) while the others wait at a barrier, so a
+  resumed job reads one state.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ def from_env(device: torch.device) -> Dist:
     """Join torchrun's process group (once) and return this rank's place; SINGLE without torchrun."""
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = world_size()
     if world <= 1:
         return SINGLE
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -86,13 +93,26 @@ def check_divisible(total: int, batch_size: int, ctx: Dist, what: str) -> None:
                              "process count that divides it")
 
 
+def world_size() -> int:
+    """The process count torchrun announced (1 without torchrun), before joining any group."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def check_sync_bn(sync_bn: bool, device: torch.device, world: int) -> None:
+    """--sync-bn only where it can act: several processes, each on a GPU. PyTorch 2.13's SyncBatchNorm
+    refuses CPU tensors in its forward and DistributedDataParallel refuses it in CPU modules, so gloo
+    on CPUs cannot run it."""
+    if sync_bn and world <= 1:
+        raise FSQDeployError("train: --sync-bn synchronises BatchNorm across torchrun processes and this is one "
+                             "process. Note: launch with torchrun --nproc-per-node N, or drop --sync-bn")
+    if sync_bn and device.type != "cuda":
+        raise FSQDeployError("train: --sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only, not with "
+                             "gloo on CPUs). Note: drop --sync-bn on CPUs")
+
+
 def wrap(model: nn.Module, ctx: Dist, device: torch.device, sync_bn: bool) -> nn.Module:
     """The module the optimizer steps through: DistributedDataParallel when distributed."""
-    if sync_bn and not ctx.active:
-        return model
-    if sync_bn and device.type != "cuda":
-        raise FSQDeployError("train: --sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only). "
-                             "Note: drop --sync-bn on CPUs")
+    check_sync_bn(sync_bn, device, ctx.world)
     if not ctx.active:
         return model
     if sync_bn:
@@ -113,6 +133,17 @@ def all_sum(values: dict[str, float], ctx: Dist, device: torch.device) -> dict[s
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+def from_rank0(value: float, ctx: Dist, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (a decision all ranks must take alike, e.g. a clock's)."""
+    if not ctx.active:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())
 
 
 def average_batchnorm_statistics(model: nn.Module, ctx: Dist) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 
 from fsqdeploy.checkpoint import save_model
 from fsqdeploy.config import ModelConfig, TrainConfig, model_config_from_dict, model_config_to_dict
-from fsqdeploy.data import ImageSplits, load_images
+from fsqdeploy.data import ImageSplits, image_batches, stream_images
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_text_atomic, write_with
 from fsqdeploy.images import images_to_float
@@ -51,9 +50,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def validate_train_config(cfg: TrainConfig, arch: str = "paper") -> None:
-    if arch == "conv" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        raise FSQDeployError("train: the conv architecture does not train distributed yet (torchrun works with "
-                             "--arch paper). Note: run it as one process")
+    if cfg.workers < 0:
+        raise FSQDeployError(f"train: --workers must not be negative, got {cfg.workers} (0 decodes in the "
+                             "training process)")
     if arch == "conv":
         if cfg.steps < 1:
             raise FSQDeployError(f"train: --steps must be at least 1, got {cfg.steps}")
@@ -112,8 +111,9 @@ def evaluate(
     sums: dict[str, float] = {"loss": 0.0, "recon_loss": 0.0, "quant_loss": 0.0, "psnr": 0.0, "ssim": 0.0}
     n = 0
     temperature = model.quantizer.temperature
-    for idx in batches(images, batch_size, None):
-        x = torch.from_numpy(images_to_float(images[idx])).to(device)
+    index_batches = batches(images, batch_size, None)
+    for idx, pixels in zip(index_batches, image_batches(images, index_batches, cfg.workers)):
+        x = torch.from_numpy(images_to_float(pixels)).to(device)
         out = model(x)
         terms = fsq_vae_loss(
             out.logits, x, list(model.quantizer.stages), out.stages, temperature, cfg.recon_loss,
@@ -155,7 +155,7 @@ def train(
     if resume:  # the run's own settings win: a resumed run must equal an uninterrupted one
         state = _load_state(out_dir)
         model_cfg = model_config_from_dict(state["model_config"])
-        cfg = TrainConfig(**state["train_config"])
+        cfg = dataclasses.replace(TrainConfig(**state["train_config"]), workers=cfg.workers)  # changes no result
         start_epoch, history = int(state["epoch"]), list(state["history"])
     best: dict[str, Any] | None = state.get("best") if state is not None else None
     validate_train_config(cfg)
@@ -164,7 +164,7 @@ def train(
     ctx = distributed.from_env(device)
     device = distributed.rank_device(device, ctx)
     torch.manual_seed(cfg.seed)  # the same on every rank: DDP also broadcasts rank 0's weights
-    splits = splits or load_images(cfg.data, model_cfg.image_size, download=cfg.download)
+    splits = splits or stream_images(cfg.data, model_cfg.image_size, download=cfg.download)  # folder: streamed
     if len(splits.train) == 0:
         raise FSQDeployError(f"train: data {cfg.data!r} has no training images")
     model = FSQVAE(model_cfg, ema_decay=cfg.ema_decay).to(device)
@@ -191,14 +191,14 @@ def train(
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         started, seen = time.perf_counter(), 0
         sums = {"loss": 0.0, "recon_loss": 0.0, "quant_loss": 0.0, "entropy_rate": 0.0}
-        for i, global_idx in enumerate(batches(splits.train, global_batch, generator)):
-            idx = distributed.shard(global_idx, ctx)
+        shards = [distributed.shard(g, ctx) for g in batches(splits.train, global_batch, generator)]
+        for i, (idx, pixels) in enumerate(zip(shards, image_batches(splits.train, shards, cfg.workers))):
             step = epoch * steps_per_epoch + i
             temperature = temperature_at(
                 progress_of(step, total_steps), cfg.temperature_start, cfg.temperature_end, cfg.temperature_schedule
             )
             model.quantizer.set_temperature(temperature)
-            x = torch.from_numpy(images_to_float(splits.train[idx])).to(device)
+            x = torch.from_numpy(images_to_float(pixels)).to(device)
             out = stepper(x)
             terms = fsq_vae_loss(
                 out.logits, x, stages, out.stages, temperature, cfg.recon_loss,

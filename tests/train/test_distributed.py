@@ -1,7 +1,8 @@
 """Distributed training (train/distributed.py) with gloo on 2 CPU processes: both ranks hold the same
 weights, 2 processes at batch B train what 1 process at batch 2B trains (a model without BatchNorm,
 whose per-rank statistics differ by design), the FSQ statistics are the global batch's on every
-rank, only rank 0 writes, and a killed job resumes to the uninterrupted result."""
+rank, only rank 0 writes, and a killed job resumes to the uninterrupted result; the same for the
+conv architecture (its weight average included); --sync-bn is refused where it cannot run."""
 
 from __future__ import annotations
 
@@ -126,9 +127,89 @@ def test_ragged_global_batches_are_refused(tmp_path):
         check_divisible(129, 16, Dist(0, 2, 0), "x")
 
 
-def test_conv_refuses_torchrun_in_one_line(tmp_path):
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"}
-    done = subprocess.run([sys.executable, "-m", "fsqdeploy", "train", "--out", str(tmp_path / "r"), "--steps", "1"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "does not train distributed yet" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
+# --- the conv architecture ------------------------------------------------------------------------------
+
+def _conv_worker(rank: int, world: int, port: int, out: str, kwargs: dict) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from test_conv_train import TINY_RUN, conv_cfg, tiny_photos  # tests/train is on sys.path
+
+    from fsqdeploy.config import TrainConfig
+    from fsqdeploy.train import conv_loop
+
+    averages = []  # the weight average each rank builds, to compare it across ranks
+    build = conv_loop._weight_average
+    conv_loop._weight_average = lambda model: averages.append(build(model)) or averages[-1]
+    cfg = TrainConfig(**{**TINY_RUN, "steps": 6, "eval_every": 3, "seed": 1, "device": "cpu", **kwargs.pop("cfg", {})})
+    model = conv_loop.train_conv(conv_cfg(), cfg, out, photos=tiny_photos(), device=torch.device("cpu"), **kwargs)
+    states = {"model": model.state_dict(), "average": averages[0].module.state_dict()}
+    np.savez(Path(out) / f"conv{rank}_of{world}.npz",
+             **{f"{kind}/{k}": v.detach().numpy() for kind, state in states.items() for k, v in state.items()})
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def run_conv(world: int, out: Path, **kwargs) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_conv_worker, args=(world, _free_port(), str(out), kwargs), nprocs=world, join=True)
+
+
+@pytest.fixture(scope="module")
+def conv_two(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp_conv") / "two"
+    run_conv(2, out)
+    return out
+
+
+def test_conv_ranks_hold_the_same_weights_weight_average_and_statistics(tmp_path):
+    out = tmp_path / "ranks"
+    run_conv(2, out, stop_after_step=3)  # the rank's own model and average, after the evaluation at step 3
+    a, b = dict(np.load(out / "conv0_of2.npz")), dict(np.load(out / "conv1_of2.npz"))
+    assert set(a) == set(b) and any(k.startswith("average/") for k in a)
+    assert any("ema_counts" in k for k in a) and any("running_var" in k for k in a)
+    for k in a:  # parameters, BatchNorm statistics (averaged), FSQ statistics (all-reduced), the average
+        assert np.array_equal(a[k], b[k]), k
+    from test_conv_train import conv_cfg
+
+    from fsqdeploy import FSQVAE
+
+    torch.manual_seed(1)
+    initial = FSQVAE(conv_cfg()).state_dict()
+    moved = [k for k, v in initial.items() if v.is_floating_point() and not np.allclose(a[f"model/{k}"], v.numpy())]
+    assert moved, "no weight changed in 3 steps"
+
+
+def test_conv_rank0_alone_writes_and_reports_the_effective_batch(conv_two):
+    lines = [json.loads(x) for x in (conv_two / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [3, 6]
+    assert all(m["processes"] == 2 and m["effective_batch_size"] == 8 for m in lines)
+    assert not list(conv_two.glob("*.tmp")) and (conv_two / "trainer_state.pt").is_file()
+    assert json.loads((conv_two / "config.json").read_text())["training"]["batch_size"] == 4  # per process
+
+
+def test_conv_killed_job_resumes_to_the_uninterrupted_result(conv_two, tmp_path):
+    cut = tmp_path / "cut"
+    run_conv(2, cut, stop_after_step=3)
+    assert [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()] == [3]
+    run_conv(2, cut, resume=True)
+    assert (cut / "model.safetensors").read_bytes() == (conv_two / "model.safetensors").read_bytes()
+    whole = torch.load(conv_two / "trainer_state.pt", weights_only=True)
+    resumed = torch.load(cut / "trainer_state.pt", weights_only=True)
+    for part in ("model", "averaged"):
+        for k in whole[part]:
+            assert torch.equal(whole[part][k], resumed[part][k]), (part, k)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "this is one process"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "--sync-bn needs CUDA"),
+])
+def test_sync_bn_is_refused_where_it_cannot_run_in_one_line(tmp_path, env, message):
+    env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "fsqdeploy", "train", "--out", str(tmp_path / "r"), "--steps", "1",
+                           "--device", "cpu", "--sync-bn"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
