@@ -83,6 +83,7 @@ class TrainConfig:
     recon_weight: float = 1.0
     quant_weight: float = 1.0
     entropy_weight: float = 0.1
+    rate_weight: float = 0.0  # weight of the rate term in bits per pixel (train/losses.py); 0: off
     ema_decay: float = 0.99
     temperature_schedule: str = "exponential"  # exponential | linear | cosine | constant
     temperature_start: float = 1.0

@@ -169,7 +169,8 @@ def train_conv(
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = stepper(x)
             terms = fsq_vae_loss(out.logits.float(), x, stages, out.stages, model.quantizer.temperature,
-                                 cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight)
+                                 cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
+                                 cfg.rate_weight, model_cfg.downsample ** 2)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()

@@ -74,7 +74,7 @@ def validate_train_config(cfg: TrainConfig, arch: str = "paper") -> None:
         raise FSQDeployError("train: temperatures must be positive")
     if not 0 < cfg.ema_decay < 1:
         raise FSQDeployError(f"train: --ema-decay must lie in (0, 1), got {cfg.ema_decay}")
-    if min(cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight) < 0:
+    if min(cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight, cfg.rate_weight) < 0:
         raise FSQDeployError("train: loss weights must not be negative (0 turns a term off)")
     bad = [e for e in cfg.adapt_epochs if not 1 <= e <= max(cfg.epochs, 1)]
     if bad:
@@ -117,7 +117,7 @@ def evaluate(
         out = model(x)
         terms = fsq_vae_loss(
             out.logits, x, list(model.quantizer.stages), out.stages, temperature, cfg.recon_loss,
-            cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
+            cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight, cfg.rate_weight, model.config.image_size ** 2,
         )
         recon = torch.sigmoid(out.logits)
         k = len(idx)
@@ -202,7 +202,7 @@ def train(
             out = stepper(x)
             terms = fsq_vae_loss(
                 out.logits, x, stages, out.stages, temperature, cfg.recon_loss,
-                cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
+                cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight, cfg.rate_weight, model_cfg.image_size ** 2,
             )
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()

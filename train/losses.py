@@ -5,10 +5,18 @@ codebook and commitment terms; FSQ has no codebook to learn, so only the commitm
 gradient, and we use it once: the mean squared distance, in code units, between the bounded latent
 and its rounded value, divided by the temperature. The entropy rate is the normalised entropy of
 soft level usage over the batch (1 = every level used equally), so subtracting it spreads usage.
+
+The rate term (``rate_weight``, off by default) is the other direction: the same soft usage's
+entropy in bits, summed over dimensions and stages and divided by the pixels one code vector covers
+(f^2 for conv, S^2 for paper), so ``recon + rate_weight * rate`` is a rate-distortion Lagrangian in
+bits per pixel and one knob trades bytes for PSNR. It estimates a marginal (per-channel) coder's
+rate; the context-conditioned coder of the .fsq payload spends less, but a lower marginal entropy
+lowers it too (docs/training.md has the measured points).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +31,7 @@ class LossTerms:
     recon: torch.Tensor
     quant: torch.Tensor  # the commitment part of eq. 11, already divided by T
     entropy_rate: torch.Tensor
+    rate_bpp: torch.Tensor  # the rate term's estimate, bits per pixel (computed only when weighted)
 
 
 def reconstruction_loss(logits: torch.Tensor, images: torch.Tensor, kind: str) -> torch.Tensor:
@@ -39,8 +48,9 @@ def commitment(stage: FSQ, out: FSQOutput) -> torch.Tensor:
     return F.mse_loss(out.bounded / hw, torch.round(out.bounded).detach() / hw)
 
 
-def entropy_rate(stage: FSQ, out: FSQOutput, sharpness: float = 1.0) -> torch.Tensor:
-    """Normalised entropy of the batch's soft level usage, averaged over dimensions, in [0, 1]."""
+def usage_entropy(stage: FSQ, out: FSQOutput, sharpness: float = 1.0) -> torch.Tensor:
+    """[D] entropy in nats of each dimension's soft level usage over the batch: every bounded value
+    spread over the levels by a softmax of minus its squared distance to them."""
     levels = stage.levels
     width = int(levels.max())
     integers = torch.arange(width, device=levels.device) - (levels // 2).unsqueeze(1)  # [D, Lmax]
@@ -48,8 +58,18 @@ def entropy_rate(stage: FSQ, out: FSQOutput, sharpness: float = 1.0) -> torch.Te
     valid = torch.arange(width, device=levels.device) < levels.unsqueeze(1)
     logits = (-dist / sharpness).masked_fill(~valid, float("-inf"))
     usage = torch.softmax(logits, dim=-1).mean(0)  # [D, Lmax]
-    entropy = -(usage * torch.log(usage.clamp_min(1e-12))).sum(-1)
-    return (entropy / torch.log(levels.to(entropy.dtype))).mean()
+    return -(usage * torch.log(usage.clamp_min(1e-12))).sum(-1)
+
+
+def entropy_rate(stage: FSQ, out: FSQOutput, sharpness: float = 1.0) -> torch.Tensor:
+    """Normalised entropy of the batch's soft level usage, averaged over dimensions, in [0, 1]."""
+    entropy = usage_entropy(stage, out, sharpness)
+    return (entropy / torch.log(stage.levels.to(entropy.dtype))).mean()
+
+
+def rate_bits(stage: FSQ, out: FSQOutput, sharpness: float = 1.0) -> torch.Tensor:
+    """Bits per code vector a marginal coder would spend on this stage: the usage entropies' sum."""
+    return usage_entropy(stage, out, sharpness).sum() / math.log(2.0)
 
 
 def fsq_vae_loss(
@@ -62,6 +82,8 @@ def fsq_vae_loss(
     recon_weight: float = 1.0,
     quant_weight: float = 1.0,
     entropy_weight: float = 0.1,
+    rate_weight: float = 0.0,
+    pixels_per_code: int = 1,
 ) -> LossTerms:
     recon = reconstruction_loss(logits, images, recon_kind)
     quant = sum(commitment(s, o) for s, o in zip(stages, outputs)) / temperature
@@ -71,4 +93,9 @@ def fsq_vae_loss(
         total = total + quant_weight * quant
     if entropy_weight:
         total = total - entropy_weight * rate
-    return LossTerms(total, recon.detach(), torch.as_tensor(quant).detach(), torch.as_tensor(rate).detach())
+    bpp = torch.zeros(())
+    if rate_weight:
+        bpp = sum(rate_bits(s, o) for s, o in zip(stages, outputs)) / pixels_per_code
+        total = total + rate_weight * bpp
+    return LossTerms(total, recon.detach(), torch.as_tensor(quant).detach(), torch.as_tensor(rate).detach(),
+                     torch.as_tensor(bpp).detach())

@@ -10,6 +10,7 @@ import torch
 from fsqdeploy import FSQVAE
 from fsqdeploy.config import ModelConfig, TrainConfig
 from fsqdeploy.data import ImageSplits, load_images
+from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fsq import parse_levels
 from fsqdeploy.metrics import code_bits
 from fsqdeploy.train.adaptive import reallocate_levels
@@ -166,3 +167,42 @@ def test_the_checkpoint_is_the_best_epoch_and_says_so(tmp_path, monkeypatch):
     assert written["temperature"] == json.loads((tmp_path / "two" / "config.json").read_text())["temperature"]
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(model.encode(x), FSQVAE.load(tmp_path / "two").encode(x))  # train returns the checkpoint
+
+
+def test_rate_term_is_the_soft_usage_entropy_in_bits_per_pixel_and_lowers_it_when_stepped():
+    """A marginal coder with the batch's soft usage as its table spends sum_d H_d bits per code
+    vector: the rate term is that over the pixels a vector covers, and its gradient lowers it."""
+    from fsqdeploy.train.losses import fsq_vae_loss, usage_entropy
+
+    torch.manual_seed(0)
+    model = FSQVAE(ModelConfig(**SMALL, levels=[8] * 16))
+    x = torch.rand(8, 3, 32, 32)
+    stages = list(model.quantizer.stages)
+    out = model(x)
+    terms = fsq_vae_loss(out.logits, x, stages, out.stages, 1.0, "mse", 1.0, 0.0, 0.0, 0.5, 32 * 32)
+    bits = float(sum(usage_entropy(s, o).sum() for s, o in zip(stages, out.stages)).detach()) / math.log(2)
+    assert float(terms.rate_bpp) == pytest.approx(bits / 1024, rel=1e-6)
+    assert 0 < bits <= 16 * 3 + 1e-4  # at most log2(8) bits per dimension
+    assert float(terms.total.detach()) == pytest.approx(float(terms.recon) + 0.5 * float(terms.rate_bpp), rel=1e-5)
+    off = fsq_vae_loss(out.logits, x, stages, out.stages, 1.0, "mse", 1.0, 0.0, 0.0)
+    assert float(off.rate_bpp) == 0.0 and torch.equal(off.total.detach(), off.recon)
+
+    # only the rate term, stepped: the estimate falls
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = float(terms.rate_bpp)
+    for _ in range(20):
+        out = model(x)
+        rate = fsq_vae_loss(out.logits, x, stages, out.stages, 1.0, "mse", 0.0, 0.0, 0.0, 1.0, 32 * 32)
+        optimizer.zero_grad()
+        rate.total.backward()
+        optimizer.step()
+    out = model(x)
+    after = float(fsq_vae_loss(out.logits, x, stages, out.stages, 1.0, "mse", 0.0, 0.0, 0.0, 1.0, 1024).rate_bpp)
+    assert after < 0.9 * before
+
+
+def test_negative_rate_weight_is_refused():
+    from fsqdeploy.train.loop import validate_train_config
+
+    with pytest.raises(FSQDeployError, match="must not be negative"):
+        validate_train_config(TrainConfig(rate_weight=-0.1))
