@@ -84,6 +84,7 @@ class TrainConfig:
     quant_weight: float = 1.0
     entropy_weight: float = 0.1
     rate_weight: float = 0.0  # weight of the rate term in bits per pixel (train/losses.py); 0: off
+    rate_from: float = 0.5  # the rate term acts from this fraction of the run on (docs/training.md: why)
     ema_decay: float = 0.99
     temperature_schedule: str = "exponential"  # exponential | linear | cosine | constant
     temperature_start: float = 1.0

@@ -57,6 +57,7 @@ def train(
     quant_weight: Annotated[float | None, typer.Option(help="Weight of the quantization loss (0: off).")] = None,
     entropy_weight: Annotated[float | None, typer.Option(help="Weight of the entropy-rate bonus (0: off).")] = None,
     rate_weight: Annotated[float, typer.Option(help="Weight of the rate term, bits per pixel (0: off).")] = 0.0,
+    rate_from: Annotated[float, typer.Option(help="The rate term acts from this fraction of the run on.")] = 0.5,
     ema_decay: Annotated[float, typer.Option(help="Decay of the EMA code statistics.")] = 0.99,
     temperature_schedule: Annotated[str | None, typer.Option(help="exponential | linear | cosine | constant")] = None,
     temperature_start: Annotated[float, typer.Option(help="Temperature at the first step.")] = 1.0,
@@ -97,7 +98,7 @@ def train(
     cfg = TrainConfig(
         data=data, download=download, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], seed=seed,
         device=device, recon_loss=o["recon_loss"], recon_weight=recon_weight, quant_weight=o["quant_weight"],
-        entropy_weight=o["entropy_weight"], rate_weight=rate_weight, ema_decay=ema_decay,
+        entropy_weight=o["entropy_weight"], rate_weight=rate_weight, rate_from=rate_from, ema_decay=ema_decay,
         temperature_schedule=o["temperature_schedule"],
         temperature_start=temperature_start, temperature_end=o["temperature_end"],
         adaptive_levels=adaptive_levels, adapt_epochs=_int_list(adapt_epochs, "--adapt-epochs"),

@@ -46,7 +46,7 @@ from fsqdeploy.model import FSQVAE
 from fsqdeploy.train import distributed
 from fsqdeploy.train.crops import random_crops, streamed_crops
 from fsqdeploy.train.loop import METRICS_FILE, STATE_FILE, _load_state, validate_train_config
-from fsqdeploy.train.losses import fsq_vae_loss
+from fsqdeploy.train.losses import fsq_vae_loss, rate_weight_at
 from fsqdeploy.train.stats import code_stats
 
 DECAY_FRACTION = 0.2
@@ -170,7 +170,7 @@ def train_conv(
                 out = stepper(x)
             terms = fsq_vae_loss(out.logits.float(), x, stages, out.stages, model.quantizer.temperature,
                                  cfg.recon_loss, cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
-                                 cfg.rate_weight, model_cfg.downsample ** 2)
+                                 rate_weight_at(progress, cfg.rate_weight, cfg.rate_from), model_cfg.downsample ** 2)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()

@@ -30,7 +30,7 @@ from fsqdeploy.metrics import code_bits, psnr, ssim
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.train import distributed
 from fsqdeploy.train.adaptive import reallocate_levels
-from fsqdeploy.train.losses import fsq_vae_loss
+from fsqdeploy.train.losses import fsq_vae_loss, rate_weight_at
 from fsqdeploy.train.schedules import SCHEDULES, progress_of, temperature_at
 from fsqdeploy.train.stats import code_stats
 
@@ -76,6 +76,8 @@ def validate_train_config(cfg: TrainConfig, arch: str = "paper") -> None:
         raise FSQDeployError(f"train: --ema-decay must lie in (0, 1), got {cfg.ema_decay}")
     if min(cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight, cfg.rate_weight) < 0:
         raise FSQDeployError("train: loss weights must not be negative (0 turns a term off)")
+    if not 0 <= cfg.rate_from <= 1:
+        raise FSQDeployError(f"train: --rate-from is a fraction of the run in [0, 1], got {cfg.rate_from}")
     bad = [e for e in cfg.adapt_epochs if not 1 <= e <= max(cfg.epochs, 1)]
     if bad:
         raise FSQDeployError(f"train: adaptation epoch {bad[0]} is outside 1..{cfg.epochs}")
@@ -202,7 +204,9 @@ def train(
             out = stepper(x)
             terms = fsq_vae_loss(
                 out.logits, x, stages, out.stages, temperature, cfg.recon_loss,
-                cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight, cfg.rate_weight, model_cfg.image_size ** 2,
+                cfg.recon_weight, cfg.quant_weight, cfg.entropy_weight,
+                rate_weight_at(progress_of(step, total_steps), cfg.rate_weight, cfg.rate_from),
+                model_cfg.image_size ** 2,
             )
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()

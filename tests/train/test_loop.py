@@ -206,3 +206,13 @@ def test_negative_rate_weight_is_refused():
 
     with pytest.raises(FSQDeployError, match="must not be negative"):
         validate_train_config(TrainConfig(rate_weight=-0.1))
+
+
+def test_rate_term_acts_only_from_rate_from_of_the_run():
+    from fsqdeploy.train.loop import validate_train_config
+    from fsqdeploy.train.losses import rate_weight_at
+
+    assert rate_weight_at(0.49, 0.03, 0.5) == 0.0 and rate_weight_at(0.5, 0.03, 0.5) == 0.03
+    assert rate_weight_at(0.0, 0.03, 0.0) == 0.03
+    with pytest.raises(FSQDeployError, match="rate-from"):
+        validate_train_config(TrainConfig(rate_from=1.5))
