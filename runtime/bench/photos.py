@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import hwc_uint8_to_chw
 from fsqdeploy.runtime.bench.baselines import BASELINES, Baseline, quality_vs_input
-from fsqdeploy.runtime.bitstream import read_fsq
+from fsqdeploy.runtime.bitstream import CODING_FIXED, FsqHeader, read_fsq
 from fsqdeploy.runtime.codec import Codec
 
 SCOPE = "photo"
@@ -63,10 +64,18 @@ def _mean(rows: Sequence[Row], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def table_bits(header: FsqHeader, indices: np.ndarray, prior: Prior | None) -> float | None:
+    """The cross-entropy in bits of ``indices`` under the tables the file was coded with, or None
+    for a fixed-rate file (coding 0), whose payload size is exact by construction."""
+    if header.coding == CODING_FIXED or prior is None:
+        return None
+    return prior.cross_entropy_bits(indices)
+
+
 def codec_photo_row(codec: Codec, name: str, photo: np.ndarray) -> Row:
     """One photo through compress and decompress: its file bytes, bits per pixel and quality."""
     data = codec.compress(photo)
-    header, _ = read_fsq(data, codec.prior)
+    header, indices = read_fsq(data, codec.prior)
     decoded = codec.decompress(data)
     psnr_in, ssim_in = quality_vs_input(hwc_uint8_to_chw(decoded[None]), hwc_uint8_to_chw(photo[None]))
     height, width = photo.shape[:2]
@@ -74,6 +83,9 @@ def codec_photo_row(codec: Codec, name: str, photo: np.ndarray) -> Row:
             "images": 1, "bytes_mean": float(len(data)), "file_bytes": len(data),
             # the file is header, payload, payload CRC32: what the indices themselves cost, beside the file
             "payload_bytes": len(data) - header.header_length - 4,
+            # what the file's tables say the payload should cost (entropy-coded files; None: fixed rate),
+            # so the coder's own overhead is visible beside the actual bytes
+            "coding": header.coding, "table_bits": table_bits(header, indices, codec.prior),
             "bits_per_pixel": 8 * len(data) / (height * width), "psnr_vs_input": psnr_in, "ssim_vs_input": ssim_in,
             "layout": "latent grid" if header.spatial else "patches", "grid": [header.grid_rows, header.grid_cols]}
 
@@ -90,6 +102,9 @@ def overall_rows(per_photo: list[Row], codec_rows: list[Row]) -> list[Row]:
     codec = {"codec": "fsq", "scope": SCOPE, "mode": "codec", "image": None, "images": n,
              **{k: _mean(codec_rows, k) for k in ("bytes_mean", "bits_per_pixel", "psnr_vs_input", "ssim_vs_input")},
              "beats": {}}
+    coded = [r for r in codec_rows if r.get("table_bits")]  # entropy-coded photos: their payloads vs tables
+    codec["table_overhead"] = (8 * sum(r["payload_bytes"] for r in coded) / sum(r["table_bits"] for r in coded) - 1
+                               if coded else None)
     rows = [codec]
     by_photo = {r["image"]: r for r in codec_rows}
     for baseline in BASELINES:

@@ -207,6 +207,15 @@ def photo_table(baselines: list[Row]) -> list[tuple[str | None, Row, dict[str, R
             for b in baselines if b.get("scope") == PHOTO and b["mode"] == "codec"]
 
 
+def _vs_tables(codec: Row) -> str:
+    """The entropy-coded payload's actual size against its tables' cross-entropy ("fixed": coding 0)."""
+    if codec.get("table_overhead") is not None:  # the mean row: summed over the entropy-coded photos
+        return f"{codec['table_overhead']:+.2%}"
+    if codec.get("table_bits") is None:
+        return "fixed" if codec.get("coding") == 0 else "-"
+    return f"{8 * codec['payload_bytes'] / codec['table_bits'] - 1:+.2%}"
+
+
 def _photos(report: Row, console: Any) -> None:
     from rich.markup import escape
 
@@ -216,7 +225,7 @@ def _photos(report: Row, console: Any) -> None:
             console.print(f"[yellow]note:[/] {escape(report['settings']['photo_note'])}")
         return
     names = list(rows[0][2])
-    columns = ("photo", "size", "FSQ bytes", "bpp", "PSNR", "SSIM",
+    columns = ("photo", "size", "FSQ bytes", "payload\nvs tables", "bpp", "PSNR", "SSIM",
                *(f"{n.upper()}\n{c}" for n in names for c in ("quality", "bytes", "PSNR", "SSIM")))
     table = _table(f"whole photos of {report['settings']['photos']['data']}: the .fsq file vs JPEG / WebP at no "
                    "more bytes", columns, left=("photo", "size"))
@@ -229,7 +238,8 @@ def _photos(report: Row, console: Any) -> None:
                       "-" if not fits else f"{b['bytes_mean']:.0f}", _db(b.get("psnr_vs_input")),
                       "-" if b.get("ssim_vs_input") is None else f"{b['ssim_vs_input']:.4f}"]
         size = "x".join(map(str, codec["image_size"][::-1])) if codec.get("image_size") else "-"
-        table.add_row(escape(name or "mean"), size, f"{codec['bytes_mean']:.0f}", f"{codec['bits_per_pixel']:.4g}",
+        table.add_row(escape(name or "mean"), size, f"{codec['bytes_mean']:.0f}", _vs_tables(codec),
+                      f"{codec['bits_per_pixel']:.4g}",
                       _db(codec["psnr_vs_input"]), f"{codec['ssim_vs_input']:.4f}", *cells,
                       end_section=i == len(rows) - 2 and rows[-1][0] is None)  # the mean row apart
     console.print(table)

@@ -79,6 +79,7 @@ def test_whole_photo_rows_of_a_spatial_artifact(cli, conv_art, photo_dir, tmp_pa
             assert row["file_bytes"] == len(data) == row["bytes_mean"] and row["image_size"] == [h, w]
             assert row["layout"] == "latent grid" and row["grid"] == [math.ceil(h / 8), math.ceil(w / 8)]
             assert row["payload_bytes"] == math.ceil(math.ceil(h / 8) * math.ceil(w / 8) * 10 / 8)
+            assert row["coding"] == 0 and row["table_bits"] is None  # fixed rate: exact by construction
             assert row["bits_per_pixel"] == pytest.approx(8 * len(data) / (h * w))
             psnr, ssim = baselines.quality_vs_input(hwc_uint8_to_chw(codec.decompress(data)[None]),
                                                     hwc_uint8_to_chw(photo[None]))
@@ -189,3 +190,28 @@ def test_a_backend_that_flips_photo_indices_fails_the_gate() -> None:
            "max_abs_error": 0.0, "photos": 3, "photo_index_agreement": 0.9999, "photo_flipped_indices": 2}
     gate = check_gate(row, Gates())
     assert not gate["passed"] and "whole-photo index agreement 99.9900%" in gate["reasons"][0]
+
+
+def test_an_entropy_coded_row_reports_its_tables_cross_entropy_beside_its_bytes():
+    """table_bits is what the file's tables say its indices cost; the payload's actual bytes sit
+    within a few lane states of it (docs/bitstream.md), and the report prints the difference."""
+    from fsqdeploy.entropy import Prior, quantize_counts
+    from fsqdeploy.runtime.bench.report import _vs_tables
+    from fsqdeploy.runtime.bitstream import FsqHeader, read_fsq, write_fsq
+
+    levels = (7, 7, 5)
+    rng = np.random.default_rng(0)
+    prior = Prior(levels, [quantize_counts([(s + 1) ** 3 for s in range(level)]) for level in levels])
+    cells = np.stack([rng.choice(level, 4000, p=np.array(t) / 65536) for level, t in zip(levels, prior.frequencies)],
+                     axis=1).astype(np.int32)
+    header = FsqHeader.for_grid(b"m" * 32, 16 * 50, 16 * 80, 16, levels).with_prior(prior)
+    data = write_fsq(header, cells, prior)
+    read_header, indices = read_fsq(data, prior)
+    bits = photos.table_bits(read_header, indices, prior)
+    assert bits == pytest.approx(prior.cross_entropy_bits(cells))
+    payload = len(data) - read_header.header_length - 4
+    assert bits / 8 < payload < bits / 8 + 4 * 32 + 8
+    row = {"coding": 1, "table_bits": bits, "payload_bytes": payload}
+    assert _vs_tables(row) == f"{8 * payload / bits - 1:+.2%}"
+    assert _vs_tables({"coding": 0, "table_bits": None}) == "fixed"
+    assert photos.table_bits(FsqHeader.for_grid(b"m" * 32, 32, 32, 16, levels), indices, prior) is None
