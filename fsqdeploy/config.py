@@ -99,7 +99,7 @@ class TrainConfig:
     eval_every: int = 0
     amp: bool = True
     sync_bn: bool = False  # distributed runs (torchrun): SyncBatchNorm across the ranks (CUDA only)
-    workers: int = 2  # folder:DIR streams from disk through this many DataLoader processes (0: in-process)
+    workers: int = 2  # folder:DIR streams from disk through this many decoding threads (0: in-process)
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:

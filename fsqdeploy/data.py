@@ -397,7 +397,7 @@ def _folder_photos(root: Path) -> PhotoSplits:
 #
 # ``load_images`` and ``load_photos`` decode a whole folder up front. Training on ``folder:DIR`` streams
 # it instead: the datasets below hold paths (and, for whole photos, the sizes read from the file
-# headers), decode one file per access, and are read by DataLoader worker processes (``load_batches``),
+# headers), decode one file per access, and are read by decoding threads (``load_batches``),
 # so memory holds only the batches in flight (workers x 2 prefetched), however large the folder.
 
 class FolderImages:
@@ -496,8 +496,8 @@ class _Failure:
 
 
 class _Guarded:
-    """A dataset whose user errors travel back as values: an exception raised in a DataLoader worker
-    reaches the training process wrapped in a traceback, and ours must stay one line."""
+    """A dataset whose user errors come back as values (``_Failure``), each message told how to go
+    on (--resume), so ``load_batches`` raises it as one line after the batch it belongs to."""
 
     def __init__(self, dataset: object) -> None:
         self.dataset = dataset
@@ -525,30 +525,45 @@ class _Collate:
 
 def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: int,
                  collate: Callable[[list], object] = np.stack) -> Iterator[object]:
-    """``collate([dataset[k] for k in batch])`` for each batch, in order, decoded by ``workers``
-    DataLoader processes (0: in this process). The order is the batches', never the workers', so any
-    worker count gives the same stream. A file that cannot be decoded ends it with one FSQDeployError."""
-    import torch
-    from torch.utils.data import DataLoader
+    """``collate([dataset[k] for k in batch])`` for each batch, in order, its items decoded by
+    ``workers`` threads (0: in this thread), at most ``2 x workers`` batches ahead of the consumer.
+    The order is the batches', never the threads', so any worker count gives the same stream. A file
+    that cannot be decoded ends it with one FSQDeployError.
 
-    # Its own generator: a DataLoader otherwise draws its workers' seed from the global torch RNG,
-    # which training draws from too, and streaming must not change what a run computes.
-    loader = DataLoader(_Guarded(dataset), batch_sampler=_Once(batches), num_workers=workers,  # type: ignore[arg-type]
-                        collate_fn=_Collate(collate), generator=torch.Generator().manual_seed(0))
-    for batch in loader:
+    Threads, not DataLoader worker processes: starting worker processes (forked or spawned) from a
+    process that had loaded OpenVINO and ONNX Runtime crashed it with SIGSEGV in about half the runs
+    of the test suite, and a user's process may load them too. Pillow decodes and resizes with the
+    GIL released, so the threads still decode in parallel."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    guarded, checked = _Guarded(dataset), _Collate(collate)
+
+    def finish(items: list) -> object:
+        batch = checked(items)
         if isinstance(batch, _Failure):
             raise FSQDeployError(batch.message)
-        yield batch
+        return batch
 
+    if workers == 0:
+        for keys in batches:
+            yield finish([guarded[k] for k in keys])
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="fsqdeploy-decode") as pool:
+        pending: deque[list[Future]] = deque()
+        todo = iter(batches)
 
-class _Once:
-    """An iterable of batches for DataLoader's batch_sampler (a generator is fine: it is read once)."""
+        def submit() -> None:
+            keys = next(todo, None)
+            if keys is not None:
+                pending.append([pool.submit(guarded.__getitem__, k) for k in keys])
 
-    def __init__(self, batches: Iterable[Sequence[object]]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[Sequence[object]]:
-        return iter(self.batches)
+        for _ in range(2 * workers):
+            submit()
+        while pending:
+            items = [f.result() for f in pending.popleft()]
+            submit()
+            yield finish(items)
 
 
 def image_batches(images: np.ndarray | FolderImages, index_batches: Iterable[np.ndarray],

@@ -67,7 +67,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out with its own settings.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     sync_bn: Annotated[bool, typer.Option(help="torchrun on GPUs: SyncBatchNorm across the processes.")] = False,
-    workers: Annotated[int, typer.Option(help="folder:DIR: DataLoader processes decoding files (0: in-process).")] = 2,
+    workers: Annotated[int, typer.Option(help="folder:DIR: threads decoding files (0: in-process).")] = 2,
 ) -> None:
     """Train an FSQ codec; writes model.safetensors, config.json, metrics.jsonl, recon.png, curves.png."""
     from fsqdeploy.train import distributed

@@ -11,7 +11,7 @@ with the same result as an uninterrupted run (a minutes budget depends on the ma
 
 Under torchrun every rank trains on its slice of one global batch of crops (train/distributed.py
 says how the ranks stay one run); rank 0 alone evaluates and writes. A ``folder:DIR`` is streamed:
-DataLoader workers (``--workers``) decode one photo per crop, and the crops are the ones its
+decoding threads (``--workers``) decode one photo per crop, and the crops are the ones its
 in-memory copy would give.
 
 Defaults and why: MSE (the codec is judged by PSNR), constant temperature 1 and no commitment or

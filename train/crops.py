@@ -17,7 +17,7 @@ that risk, it does not remove it (another seed still fell into it: docs/training
 Every crop of step ``k`` comes from ``numpy.random.default_rng([seed, k])``: a resumed run draws
 exactly the crops an uninterrupted one would. The draws need only the photos' sizes (``plan_crops``),
 so a streamed folder (``fsqdeploy.data.FolderPhotos``, sizes from the file headers) gets the very
-crops its in-memory copy would, cut by DataLoader workers that decode one photo per crop
+crops its in-memory copy would, cut by decoding threads that decode one photo per crop
 (``streamed_crops``). Several processes (torchrun) draw the same global batch and each cuts its
 slice (``keep``), so together they train on the crops one process with the whole batch would.
 """
@@ -102,7 +102,7 @@ def tint(crops: torch.Tensor, seed: int, step: int, count: int | None = None,
 
 
 class _CropSource:
-    """A DataLoader dataset indexed by Crop: decodes its photo (one file) and cuts it."""
+    """A dataset indexed by Crop: decodes its photo (one file) and cuts it."""
 
     def __init__(self, photos: FolderPhotos) -> None:
         self.photos = photos
@@ -117,7 +117,7 @@ class _CropSource:
 def streamed_crops(photos: FolderPhotos, count: int, size: int, seed: int, first_step: int, last_step: int,
                    workers: int, keep: slice = slice(None), min_scale: float = 0.5) -> Iterator[torch.Tensor]:
     """The batches ``random_crops`` gives for steps first_step..last_step - 1 (the same crops, the same
-    tint), cut from files by ``workers`` DataLoader processes that decode one photo per crop."""
+    tint), cut from files by ``workers`` decoding threads that decode one photo per crop."""
     plans = (plan_crops(photos.shapes, count, size, seed, step, min_scale)[keep]
              for step in range(first_step, last_step))
     for step, crops in zip(range(first_step, last_step),

@@ -45,7 +45,7 @@ def test_the_loader_decodes_one_photo_per_crop_and_only_batches_in_flight(tmp_pa
 
     read = fsqdeploy.images.read_image
 
-    def counting(path, component="compress"):  # forked workers inherit it and append to the same file
+    def counting(path, component="compress"):  # the decoding threads call it too
         with open(log, "a") as f:
             f.write(f"{path}\n")
         return read(path, component)
@@ -58,7 +58,7 @@ def test_the_loader_decodes_one_photo_per_crop_and_only_batches_in_flight(tmp_pa
     for _ in range(3):
         next(batches)
     decodes = len(log.read_text().splitlines()) - decoded_up_front
-    # DataLoader keeps at most 2 batches per worker in flight: 3 consumed + 2 x workers, 2 crops each
+    # at most 2 batches per worker in flight: 3 consumed + 2 x workers, 2 crops each
     assert 3 * 2 <= decodes <= (3 + 2 * workers) * 2 < len(photos.train)
     del batches
 
