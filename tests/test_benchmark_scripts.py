@@ -1,0 +1,92 @@
+"""The benchmark scripts' tables on the tiny test artifacts: their rows and columns, never timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from fsqdeploy.runtime.bench import BackendSpec
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backends_prints_default_and_tuned_side_by_side(tmp_path, art32):
+    backends = load_script("backends")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tuned = backends.tune(art32.art, None, retune=False)
+    specs = [BackendSpec("torch"), BackendSpec("onnxruntime"), BackendSpec("openvino")]
+    columns, auto = backends.load_columns(art32.art, specs, None, empty, tuned)
+    try:
+        times, equal = backends.time_columns(columns, [8], blocks=2, block_calls=1, warmup=0)
+        variants = backends.variant_lines(columns, equal, tuned)
+    finally:
+        for c in columns:
+            c.codec.close()
+    keys = {c.key for c in columns}
+    assert {"torch default", "onnxruntime default", "onnxruntime tuned"} <= keys
+    assert "torch tuned" not in keys  # tuning leaves PyTorch alone: one column
+    # the FP32 runtimes compute PyTorch's indices, default and tuned alike
+    assert all(equal[k] == 1.0 for k in keys)
+    table = backends.side_by_side(times, columns, [8], auto).splitlines()
+    assert table[0].split()[-2:] == ["default", "tuned"]
+    rows = [line.split() for line in table[2:]]
+    assert len(rows) == 3 * (len({c.spec.label for c in columns}) + (auto is not None))
+    ort = next(r for r in rows if r[1] == "encode" and r[2] == "onnxruntime")
+    assert ort[3:] and ort[4].endswith("x") and ort[7].endswith("x")  # a default and a tuned ratio
+    torch_row = next(r for r in rows if r[1] == "encode" and r[2] == "torch")
+    assert torch_row[4] == "1.00x" and torch_row[-1] == "-"
+    if auto is not None:
+        assert any(r[2] == "auto" and r[3] == f"({auto})" for r in rows)
+    assert "onnxruntime tuned" in variants and "tuned record" in variants
+    assert "onnxruntime default" in variants and "defaults" in variants
+    assert "tuning record onnxruntime:" in variants
+
+
+def test_backends_default_column_ignores_the_tuning_record(tmp_path, art32):
+    backends = load_script("backends")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tuned = backends.tune(art32.art, 1, retune=False)
+    columns, _ = backends.load_columns(art32.art, [BackendSpec("onnxruntime")], 1, empty, tuned)
+    try:
+        by_mode = {c.mode: c.codec for c in columns}
+        assert not by_mode["default"].decoder.tuned and by_mode["tuned"].decoder.tuned
+    finally:
+        for c in columns:
+            c.codec.close()
+
+
+def test_int8_profile_table_breaks_both_graphs_down_by_op_type(tmp_path, art_copy):
+    from fsqdeploy.calibration.pipeline import calibrate_artifact
+
+    int8 = load_script("int8")
+    calibrate_artifact(art_copy, samples=64, eval_images=64)
+    work = tmp_path / "work"
+    work.mkdir()
+    rows = int8.profile_rows(art_copy, art_copy, 8, 1, work)
+    assert list(work.iterdir()) == []  # the profile files are deleted
+    runtimes = {r["runtime"] for r in rows}
+    assert "onnxruntime" in runtimes
+    assert [(r["runtime"], r["graph"]) for r in rows if r["runtime"] == "onnxruntime"] == [
+        ("onnxruntime", "encoder"), ("onnxruntime", "decoder")]
+    ort_enc = rows[0]
+    assert ort_enc["fp32_ms"] > 0 and ort_enc["int8_ms"] > 0
+    # the INT8 graph runs integer kernels the FP32 graph does not have
+    assert set(ort_enc["int8_ops"]) - set(ort_enc["fp32_ops"])
+    assert not any(op.startswith(("QLinear", "QuantizeLinear", "MatMulInteger")) for op in ort_enc["fp32_ops"])
+    table = int8.profile_table(rows).splitlines()
+    assert table[0].split()[:5] == ["runtime", "graph", "FP32", "ms", "INT8"]
+    assert sum(line.startswith("onnxruntime  both") for line in table) == 1
+    assert len(table) == 1 + 2 * len(rows) + len(runtimes) + 1
+    assert table[-1].startswith("onnxruntime INT8 vs the best FP32 (")
+
