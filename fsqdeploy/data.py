@@ -456,14 +456,19 @@ def _header_shape(path: Path) -> tuple[int, int]:
     return height, width
 
 
+def _folder_root(spec: str) -> Path | None:
+    """The folder of a ``folder:DIR`` spec, resolved as ``load_images`` resolves it; None otherwise."""
+    kind, _, arg = spec.strip().partition(":")
+    return Path(arg.strip()).expanduser().resolve() if kind == "folder" and arg.strip() else None
+
+
 def stream_images(spec: str, image_size: int = 32, *, download: bool = False) -> ImageSplits:
     """``load_images``, except that ``folder:DIR`` comes back as FolderImages (decoded on access, the
     same pixels and split) instead of arrays."""
-    kind, _, arg = spec.strip().partition(":")
-    if kind != "folder" or not arg.strip():
+    root = _folder_root(spec)
+    if root is None:
         return load_images(spec, image_size, download=download)
     image_size = _checked_size(image_size)
-    root = Path(arg.strip()).expanduser().resolve()
     train, test = folder_split(root)
     return ImageSplits(FolderImages(train, image_size), FolderImages(test, image_size),  # type: ignore[arg-type]
                        f"folder:{root}")
@@ -472,10 +477,9 @@ def stream_images(spec: str, image_size: int = 32, *, download: bool = False) ->
 def stream_photos(spec: str, min_side: int = 16, max_test: int = 0) -> PhotoSplits:
     """``load_photos``, except that ``folder:DIR``'s training photos come back as FolderPhotos (decoded
     on access) and only its first ``max_test`` test photos by path (0: all) are loaded, whole."""
-    kind, _, arg = spec.strip().partition(":")
-    if kind != "folder" or not arg.strip():
+    root = _folder_root(spec)
+    if root is None:
         return load_photos(spec, min_side)
-    root = Path(arg.strip()).expanduser().resolve()
     train, test = folder_split(root)
     test = test[:max_test] if max_test > 0 else test
     photos = FolderPhotos(train)
@@ -490,37 +494,10 @@ def stream_photos(spec: str, min_side: int = 16, max_test: int = 0) -> PhotoSpli
                        f"folder:{root}")
 
 
-@dataclass(frozen=True)
-class _Failure:
-    message: str
-
-
-class _Guarded:
-    """A dataset whose user errors come back as values (``_Failure``), each message told how to go
-    on (--resume), so ``load_batches`` raises it as one line after the batch it belongs to."""
-
-    def __init__(self, dataset: object) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: object) -> object:
-        try:
-            return self.dataset[key]  # type: ignore[index]
-        except FSQDeployError as e:
-            message = str(e)
-            fix = ", then" if "Note:" in message else ". Note: remove or replace the file, then"
-            return _Failure(f"{message}{fix} continue the run with --resume")
-
-
-class _Collate:
-    def __init__(self, collate: Callable[[list], object]) -> None:
-        self.collate = collate
-
-    def __call__(self, items: list) -> object:
-        failed = next((item for item in items if isinstance(item, _Failure)), None)
-        return failed if failed is not None else self.collate(items)
+def _with_resume_note(message: str) -> str:
+    """A decoding error met mid-run, told how to go on once the file is fixed."""
+    fix = ", then" if "Note:" in message else ". Note: remove or replace the file, then"
+    return f"{message}{fix} continue the run with --resume"
 
 
 def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: int,
@@ -537,17 +514,15 @@ def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: 
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    guarded, checked = _Guarded(dataset), _Collate(collate)
-
-    def finish(items: list) -> object:
-        batch = checked(items)
-        if isinstance(batch, _Failure):
-            raise FSQDeployError(batch.message)
-        return batch
+    def item(key: object) -> object:
+        try:
+            return dataset[key]  # type: ignore[index]
+        except FSQDeployError as e:
+            raise FSQDeployError(_with_resume_note(str(e))) from None
 
     if workers == 0:
         for keys in batches:
-            yield finish([guarded[k] for k in keys])
+            yield collate([item(k) for k in keys])
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="fsqdeploy-decode") as pool:
         pending: deque[list[Future]] = deque()
@@ -556,14 +531,14 @@ def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: 
         def submit() -> None:
             keys = next(todo, None)
             if keys is not None:
-                pending.append([pool.submit(guarded.__getitem__, k) for k in keys])
+                pending.append([pool.submit(item, k) for k in keys])
 
         for _ in range(2 * workers):
             submit()
         while pending:
-            items = [f.result() for f in pending.popleft()]
+            items = [f.result() for f in pending.popleft()]  # a thread's FSQDeployError is raised here
             submit()
-            yield finish(items)
+            yield collate(items)
 
 
 def image_batches(images: np.ndarray | FolderImages, index_batches: Iterable[np.ndarray],
