@@ -16,8 +16,9 @@ must match it exactly, and the golden tests in tests/runtime/test_bitstream.py p
 
 Version 2's ``coding`` byte says how the payload holds the indices: 0, the packing above; 1, static
 interleaved rANS over the artifact's frozen prior (fsqdeploy/entropy.py), whose table hash the header's
-``prior_hash`` carries. A coding-1 file is written and read only with that prior (``prior=``), and a
-reader given another prior refuses it.
+``prior_hash`` carries; 2, the same coder with each index's table chosen by the indices above and to
+the left of it in its channel (the prior's context tables). An entropy-coded file is written and read
+only with that prior (``prior=``), and a reader given another prior refuses it.
 
 Every refusal is an FSQDeployError ("bitstream: ..."). Header and payload carry their own CRC32
 and the reader checks every length, so a truncated file or any single flipped bit is refused,
@@ -50,7 +51,8 @@ LAYOUT_GRID = 1  # v2 layout byte: the cells are the positions of one latent gri
 LAYOUTS = (LAYOUT_PATCHES, LAYOUT_GRID)
 CODING_FIXED = 0  # v2 coding byte: fixed-rate mixed-radix packing
 CODING_RANS = 1  # v2 coding byte: static interleaved rANS over the artifact's prior (fsqdeploy/entropy.py)
-CODINGS = (CODING_FIXED, CODING_RANS)
+CODING_CONTEXT = 2  # v2 coding byte: the same rANS, each index's table chosen by its above and left neighbours
+CODINGS = (CODING_FIXED, CODING_RANS, CODING_CONTEXT)
 NO_PRIOR = bytes(32)  # v2 prior_hash of a fixed-rate file
 
 # v1: magic, version, flags, header_length, model_hash, image_height, image_width, patch_size,
@@ -77,7 +79,8 @@ _FIELD_LIMITS = {
 # Field names as each version's spec calls them, so a message names the field the reader sees.
 _V1_NAMES = {"cell_size": "patch_size", "bits_per_cell": "bits_per_patch", "cells": "patches"}
 _CORRUPT = "Note: the file was damaged after it was written; compress the image again"
-_CODINGS_TEXT = "0, fixed-rate packing, and 1, rANS with the artifact's prior"
+_CODINGS_TEXT = ("0, fixed-rate packing, 1, rANS with the artifact's prior, and 2, rANS with its context "
+                 "tables")
 _OTHER_ART = "Note: decompress with the artifact that compressed it"
 _LEVELS_NOTE = "Note: pass the model's levels, e.g. [8, 8, 8]"
 
@@ -360,9 +363,13 @@ class FsqHeader:
         (the format before version 2; readers of both versions read it)."""
         return cls._sized(model_hash, image_height, image_width, patch_size, levels, 1, LAYOUT_PATCHES)
 
-    def with_prior(self, prior: Prior) -> FsqHeader:
-        """This (version 2) header for an entropy-coded payload: coding 1 over ``prior``'s tables."""
-        return replace(self, coding=CODING_RANS, prior_hash=prior.sha256)
+    def with_prior(self, prior: Prior, coding: int | None = None) -> FsqHeader:
+        """This (version 2) header for an entropy-coded payload over ``prior``'s tables: ``coding``,
+        by default the prior's own (2 when it has context tables, else 1)."""
+        coding = prior.coding if coding is None else coding
+        if coding not in (CODING_RANS, CODING_CONTEXT):
+            raise _error(f"with_prior needs coding 1 or 2, got {coding!r}", "Note: coding 0 has no prior")
+        return replace(self, coding=coding, prior_hash=prior.sha256)
 
     @property
     def patch_size(self) -> int:
@@ -394,7 +401,7 @@ class FsqHeader:
 def _prior_hash_problem(coding: int) -> str:
     if coding == CODING_FIXED:
         return "prior_hash is not zero in a fixed-rate (coding 0) file"
-    return "prior_hash is zero in an entropy-coded (coding 1) file"
+    return f"prior_hash is zero in an entropy-coded (coding {coding}) file"
 
 
 def _max_d(version: int) -> int:
@@ -425,12 +432,17 @@ def write_fsq(header: FsqHeader, indices: np.ndarray, prior: Prior | None = None
             f"header must be an FsqHeader, got {type(header).__name__}",
             "Note: build it with FsqHeader.for_patches or FsqHeader.for_grid",
         )
-    if header.coding == CODING_RANS:
-        _check_prior(header, prior, "")
-        payload = entropy.encode(_check_indices(indices, header.levels), prior)  # type: ignore[arg-type]
-    else:
+    rows = np.shape(indices)[0] if np.ndim(indices) else 0
+    if header.coding == CODING_FIXED:
         payload = pack_indices(indices, header.levels)
-    rows = np.shape(indices)[0]
+    else:
+        _check_prior(header, prior, "")
+        checked = _check_indices(indices, header.levels)
+        if header.coding == CODING_RANS:
+            payload = entropy.encode(checked, prior)  # type: ignore[arg-type]
+        else:  # coding 2 needs the grid's shape: a wrong row count is refused below instead
+            payload = b"" if rows != header.num_cells else entropy.encode_context(
+                checked, header.grid_rows, header.grid_cols, prior)  # type: ignore[arg-type]
     if rows != header.num_cells:
         unit = "tile of the padded image" if header.layout == LAYOUT_PATCHES else "position of the latent grid"
         raise _error(
@@ -462,9 +474,9 @@ def read_fsq(data: bytes, prior: Prior | None = None) -> tuple[FsqHeader, np.nda
 
 
 def _check_prior(header: FsqHeader, prior: Prior | None, source: str) -> None:
-    """A coding-1 file is coded with exactly one prior: refuse none, or another (a foreign prior)."""
+    """An entropy-coded file is coded with exactly one prior: refuse none, or another (a foreign prior)."""
     if prior is None:
-        raise FSQDeployError(f"bitstream: {source}file is entropy-coded (coding 1, prior "
+        raise FSQDeployError(f"bitstream: {source}file is entropy-coded (coding {header.coding}, prior "
                              f"{header.prior_hash.hex()[:8]}..) and no prior was given. {_OTHER_ART}")
     if not isinstance(prior, Prior):
         raise FSQDeployError(f"bitstream: prior must be a Prior, got {type(prior).__name__}. "
@@ -567,6 +579,9 @@ def _read(data: bytes, source: str, prior: Prior | None = None) -> tuple[FsqHead
         if coding == CODING_RANS:
             _check_prior(header, prior, source)
             indices = entropy.decode(payload, prior, header.num_cells)  # type: ignore[arg-type]
+        elif coding == CODING_CONTEXT:
+            _check_prior(header, prior, source)
+            indices = entropy.decode_context(payload, prior, rows, cols)  # type: ignore[arg-type]
         else:
             indices = unpack_indices(payload, levels, header.num_cells, unit="patch" if version == 1 else "cell")
     except FSQDeployError as err:
@@ -596,7 +611,11 @@ def check_model(header: FsqHeader, model_hash: bytes | str, levels: Sequence[int
 def save_fsq(path: str | os.PathLike[str], header: FsqHeader, indices: np.ndarray,
              prior: Prior | None = None) -> None:
     """Encode first, then write a temp file beside ``path`` and os.replace it: all or nothing."""
-    data = write_fsq(header, indices, prior)
+    save_fsq_bytes(path, write_fsq(header, indices, prior))
+
+
+def save_fsq_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """A whole .fsq file's bytes (``write_fsq``'s) to ``path``, atomically, one line if it cannot."""
     try:
         write_bytes_atomic(path, data)
     except OSError as err:

@@ -15,7 +15,8 @@ decodes it the same way and crops back. A patch (paper) artifact cuts photos int
 patches, as before, and writes layout 0.
 
 An artifact with a prior (ART/prior.json, conv exports) makes ``compress`` entropy-code the indices
-(coding 1, fsqdeploy/entropy.py); ``Codec.load(..., entropy=False)`` keeps fixed-rate files (coding 0).
+(coding 2, or 1 with a prior without context tables: fsqdeploy/entropy.py); ``Codec.load(...,
+entropy=False)`` keeps fixed-rate files (coding 0).
 ``decompress`` reads both, and refuses a coding-1 file made with another artifact's prior.
 
 The manifest's hashes are verified before anything is loaded. Backends come from the registry
@@ -40,7 +41,6 @@ from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import check_photo, from_patches, pad_to_multiple, to_patches
 from fsqdeploy.runtime.bitstream import (
-    CODING_RANS,
     LAYOUT_GRID,
     LAYOUT_PATCHES,
     FsqHeader,
@@ -80,7 +80,7 @@ class Codec:
         self.max_pixels: int = DEFAULT_MAX_PIXELS
         self.tile: int | None = None  # core side of a whole-image tile in pixels; None: by max_pixels
         self.prior: Prior | None = artifact_prior(manifest)  # the entropy coder's tables, if ART has them
-        self.entropy: bool = self.prior is not None  # compress writes coding 1 (load(entropy=False): 0)
+        self.entropy: bool = self.prior is not None  # compress entropy-codes (load(entropy=False): coding 0)
         # With backend="auto": the faster backends passed over, each with the reason.
         self.auto_skipped: list[tuple[str, str]] = []
 
@@ -112,7 +112,7 @@ class Codec:
         ``tile`` (pixels, a multiple of f) sets the tiles' core side instead. Either gives the
         one-pass result; they bound memory only. Patch models encode patch by patch anyway.
 
-        ``entropy``: when ART has a prior, ``compress`` entropy-codes (coding 1); False writes
+        ``entropy``: when ART has a prior, ``compress`` entropy-codes (coding 2 or 1); False writes
         fixed-rate files (coding 0). Either is read back.
 
         ``tune``: for the CPU runtimes (onnxruntime, openvino; "auto": each installed one) at fp32,
@@ -216,21 +216,29 @@ class Codec:
 
     # -- images of any size <-> .fsq bitstreams (the C++ fsq::Codec's compress/decompress) ----------
     def encode_image(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray]:
-        """uint8 [H, W, 3] -> the .fsq v2 header and int32 indices [cells, D], what the file holds.
+        """uint8 [H, W, 3] -> the .fsq v2 header and int32 indices [cells, D], what the file holds
+        (``encode_file`` also returns the file's bytes).
 
         Spatial: the image edge-padded on the bottom and right to multiples of f, encoded whole
         (tiled beyond ``max_pixels``, with the same result), one cell per latent position, row-major
-        (layout 1), coding 1 over the artifact's prior unless ``entropy`` is off or the prior would
+        (layout 1), coding 2 over the artifact's prior (coding 1 with a prior that has no context
+        tables) unless ``entropy`` is off or the prior would
         code this image into more bytes than fixed-rate packing does (a photo unlike the training
         photos can), in which case coding 0: a file is never larger than the fixed rate. Patch
         models: the image padded to whole patches, tiled row by row, each patch encoded (layout 0,
         coding 0)."""
+        header, cells, _ = self.encode_file(image)
+        return header, cells
+
+    def encode_file(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray, bytes]:
+        """``encode_image``'s header and indices, and the whole .fsq file they make."""
         image = check_photo(image, "compress")
         height, width = image.shape[:2]
         if not self.spatial:
             patches, _, _ = to_patches(image, self.image_size)
             header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
-            return header, self.encode(patches)
+            cells = self.encode(patches)
+            return header, cells, write_fsq(header, cells)
         header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
         padded = pad_to_multiple(image, self.downsample)
         core = self._core_cells(padded.shape[:2], self.encoder_halo)
@@ -238,9 +246,10 @@ class Codec:
         cells = grid_to_cells(grid)
         if self.entropy and self.prior is not None:
             coded = header.with_prior(self.prior)
-            if len(write_fsq(coded, cells, self.prior)) < file_length(self.levels, header.num_cells):
-                header = coded
-        return header, cells
+            data = write_fsq(coded, cells, self.prior)
+            if len(data) < file_length(self.levels, header.num_cells):
+                return coded, cells, data
+        return header, cells, write_fsq(header, cells)
 
     def decode_image(self, header: FsqHeader, indices: np.ndarray) -> np.ndarray:
         """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused."""
@@ -280,8 +289,7 @@ class Codec:
 
     def compress(self, image: np.ndarray) -> bytes:
         """uint8 [H, W, 3] -> the whole .fsq file (docs/bitstream.md)."""
-        header, indices = self.encode_image(image)
-        return write_fsq(header, indices, self.prior if header.coding == CODING_RANS else None)
+        return self.encode_file(image)[2]
 
     def decompress(self, data: bytes) -> np.ndarray:
         """The bytes of an .fsq file this model wrote (either coding) -> uint8 [H, W, 3]."""

@@ -135,7 +135,7 @@ def compress(
     tile: TileOption = 0,
     fixed_rate: Annotated[bool, typer.Option(
         "--fixed-rate", help="Write fixed-rate files (coding 0) even when the artifact has a prior "
-        "(default: entropy-code with it, coding 1).")] = False,
+        "(default: entropy-code with it: coding 2 with its context tables, else 1).")] = False,
 ) -> None:
     """Encode images into .fsq files: whole (edge-padded to multiples of f) for spatial models, in
     model-sized patches for patch models; entropy-coded when the artifact has a prior."""

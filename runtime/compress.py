@@ -5,7 +5,7 @@ of its factor f by repeating the edge pixels (a flat border would cost the codec
 dark edge into the image), encoded in one pass (or in tiles with a halo, with the same indices),
 and written as a .fsq v2 latent grid; decompressing decodes the grid and crops back to H x W. A
 patch (paper) model pads to whole model-sized patches, encodes them row by row and writes them as
-v2 patches. With a prior in the artifact the grid is entropy-coded (coding 1; the codec's
+v2 patches. With a prior in the artifact the grid is entropy-coded (coding 2, or 1 with a prior without context tables; the codec's
 ``entropy`` off keeps coding 0). Files are written atomically: a refused input leaves nothing behind.
 """
 
@@ -19,7 +19,7 @@ from PIL import Image
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fileio import write_with
 from fsqdeploy.images import read_image
-from fsqdeploy.runtime.bitstream import FsqHeader, load_fsq, save_fsq
+from fsqdeploy.runtime.bitstream import FsqHeader, load_fsq, save_fsq_bytes
 from fsqdeploy.runtime.codec import Codec
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
@@ -27,8 +27,8 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 
 
 def compress_file(codec: Codec, image_path: str | Path, out_path: str | Path) -> FsqHeader:
-    header, indices = codec.encode_image(read_image(image_path))
-    save_fsq(out_path, header, indices, codec.prior)
+    header, _, data = codec.encode_file(read_image(image_path))
+    save_fsq_bytes(out_path, data)
     return header
 
 

@@ -90,3 +90,22 @@ def test_int8_profile_table_breaks_both_graphs_down_by_op_type(tmp_path, art_cop
     assert len(table) == 1 + 2 * len(rows) + len(runtimes) + 1
     assert table[-1].startswith("onnxruntime INT8 vs the best FP32 (")
 
+
+
+def test_entropy_coding_rows_cover_both_codings(conv_exported):
+    """Each coding the prior has, on a timed photo and on every held-out photo: a payload that
+    decodes back (the script asserts it) and sits just above its own tables' cross-entropy."""
+    from fsqdeploy.runtime.codec import Codec
+
+    script = load_script("entropy_coding")
+    with Codec.load(conv_exported.art, "onnxruntime", threads=1) as codec:
+        fast = script.speed(codec, codec.prior, (96, 64), repeats=1, tool=None)
+        held_out = script.sizes(codec, codec.prior)
+    assert [r["coding"] for r in fast] == [1, 2]
+    assert all(r["python_total_ms"] > 0 and "cpp_total_ms" not in r for r in fast)
+    assert len(held_out) == 3
+    for row in held_out:
+        assert row["coding"] in (0, 2)  # compress writes coding 2, or 0 where that is smaller
+        for number in (1, 2):
+            coded = row[f"coding{number}"]
+            assert coded["ideal_bytes"] <= coded["payload_bytes"] <= coded["ideal_bytes"] + 4 * coded["lanes"] + 2

@@ -19,7 +19,7 @@ from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import hwc_uint8_to_chw
 from fsqdeploy.runtime.bench.baselines import BASELINES, Baseline, quality_vs_input
-from fsqdeploy.runtime.bitstream import CODING_FIXED, FsqHeader, read_fsq
+from fsqdeploy.runtime.bitstream import CODING_CONTEXT, CODING_FIXED, FsqHeader, read_fsq
 from fsqdeploy.runtime.codec import Codec
 
 SCOPE = "photo"
@@ -69,6 +69,8 @@ def table_bits(header: FsqHeader, indices: np.ndarray, prior: Prior | None) -> f
     for a fixed-rate file (coding 0), whose payload size is exact by construction."""
     if header.coding == CODING_FIXED or prior is None:
         return None
+    if header.coding == CODING_CONTEXT:
+        return prior.context_cross_entropy_bits(np.reshape(indices, (header.grid_rows, header.grid_cols, -1)))
     return prior.cross_entropy_bits(indices)
 
 

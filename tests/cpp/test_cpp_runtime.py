@@ -123,9 +123,9 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
     assert f"model      {manifest['model_id']}" in proc.stdout
     assert f"payload    {-(-171 * 20 // 8)} bytes, CRCs ok" in proc.stdout
 
-    # The entropy-coded file (coding 1) needs the artifact's prior, which `fsq-cpp info FILE` has not:
+    # The entropy-coded file (coding 2) needs the artifact's prior, which `fsq-cpp info FILE` has not:
     # refused with Python's words (the prior-aware reader is checked by ctest's cross_python).
-    # Written as coding 1 explicitly: compress picks coding 0 where the prior would not pay.
+    # Written as coding 2 explicitly: compress picks coding 0 where the prior would not pay.
     with Codec.load(art, backend="onnxruntime") as codec:
         header, cells = codec.encode_image(image)
         assert codec.prior is not None
@@ -157,7 +157,7 @@ def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
 
 def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
     """Python's message, byte for byte, for a damaged v2 patch file, for an intact one whose coding
-    no reader knows, and for one that says coding 1 (rANS) but names no prior."""
+    no reader knows, and for ones that say coding 1 or 2 (rANS) but name no prior."""
     import zlib
 
     from fsqdeploy.errors import FSQDeployError
@@ -175,8 +175,9 @@ def test_cpp_refuses_a_damaged_bitstream_like_python(art32, fsq_cpp, tmp_path):
         coded[crc_at : crc_at + 4] = zlib.crc32(bytes(coded[:crc_at])).to_bytes(4, "little")
         return coded
 
-    cases = (("damaged", damaged, "corrupted payload"), ("coded", with_coding(2), "unsupported coding 2"),
-             ("rans", with_coding(1), "prior_hash is zero in an entropy-coded"))
+    cases = (("damaged", damaged, "corrupted payload"), ("coded", with_coding(3), "unsupported coding 3"),
+             ("rans", with_coding(1), r"prior_hash is zero in an entropy-coded \(coding 1\)"),
+             ("context", with_coding(2), r"prior_hash is zero in an entropy-coded \(coding 2\)"))
     for name, data, reason in cases:
         path = tmp_path / f"{name}.fsq"
         path.write_bytes(bytes(data))

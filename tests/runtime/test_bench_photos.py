@@ -213,5 +213,17 @@ def test_an_entropy_coded_row_reports_its_tables_cross_entropy_beside_its_bytes(
     assert bits / 8 < payload < bits / 8 + 4 * 32 + 8
     row = {"coding": 1, "table_bits": bits, "payload_bytes": payload}
     assert _vs_tables(row) == f"{8 * payload / bits - 1:+.2%}"
+    # coding 2: the context tables' cross-entropy of the grid
+    contexts = [[quantize_counts([(s + 1 + (s == c % level) * 40) ** 3 for s in range(level)])
+                 for c in range(level * level)] for level in levels]
+    context_prior = Prior(levels, prior.frequencies, contexts)
+    header = header.with_prior(context_prior)
+    data = write_fsq(header, cells, context_prior)
+    read_header, indices = read_fsq(data, context_prior)
+    bits = photos.table_bits(read_header, indices, context_prior)
+    assert read_header.coding == 2
+    assert bits == pytest.approx(context_prior.context_cross_entropy_bits(cells.reshape(50, 80, 3)))
+    payload = len(data) - read_header.header_length - 4
+    assert bits / 8 < payload < bits / 8 + 4 * 32 + 8
     assert _vs_tables({"coding": 0, "table_bits": None}) == "fixed"
     assert photos.table_bits(FsqHeader.for_grid(b"m" * 32, 32, 32, 16, levels), indices, prior) is None

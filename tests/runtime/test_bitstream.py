@@ -555,9 +555,10 @@ REFUSED_V2 = {  # name: (file, what the error must say)
     "header-length-v1": (build_v2(header_length=82), r"header_length 82 does not match D = 3 levels \(expected 110"),
     "no-levels": (build_v2(levels=()), "header_length 110 does not match D = 0"),
     "layout": (build_v2(layout=2), r"unsupported layout 2 \(this reader knows 0, patches, and 1, a latent grid\)"),
-    "coding": (build_v2(coding=2, payload_length=3),
-               r"unsupported coding 2 \(this reader knows 0, fixed-rate packing, and 1, rANS with the artifact's "
-               r"prior\)"),
+    "coding": (build_v2(coding=3, payload_length=3),
+               r"unsupported coding 3 \(this reader knows 0, fixed-rate packing, 1, rANS with the artifact's "
+               r"prior, and 2, rANS with its context tables\)"),
+    "coding-2-no-prior": (build_v2(coding=2), r"prior_hash is zero in an entropy-coded \(coding 2\) file"),
     "coding-1-no-prior": (build_v2(coding=1), r"prior_hash is zero in an entropy-coded \(coding 1\) file"),
     "prior-hash": (build_v2(prior=b"\x01" + bytes(31)), r"prior_hash is not zero in a fixed-rate \(coding 0\) file"),
     "grid": (build_v2(grid=(1, 2)), r"invalid header: grid 1x2 does not tile a 5x7 image with 4-pixel latent cells"),
@@ -656,7 +657,8 @@ def test_file_length_per_version() -> None:
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 3), r"version = 3 is not one of \[1, 2\]"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 1), r"unsupported layout 1 \(version 1 knows 0 \(patches\)\)"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 2), r"unsupported layout 2 \(version 2 knows 0"),
-        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 2), r"unsupported coding 2 \(version 2 knows 0"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 3), r"unsupported coding 3 \(version 2 knows 0"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 0, 2), r"unsupported coding 2 \(version 1 knows 0, fixed-rate"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 0, 1), r"unsupported coding 1 \(version 1 knows 0, fixed-rate"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 1), "prior_hash is zero in an entropy-coded"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 0, b"\1" * 32), "prior_hash is not zero in a fixed-rate"),
@@ -806,4 +808,101 @@ def test_rans_file_round_trip(height: int, width: int, cell: int, levels: list[i
     data = write_fsq(header, indices, prior)
     read_header, read_indices = read_fsq(data, prior)
     assert read_header == header and read_header.coding == 1
+    np.testing.assert_array_equal(read_indices, indices)
+
+
+# --- coding 2: rANS with context tables ------------------------------------------------------------
+
+# docs/bitstream.md's coding-2 golden: a 6 x 10 image, f = 4 (a 2 x 3 grid), levels [3, 2], coded with
+# the prior of tests/runtime/test_context_coding.py (context_prior). The C++ tests assert the same hex.
+GOLDEN_CONTEXT_HEX = (
+    "46535142" "02" "00" "7200"                          # magic, version 2, flags, header_length 114
+    "000102030405060708090a0b0c0d0e0f"                  # model_hash
+    "101112131415161718191a1b1c1d1e1f"
+    "06000000" "0a000000"                               # H 6, W 10
+    "01" "02" "0400" "02000000" "03000000"              # layout 1, coding 2, cell_size 4, rows 2, cols 3
+    "0200" "0300" "0200"                                # D, levels
+    "03000000" "0d00000000000000"                       # bits_per_cell, payload_length 13
+    "54e3398a1c71a90646e757502ddbe637b4c0b3e6f5e0f467f4ba1e2a6376529b"  # prior_hash
+    "45b14d4c"                                          # header CRC32
+    "3b008c2a" "cf18df2082281afd98"                     # payload: lane 0's state, 9 bytes
+    "d17690b8"                                          # payload CRC32
+)  # fmt: skip
+
+
+def golden_context() -> tuple[FsqHeader, Prior, np.ndarray]:
+    from test_context_coding import GOLDEN_GRID, GOLDEN_LEVELS, context_prior
+
+    prior = context_prior(GOLDEN_LEVELS)
+    header = FsqHeader.for_grid(GOLDEN_HASH, 6, 10, 4, GOLDEN_LEVELS).with_prior(prior)
+    return header, prior, GOLDEN_GRID.reshape(-1, 2)
+
+
+def test_golden_vector_context() -> None:
+    header, prior, cells = golden_context()
+    assert (header.coding, header.prior_hash) == (2, prior.sha256)
+    data = write_fsq(header, cells, prior)
+    assert data.hex() == GOLDEN_CONTEXT_HEX and len(data) == 131
+    read_header, read_cells = read_fsq(data, prior)
+    assert read_header == header
+    np.testing.assert_array_equal(read_cells, cells)
+    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
+    assert GOLDEN_CONTEXT_HEX in ["".join(block.split()) for block in text.split("```")[1::2]]
+
+
+def test_context_file_needs_its_own_prior_and_context_tables() -> None:
+    header, prior, cells = golden_context()
+    data = bytes.fromhex(GOLDEN_CONTEXT_HEX)
+    with pytest.raises(FSQDeployError, match=r"^bitstream: file is entropy-coded \(coding 2, prior 54e3398a..\) "
+                                             r"and no prior was given"):
+        read_fsq(data)
+    plain = Prior(prior.levels, prior.frequencies)  # the same per-channel tables, no context tables
+    with pytest.raises(FSQDeployError, match=r"foreign prior \(prior_hash 54e3398a.. != this artifact's"):
+        read_fsq(data, plain)
+    # coding 1 with the same prior is a different file, and each reads back
+    one = write_fsq(header.with_prior(prior, coding=1), cells, prior)
+    assert one[49] == 1 and read_fsq(one, prior)[0].coding == 1
+    np.testing.assert_array_equal(read_fsq(one, prior)[1], cells)
+    with pytest.raises(FSQDeployError, match=r"has no context tables, so it cannot code coding 2"):
+        write_fsq(header.with_prior(plain, coding=2), cells, plain)
+    with pytest.raises(FSQDeployError, match=r"with_prior needs coding 1 or 2, got 0"):
+        header.with_prior(prior, coding=0)
+    with pytest.raises(FSQDeployError, match=r"indices have 5 rows but the 2x3 grid needs 6"):
+        write_fsq(header, cells[:5], prior)
+
+
+def test_every_truncation_and_bit_flip_of_a_context_file_is_refused() -> None:
+    _, prior, _ = golden_context()
+    data = bytes.fromhex(GOLDEN_CONTEXT_HEX)
+    for length in range(len(data)):
+        with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
+            read_fsq(data[:length], prior)
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FSQDeployError, match="^bitstream: "):
+            read_fsq(bytes(flipped), prior)
+
+
+@given(
+    height=st.integers(1, 120),
+    width=st.integers(1, 120),
+    cell=st.sampled_from([1, 4, 8, 16]),
+    levels=st.lists(st.integers(2, 9), min_size=1, max_size=5),
+    per_lane=st.sampled_from([1, 7, 64, 2048]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_context_file_round_trip(height: int, width: int, cell: int, levels: list[int], per_lane: int,
+                                 seed: int) -> None:
+    from fsqdeploy.entropy import quantize_counts
+
+    rng = np.random.default_rng(seed)
+    contexts = [[quantize_counts(rng.integers(0, 50, level) ** 2) for _ in range(level * level)] for level in levels]
+    prior = Prior(levels, [quantize_counts([1] * level) for level in levels], contexts, per_lane)
+    header = FsqHeader.for_grid(GOLDEN_HASH, height, width, cell, levels).with_prior(prior)
+    indices = rng.integers(0, levels, size=(header.num_cells, len(levels)))
+    data = write_fsq(header, indices, prior)
+    read_header, read_indices = read_fsq(data, prior)
+    assert read_header == header and read_header.coding == 2
     np.testing.assert_array_equal(read_indices, indices)

@@ -1,8 +1,9 @@
 // libFuzzer target for the .fsq reader, both codings. Every input must either be refused with
 // fsq::Error or be accepted, and an accepted file must be canonical: writing what was read gives
 // back the same bytes. Anything else (a crash, a sanitizer report, another exception) is a bug.
-// Coding-1 files are read with docs/bitstream.md's golden prior (levels [3, 5, 7]); the seeds hold
-// files coded with it, so mutations reach the rANS decoder with the right prior_hash.
+// Coding-1 files are read with docs/bitstream.md's golden prior (levels [3, 5, 7]) and coding-2 files
+// with its coding-2 golden prior (levels [3, 2], context tables); the seeds hold files coded with
+// each, so mutations reach both rANS decoders with the right prior_hash.
 //
 // Random bytes rarely get past the two CRC32s, so each input is also tried with its CRCs repaired:
 // that lets the fuzzer reach the header's values (v2's layout, coding and prior_hash included),
@@ -24,14 +25,30 @@ const fsq::Prior& golden_prior() {
     return prior;
 }
 
+// docs/bitstream.md's coding-2 golden prior (runtime/cpp/tests/helpers.hpp's golden_context_prior).
+const fsq::Prior& golden_context_prior() {
+    static const fsq::Prior prior = [] {
+        const std::vector<std::vector<std::uint32_t>> three = {{64694, 259, 583}, {65, 64888, 583}, {66, 259, 65211}};
+        const std::vector<std::vector<std::uint32_t>> two = {{65274, 262}, {66, 65470}};
+        std::vector<std::vector<std::vector<std::uint32_t>>> contexts(2);
+        for (std::size_t ctx = 0; ctx < 9; ++ctx) contexts[0].push_back(three[ctx % 3]);
+        for (std::size_t ctx = 0; ctx < 4; ++ctx) contexts[1].push_back(two[ctx % 2]);
+        return fsq::Prior({3, 2}, {{21846, 21845, 21845}, {32768, 32768}}, contexts, 2048);
+    }();
+    return prior;
+}
+
 void check(const std::uint8_t* data, std::size_t size) {
+    // a v2 file's coding byte (offset 49) picks the prior it is read with
+    const fsq::Prior& prior = size > 49 && data[4] == 2 && data[49] == fsq::kCodingContext ? golden_context_prior()
+                                                                                          : golden_prior();
     fsq::Bitstream b;
     try {
-        b = fsq::Bitstream::read(data, size, &golden_prior());
+        b = fsq::Bitstream::read(data, size, &prior);
     } catch (const fsq::Error&) {
         return;  // refused with a message: fine
     }
-    const std::vector<std::uint8_t> again = b.write(&golden_prior());
+    const std::vector<std::uint8_t> again = b.write(&prior);
     if (again.size() != size || std::memcmp(again.data(), data, size) != 0) std::abort();
 }
 

@@ -41,7 +41,8 @@ std::string plural(std::string_view unit) {
 }
 
 constexpr const char* kCorrupt = "Note: the file was damaged after it was written; compress the image again";
-constexpr const char* kCodingsText = "0, fixed-rate packing, and 1, rANS with the artifact's prior";
+constexpr const char* kCodingsText =
+    "0, fixed-rate packing, 1, rANS with the artifact's prior, and 2, rANS with its context tables";
 constexpr const char* kOtherArt = "Note: decompress with the artifact that compressed it";
 constexpr const char* kLevelsNote = "Note: pass the model's levels, e.g. [8, 8, 8]";
 
@@ -100,7 +101,7 @@ Problem format_problem(unsigned version, unsigned layout, unsigned coding) {
                     known + ")",
                 "Note: the file comes from a newer writer; read it with that fsqdeploy version"};
     }
-    if ((coding != kCodingFixed && coding != kCodingRans) || (version == 1 && coding != kCodingFixed)) {
+    if (coding > kCodingContext || (version == 1 && coding != kCodingFixed)) {
         return {"unsupported coding " + std::to_string(coding) + " (version " + std::to_string(version) + " knows " +
                     (version == 1 ? "0, fixed-rate packing" : kCodingsText) + ")",
                 "Note: entropy-coded files need a newer fsqdeploy"};
@@ -112,11 +113,11 @@ bool is_zero(const ModelHash& hash) {
     return std::all_of(hash.begin(), hash.end(), [](std::uint8_t b) { return b == 0; });
 }
 
-// A coding-0 file has no prior (prior_hash zero), a coding-1 file names one; "" when they agree.
+// A coding-0 file has no prior (prior_hash zero), an entropy-coded file names one; "" when they agree.
 std::string prior_hash_problem(unsigned coding, const ModelHash& prior_hash) {
     if (is_zero(prior_hash) == (coding == kCodingFixed)) return "";
     return coding == kCodingFixed ? "prior_hash is not zero in a fixed-rate (coding 0) file"
-                                  : "prior_hash is zero in an entropy-coded (coding 1) file";
+                                  : "prior_hash is zero in an entropy-coded (coding " + std::to_string(coding) + ") file";
 }
 
 Problem header_levels_problem(const Levels& levels, unsigned version) {
@@ -356,11 +357,13 @@ void read_fixed(const std::uint8_t* data, unsigned version, Header& h) {
     h.grid_cols = static_cast<std::uint32_t>(get_le(p + 6, 4));
 }
 
-// A coding-1 file is coded with exactly one prior: refuse none, or another (a foreign prior).
+// An entropy-coded file is coded with exactly one prior: refuse none, or another (a foreign prior).
 void check_prior(const Header& h, const Prior* prior, const std::string& source) {
     const std::string file_prior = to_hex(h.prior_hash).substr(0, 8);
     if (prior == nullptr) {
-        fail(source + "file is entropy-coded (coding 1, prior " + file_prior + "..) and no prior was given", kOtherArt);
+        fail(source + "file is entropy-coded (coding " + std::to_string(h.coding) + ", prior " + file_prior +
+                 "..) and no prior was given",
+             kOtherArt);
     }
     if (prior->hash() != h.prior_hash) {
         fail(source + "file was coded with a foreign prior (prior_hash " + file_prior + ".. != this artifact's " +
@@ -431,7 +434,7 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
             "unsupported layout " + std::to_string(h.layout) + " (this reader knows 0, patches, and 1, a latent grid)",
             "Note: read the file with the fsqdeploy version that wrote it");
     }
-    if (h.coding != kCodingFixed && h.coding != kCodingRans) {
+    if (h.coding > kCodingContext) {
         reject("unsupported coding " + std::to_string(h.coding) + " (this reader knows " + kCodingsText + ")",
                "Note: entropy-coded files need a newer fsqdeploy");
     }
@@ -472,6 +475,9 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     if (h.coding == kCodingRans) {
         check_prior(h, prior, source);
         problem_in_payload = prior->decode(payload, payload_size, h.num_cells(), out.indices);
+    } else if (h.coding == kCodingContext) {
+        check_prior(h, prior, source);
+        problem_in_payload = prior->decode_context(payload, payload_size, h.grid_rows, h.grid_cols, out.indices);
     } else {
         problem_in_payload = decode_payload(payload, payload_size, h.levels, need, h.num_cells(),
                                             format_of(version).unit, out.indices);
@@ -655,7 +661,7 @@ bool Header::operator==(const Header& o) const {
 
 Header Header::with_prior(const Prior& prior) const {
     Header h = *this;
-    h.coding = kCodingRans;
+    h.coding = prior.coding();
     h.prior_hash = prior.hash();
     h.check();
     return h;
@@ -664,14 +670,18 @@ Header Header::with_prior(const Prior& prior) const {
 std::vector<std::uint8_t> Bitstream::write(const Prior* prior) const {
     header.check();
     std::vector<std::uint8_t> payload;
-    if (header.coding == kCodingRans) {
+    const std::size_t rows = indices.size() / header.levels.size();
+    if (header.coding == kCodingFixed) {
+        payload = pack_indices(indices, header.levels);
+    } else {
         check_prior(header, prior, "");
         check_index_rows(indices, header.levels);
-        payload = prior->encode(indices.data(), indices.size() / header.levels.size());
-    } else {
-        payload = pack_indices(indices, header.levels);
+        if (header.coding == kCodingRans) {
+            payload = prior->encode(indices.data(), rows);
+        } else if (rows == header.num_cells()) {  // coding 2 needs the grid's shape: a wrong count is refused below
+            payload = prior->encode_context(indices.data(), header.grid_rows, header.grid_cols);
+        }
     }
-    const std::size_t rows = indices.size() / header.levels.size();
     if (rows != header.num_cells()) {
         fail("indices have " + std::to_string(rows) + " rows but the " + std::to_string(header.grid_rows) + "x" +
                  std::to_string(header.grid_cols) + " grid needs " + std::to_string(header.num_cells()),

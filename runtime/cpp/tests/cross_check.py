@@ -9,9 +9,10 @@
    refused by both writers with the same message.
 3. Damaged copies (truncations, flipped bits), and intact v2 files this reader must not decode (an
    unknown layout or coding, a prior_hash), are refused by both readers with the same message.
-4. Coding 1 (rANS over a prior): Python writes entropy-coded files with random priors, C++ reads the
-   same indices; C++ writes them from the same specs byte for byte; damaged ones (truncated, flipped,
-   a payload that does not decode, no prior, a foreign prior) are refused by both with the same message.
+4. Codings 1 and 2 (rANS over a prior, without and with context tables): Python writes
+   entropy-coded files with random priors, C++ reads the same indices; C++ writes them from the same
+   specs byte for byte; damaged ones (truncated, flipped, a payload that does not decode, no prior,
+   a foreign prior) are refused by both with the same message.
 5. Tiling: C++ to_patches / from_patches equal runtime/compress.py's, bit for bit.
 6. A manifest written with fsqdeploy.artifact (and grown with add_files) reads in C++
    with the same fields; after a file is changed C++ refuses it, naming the problem as
@@ -117,55 +118,72 @@ def with_payload(data: bytes, payload: bytes) -> bytes:
                      zlib.crc32(payload).to_bytes(4, "little")])
 
 
-def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], header_of) -> None:
+def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], header_of, coding: int) -> None:
     from fsqdeploy.entropy import Prior, lane_count, quantize_counts
     from fsqdeploy.errors import FSQDeployError
 
-    for sub in ("rans_py", "rans_cpp", "rans_damaged"):
-        (work / sub).mkdir()
-    # Tables need D * 2^16 slots in each decoder: levels of moderate size only.
-    chosen = [(i, c) for i, c in enumerate(cases) if c["version"] == 2 and len(c["levels"]) <= 64
-              and max(c["levels"]) <= 4096]
+    tag = "rans" if coding == 1 else "context"
+    py, cpp_dir, bad = (work / f"{tag}_{sub}" for sub in ("py", "cpp", "damaged"))
+    for sub in (py, cpp_dir, bad):
+        sub.mkdir()
+    # Tables need D * 2^16 slots in each coding-1 decoder: levels of moderate size only; coding 2
+    # has L_d^3 entries per column: small levels only, as export/prior.py builds them.
+    if coding == 1:
+        chosen = [(i, c) for i, c in enumerate(cases) if c["version"] == 2 and len(c["levels"]) <= 64
+                  and max(c["levels"]) <= 4096]
+    else:
+        chosen = [(i, c) for i, c in enumerate(cases) if c["version"] == 2 and len(c["levels"]) <= 16
+                  and max(c["levels"]) <= 24]
     priors, lanes = {}, set()
+
+    def random_table(gen, level: int) -> tuple[int, ...]:
+        return quantize_counts((gen.random(level) ** 3 * 1000).astype(int) * (gen.random(level) < 0.8))
+
     for i, case in chosen:
         gen = np.random.default_rng(rng.getrandbits(32))
-        counts = [(gen.random(level) ** 3 * 1000).astype(int) * (gen.random(level) < 0.8) for level in case["levels"]]
-        prior = priors[i] = Prior(case["levels"], [quantize_counts(c) for c in counts])
-        prior.save(work / "rans_py" / f"case{i:03d}.prior.json", {})
+        tables = [random_table(gen, level) for level in case["levels"]]
+        if coding == 1:
+            prior = priors[i] = Prior(case["levels"], tables)
+        else:  # a lane rule that gives the small test grids several lanes too
+            contexts = [[random_table(gen, level) for _ in range(level * level)] for level in case["levels"]]
+            prior = priors[i] = Prior(case["levels"], tables, contexts, rng.choice([1, 3, 17, 2048]))
+        prior.save(py / f"case{i:03d}.prior.json", {})
         header = header_of(case).with_prior(prior)
-        bs.save_fsq(work / "rans_py" / f"case{i:03d}.fsq", header, case["indices"], prior)
-        lanes.add(lane_count(case["indices"].size))
-    run_tool(args.tool, "read", work / "rans_py", work / "out" / "rans_py.json")
-    results = json.loads((work / "out" / "rans_py.json").read_text())
+        bs.save_fsq(py / f"case{i:03d}.fsq", header, case["indices"], prior)
+        n = case["indices"].size
+        lanes.add(lane_count(n) if coding == 1 else prior.context_lane_count(n))
+    run_tool(args.tool, "read", py, work / "out" / f"{tag}_py.json")
+    results = json.loads((work / "out" / f"{tag}_py.json").read_text())
     for (i, case), got in zip(chosen, results):
         if "error" in got:
-            fail(f"rans case {i}: C++ refused a file Python wrote: {got['error']}")
-        if got["coding"] != 1 or got["prior_hash"] != priors[i].sha256.hex():
-            fail(f"rans case {i}: C++ coding {got['coding']} / prior_hash {got['prior_hash'][:8]} differ")
+            fail(f"{tag} case {i}: C++ refused a file Python wrote: {got['error']}")
+        if got["coding"] != coding or got["prior_hash"] != priors[i].sha256.hex():
+            fail(f"{tag} case {i}: C++ coding {got['coding']} / prior_hash {got['prior_hash'][:8]} differ")
         indices = np.fromfile(got["indices_file"], dtype="<i4").reshape(-1, len(case["levels"]))
         if not np.array_equal(indices, case["indices"]):
-            fail(f"rans case {i}: C++ indices differ from Python's")
-    print(f"rans python -> c++: {len(chosen)} entropy-coded files (lane counts {sorted(lanes)}), indices identical")
+            fail(f"{tag} case {i}: C++ indices differ from Python's")
+    print(f"coding {coding} python -> c++: {len(chosen)} entropy-coded files (lane counts {sorted(lanes)}), "
+          "indices identical")
 
     specs = []
     for i, case in chosen:
-        path = work / "specs" / f"rans{i:03d}.i32"
+        path = work / "specs" / f"{tag}{i:03d}.i32"
         case["indices"].astype("<i4").tofile(path)
         specs.append({"name": f"case{i:03d}.fsq", **{k: case[k] for k in SPEC_FIELDS}, "indices_file": str(path),
-                      "prior_file": str(work / "rans_py" / f"case{i:03d}.prior.json")})
-    (work / "specs" / "rans.json").write_text(json.dumps(specs))
-    run_tool(args.tool, "write", work / "specs" / "rans.json", work / "rans_cpp", work / "out" / "rans_written.json")
-    for (i, _), got in zip(chosen, json.loads((work / "out" / "rans_written.json").read_text())):
+                      "prior_file": str(py / f"case{i:03d}.prior.json")})
+    (work / "specs" / f"{tag}.json").write_text(json.dumps(specs))
+    run_tool(args.tool, "write", work / "specs" / f"{tag}.json", cpp_dir, work / "out" / f"{tag}_written.json")
+    for (i, _), got in zip(chosen, json.loads((work / "out" / f"{tag}_written.json").read_text())):
         if "error" in got:
-            fail(f"rans case {i}: C++ refused to write: {got['error']}")
+            fail(f"{tag} case {i}: C++ refused to write: {got['error']}")
         name = f"case{i:03d}.fsq"
-        if (work / "rans_cpp" / name).read_bytes() != (work / "rans_py" / name).read_bytes():
-            fail(f"rans case {i}: C++ bytes differ from Python's")
-    print(f"rans c++ -> python: {len(chosen)} entropy-coded files byte-identical")
+        if (cpp_dir / name).read_bytes() != (py / name).read_bytes():
+            fail(f"{tag} case {i}: C++ bytes differ from Python's")
+    print(f"coding {coding} c++ -> python: {len(chosen)} entropy-coded files byte-identical")
 
     damaged = {}  # name: (bytes, prior or None)
     for i, case in chosen:
-        data, prior = (work / "rans_py" / f"case{i:03d}.fsq").read_bytes(), priors[i]
+        data, prior = (py / f"case{i:03d}.fsq").read_bytes(), priors[i]
         header_length = header_of(case).header_length
         payload = data[header_length:-4]
         for k in range(2):
@@ -180,24 +198,26 @@ def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], 
         big = int(np.argmax(tables[0]))
         tables[0][big] -= 1
         tables[0][(big + 1) % len(tables[0])] += 1
-        damaged[f"r{i:03d}_foreign"] = (data, Prior(prior.levels, tables))
+        damaged[f"r{i:03d}_foreign"] = (data, Prior(prior.levels, tables, prior.context_frequencies,
+                                                    prior.context_symbols_per_lane))
         # intact files (valid CRCs) whose payload does not decode
         damaged[f"r{i:03d}_words"] = (with_payload(data, payload + b"\0\0"), prior)
         damaged[f"r{i:03d}_odd"] = (with_payload(data, payload[:-1]), prior)
         damaged[f"r{i:03d}_state"] = (with_payload(data, b"\xff\xff\0\0" + payload[4:]), prior)
         damaged[f"r{i:03d}_short"] = (with_payload(data, payload[:-2]), prior)
-        states = 4 * lane_count(case["indices"].size)
+        n = case["indices"].size
+        states = 4 * (lane_count(n) if coding == 1 else prior.context_lane_count(n))
         if len(payload) > states:  # a bit flipped in the stream bytes after the lanes' states (a tiny
             cut = bytearray(payload)  # case may have none: its symbols fit in the final states)
             cut[rng.randrange(states, len(cut))] ^= 1 << rng.randrange(8)
             damaged[f"r{i:03d}_word"] = (with_payload(data, bytes(cut)), prior)
     for name, (data, prior) in damaged.items():
-        (work / "rans_damaged" / f"{name}.fsq").write_bytes(data)
+        (bad / f"{name}.fsq").write_bytes(data)
         if prior is not None:
-            prior.save(work / "rans_damaged" / f"{name}.prior.json", {})
-    run_tool(args.tool, "read", work / "rans_damaged", work / "out" / "rans_damaged.json")
+            prior.save(bad / f"{name}.prior.json", {})
+    run_tool(args.tool, "read", bad, work / "out" / f"{tag}_damaged.json")
     refused = 0
-    for got in json.loads((work / "out" / "rans_damaged.json").read_text()):
+    for got in json.loads((work / "out" / f"{tag}_damaged.json").read_text()):
         name = Path(got["file"]).stem
         data, prior = damaged[name]
         try:
@@ -214,7 +234,7 @@ def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], 
         if got.get("error") != python_message:
             fail(f"{name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}")
         refused += 1
-    print(f"rans damaged: {refused} of {len(damaged)} truncated, flipped, undecodable, prior-less or foreign-prior "
+    print(f"coding {coding} damaged: {refused} of {len(damaged)} truncated, flipped, undecodable, prior-less or foreign-prior "
           "files refused by both with the same message (the rest decoded alike)")
 
 
@@ -389,7 +409,8 @@ def main() -> int:
           "same message")
 
     # 4. Coding 1: the same cases as entropy-coded v2 files, each with a random prior of its levels.
-    check_rans(args, bs, np, rng, work, cases, header_of)
+    check_rans(args, bs, np, rng, work, cases, header_of, coding=1)
+    check_rans(args, bs, np, rng, work, cases, header_of, coding=2)
 
     # 5. Tiling and stitching, against runtime/compress.py.
     from fsqdeploy.images import from_patches, to_patches

@@ -8,15 +8,17 @@
 //                                            image_width, cell_size, levels, indices_file (raw int32 [N, D]) or
 //                                            grid_file (raw int32 [1, D, rows, cols], through grid_to_cells)}
 //                                            -> OUTDIR/name (version 1: Header::for_image; 2: for_patches or for_grid;
-//                                            with "prior_file", coding 1 over that prior.json)
-//   fsq-cross rans-time PRIOR.json INDICES.i32 CELLS REPEATS OUT.json   encode and decode the indices REPEATS
-//                                            times: best milliseconds of each, payload bytes, its sha256
+//                                            with "prior_file", coding 1 or 2 over that prior.json)
+//   fsq-cross rans-time PRIOR.json INDICES.i32 CELLS REPEATS OUT.json [ROWS COLS]   encode and decode the
+//                                            indices REPEATS times (coding 2 over a ROWS x COLS grid when given):
+//                                            best milliseconds of each, payload bytes, its sha256
 //   fsq-cross patches IMAGE.u8 H W P OUT.f32     to_patches of a raw interleaved RGB image
 //   fsq-cross stitch PATCHES.f32 R C H W P OUT.u8  from_patches
 //   fsq-cross manifest ART OUT.json          Manifest::load (verified) summary
 //   fsq-cross make-art ART                   a valid artifact directory with dummy graphs
 //   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files,
-//                                            coding-1 files over the golden prior, which the fuzz target reads with)
+//                                            coding-1 and coding-2 files over the golden priors, which the fuzz
+//                                            target reads with)
 //
 // fsq::Error -> its message on stderr, exit 2.
 #include <algorithm>
@@ -190,21 +192,25 @@ int run(const std::vector<std::string>& a) {
                           {"engines", m.engine_files()}});
         return 0;
     }
-    if (cmd == "rans-time" && a.size() == 6) {
-        // The coder alone, as benchmarks/entropy_coding.py times Python's: best of REPEATS runs.
+    if (cmd == "rans-time" && (a.size() == 6 || a.size() == 8)) {
+        // The coder alone, as benchmarks/entropy_coding.py times Python's: best of REPEATS runs;
+        // with ROWS COLS, coding 2 over that grid.
         const fsq::Prior prior = fsq::Prior::load(a[1]);
         const std::vector<std::int32_t> indices = read_raw<std::int32_t>(a[2]);
         const std::uint64_t cells = std::stoull(a[3]);
         const int repeats = std::stoi(a[4]);
+        const bool context = a.size() == 8;
+        const std::uint64_t rows = context ? std::stoull(a[6]) : 0, cols = context ? std::stoull(a[7]) : 0;
         using clock = std::chrono::steady_clock;
         double best_encode = 1e30, best_decode = 1e30;
         std::vector<std::uint8_t> payload;
         std::vector<std::int32_t> back;
         for (int r = 0; r < repeats; ++r) {
             const auto t0 = clock::now();
-            payload = prior.encode(indices.data(), cells);
+            payload = context ? prior.encode_context(indices.data(), rows, cols) : prior.encode(indices.data(), cells);
             const auto t1 = clock::now();
-            const std::string problem = prior.decode(payload.data(), payload.size(), cells, back);
+            const std::string problem = context ? prior.decode_context(payload.data(), payload.size(), rows, cols, back)
+                                                : prior.decode(payload.data(), payload.size(), cells, back);
             const auto t2 = clock::now();
             if (!problem.empty() || back != indices) throw fsq::Error("fsq-cross: rans round trip failed: " + problem);
             best_encode = std::min(best_encode, std::chrono::duration<double, std::milli>(t1 - t0).count());
@@ -262,6 +268,24 @@ int run(const std::vector<std::string>& a) {
                                                                   fsq::test::kGoldenLevels[i % 3]) >> 16));
             }
             b.save(fs::path(a[1]) / ("valid_rans" + std::to_string(k) + ".fsq"), &prior);
+        }
+        // Coding 2 over the coding-2 golden prior (the fuzz target's other prior): the golden file and
+        // grids from one cell to several lanes (K = 1, 1, 2, 3).
+        const fsq::Prior context = fsq::test::golden_context_prior();
+        fsq::test::write_bytes(fs::path(a[1]) / "golden_context.fsq",
+                               fsq::test::from_hex(fsq::test::kGoldenContextHex));
+        for (std::size_t k = 0; k < std::size(sides); ++k) {
+            fsq::Bitstream b;
+            b.header = fsq::Header::for_grid(fsq::test::golden_hash(), sides[k][0], sides[k][1], 4,
+                                             fsq::test::kGoldenContextLevels)
+                           .with_prior(context);
+            for (std::uint64_t i = 0; i < b.header.num_cells() * 2; ++i) {
+                seed = seed * 1103515245u + 12345u;
+                const std::uint32_t u = (seed >> 16) & 0xFFFF;
+                b.indices.push_back(static_cast<std::int32_t>((u * u >> 16) * static_cast<std::uint32_t>(
+                                                                  fsq::test::kGoldenContextLevels[i % 2]) >> 16));
+            }
+            b.save(fs::path(a[1]) / ("valid_context" + std::to_string(k) + ".fsq"), &context);
         }
         return 0;
     }

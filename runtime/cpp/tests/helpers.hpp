@@ -80,6 +80,31 @@ inline Prior golden_prior() {
     return Prior(kGoldenLevels, {{32768, 16384, 16384}, {30000, 20000, 10000, 5000, 536}, {1, 2, 3, 65524, 2, 2, 2}});
 }
 
+// docs/bitstream.md's coding-2 golden: levels [3, 2], a 2 x 3 grid of a 6 x 10 image (f = 4), coded
+// with golden_context_prior(); the fuzz target reads coding-2 files with that prior.
+inline const char* const kGoldenContextHex =
+    "46535142020072000001020304050607"
+    "08090a0b0c0d0e0f1011121314151617"
+    "18191a1b1c1d1e1f060000000a000000"
+    "01020400020000000300000002000300"
+    "0200030000000d0000000000000054e3"
+    "398a1c71a90646e757502ddbe637b4c0"
+    "b3e6f5e0f467f4ba1e2a6376529b45b1"
+    "4d4c3b008c2acf18df2082281afd98d1"
+    "7690b8";
+inline const Levels kGoldenContextLevels = {3, 2};
+inline const std::vector<std::int32_t> kGoldenContextIndices = {0, 1, 2, 0, 1, 1, 2, 1, 0, 0, 1, 0};
+
+// Table ctx of a column of L symbols: quantize_counts of (s + 1)^2, plus 1000 for s = ctx % L.
+inline Prior golden_context_prior(std::uint64_t symbols_per_lane = 2048) {
+    const std::vector<std::vector<std::uint32_t>> three = {{64694, 259, 583}, {65, 64888, 583}, {66, 259, 65211}};
+    const std::vector<std::vector<std::uint32_t>> two = {{65274, 262}, {66, 65470}};
+    std::vector<std::vector<std::vector<std::uint32_t>>> contexts(2);
+    for (std::size_t ctx = 0; ctx < 9; ++ctx) contexts[0].push_back(three[ctx % 3]);
+    for (std::size_t ctx = 0; ctx < 4; ++ctx) contexts[1].push_back(two[ctx % 2]);
+    return Prior(kGoldenContextLevels, {{21846, 21845, 21845}, {32768, 32768}}, contexts, symbols_per_lane);
+}
+
 inline ModelHash golden_hash() {
     ModelHash h{};
     for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint8_t>(i);

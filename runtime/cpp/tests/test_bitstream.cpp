@@ -323,9 +323,11 @@ TEST(Header, CheckRefusesWhatFsqHeaderRefuses) {
          "bitstream: version = 3 is not one of [1, 2]. Note: read the file with the fsqdeploy version"},
         {[](Header& h) { h.version = 1; }, "unsupported layout 1 (version 1 knows 0 (patches))"},
         {[](Header& h) { h.layout = 2; }, "unsupported layout 2 (version 2 knows 0 (patches) or 1 (latent grid))"},
+        {[](Header& h) { h.coding = 3; },
+         "unsupported coding 3 (version 2 knows 0, fixed-rate packing, 1, rANS with the artifact's prior, and 2, rANS "
+         "with its context tables). Note: entropy-coded files need a newer"},
         {[](Header& h) { h.coding = 2; },
-         "unsupported coding 2 (version 2 knows 0, fixed-rate packing, and 1, rANS with the artifact's prior). Note: "
-         "entropy-coded files need a newer"},
+         "prior_hash is zero in an entropy-coded (coding 2) file. Note: build the header with Header::with_prior"},
         {[](Header& h) { h.coding = 1; },
          "prior_hash is zero in an entropy-coded (coding 1) file. Note: build the header with Header::with_prior"},
         {[](Header& h) { h.prior_hash[3] = 1; }, "prior_hash is not zero in a fixed-rate (coding 0) file"},
@@ -490,11 +492,13 @@ TEST(Reader, RefusesEachMalformedV2FieldWithPythonsReason) {
          "bitstream: unsupported layout 2 (this reader knows 0, patches, and 1, a latent grid). Note: read the file "
          "with the fsqdeploy version that wrote it"},
         {with([](Fields& f) {
-             f.coding = 2;
+             f.coding = 3;
              f.payload_length = 3;
          }),
-         "bitstream: unsupported coding 2 (this reader knows 0, fixed-rate packing, and 1, rANS with the artifact's "
-         "prior). Note: entropy-coded files need a newer fsqdeploy"},
+         "bitstream: unsupported coding 3 (this reader knows 0, fixed-rate packing, 1, rANS with the artifact's "
+         "prior, and 2, rANS with its context tables). Note: entropy-coded files need a newer fsqdeploy"},
+        {with([](Fields& f) { f.coding = 2; }),
+         "bitstream: prior_hash is zero in an entropy-coded (coding 2) file. Note: the file was damaged"},
         {with([](Fields& f) { f.coding = 1; }),
          "bitstream: prior_hash is zero in an entropy-coded (coding 1) file. Note: the file was damaged"},
         {with([](Fields& f) { f.prior[0] = 1; }),
@@ -655,6 +659,27 @@ std::pair<Prior, std::vector<std::int32_t>> lanes_vector() {
 
 }  // namespace
 
+// fsqdeploy.entropy.quantize_counts, for building test tables as the Python tests do: every symbol
+// 1, the rest of 2^16 by largest remainder (the smaller symbol first on a tie), no counts as all 1.
+std::vector<std::uint32_t> quantize_for_test(std::vector<std::uint64_t> counts) {
+    std::uint64_t total = 0;
+    for (std::uint64_t c : counts) total += c;
+    if (total == 0) std::fill(counts.begin(), counts.end(), 1), total = counts.size();
+    const std::uint64_t spare = 65536 - counts.size();
+    std::vector<std::uint32_t> freq;
+    std::vector<std::pair<std::uint64_t, std::size_t>> remainders;
+    std::uint64_t sum = 0;
+    for (std::size_t s = 0; s < counts.size(); ++s) {
+        freq.push_back(static_cast<std::uint32_t>(1 + counts[s] * spare / total));
+        sum += freq.back();
+        remainders.push_back({counts[s] * spare % total, s});
+    }
+    std::sort(remainders.begin(), remainders.end(),
+              [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    for (std::size_t i = 0; i < 65536 - sum; ++i) freq[remainders[i].second] += 1;
+    return freq;
+}
+
 TEST(Rans, GoldenPriorHashAndFile) {
     const Prior prior = golden_prior();
     EXPECT_EQ(to_hex_bytes(prior.canonical_bytes()),
@@ -787,6 +812,137 @@ TEST(Rans, BadPayloadsWithValidCrcsAreRefusedWithPythonsWords) {
     EXPECT_FSQ_ERROR(Bitstream::read(huge.build(), &prior),
                      "bitstream: entropy-coded payload of 128 bytes cannot hold 55340232195358851075 symbols under "
                      "this prior (the header's grid is too large for it)");
+}
+
+// -- coding 2 ---------------------------------------------------------------------------------
+
+TEST(Context, GoldenPriorHashAndFile) {
+    const Prior prior = golden_context_prior();
+    EXPECT_EQ(prior.coding(), kCodingContext);
+    EXPECT_EQ(to_hex(prior.hash()), "54e3398a1c71a90646e757502ddbe637b4c0b3e6f5e0f467f4ba1e2a6376529b");
+    EXPECT_EQ(to_hex_bytes(prior.encode_context(kGoldenContextIndices.data(), 2, 3)), "3b008c2acf18df2082281afd98");
+    const Bitstream b{Header::for_grid(golden_hash(), 6, 10, 4, kGoldenContextLevels).with_prior(prior),
+                      kGoldenContextIndices};
+    EXPECT_EQ(b.header.coding, kCodingContext);
+    const std::vector<std::uint8_t> data = b.write(&prior);
+    EXPECT_EQ(data, from_hex(kGoldenContextHex));
+    const Bitstream back = Bitstream::read(data, &prior);
+    EXPECT_EQ(back.header, b.header);
+    EXPECT_EQ(back.indices, kGoldenContextIndices);
+    // the same tables without the context tables: another prior, and coding 1
+    const Prior plain(kGoldenContextLevels, prior.frequencies());
+    EXPECT_EQ(plain.coding(), kCodingRans);
+    EXPECT_FSQ_ERROR(Bitstream::read(data, &plain), "bitstream: file was coded with a foreign prior (prior_hash 54e3398a..");
+    EXPECT_FSQ_ERROR(Bitstream::read(data), "bitstream: file is entropy-coded (coding 2, prior 54e3398a..) and no "
+                                            "prior was given");
+}
+
+TEST(Context, LanesVectorIsPinned) {
+    // test_context_coding.py's lanes_vector: levels 8,5,5,5, 23 x 29 cells, 256 symbols per lane.
+    const Levels levels = {8, 5, 5, 5};
+    std::vector<std::vector<std::uint32_t>> tables;
+    std::vector<std::vector<std::vector<std::uint32_t>>> contexts;
+    for (int level : levels) {
+        tables.push_back(std::vector<std::uint32_t>());
+        contexts.emplace_back();
+        for (int ctx = 0; ctx < level * level; ++ctx) {
+            std::vector<std::uint64_t> counts;
+            for (int s = 0; s < level; ++s) counts.push_back((s + 1) * (s + 1) + (s == ctx % level ? 1000 : 0));
+            contexts.back().push_back(quantize_for_test(counts));
+        }
+        tables.back() = quantize_for_test(std::vector<std::uint64_t>(static_cast<std::size_t>(level), 1));
+    }
+    const Prior prior(levels, tables, contexts, 256);
+    std::uint32_t seed = 1;
+    std::vector<std::int32_t> symbols;
+    for (std::size_t i = 0; i < 23 * 29 * 4; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        const std::uint64_t u = seed >> 16;
+        symbols.push_back(static_cast<std::int32_t>(((u * u) >> 16) * static_cast<std::uint64_t>(levels[i % 4]) >> 16));
+    }
+    EXPECT_EQ(prior.context_lane_count(symbols.size()), 10u);
+    const std::vector<std::uint8_t> payload = prior.encode_context(symbols.data(), 23, 29);
+    EXPECT_EQ(to_hex(sha256(payload.data(), payload.size())),
+              "4e278b6604d9c3cc5ea2bb917ea76cd3143c2519627d5cda6b6f1dcee80bb960");
+    std::vector<std::int32_t> back;
+    EXPECT_EQ(prior.decode_context(payload.data(), payload.size(), 23, 29, back), "");
+    EXPECT_EQ(back, symbols);
+}
+
+TEST(Context, RandomRoundTrips) {
+    std::mt19937 rng(11);
+    for (int trial = 0; trial < 60; ++trial) {
+        Levels levels(1 + rng() % 4);
+        std::vector<std::vector<std::uint32_t>> tables;
+        std::vector<std::vector<std::vector<std::uint32_t>>> contexts;
+        for (int& level : levels) {
+            level = 2 + static_cast<int>(rng() % 9);
+            std::vector<std::uint64_t> flat(static_cast<std::size_t>(level), 1);
+            tables.push_back(quantize_for_test(flat));
+            contexts.emplace_back();
+            for (int ctx = 0; ctx < level * level; ++ctx) {
+                std::vector<std::uint64_t> counts;
+                for (int s = 0; s < level; ++s) counts.push_back(rng() % 1000 * (rng() % 3 != 0));
+                contexts.back().push_back(quantize_for_test(counts));
+            }
+        }
+        const Prior prior(levels, tables, contexts, 1 + rng() % 64);
+        const std::uint64_t rows = 1 + rng() % 30, cols = 1 + rng() % 30;
+        std::vector<std::int32_t> indices(rows * cols * levels.size());
+        for (std::size_t i = 0; i < indices.size(); ++i) {
+            indices[i] = static_cast<std::int32_t>(rng() % static_cast<unsigned>(levels[i % levels.size()]));
+        }
+        const std::vector<std::uint8_t> payload = prior.encode_context(indices.data(), rows, cols);
+        std::vector<std::int32_t> back;
+        ASSERT_EQ(prior.decode_context(payload.data(), payload.size(), rows, cols, back), "") << "trial " << trial;
+        ASSERT_EQ(back, indices) << "trial " << trial;
+    }
+}
+
+TEST(Context, ContextTablesAreChecked) {
+    const std::vector<std::vector<std::uint32_t>> per = {{21846, 21845, 21845}};
+    EXPECT_FSQ_ERROR(Prior({3}, per, {std::vector<std::vector<std::uint32_t>>(4, {21846, 21845, 21845})}),
+                     "prior: column 0 has 4 context tables, levels[0]^2 = 9");
+    std::vector<std::vector<std::uint32_t>> column(9, {21846, 21845, 21845});
+    column[8] = {65535, 1, 0};
+    EXPECT_FSQ_ERROR(Prior({3}, per, {column}),
+                     "prior: context table 8 of column 0 gives symbol 2 frequency 0; every symbol needs at least 1");
+    column[8] = {65535, 1};
+    EXPECT_FSQ_ERROR(Prior({3}, per, {column}), "prior: context table 8 of column 0 has 2 frequencies, levels[0] = 3");
+    EXPECT_FSQ_ERROR(Prior({3}, per, {column, column}), "prior: context tables for 2 columns, 1 levels");
+    EXPECT_FSQ_ERROR(Prior({3}, per).encode_context(kGoldenIndices.data(), 1, 1), "has no context tables");
+}
+
+TEST(Context, EveryFlippedBitAndTruncationIsRefused) {
+    const Prior prior = golden_context_prior();
+    const std::vector<std::uint8_t> data = from_hex(kGoldenContextHex);
+    for (std::size_t bit = 0; bit < 8 * data.size(); ++bit) {
+        std::vector<std::uint8_t> flipped = data;
+        flipped[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+        EXPECT_THROW(Bitstream::read(flipped, &prior), Error) << "bit " << bit;
+    }
+    for (std::size_t length = 0; length < data.size(); ++length) {
+        EXPECT_THROW(Bitstream::read(std::vector<std::uint8_t>(data.begin(), data.begin() + length), &prior), Error);
+    }
+}
+
+TEST(Context, BadPayloadsAreRefusedWithPythonsWords) {
+    // tests/runtime/test_context_coding.py's test_damaged_payloads_refused, case by case.
+    const Prior prior = golden_context_prior();
+    const std::vector<std::uint8_t> payload = from_hex("3b008c2acf18df2082281afd98");
+    std::vector<std::int32_t> out;
+    EXPECT_EQ(prior.decode_context(payload.data(), 3, 2, 3, out),
+              "entropy-coded payload has 3 bytes, fewer than its 1 lane states of 4 bytes");
+    std::vector<std::uint8_t> zero = payload;
+    std::fill(zero.begin(), zero.begin() + 4, 0);
+    EXPECT_EQ(prior.decode_context(zero.data(), zero.size(), 2, 3, out), "lane 0 starts in state 0, below 2^24");
+    std::vector<std::uint8_t> longer = payload;
+    longer.push_back(0);
+    EXPECT_EQ(prior.decode_context(longer.data(), longer.size(), 2, 3, out),
+              "entropy-coded payload has 1 bytes left after the last symbol");
+    EXPECT_EQ(golden_context_prior(std::uint64_t{1} << 31).decode_context(payload.data(), payload.size(), 10000, 30000, out),
+              "entropy-coded payload of 13 bytes cannot hold 600000000 symbols under this prior (the header's grid "
+              "is too large for it)");
 }
 
 }  // namespace

@@ -69,7 +69,7 @@ struct Header {
     std::uint8_t version = kVersion;
     std::uint8_t layout = kLayoutPatches;  // version 1 files hold patches only
     std::uint8_t coding = kCodingFixed;
-    ModelHash prior_hash{};  // coding 1: the sha256 of the prior's tables (Prior::hash); zero for coding 0
+    ModelHash prior_hash{};  // codings 1 and 2: the sha256 of the prior's tables (Prior::hash); zero for coding 0
 
     /// A version 2 header (layout 0) for an image tiled row-major into patch_size squares, each
     /// encoded on its own (the paper model), the edges padded.
@@ -88,7 +88,8 @@ struct Header {
     /// so a header that would not round trip cannot be written. Messages are FsqHeader's.
     void check() const;
 
-    /// This (version 2) header for an entropy-coded payload: coding 1 over `prior`'s tables.
+    /// This (version 2) header for an entropy-coded payload over `prior`'s tables: coding 2 when it
+    /// has context tables, else 1.
     Header with_prior(const Prior& prior) const;
 
     /// True when the cells are one latent grid (layout 1), not independent patches.
