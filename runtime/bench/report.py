@@ -197,13 +197,17 @@ def _baselines(report: Row, console: Any) -> None:
     console.print(table)
 
 
-def photo_table(baselines: list[Row]) -> list[tuple[str | None, Row, dict[str, Row]]]:
-    """(photo name or None for overall, the codec's row, {baseline: its equal_bytes row}) per photo,
-    overall last, from a report's ``scope: "photo"`` rows."""
-    at_budget = {(b["codec"], b.get("image")): b for b in baselines
-                 if b.get("scope") == PHOTO and b["mode"] == "equal_bytes"}
+def photo_table(baselines: list[Row]) -> list[tuple[str | None, Row, dict[str, Row], dict[str, Row]]]:
+    """(photo name or None for overall, the codec's row, {baseline: its equal_bytes row}, {baseline:
+    its min_quality row}) per photo, overall last, from a report's ``scope: "photo"`` rows."""
+    def rows_of(mode: str) -> dict[tuple[str, str | None], Row]:
+        return {(b["codec"], b.get("image")): b for b in baselines if b.get("scope") == PHOTO and b["mode"] == mode}
+
+    at_budget, lowest = rows_of("equal_bytes"), rows_of("min_quality")
     names = sorted({k[0] for k in at_budget})
-    return [(b.get("image"), b, {n: at_budget[(n, b.get("image"))] for n in names if (n, b.get("image")) in at_budget})
+    return [(b.get("image"), b,
+             {n: at_budget[(n, b.get("image"))] for n in names if (n, b.get("image")) in at_budget},
+             {n: lowest[(n, b.get("image"))] for n in names if (n, b.get("image")) in lowest})
             for b in baselines if b.get("scope") == PHOTO and b["mode"] == "codec"]
 
 
@@ -229,11 +233,17 @@ def _photos(report: Row, console: Any) -> None:
                *(f"{n.upper()}\n{c}" for n in names for c in ("quality", "bytes", "PSNR", "SSIM")))
     table = _table(f"whole photos of {report['settings']['photos']['data']}: the .fsq file vs JPEG / WebP at no "
                    "more bytes", columns, left=("photo", "size"))
-    for i, (name, codec, others) in enumerate(rows):
+    floor_used = False
+    for i, (name, codec, others, lowest) in enumerate(rows):
         cells = []
         for n in names:
             b = others[n]
             fits = b["images_within_budget"] > 0
+            if not fits and name is not None and n in lowest:  # no file this small: its smallest, marked *
+                b, floor_used = lowest[n], True
+                cells += [f"{b['quality']}*", f"{b['bytes_mean']:.0f}*", _db(b.get("psnr_vs_input")),
+                          "-" if b.get("ssim_vs_input") is None else f"{b['ssim_vs_input']:.4f}"]
+                continue
             cells += ["-" if b.get("quality_mean") is None else f"{b['quality_mean']:.3g}",
                       "-" if not fits else f"{b['bytes_mean']:.0f}", _db(b.get("psnr_vs_input")),
                       "-" if b.get("ssim_vs_input") is None else f"{b['ssim_vs_input']:.4f}"]
@@ -243,11 +253,19 @@ def _photos(report: Row, console: Any) -> None:
                       _db(codec["psnr_vs_input"]), f"{codec['ssim_vs_input']:.4f}", *cells,
                       end_section=i == len(rows) - 2 and rows[-1][0] is None)  # the mean row apart
     console.print(table)
+    if floor_used:
+        console.print("* no file of that baseline is as small as FSQ's: its smallest (lowest quality), which "
+                      "has more bytes")
     overall = rows[-1][1]
     for n, beat in overall.get("beats", {}).items():
         gain = "" if beat["psnr_gain_db"] is None else f", {beat['psnr_gain_db']:+.2f} dB on average"
         console.print(f"FSQ beats {n.upper()} at no more bytes (PSNR) on {beat['wins']} of {beat['images']} photos"
                       f"{gain}")
+        floor = overall.get("beats_smallest", {}).get(n)
+        if floor and floor["images"]:
+            console.print(f"  where {n.upper()} cannot get as small: FSQ beats its smallest file (PSNR) on "
+                          f"{floor['wins']} of {floor['images']} photos, {floor['psnr_gain_db']:+.2f} dB on average, "
+                          f"with {floor['bytes_ratio']:.2f}x its bytes")
     for b in report["baselines"]:
         if b.get("scope") == PHOTO and b["mode"] == "equal_bytes" and b.get("image") is None and b.get("note"):
             console.print(f"[yellow]{b['codec'].upper()}:[/] {escape(b['note'])}")

@@ -110,6 +110,48 @@ def test_whole_photo_rows_of_a_spatial_artifact(cli, conv_art, photo_dir, tmp_pa
     assert not any(b["mode"] == "quality" for b in r["baselines"])  # the sweep is --rd-plot's
 
 
+def test_where_a_baseline_cannot_get_as_small_its_smallest_file_is_compared():
+    """A codec file smaller than the baseline's lowest quality: no equal-bytes row, so the overall row
+    compares against the smallest file (more bytes), and the table shows it marked with *."""
+    import io
+
+    from rich.console import Console
+
+    from fsqdeploy.runtime.bench.report import _photos
+
+    def codec(name, size, psnr):
+        return {"codec": "fsq", "scope": photos.SCOPE, "mode": "codec", "image": name, "image_size": [10, 10],
+                "bytes_mean": float(size), "file_bytes": size, "bits_per_pixel": size / 12.5, "psnr_vs_input": psnr,
+                "ssim_vs_input": 0.5, "coding": 0, "table_bits": None, "payload_bytes": size - 130}
+
+    def jpeg(name, fits, size, psnr):
+        common = {"codec": "jpeg", "scope": photos.SCOPE, "image": name, "images": 1}
+        at = {**common, "mode": "equal_bytes", "images_within_budget": int(fits), "quality_mean": 5.0 if fits else None,
+              "bytes_mean": size if fits else None, "psnr_vs_input": psnr if fits else None,
+              "ssim_vs_input": 0.4 if fits else None}
+        low = {**common, "mode": "min_quality", "quality": 1, "bytes_mean": float(size + 500 * (not fits)),
+               "psnr_vs_input": psnr - 1, "ssim_vs_input": 0.3}
+        return [at, low]
+
+    cases = [("a", 1000, 25.0, True, 900, 24.0), ("b", 800, 22.0, False, 1000, 23.5), ("c", 500, 30.0, False, 700, 26.0)]
+    codec_rows = [codec(n, size, p) for n, size, p, *_ in cases]
+    per_photo = codec_rows + [r for n, _, _, fits, jsize, jpsnr in cases for r in jpeg(n, fits, jsize, jpsnr)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(photos, "BASELINES", [baselines.JPEG()])
+        overall = photos.overall_rows(per_photo, codec_rows)
+    fsq = overall[0]
+    assert fsq["beats"]["jpeg"] == {"images": 1, "wins": 1, "psnr_gain_db": pytest.approx(1.0)}
+    # b: 22.0 against 22.5 at 1500 bytes (a loss); c: 30.0 against 25.0 at 1200 bytes (a win)
+    assert fsq["beats_smallest"]["jpeg"] == {"images": 2, "wins": 1, "psnr_gain_db": pytest.approx(2.25),
+                                             "bytes_ratio": pytest.approx((800 / 1500 + 500 / 1200) / 2)}
+    out = io.StringIO()
+    report = {"baselines": per_photo + overall, "settings": {"photos": {"data": "test"}}}
+    _photos(report, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "1500*" in text and "1200*" in text and "900 " in text
+    assert "where JPEG cannot get as small: FSQ beats its smallest file (PSNR) on 1 of 2 photos, +2.25 dB" in text
+
+
 def test_rd_plot_over_a_patch_and_a_spatial_artifact(cli, conv_art, art32, photo_dir, tmp_path):
     out, png = tmp_path / "set.json", tmp_path / "rd.png"
     code, stdout, err = cli("bench", art32.art, conv_art, *QUICK, "--photo-data", f"folder:{photo_dir}",
