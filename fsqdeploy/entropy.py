@@ -369,7 +369,7 @@ def _most_symbols(stream_bytes: int, lanes: int, max_freq: int) -> int:
     return 32 * (stream_bytes + 4 * lanes) * TOTAL // (TOTAL - max_freq)
 
 
-def _lane_states(payload: bytes, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _lane_states(payload: bytes, k: int) -> tuple[np.ndarray, _ByteStream]:
     """A payload's K lane states (each checked to start in [2^24, 2^32)) and the byte stream after them."""
     if len(payload) < 4 * k:
         raise _error(f"entropy-coded payload has {len(payload)} bytes, fewer than its {k} lane states of 4 bytes")
@@ -377,16 +377,38 @@ def _lane_states(payload: bytes, k: int) -> tuple[np.ndarray, np.ndarray]:
     if (x < STATE_LOW).any():
         lane = int(np.flatnonzero(x < STATE_LOW)[0])
         raise _error(f"lane {lane} starts in state {int(x[lane])}, below 2^24")
-    return x, np.frombuffer(payload, dtype=np.uint8, offset=4 * k).astype(np.uint32)
+    return x, _ByteStream(np.frombuffer(payload, dtype=np.uint8, offset=4 * k).astype(np.uint32))
 
 
-def _check_end(x: np.ndarray, pos: int, total: int) -> None:
-    """After the last symbol: every byte read, every lane back in its initial state 2^24."""
-    if pos != total:
-        raise _error(f"entropy-coded payload has {total - pos} bytes left after the last symbol")
-    if (x != np.uint32(STATE_LOW)).any():
-        lane = int(np.flatnonzero(x != np.uint32(STATE_LOW))[0])
-        raise _error(f"lane {lane} ends in state {int(x[lane])}, not 2^24")
+class _ByteStream:
+    """The bytes after the lane states, read as the decoder's two rounds read them."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.pos, self.total = data, 0, len(data)
+
+    _LOW, _EIGHT = np.uint32(STATE_LOW), np.uint32(8)
+
+    def refill(self, xs: np.ndarray) -> None:
+        """After a group's symbols, in place: two rounds, each lane below 2^24 reading one byte, lanes ascending."""
+        low, pos = self._LOW, self.pos
+        for _ in range(2):
+            need = xs < low
+            m = int(np.count_nonzero(need))
+            if not m:
+                break
+            if pos + m > self.total:
+                raise _error(f"entropy-coded payload ends after {self.total} bytes, before the last symbol")
+            xs[need] = (xs[need] << self._EIGHT) | self.data[pos : pos + m]
+            pos += m
+        self.pos = pos
+
+    def check_end(self, x: np.ndarray) -> None:
+        """After the last symbol: every byte read, every lane back in its initial state 2^24."""
+        if self.pos != self.total:
+            raise _error(f"entropy-coded payload has {self.total - self.pos} bytes left after the last symbol")
+        if (x != np.uint32(STATE_LOW)).any():
+            lane = int(np.flatnonzero(x != np.uint32(STATE_LOW))[0])
+            raise _error(f"lane {lane} ends in state {int(x[lane])}, not 2^24")
 
 
 def decode(payload: bytes, prior: Prior, count: int) -> np.ndarray:
@@ -398,30 +420,22 @@ def decode(payload: bytes, prior: Prior, count: int) -> np.ndarray:
     k = lane_count(n)
     x, stream = _lane_states(payload, k)
     tables = prior._tables
-    if n > _most_symbols(len(stream), k, int(tables.freq.max())):
+    if n > _most_symbols(stream.total, k, int(tables.freq.max())):
         raise _error(f"entropy-coded payload of {len(payload)} bytes cannot hold {n} symbols under this prior "
                      "(the header's grid is too large for it)")
     column = (np.arange(n, dtype=np.uint32) % np.uint32(d)) << np.uint32(PRECISION)
     slots = np.empty(n, dtype=np.uint32)  # d * 2^16 + each symbol's slot
     sfreq, sbias = tables.slot_freq, tables.slot_bias
-    shift, eight, low, low16 = np.uint32(16), np.uint32(8), np.uint32(STATE_LOW), np.uint32(0xFFFF)
-    pos, total = 0, len(stream)
+    shift, low16 = np.uint32(16), np.uint32(0xFFFF)
     full = n // k
     column2, slots2 = column[: full * k].reshape(full, k), slots[: full * k].reshape(full, k)
 
+    refill = stream.refill
+
     def step(xs: np.ndarray, col: np.ndarray, out: np.ndarray) -> np.ndarray:
-        nonlocal pos
         key = np.add(xs & low16, col, out=out)
         xs = sfreq.take(key) * (xs >> shift) + sbias.take(key)
-        for _ in range(2):  # two rounds, each lane below 2^24 reading one byte, lanes ascending
-            need = xs < low
-            m = int(np.count_nonzero(need))
-            if not m:
-                break
-            if pos + m > total:
-                raise _error(f"entropy-coded payload ends after {total} bytes, before the last symbol")
-            xs[need] = (xs[need] << eight) | stream[pos : pos + m]
-            pos += m
+        refill(xs)
         return xs
 
     for j in range(full):
@@ -429,7 +443,7 @@ def decode(payload: bytes, prior: Prior, count: int) -> np.ndarray:
     if n > full * k:
         rest = n - full * k
         x[:rest] = step(x[:rest], column[full * k :], slots[full * k :])
-    _check_end(x, pos, total)
+    stream.check_end(x)
     offsets, _ = _flat_tables(prior, n)
     return (tables.slot_symbol[slots] - offsets).astype(np.int32).reshape(count, d)
 
@@ -479,7 +493,7 @@ def decode_context(payload: bytes, prior: Prior, rows: int, cols: int) -> np.nda
     n = rows * cols * d
     k = prior.context_lane_count(n)
     x, stream = _lane_states(payload, k)
-    if n > _most_symbols(len(stream), k, int(tables.freq.max())):
+    if n > _most_symbols(stream.total, k, int(tables.freq.max())):
         raise _error(f"entropy-coded payload of {len(payload)} bytes cannot hold {n} symbols under this prior "
                      "(the header's grid is too large for it)")
     # The grid with a border row and column of edge values: cell (r, c) at [r + 1, c + 1], so its
@@ -488,8 +502,7 @@ def decode_context(payload: bytes, prior: Prior, rows: int, cols: int) -> np.nda
     grid[0], grid[:, 0] = tables.edge, tables.edge
     # searchsorted(keys, q, "right") - 1 is searchsorted(keys[1:], q, "right"): q >= keys[0] = 0
     keys, freq, cum, start = tables.keys[1:], tables.freq, tables.cum, tables.start
-    shift, eight, low, low16 = np.uint32(16), np.uint32(8), np.uint32(STATE_LOW), np.uint32(0xFFFF)
-    pos, total = 0, len(stream)
+    shift, low16, refill, search = np.uint32(16), np.uint32(0xFFFF), stream.refill, np.searchsorted
     for t in range(rows + cols - 1):
         r = np.arange(max(0, t - cols + 1), min(t, rows - 1) + 1)
         c = t - r
@@ -500,18 +513,10 @@ def decode_context(payload: bytes, prior: Prior, rows: int, cols: int) -> np.nda
             hi = min(lo + k, table.size)
             xs = x[: hi - lo]
             slot = xs & low16
-            entry = entries[lo:hi] = np.searchsorted(keys, key_base[lo:hi] + slot, side="right")
+            entry = entries[lo:hi] = search(keys, key_base[lo:hi] + slot, side="right")
             xs = freq.take(entry) * (xs >> shift) + (slot - cum.take(entry))
-            for _ in range(2):  # two rounds, each lane below 2^24 reading one byte, lanes ascending
-                need = xs < low
-                m = int(np.count_nonzero(need))
-                if not m:
-                    break
-                if pos + m > total:
-                    raise _error(f"entropy-coded payload ends after {total} bytes, before the last symbol")
-                xs[need] = (xs[need] << eight) | stream[pos : pos + m]
-                pos += m
+            refill(xs)
             x[: hi - lo] = xs
         grid[r + 1, c + 1] = (entries - start[table]).reshape(-1, d)
-    _check_end(x, pos, total)
+    stream.check_end(x)
     return grid[1:, 1:].reshape(rows * cols, d).astype(np.int32)

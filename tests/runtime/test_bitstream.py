@@ -265,17 +265,21 @@ def test_every_truncation_is_refused() -> None:
             read_fsq(data[:length])
 
 
+def assert_every_flip_refused(data: bytes, prior: Prior | None = None) -> None:
+    """Each of the file's 8 * len(data) single flipped bits is refused in one "bitstream:" line."""
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FSQDeployError, match="^bitstream: "):
+            read_fsq(bytes(flipped), prior)
+
+
 def test_every_single_bit_flip_is_refused() -> None:
     # Guaranteed, not likely: magic/version/flags/D/header_length are checked directly (D and
     # header_length against each other, so neither can move the CRC fields), every other header bit
     # is under the header CRC32 and every payload bit under the payload CRC32 (a CRC32 catches every
     # single-bit error), and a flip inside a stored CRC makes it disagree with the data.
-    data = bytes.fromhex(GOLDEN_HEX)
-    for bit in range(8 * len(data)):
-        flipped = bytearray(data)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        with pytest.raises(FSQDeployError, match="^bitstream: "):
-            read_fsq(bytes(flipped))
+    assert_every_flip_refused(bytes.fromhex(GOLDEN_HEX))
 
 
 REFUSED = {  # name: (file, what the error must say)
@@ -542,12 +546,7 @@ def test_every_single_bit_flip_of_v2_is_refused(golden: str) -> None:
     # As for v1: the bytes read before the header CRC (magic, version, flags, header_length, D) are
     # checked on their own, and one flipped bit turns version 2 into 0, 3, 6, 10, ... (refused),
     # never into 1 (and v1's 1 never into 2). Every other bit is under a CRC32.
-    data = bytes.fromhex(golden)
-    for bit in range(8 * len(data)):
-        flipped = bytearray(data)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        with pytest.raises(FSQDeployError, match="^bitstream: "):
-            read_fsq(bytes(flipped))
+    assert_every_flip_refused(bytes.fromhex(golden))
 
 
 REFUSED_V2 = {  # name: (file, what the error must say)
@@ -750,17 +749,16 @@ def test_rans_file_needs_its_own_prior() -> None:
     np.testing.assert_array_equal(read_fsq(bytes.fromhex(GOLDEN_HEX), prior)[1], GOLDEN_INDICES)
 
 
-def test_every_truncation_and_bit_flip_of_rans_is_refused() -> None:
-    _, prior = golden_rans()
-    data = bytes.fromhex(GOLDEN_RANS_HEX)
+def assert_every_cut_and_flip_refused(data: bytes, prior: Prior) -> None:
+    """Every truncation and every single flipped bit of an entropy-coded file is one line, refused."""
     for length in range(len(data)):
         with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
             read_fsq(data[:length], prior)
-    for bit in range(8 * len(data)):
-        flipped = bytearray(data)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        with pytest.raises(FSQDeployError, match="^bitstream: "):
-            read_fsq(bytes(flipped), prior)
+    assert_every_flip_refused(data, prior)
+
+
+def test_every_truncation_and_bit_flip_of_rans_is_refused() -> None:
+    assert_every_cut_and_flip_refused(bytes.fromhex(GOLDEN_RANS_HEX), golden_rans()[1])
 
 
 REFUSED_RANS = {  # intact files (CRCs valid) whose coded payload is wrong
@@ -872,16 +870,7 @@ def test_context_file_needs_its_own_prior_and_context_tables() -> None:
 
 
 def test_every_truncation_and_bit_flip_of_a_context_file_is_refused() -> None:
-    _, prior, _ = golden_context()
-    data = bytes.fromhex(GOLDEN_CONTEXT_HEX)
-    for length in range(len(data)):
-        with pytest.raises(FSQDeployError, match="^bitstream: .*(truncated|too short)"):
-            read_fsq(data[:length], prior)
-    for bit in range(8 * len(data)):
-        flipped = bytearray(data)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        with pytest.raises(FSQDeployError, match="^bitstream: "):
-            read_fsq(bytes(flipped), prior)
+    assert_every_cut_and_flip_refused(bytes.fromhex(GOLDEN_CONTEXT_HEX), golden_context()[1])
 
 
 @given(

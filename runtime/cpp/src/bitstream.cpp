@@ -516,15 +516,17 @@ ModelHash hash_from_hex(std::string_view hex) {
     return out;
 }
 
-std::string to_hex(const ModelHash& hash) {
+std::string to_hex(const std::uint8_t* data, std::size_t size) {
     static const char digits[] = "0123456789abcdef";
     std::string s;
-    for (std::uint8_t b : hash) {
-        s += digits[b >> 4];
-        s += digits[b & 15];
+    for (std::size_t i = 0; i < size; ++i) {
+        s += digits[data[i] >> 4];
+        s += digits[data[i] & 15];
     }
     return s;
 }
+
+std::string to_hex(const ModelHash& hash) { return to_hex(hash.data(), hash.size()); }
 
 std::uint32_t bits_per_patch(const Levels& levels) {
     check_levels(levels);

@@ -65,15 +65,7 @@ inline std::vector<std::uint8_t> from_hex(const std::string& hex) {
     return out;
 }
 
-inline std::string to_hex_bytes(const std::vector<std::uint8_t>& bytes) {
-    static const char digits[] = "0123456789abcdef";
-    std::string s;
-    for (std::uint8_t b : bytes) {
-        s += digits[b >> 4];
-        s += digits[b & 15];
-    }
-    return s;
-}
+inline std::string to_hex_bytes(const std::vector<std::uint8_t>& bytes) { return to_hex(bytes.data(), bytes.size()); }
 
 // docs/bitstream.md's coding-1 golden prior (levels [3, 5, 7]); the fuzz target reads with it too.
 inline Prior golden_prior() {

@@ -41,6 +41,8 @@ class Prior;  // fsq/entropy.hpp: the entropy coder's frozen tables
 /// A 64-character hex string (as manifests store model_id) as raw bytes; throws Error otherwise.
 ModelHash hash_from_hex(std::string_view hex);
 std::string to_hex(const ModelHash& hash);
+/// Lower-case hex of any bytes (to_hex of a hash is this over its 32 bytes).
+std::string to_hex(const std::uint8_t* data, std::size_t size);
 
 /// ceil(log2(prod(levels))), exact: the smallest b with prod(levels) <= 2^b. Throws on bad levels.
 std::uint32_t bits_per_patch(const Levels& levels);
