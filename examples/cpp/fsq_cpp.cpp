@@ -1,7 +1,8 @@
 // fsq-cpp: inspect artifacts and .fsq files, compress and decompress images with the C++ runtime.
 //
 //   fsq-cpp info ART                  the manifest, every file's sha256 checked, engines, backends
-//   fsq-cpp info FILE.fsq             a bitstream's header (the whole file is checked)
+//   fsq-cpp info FILE.fsq [ART]       a bitstream's header (the whole file is checked; an entropy-coded
+//                                     file is read with ART's prior, ART/prior.json)
 //   fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision fp16]
 //   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...]
 //
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fsq/fsq.hpp>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,7 +20,7 @@
 namespace {
 
 const char* const kUsage =
-    "usage: fsq-cpp info ART|FILE.fsq\n"
+    "usage: fsq-cpp info ART|FILE.fsq [ART]\n"
     "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P]\n"
     "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P]\n";
 
@@ -62,19 +64,31 @@ void info_artifact(const std::filesystem::path& art) {
     std::cout << "backends   compiled: " << join(fsq::compiled_backends()) << "\n";
 }
 
-void info_bitstream(const std::filesystem::path& path) {
-    const fsq::Bitstream b = fsq::Bitstream::load(path);  // every check of docs/bitstream.md
+const char* coding_text(std::uint8_t coding) {
+    return coding == fsq::kCodingFixed ? "fixed-rate" : coding == fsq::kCodingRans ? "rANS" : "rANS, context tables";
+}
+
+void info_bitstream(const std::filesystem::path& path, const std::filesystem::path& art) {
+    std::optional<fsq::Prior> prior;
+    if (!art.empty()) prior = fsq::Prior::load(art / fsq::kPriorFile);
+    const fsq::Bitstream b = fsq::Bitstream::load(path, prior ? &*prior : nullptr);  // every check of docs/bitstream.md
     const fsq::Header& h = b.header;
+    const std::uintmax_t size = std::filesystem::file_size(path);
     const std::uint32_t bits = fsq::bits_per_patch(h.levels);
     const char* cell = h.spatial() ? "cell" : "patch";
-    std::cout << "file       " << path.string() << " (" << std::filesystem::file_size(path) << " bytes, version "
+    std::cout << "file       " << path.string() << " (" << size << " bytes, version "
               << unsigned{h.version} << ")\n"
               << "image      " << h.image_height << "x" << h.image_width << " pixels, " << h.cell_size
               << (h.spatial() ? "-pixel latent cells" : "-pixel patches") << ", grid " << h.grid_rows << "x"
               << h.grid_cols << " (" << h.num_cells() << (h.spatial() ? " cells)\n" : " patches)\n") << "levels     "
               << levels_text(h.levels) << " (D=" << h.levels.size() << ", " << bits << " bits per " << cell << ")\n"
-              << "model      " << fsq::to_hex(h.model_hash) << "\n"
-              << "payload    " << (h.num_patches() * bits + 7) / 8 << " bytes, CRCs ok\n";
+              << "model      " << fsq::to_hex(h.model_hash) << "\n";
+    if (h.version == 2) {
+        std::cout << "coding     " << unsigned{h.coding} << " (" << coding_text(h.coding) << ")";
+        if (h.coding != fsq::kCodingFixed) std::cout << ", prior " << fsq::to_hex(h.prior_hash).substr(0, 8) << "..";
+        std::cout << "\n";
+    }
+    std::cout << "payload    " << size - h.header_length() - 4 << " bytes, CRCs ok\n";
 }
 
 fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::size_t from) {
@@ -100,11 +114,11 @@ fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::s
 }
 
 int run(const std::vector<std::string>& args) {
-    if (args.size() == 2 && args[0] == "info") {
-        if (std::filesystem::is_directory(args[1])) {
+    if ((args.size() == 2 || args.size() == 3) && args[0] == "info") {
+        if (std::filesystem::is_directory(args[1]) && args.size() == 2) {
             info_artifact(args[1]);
         } else {
-            info_bitstream(args[1]);
+            info_bitstream(args[1], args.size() == 3 ? std::filesystem::path(args[2]) : std::filesystem::path());
         }
         return 0;
     }

@@ -121,10 +121,12 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
     assert "image      70x150 pixels, 8-pixel latent cells, grid 9x19 (171 cells)" in proc.stdout
     assert "levels     [8, 5, 5, 5, 8, 5, 5, 5] (D=8, 20 bits per cell)" in proc.stdout
     assert f"model      {manifest['model_id']}" in proc.stdout
+    assert "coding     0 (fixed-rate)" in proc.stdout
     assert f"payload    {-(-171 * 20 // 8)} bytes, CRCs ok" in proc.stdout
 
     # The entropy-coded file (coding 2) needs the artifact's prior, which `fsq-cpp info FILE` has not:
-    # refused with Python's words (the prior-aware reader is checked by ctest's cross_python).
+    # refused with Python's words (the prior-aware reader is checked by ctest's cross_python);
+    # `fsq-cpp info FILE ART` reads it with ART/prior.json.
     # Written as coding 2 explicitly: compress picks coding 0 where the prior would not pay.
     with Codec.load(art, backend="onnxruntime") as codec:
         header, cells = codec.encode_image(image)
@@ -134,6 +136,11 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
         load_fsq(tmp_path / "coded.fsq")
     proc = run(fsq_cpp, "info", tmp_path / "coded.fsq")
     assert proc.returncode == 2 and proc.stderr.strip() == str(python_error.value)
+    coded = (tmp_path / "coded.fsq").read_bytes()
+    proc = run(fsq_cpp, "info", tmp_path / "coded.fsq", art)
+    assert proc.returncode == 0, proc.stderr
+    assert f"coding     2 (rANS, context tables), prior {codec.prior.sha256.hex()[:8]}.." in proc.stdout
+    assert f"payload    {len(coded) - header.header_length - 4} bytes, CRCs ok" in proc.stdout
 
     # The C++ Codec runs patch artifacts only so far: one line, exit 2, before any backend.
     proc = run(fsq_cpp, "encode", art, tmp_path / "in.ppm", tmp_path / "out.fsq")
