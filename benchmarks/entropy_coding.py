@@ -9,9 +9,10 @@ process pins itself to one CPU core first, so every time below is one core's.
 
 1. Speed: a held-out photo (rocket) resized to ``--size`` (width x height) is encoded by the codec
    (not timed); its indices are entropy-coded and decoded ``--repeats`` times by Python, in each
-   coding the prior has, and the best time of each is printed. With the C++ tool (``fsq_cross`` of a runtime/cpp build: ``--cpp-tool``,
-   else $FSQ_CPP_BUILD_DIR/tests/fsq_cross or the default .ci/cpp.sh build) the same indices are
-   coded by C++ too, which must give the same payload (its sha256 is compared).
+   coding the prior has, and the best time of each is printed. With the C++ tool (``fsq_cross`` of
+   a runtime/cpp build: ``--cpp-tool``, else $FSQ_CPP_BUILD_DIR/tests/fsq_cross or the default
+   .ci/cpp.sh build) the same indices are coded by C++ too, which must give the same payload (its
+   sha256 is compared).
 2. Size: every held-out photo through ``Codec.encode_image``; in each coding, the payload's bytes
    against the ideal size under its tables (sum of -log2(freq / 2^16) over the symbols, in bytes), the
    whole file (what ``compress`` writes)
@@ -126,8 +127,8 @@ def speed(codec, prior, size: tuple[int, int], repeats: int, tool: Path | None) 
         row: dict[str, Any] = {
             "coding": number, "size": f"{size[0]}x{size[1]}", "cells": len(indices), "symbols": int(indices.size),
             "lanes": coder.lanes(indices.size), "payload_bytes": len(payload),
-            "python_encode_ms": best_ms(lambda: coder.encode(indices), repeats),
-            "python_decode_ms": best_ms(lambda: coder.decode(payload), repeats),
+            "python_encode_ms": best_ms(lambda c=coder: c.encode(indices), repeats),
+            "python_decode_ms": best_ms(lambda c=coder, p=payload: c.decode(p), repeats),
         }
         row["python_total_ms"] = row["python_encode_ms"] + row["python_decode_ms"]
         if tool is not None:

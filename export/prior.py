@@ -27,7 +27,6 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import images_to_float, pad_to_multiple
 from fsqdeploy.model import FSQVAE
 
-
 # Coding 2's tables are built when all of them together hold at most this many entries (sum of L_d^3):
 # 1911 for the default levels 8,8,8,5,5,5; levels in the hundreds would need megabytes of tables.
 MAX_CONTEXT_ENTRIES = 1 << 18

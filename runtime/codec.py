@@ -17,7 +17,7 @@ patches, as before, and writes layout 0.
 An artifact with a prior (ART/prior.json, conv exports) makes ``compress`` entropy-code the indices
 (coding 2, or 1 with a prior without context tables: fsqdeploy/entropy.py); ``Codec.load(...,
 entropy=False)`` keeps fixed-rate files (coding 0).
-``decompress`` reads both, and refuses a coding-1 file made with another artifact's prior.
+``decompress`` reads every coding, and refuses an entropy-coded file made with another artifact's prior.
 
 The manifest's hashes are verified before anything is loaded. Backends come from the registry
 (fsqdeploy/backends): Codec knows none by name. Inputs are validated at the boundary (shape, dtype,

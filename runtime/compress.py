@@ -5,8 +5,9 @@ of its factor f by repeating the edge pixels (a flat border would cost the codec
 dark edge into the image), encoded in one pass (or in tiles with a halo, with the same indices),
 and written as a .fsq v2 latent grid; decompressing decodes the grid and crops back to H x W. A
 patch (paper) model pads to whole model-sized patches, encodes them row by row and writes them as
-v2 patches. With a prior in the artifact the grid is entropy-coded (coding 2, or 1 with a prior without context tables; the codec's
-``entropy`` off keeps coding 0). Files are written atomically: a refused input leaves nothing behind.
+v2 patches. With a prior in the artifact the grid is entropy-coded (coding 2, or 1 with a prior
+without context tables; the codec's ``entropy`` off keeps coding 0). Files are written
+atomically: a refused input leaves nothing behind.
 """
 
 from __future__ import annotations

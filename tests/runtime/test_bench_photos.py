@@ -133,7 +133,8 @@ def test_where_a_baseline_cannot_get_as_small_its_smallest_file_is_compared():
                "psnr_vs_input": psnr - 1, "ssim_vs_input": 0.3}
         return [at, low]
 
-    cases = [("a", 1000, 25.0, True, 900, 24.0), ("b", 800, 22.0, False, 1000, 23.5), ("c", 500, 30.0, False, 700, 26.0)]
+    cases = [("a", 1000, 25.0, True, 900, 24.0), ("b", 800, 22.0, False, 1000, 23.5),
+             ("c", 500, 30.0, False, 700, 26.0)]
     codec_rows = [codec(n, size, p) for n, size, p, *_ in cases]
     per_photo = codec_rows + [r for n, _, _, fits, jsize, jpsnr in cases for r in jpeg(n, fits, jsize, jpsnr)]
     with pytest.MonkeyPatch.context() as mp:

@@ -196,7 +196,8 @@ def test_prior_json_round_trip_and_hash(tmp_path) -> None:
         ([[(TOTAL // 2, TOTAL // 2)] * 4], r"column 0 has 4 context tables, levels\[0\]\^2 = 9"),
         ([[(TOTAL - 2, 1, 1)] * 8 + [(TOTAL - 1, 1, 0)]], r"context table 8 of column 0 gives symbol 2 frequency 0"),
         ([[(TOTAL - 2, 1, 1)] * 8 + [(TOTAL, 1, 1)]], r"context table 8 of column 0 sums to 65538"),
-        ([[(TOTAL - 2, 1, 1)] * 8 + [(TOTAL - 1, 1)]], r"context table 8 of column 0 has 2 frequencies, levels\[0\] = 3"),
+        ([[(TOTAL - 2, 1, 1)] * 8 + [(TOTAL - 1, 1)]],
+         r"context table 8 of column 0 has 2 frequencies, levels\[0\] = 3"),
         ([], r"context tables for 0 columns, 1 levels"),
     ],
 )

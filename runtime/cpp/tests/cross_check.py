@@ -234,8 +234,8 @@ def check_rans(args, bs, np, rng: random.Random, work: Path, cases: list[dict], 
         if got.get("error") != python_message:
             fail(f"{name}: readers disagree:\n  C++:    {got.get('error')}\n  Python: {python_message}")
         refused += 1
-    print(f"coding {coding} damaged: {refused} of {len(damaged)} truncated, flipped, undecodable, prior-less or foreign-prior "
-          "files refused by both with the same message (the rest decoded alike)")
+    print(f"coding {coding} damaged: {refused} of {len(damaged)} truncated, flipped, undecodable, prior-less or "
+          "foreign-prior files refused by both with the same message (the rest decoded alike)")
 
 
 def run_tool(tool: str, *args: object) -> None:
