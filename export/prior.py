@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fsqdeploy.artifact import file_entry
-from fsqdeploy.entropy import PRIOR_FILE, SYMBOLS_PER_LANE, Prior, quantize_counts
+from fsqdeploy.entropy import PRIOR_FILE, SYMBOLS_PER_LANE, Prior, context_neighbours, quantize_counts
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import images_to_float, pad_to_multiple
 from fsqdeploy.model import FSQVAE
@@ -64,11 +64,9 @@ def count_contexts(levels: Sequence[int], grids: Sequence[np.ndarray]) -> list[n
     (the neighbours' indices in channel d, L_d // 2 outside the grid: coding 2's contexts)."""
     counts = [np.zeros((level * level, level), dtype=np.int64) for level in levels]
     for grid in grids:
+        above, left = context_neighbours(grid, levels)
         for d, level in enumerate(levels):
-            g = grid[..., d]
-            above = np.vstack([np.full((1, g.shape[1]), level // 2), g[:-1]])
-            left = np.hstack([np.full((g.shape[0], 1), level // 2), g[:, :-1]])
-            flat = (above * level + left) * level + g
+            flat = (above[..., d] * level + left[..., d]) * level + grid[..., d]
             counts[d] += np.bincount(flat.ravel(), minlength=level ** 3).reshape(level * level, level)
     return counts
 

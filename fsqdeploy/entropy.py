@@ -57,9 +57,23 @@ def _error(what: str, note: str = _CORRUPT) -> FSQDeployError:
     return err
 
 
-def lane_count(symbols: int) -> int:
-    """K for a payload of ``symbols`` symbols (cells * D): floor(symbols / 2048), clamped to [1, 32]."""
-    return max(1, min(MAX_LANES, symbols // SYMBOLS_PER_LANE))
+def lane_count(symbols: int, per_lane: int = SYMBOLS_PER_LANE) -> int:
+    """K for a payload of ``symbols`` symbols (cells * D): floor(symbols / per_lane), clamped to [1, 32];
+    coding 1's rule is one lane per 2048 symbols, coding 2's the prior's own ``per_lane``."""
+    return max(1, min(MAX_LANES, symbols // per_lane))
+
+
+def context_neighbours(grid: np.ndarray, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Coding 2's contexts of an int [rows, cols, D] grid: each index's above and left neighbour in
+    its channel, L_d // 2 where the neighbour lies outside the grid."""
+    edge = np.asarray(levels, dtype=grid.dtype) // 2
+    above = np.empty_like(grid)
+    above[0] = edge
+    above[1:] = grid[:-1]
+    left = np.empty_like(grid)
+    left[:, 0] = edge
+    left[:, 1:] = grid[:, :-1]
+    return above, left
 
 
 @dataclass(frozen=True)
@@ -165,7 +179,7 @@ class Prior:
 
     def context_lane_count(self, symbols: int) -> int:
         """Coding 2's K for ``symbols`` symbols: floor(symbols / context_symbols_per_lane), in [1, 32]."""
-        return max(1, min(MAX_LANES, symbols // self.context_symbols_per_lane))
+        return lane_count(symbols, self.context_symbols_per_lane)
 
     @functools.cached_property
     def _tables(self) -> _Tables:
@@ -233,13 +247,7 @@ class _ContextTables:
 
     def entries(self, grid: np.ndarray) -> np.ndarray:
         """int64 [rows, cols, D] indices -> each symbol's entry (its table's start + its index)."""
-        above = np.empty_like(grid)
-        above[0] = self.edge
-        above[1:] = grid[:-1]
-        left = np.empty_like(grid)
-        left[:, 0] = self.edge
-        left[:, 1:] = grid[:, :-1]
-        return self.start[self.tables(above, left)] + grid
+        return self.start[self.tables(*context_neighbours(grid, self.levels))] + grid
 
 
 def check_context_tables(levels: Sequence[int], columns: Sequence[Sequence[Sequence[int]]]) -> None:

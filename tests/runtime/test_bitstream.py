@@ -519,10 +519,15 @@ def test_golden_vector_v2_patches() -> None:
     assert read_fsq(data)[0] == header
 
 
+def docs_hex_blocks() -> list[str]:
+    """docs/bitstream.md's code blocks, whitespace removed: where the spec shows golden bytes."""
+    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
+    return ["".join(block.split()) for block in text.split("```")[1::2]]
+
+
 def test_docs_carry_the_golden_hex() -> None:
     """docs/bitstream.md is the spec the C++ tests copy the hex from: it must show these bytes."""
-    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
-    blocks = ["".join(block.split()) for block in text.split("```")[1::2]]
+    blocks = docs_hex_blocks()
     for hex_string in (GOLDEN_HEX, GOLDEN_V2_HEX, GOLDEN_V2_PATCHES_HEX):
         assert hex_string in blocks
 
@@ -713,8 +718,7 @@ def test_golden_vector_rans() -> None:
     read_header, cells = read_fsq(data, prior)
     assert read_header == header
     np.testing.assert_array_equal(cells, GOLDEN_INDICES)
-    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
-    assert GOLDEN_RANS_HEX in ["".join(block.split()) for block in text.split("```")[1::2]]
+    assert GOLDEN_RANS_HEX in docs_hex_blocks()
 
 
 def test_rans_file_needs_its_own_prior() -> None:
@@ -844,8 +848,7 @@ def test_golden_vector_context() -> None:
     read_header, read_cells = read_fsq(data, prior)
     assert read_header == header
     np.testing.assert_array_equal(read_cells, cells)
-    text = (Path(__file__).parents[2] / "docs" / "bitstream.md").read_text()
-    assert GOLDEN_CONTEXT_HEX in ["".join(block.split()) for block in text.split("```")[1::2]]
+    assert GOLDEN_CONTEXT_HEX in docs_hex_blocks()
 
 
 def test_context_file_needs_its_own_prior_and_context_tables() -> None:

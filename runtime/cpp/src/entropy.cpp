@@ -43,8 +43,8 @@ std::uint32_t get_le(const std::uint8_t* p, int bytes) {
 
 }  // namespace
 
-std::size_t lane_count(std::uint64_t symbols) {
-    const std::uint64_t k = symbols / kSymbolsPerLane;
+std::size_t lane_count(std::uint64_t symbols, std::uint64_t per_lane) {
+    const std::uint64_t k = symbols / per_lane;
     return k < 1 ? 1 : k > kMaxLanes ? kMaxLanes : static_cast<std::size_t>(k);
 }
 
@@ -147,8 +147,7 @@ Prior::Prior(Levels levels, Tables frequencies, std::vector<Tables> contexts, st
 }
 
 std::size_t Prior::context_lane_count(std::uint64_t symbols) const {
-    const std::uint64_t k = symbols / context_symbols_per_lane_;
-    return k < 1 ? 1 : k > kMaxLanes ? kMaxLanes : static_cast<std::size_t>(k);
+    return lane_count(symbols, context_symbols_per_lane_);
 }
 
 std::vector<std::uint8_t> Prior::canonical_bytes() const {

@@ -21,8 +21,9 @@ inline constexpr std::size_t kMaxLanes = 32;       // K <= 32 ...
 inline constexpr std::size_t kSymbolsPerLane = 2048;  // ... and one lane per 2048 symbols
 inline constexpr const char* kPriorFile = "prior.json";
 
-/// K for `symbols` symbols (cells * D): floor(symbols / 2048), clamped to [1, 32].
-std::size_t lane_count(std::uint64_t symbols);
+/// K for `symbols` symbols (cells * D): floor(symbols / per_lane), clamped to [1, 32]; coding 1's
+/// rule is one lane per 2048 symbols, coding 2's the prior's context_symbols_per_lane.
+std::size_t lane_count(std::uint64_t symbols, std::uint64_t per_lane = kSymbolsPerLane);
 
 /// sha256 of a byte range (OpenSSL), as the prior's hash is taken.
 ModelHash sha256(const std::uint8_t* data, std::size_t size);
