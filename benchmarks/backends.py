@@ -313,4 +313,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fsqdeploy.errors import FSQDeployError
+
+    try:
+        main()
+    except FSQDeployError as e:  # a bad artifact or input: its one line, as heldout_vs_jpeg.py does
+        raise SystemExit(str(e)) from None

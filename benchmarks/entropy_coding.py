@@ -220,4 +220,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fsqdeploy.errors import FSQDeployError
+
+    try:
+        sys.exit(main())
+    except FSQDeployError as e:  # a bad artifact or input: its one line, as heldout_vs_jpeg.py does
+        raise SystemExit(str(e)) from None
