@@ -57,7 +57,7 @@ def default_artifact(work: Path) -> Path:
     d = ARCH_DEFAULTS["conv"]
     levels = [int(v) for v in d["levels"].split(",")]
     cfg = ModelConfig(arch="conv", image_size=d["image_size"], channels=tuple(int(c) for c in d["channels"].split(",")),
-                      latent_dim=d["latent_dim"], levels=levels)
+                      latent_dim=d["latent_dim"], levels=levels, linear_path=d["linear_path"])
     torch.manual_seed(0)
     model = FSQVAE(cfg).train()
     with torch.no_grad():  # BatchNorm statistics of a few passes, so the latent spreads over the levels

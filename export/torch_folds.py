@@ -2,7 +2,10 @@
 fsqdeploy/onnxgraph/rewrites.py).
 
 ``fold_batchnorm``: every Conv2d followed by a BatchNorm2d becomes one Conv2d, so the exported
-encoder provably holds no BatchNormalization, whatever the exporter version does.
+encoder provably holds no BatchNormalization, whatever the exporter version does. A conv encoder
+with a linear path normalises a sum, ``BN(deep + linear) = (s * deep + t) + s * linear``: its
+BatchNorm goes into the deep path's last convolution (scale and shift) and into the linear path's
+(scale only), and the folded encoder adds the two.
 
 ``fold_decoder_head``: the decoder's Linear and its first ConvTranspose2d have no nonlinearity
 between them, so together they are one affine map from the D-dim code to the first feature map.
@@ -20,7 +23,18 @@ import torch
 from torch import nn
 
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.model import Decoder
+from fsqdeploy.model import ConvEncoder, Decoder
+
+
+class _FoldedLinearPathEncoder(nn.Module):
+    """A conv encoder with a linear path, its latent BatchNorm folded into both paths."""
+
+    def __init__(self, features: nn.Sequential, linear: nn.Conv2d):
+        super().__init__()
+        self.features, self.linear = features, linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x) + self.linear(x)
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -28,6 +42,15 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = copy.deepcopy(module).eval()
+    if isinstance(folded, ConvEncoder) and folded.linear is not None:
+        bn, linear = folded.features[-1], folded.linear
+        assert isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        with torch.no_grad():
+            linear.weight.mul_(scale.view(-1, 1, 1, 1))
+            linear.bias.mul_(scale)  # type: ignore[union-attr]
+        # the deep path keeps the BatchNorm after its last convolution: the pass below fuses them
+        folded = _FoldedLinearPathEncoder(folded.features, linear).eval()
     for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
         layers, fused, i = list(seq), [], 0
         while i < len(layers):

@@ -36,6 +36,9 @@ class ModelConfig:
     stages: int = 1
     temperature: float = 1.0  # the quantizer's temperature; a finished run stores its final value
     eps: float = 1e-3
+    # conv: a linear path from each f x f cell's pixels to its latent vector and back, beside the deep
+    # one (fsqdeploy/model.py says why). False in configs written before it existed.
+    linear_path: bool = False
 
     @property
     def spatial(self) -> bool:
@@ -68,6 +71,8 @@ class ModelConfig:
             )
         if not self.temperature > 0:
             raise FSQDeployError(f"model: temperature must be positive, got {self.temperature}")
+        if self.linear_path and not self.spatial:
+            raise FSQDeployError("model: the linear path is for the conv architecture only")
 
 
 @dataclass
@@ -110,7 +115,8 @@ def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     names = {f.name for f in dataclasses.fields(ModelConfig)}
-    missing = names - {"eps", "arch"} - set(d)  # configs written before ``arch`` are the paper model
+    # configs written before ``arch`` are the paper model, before ``linear_path`` a model without one
+    missing = names - {"eps", "arch", "linear_path"} - set(d)
     if missing:
         raise FSQDeployError(f"checkpoint: config.json lacks {sorted(missing)}")
     try:
@@ -120,6 +126,8 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
         cfg.levels = [int(v) for v in cfg.levels]
         cfg.image_size, cfg.latent_dim, cfg.stages = int(cfg.image_size), int(cfg.latent_dim), int(cfg.stages)
         cfg.temperature = float(cfg.temperature)
+        if not isinstance(cfg.linear_path, bool):
+            raise TypeError(f"linear_path must be true or false, got {cfg.linear_path!r}")
     except (TypeError, ValueError) as e:
         raise FSQDeployError(f"checkpoint: config.json has a malformed model field ({e})") from None
     cfg.validate()
@@ -144,7 +152,8 @@ def tile_halos(cfg: ModelConfig) -> tuple[int, int]:
     Encoder: n layers of k5 s2 (radius 2 at jump 2^i) and a k3 s1 (radius 1 at jump 2^n) reach
     r = 3 * 2^n - 2 pixels; rounded up to whole cells of f = 2^n pixels that is 3f. Decoder: the k3
     conv reaches 1 cell and each k5 s2 transposed conv 1 input pixel at its own scale, 2.75 cells
-    for n = 3 and under 3 for any n; one more cell for margin gives 4.
+    for n = 3 and under 3 for any n; one more cell for margin gives 4. The linear path (k = s = f)
+    sees only its own cell, so it widens neither.
     """
     if not cfg.spatial:
         raise FSQDeployError("model: tiling halos apply to the conv architecture only")

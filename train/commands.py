@@ -26,10 +26,10 @@ def _int_list(text: str, what: str) -> list[int]:
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": dict(image_size=32, channels="32,64,128,256", latent_dim=64, levels="8", batch_size=128, lr=1e-3,
                   recon_loss="bce", quant_weight=1.0, entropy_weight=0.1, temperature_schedule="exponential",
-                  temperature_end=0.1, epochs=50, steps=0),
+                  temperature_end=0.1, epochs=50, steps=0, linear_path=False),
     "conv": dict(image_size=64, channels="32,64,128,192", latent_dim=8, levels="7,7,7,7,7,7,7,5", batch_size=16,
                  lr=3e-3, recon_loss="mse", quant_weight=0.0, entropy_weight=0.0, temperature_schedule="constant",
-                 temperature_end=1.0, epochs=0, steps=1600),
+                 temperature_end=1.0, epochs=0, steps=1600, linear_path=True),
 }
 
 
@@ -52,6 +52,9 @@ def train(
     latent_dim: Annotated[int | None, typer.Option(help="Latent size D (conv: channels per latent position).")] = None,
     levels: Annotated[str | None, typer.Option(help="Levels per dimension; a pattern repeats: 8 or 8,5,5,5.")] = None,
     stages: Annotated[int, typer.Option(help="Residual FSQ stages (hierarchical quantization).")] = 1,
+    linear_path: Annotated[bool | None, typer.Option(
+        "--linear-path/--no-linear-path",
+        help="conv: a linear cell-to-latent path beside the deep one (default on).")] = None,
     recon_loss: Annotated[str | None, typer.Option(help="bce (paper default) or mse (conv default).")] = None,
     recon_weight: Annotated[float, typer.Option(help="Weight of the reconstruction loss.")] = 1.0,
     quant_weight: Annotated[float | None, typer.Option(help="Weight of the quantization loss (0: off).")] = None,
@@ -79,7 +82,7 @@ def train(
     given = dict(image_size=image_size, channels=channels, latent_dim=latent_dim, levels=levels,
                  batch_size=batch_size, lr=lr, recon_loss=recon_loss, quant_weight=quant_weight,
                  entropy_weight=entropy_weight, temperature_schedule=temperature_schedule,
-                 temperature_end=temperature_end, epochs=epochs, steps=steps)
+                 temperature_end=temperature_end, epochs=epochs, steps=steps, linear_path=linear_path)
     o = {k: ARCH_DEFAULTS[arch][k] if v is None else v for k, v in given.items()}
     if arch == "paper" and (steps or minutes):
         raise FSQDeployError("train: --steps and --minutes are for --arch conv. Note: use --epochs with paper")
@@ -94,6 +97,7 @@ def train(
         levels=parse_levels(o["levels"], o["latent_dim"]) * stages if stages >= 1 else [],
         stages=stages,
         temperature=temperature_start,
+        linear_path=o["linear_path"],
     )
     cfg = TrainConfig(
         data=data, download=download, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], seed=seed,

@@ -143,19 +143,26 @@ def test_gate_catches_a_threshold_one_ulp_off(conv_exported, tmp_path) -> None:
     assert "boundary" in report.failure() and "sizes 400x600" in report.failure()
 
 
-def test_single_stage_export_matches_in_memory(tmp_path) -> None:
-    """One stage, f = 4: no residual chain, a different grid factor; graphs straight from memory."""
+@pytest.mark.parametrize("linear_path", [False, True])
+def test_single_stage_export_matches_in_memory(tmp_path, linear_path) -> None:
+    """One stage, f = 4: no residual chain, a different grid factor; graphs straight from memory;
+    with and without the linear path (its BatchNorm is folded into both paths)."""
     import onnxruntime as ort
     from conv_runs import make_conv_run
 
-    model = make_conv_run(tmp_path, channels=(8, 8), stages=1)
+    model = make_conv_run(tmp_path, channels=(8, 8), stages=1, linear_path=linear_path)
     graphs = export_graphs(model, 18, inline=True, checkpoint_sha256="0" * 64)
     enc = ort.InferenceSession(graphs["encoder.onnx"].SerializeToString())
+    dec = ort.InferenceSession(graphs["decoder.onnx"].SerializeToString())
+    ops = {n.op_type for n in graphs["encoder.onnx"].graph.node}
+    assert "BatchNormalization" not in ops
     for h, w in [(4, 4), (12, 20), (36, 8)]:
         x = np.random.default_rng(h).random((3, 3, h, w), dtype=np.float32)
         with torch.no_grad():
-            ref = model.encode(torch.from_numpy(x)).numpy()
-        assert np.array_equal(enc.run(None, {"images": x})[0], ref)
+            ref = model.encode(torch.from_numpy(x))
+            images = model.decode(ref).numpy()
+        assert np.array_equal(enc.run(None, {"images": x})[0], ref.numpy())
+        assert np.abs(dec.run(None, {"indices": ref.numpy().astype(np.int32)})[0] - images).max() < 1e-5
 
 
 def test_calibration_reads_train_photos_only() -> None:

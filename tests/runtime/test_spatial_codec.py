@@ -34,10 +34,10 @@ from fsqdeploy.runtime.tiles import decode_tiled, decode_tiled_float, encode_til
 LEVELS = [8, 5, 5, 5]
 
 
-def conv_model(channels: tuple[int, ...], seed: int = 0) -> FSQVAE:
+def conv_model(channels: tuple[int, ...], seed: int = 0, linear_path: bool = False) -> FSQVAE:
     """A tiny conv codec with random weights and BatchNorm statistics from a few train-mode passes."""
     cfg = ModelConfig(arch="conv", image_size=32, channels=channels, latent_dim=4, levels=list(LEVELS),
-                      temperature=0.1)
+                      temperature=0.1, linear_path=linear_path)
     torch.manual_seed(seed)
     model = FSQVAE(cfg).train()
     with torch.no_grad():
@@ -64,9 +64,11 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", params=[(8, 8, 8), (8, 16)], ids=["f8", "f4"])
+@pytest.fixture(scope="module", params=[((8, 8, 8), False), ((8, 16), False), ((8, 8, 8), True)],
+                ids=["f8", "f4", "f8-linear-path"])
 def model(request) -> FSQVAE:
-    return conv_model(request.param)
+    """The tiling halos must hold with and without the linear path (it sees only its own cell)."""
+    return conv_model(*request.param[:1], linear_path=request.param[1])
 
 
 def torch_encode(model: FSQVAE):

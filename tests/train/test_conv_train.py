@@ -1,6 +1,7 @@
 """The conv codec and its training: spatial shapes, FSQ over channels, crops, held-out photos,
 best-checkpoint selection, exact resume, and the CLI's per-architecture rules."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -79,6 +80,34 @@ def test_halos_cover_the_receptive_field():
     far = (96 - 1 - halo) // f  # cells whose block ends at least `halo` px before the changed column
     assert torch.equal(za[..., :far], zb[..., :far])
     assert not torch.equal(za, zb)
+
+
+def test_the_linear_path_maps_each_cell_alone_and_is_off_in_old_configs():
+    """The linear path (k = s = f) carries a cell's pixels to its latent vector and the vector to its
+    pixels, and nothing else: so it adds no reach to the halos. Configs written before it load without."""
+    from fsqdeploy.config import model_config_from_dict, model_config_to_dict
+
+    cfg = dataclasses.replace(conv_cfg(), linear_path=True)
+    torch.manual_seed(0)
+    model = FSQVAE(cfg).eval()
+    f = cfg.downsample
+    x = torch.rand(1, 3, 4 * f, 4 * f)
+    y = x.clone()
+    y[..., f : 2 * f, f : 2 * f] = 1 - y[..., f : 2 * f, f : 2 * f]  # one cell's pixels
+    changed = (model.encoder.linear(x) != model.encoder.linear(y)).any(dim=1)[0]
+    assert changed[1, 1] and changed.sum() == 1
+    codes = torch.zeros(1, 4, 4, 4)
+    codes[0, :, 2, 3] = 1.0
+    out = (model.decoder.linear(codes) - model.decoder.linear(torch.zeros_like(codes))).abs().sum(dim=1)[0]
+    assert out[2 * f : 3 * f, 3 * f : 4 * f].gt(0).all() and out.gt(0).sum() == f * f
+    assert model.encode(x).shape == (1, 4, 4, 4) and model.decode(model.encode(x)).shape == (1, 3, 4 * f, 4 * f)
+    old = model_config_to_dict(conv_cfg())
+    del old["linear_path"]
+    assert model_config_from_dict(old).linear_path is False
+    with pytest.raises(FSQDeployError, match="linear path is for the conv architecture only"):
+        ModelConfig(linear_path=True).validate()
+    with pytest.raises(FSQDeployError, match="malformed model field"):
+        model_config_from_dict({**old, "linear_path": "yes"})
 
 
 def test_crops_keep_the_pixel_range_and_repeat_per_step():
@@ -182,6 +211,7 @@ def test_padding_replicates_edges_to_a_multiple():
     (["--steps", "0"], "--steps must be at least 1"),
     (["--image-size", "60"], "not a positive multiple of 16"),  # the default channels: f = 16
     (["--data", "cifar10:/nowhere", "--steps", "1"], "not a source of whole images"),
+    (["--arch", "paper", "--linear-path"], "the linear path is for the conv architecture only"),
 ])
 def test_train_cli_refuses_bad_options_in_one_line(tmp_path, args, message):
     from test_cli import assert_one_line_error, fsqdeploy  # tests/train is on sys.path (rootdir-relative)
