@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per-op-type time of INT8 vs FP32 in both runtimes")
     args = parser.parse_args()
     threads = args.threads or None
+    manifest = read_manifest(args.art)  # a missing or foreign ART: its one line before any copy is made
 
     work = Path(tempfile.mkdtemp(prefix="fsqdeploy-int8-bench-"))
     try:
@@ -233,7 +234,6 @@ def main() -> None:
             print(f"calibrated {label}: {result.seconds:.1f} s, INT8 layers "
                   f"{sum(len(v) for v in result.record['int8_layers'].values())}", flush=True)
 
-        manifest = read_manifest(args.art)
         test = load_images(results[variants[0][0]][1].record["data"]["source"], int(manifest["image_size"])).test
         x = images_to_float(np.resize(test, (args.batch, *test.shape[1:])))  # repeats the split if it is short
         runners = {"fp32": Codec.load(args.art, "onnxruntime", threads=threads)}
@@ -273,4 +273,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fsqdeploy.errors import FSQDeployError
+
+    try:
+        main()
+    except FSQDeployError as e:  # a bad artifact or input: its one line, as heldout_vs_jpeg.py does
+        raise SystemExit(str(e)) from None
