@@ -8,6 +8,8 @@ codes it: edge-padded to a multiple of f, encoded and decoded in one pass, cropp
 (runtime/bitstream.py's ``write_fsq``, header included). The baselines are the bench's
 (runtime/bench/baselines.py): per photo, the highest quality whose whole file fits those bytes.
 A baseline that cannot fit at all prints as "n/a" and its margin is not a win.
+These are fixed-rate files (coding 0): what ``compress`` writes only for a codec without a prior.
+The entropy-coded files it writes for an exported artifact are measured by ``fsqdeploy bench ART``.
 The training wall time is the run's own (metrics.jsonl's last ``elapsed_s``).
 """
 

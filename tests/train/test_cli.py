@@ -79,7 +79,7 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift():
         (["train", "--data", "folder:/no/such/dir"], "does not exist"),
         (["train", "--data", "imagenet"], "imagenet"),
         (["train", "--levels", "8,x"], "not a comma-separated list"),
-        (["train", "--levels", "8,5,5"], "does not divide"),
+        (["train", "--levels", "8,5,5,5,5"], "does not divide"),  # 5 does not divide D = 12
         (["train", "--arch", "paper", "--image-size", "40"], "multiple of 16"),
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--temperature-schedule", "sigmoid"], "unknown temperature schedule"),
