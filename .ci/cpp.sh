@@ -5,8 +5,10 @@
 #   3. clang build with AddressSanitizer + UndefinedBehaviorSanitizer (and -Werror), ctest again;
 #   4. the libFuzzer target on the bitstream reader for FSQ_FUZZ_SECONDS (default 60), printing
 #      executions and crashes.
-# Exits non-zero on any failure. Neither TensorRT nor the ONNX Runtime SDK exists on these machines,
-# so both builds are backend-free (runtime/cpp/README.md says what that leaves uncompiled).
+# Exits non-zero on any failure. TensorRT does not exist on these machines, so no build has its
+# backend. The GCC build has the ONNX Runtime backend, against the SDK scripts/ort_sdk.sh assembles
+# (npm's libonnxruntime.so + the vendored headers); the sanitizer build stays backend-free, since
+# libonnxruntime.so is not instrumented (runtime/cpp/README.md says what that leaves uncompiled).
 #
 # Environment: FSQ_PYTHON (a Python that imports fsqdeploy; default: python3 on PATH),
 # FSQ_CPP_BUILD_ROOT (default: $TMPDIR/fsqdeploy-cpp), FSQ_FUZZ_SECONDS, FSQ_REQUIRE_CROSS=0 to let
@@ -41,10 +43,20 @@ python="${FSQ_PYTHON:-$(command -v python3 || command -v python || true)}"
 if [ "${FSQ_REQUIRE_CROSS:-1}" != "0" ]; then export FSQ_REQUIRE_CROSS=1; else unset FSQ_REQUIRE_CROSS; fi
 configure_common=(-G Ninja -DFSQ_WERROR=ON -DPython3_EXECUTABLE="$python")
 
-# -- 2. GCC, -Wall -Werror ---------------------------------------------------------------------------
-step "GCC build (-Wall -Wextra -Werror)"
+# -- 2. GCC, -Wall -Werror, with the ONNX Runtime backend ------------------------------------------
+# npm is not installed from apt here: the machines' Node.js comes from elsewhere and Debian's npm
+# conflicts with it. Without npm the build is backend-free and says so (the ORT tests then skip).
+ort=(-DFSQ_WITH_ONNXRUNTIME=OFF)
+if command -v npm >/dev/null; then
+  step "ONNX Runtime C/C++ SDK (scripts/ort_sdk.sh)"
+  bash scripts/ort_sdk.sh "$root/ort-sdk"
+  ort=(-DFSQ_WITH_ONNXRUNTIME=ON -DONNXRUNTIME_ROOT="$root/ort-sdk")
+else
+  echo "cpp: NOTE no npm on this machine: no ONNX Runtime SDK, the GCC build is backend-free"
+fi
+step "GCC build (-Wall -Wextra -Werror, ${ort[0]})"
 rm -rf "$root/gcc"
-CXX=g++ cmake -S runtime/cpp -B "$root/gcc" "${configure_common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CXX=g++ cmake -S runtime/cpp -B "$root/gcc" "${configure_common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${ort[@]}" >/dev/null
 cmake --build "$root/gcc" --parallel "$jobs"
 step "GCC ctest"
 ctest --test-dir "$root/gcc" --output-on-failure --parallel "$jobs"
@@ -53,7 +65,7 @@ ctest --test-dir "$root/gcc" --output-on-failure --parallel "$jobs"
 step "clang build (AddressSanitizer + UndefinedBehaviorSanitizer, -Werror, libFuzzer target)"
 rm -rf "$root/asan"
 CXX=clang++ cmake -S runtime/cpp -B "$root/asan" "${configure_common[@]}" -DCMAKE_BUILD_TYPE=Debug \
-  -DFSQ_SANITIZE=address,undefined -DFSQ_BUILD_FUZZERS=ON >/dev/null
+  -DFSQ_SANITIZE=address,undefined -DFSQ_BUILD_FUZZERS=ON -DFSQ_WITH_ONNXRUNTIME=OFF >/dev/null
 cmake --build "$root/asan" --parallel "$jobs"
 step "clang ASan+UBSan ctest"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

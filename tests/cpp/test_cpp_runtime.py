@@ -148,6 +148,34 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
     assert proc.stderr.startswith(f"codec: '{art}' is a conv artifact (whole images, a latent grid)")
 
 
+def test_cpp_onnxruntime_backend_codes_like_python(art32, fsq_cpp, tmp_path):
+    """The C++ ONNX Runtime backend (built by .ci/cpp.sh against scripts/ort_sdk.sh's SDK) on a real
+    paper ART: `fsq-cpp encode` writes the very bytes the Python Codec writes (fixed rate, as the C++
+    Codec does), and `fsq-cpp decode` gives its image back within one grey level of Python's."""
+    from PIL import Image
+
+    from fsqdeploy.runtime.codec import Codec
+
+    info = run(fsq_cpp, "info", art32.art)
+    assert info.returncode == 0, info.stderr
+    if "onnxruntime" not in next(line for line in info.stdout.splitlines() if line.startswith("backends")):
+        pytest.skip("this fsq-cpp has no ONNX Runtime backend (bash .ci/cpp.sh builds one with scripts/ort_sdk.sh)")
+    image = np.random.default_rng(2).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    image[20:50, 10:90] = (200, 60, 40)  # a flat patch beside the noise
+    Image.fromarray(image).save(tmp_path / "in.ppm")
+    with Codec.load(art32.art, backend="onnxruntime", entropy=False) as codec:
+        python_file = codec.compress(image)
+        python_image = codec.decompress(python_file)
+    proc = run(fsq_cpp, "encode", art32.art, tmp_path / "in.ppm", tmp_path / "cpp.fsq", "--backend", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cpp.fsq").read_bytes() == python_file
+    proc = run(fsq_cpp, "decode", art32.art, tmp_path / "cpp.fsq", tmp_path / "out.ppm", "--backend", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    cpp_image = np.asarray(Image.open(tmp_path / "out.ppm").convert("RGB"))
+    assert cpp_image.shape == python_image.shape == image.shape
+    assert np.abs(cpp_image.astype(int) - python_image.astype(int)).max() <= 1  # float sums may differ by an ulp
+
+
 def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
     data = bytearray((art_copy / "decoder.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
