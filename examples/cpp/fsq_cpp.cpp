@@ -126,13 +126,14 @@ int run(const std::vector<std::string>& args) {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
         const fsq::Image image = ppm::read(args[2]);
         const fsq::Bitstream b = codec.compress(image);
-        b.save(args[3]);
-        std::cout << args[3] << ": " << b.header.num_patches() << " patches via " << codec.backend().name() << "\n";
+        b.save(args[3], codec.prior());  // a conv artifact's file is entropy-coded over its prior
+        std::cout << args[3] << ": " << b.header.num_cells() << (b.header.spatial() ? " latent cells" : " patches")
+                  << ", coding " << int{b.header.coding} << ", via " << codec.backend().name() << "\n";
         return 0;
     }
     if (args.size() >= 4 && args[0] == "decode") {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
-        const fsq::Image image = codec.decompress(fsq::Bitstream::load(args[2]));
+        const fsq::Image image = codec.decompress(fsq::Bitstream::load(args[2], codec.prior()));
         ppm::write(args[3], image);
         std::cout << args[3] << ": " << image.height << "x" << image.width << " via " << codec.backend().name() << "\n";
         return 0;

@@ -142,10 +142,51 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
     assert f"coding     2 (rANS, context tables), prior {codec.prior.sha256.hex()[:8]}.." in proc.stdout
     assert f"payload    {len(coded) - header.header_length - 4} bytes, CRCs ok" in proc.stdout
 
-    # The C++ Codec runs patch artifacts only so far: one line, exit 2, before any backend.
-    proc = run(fsq_cpp, "encode", art, tmp_path / "in.ppm", tmp_path / "out.fsq")
+
+
+def has_onnxruntime(fsq_cpp: Path, art: Path) -> bool:
+    info = run(fsq_cpp, "info", art)
+    assert info.returncode == 0, info.stderr
+    return "onnxruntime" in next(line for line in info.stdout.splitlines() if line.startswith("backends"))
+
+
+def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported, fsq_cpp, tmp_path):
+    """fsq-cpp encode on the exported conv ART (one pass through the dynamic-shape encoder, coded
+    over ART/prior.json) writes the bytes the Python Codec writes, at odd sizes, for a photo (coding
+    2) and for noise (where the prior does not pay: coding 0); fsq-cpp decode reads the Python file
+    back to Python's image within one grey level."""
+    from PIL import Image
+
+    from fsqdeploy.data import sample_photos
+    from fsqdeploy.runtime.codec import Codec
+
+    art = conv_exported.art
+    if not has_onnxruntime(fsq_cpp, art):
+        pytest.skip("this fsq-cpp has no ONNX Runtime backend (bash .ci/cpp.sh builds one with scripts/ort_sdk.sh)")
+    photo = sample_photos().test[0]
+    images = {"photo": photo[:70, :150], "odd": photo[101:134, 7:54],
+              "noise": np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)}
+    codings = {}
+    with Codec.load(art, backend="onnxruntime") as codec:
+        for name, image in images.items():
+            Image.fromarray(image).save(tmp_path / f"{name}.ppm")
+            python_file = codec.compress(image)
+            codings[name] = read_fsq(python_file, codec.prior)[0].coding
+            proc = run(fsq_cpp, "encode", art, tmp_path / f"{name}.ppm", tmp_path / f"{name}.fsq")
+            assert proc.returncode == 0, proc.stderr
+            assert (tmp_path / f"{name}.fsq").read_bytes() == python_file, name
+            (tmp_path / f"{name}-py.fsq").write_bytes(python_file)
+            proc = run(fsq_cpp, "decode", art, tmp_path / f"{name}-py.fsq", tmp_path / f"{name}-out.ppm")
+            assert proc.returncode == 0, proc.stderr
+            cpp_image = np.asarray(Image.open(tmp_path / f"{name}-out.ppm").convert("RGB")).astype(int)
+            python_image = codec.decompress(python_file).astype(int)
+            assert cpp_image.shape == python_image.shape == image.shape
+            assert np.abs(cpp_image - python_image).max() <= 1, name  # float sums may differ by an ulp
+    assert codings == {"photo": 2, "odd": 2, "noise": 0}
+
+    # a backend this build does not have: one line, exit 2
+    proc = run(fsq_cpp, "decode", art, tmp_path / "noise.fsq", tmp_path / "x.ppm", "--backend", "tensorrt")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith(f"codec: '{art}' is a conv artifact (whole images, a latent grid)")
 
 
 def test_cpp_onnxruntime_backend_codes_like_python(art32, fsq_cpp, tmp_path):

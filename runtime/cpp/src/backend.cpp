@@ -7,6 +7,16 @@
 
 namespace fsq {
 
+void Backend::encode_grid(const float*, std::int64_t, std::int64_t, std::int32_t*) {
+    throw Error("codec: the " + name() + " backend runs fixed-shape (paper) graphs only; a conv artifact's "
+                "dynamic-shape graphs need the onnxruntime backend. Note: pass --backend onnxruntime");
+}
+
+void Backend::decode_grid(const std::int32_t*, std::int64_t, std::int64_t, float*) {
+    throw Error("codec: the " + name() + " backend runs fixed-shape (paper) graphs only; a conv artifact's "
+                "dynamic-shape graphs need the onnxruntime backend. Note: pass --backend onnxruntime");
+}
+
 namespace detail {
 
 std::string graph_file(const Manifest& manifest, const std::string& graph, const std::string& explicit_name,

@@ -92,16 +92,54 @@ void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>&
 
 // -- tiling (runtime/compress.py) -------------------------------------------------------------------
 
-std::vector<float> to_patches(const Image& image, std::uint32_t patch_size) {
-    const std::size_t h = image.height, w = image.width, p = patch_size;
-    if (h == 0 || w == 0 || p == 0) {
+namespace {
+
+// np.clip(v, 0, 1) * 255 + 0.5, truncated (fsqdeploy.images.float_to_uint8): float32 steps, no
+// fused multiply-add.
+std::uint8_t to_byte(float v) {
+    if (!(v >= 0.0f)) v = 0.0f;  // also NaN
+    if (v > 1.0f) v = 1.0f;
+    const float scaled = v * 255.0f;
+    const float rounded = scaled + 0.5f;
+    return static_cast<std::uint8_t>(rounded);
+}
+
+void check_image_buffer(const Image& image, std::uint32_t cell) {
+    const std::size_t h = image.height, w = image.width;
+    if (h == 0 || w == 0 || cell == 0) {
         throw Error("compress: image " + std::to_string(h) + "x" + std::to_string(w) + " or patch size " +
-                    std::to_string(p) + " is empty");
+                    std::to_string(cell) + " is empty");
     }
     if (h > std::numeric_limits<std::size_t>::max() / 3 / w || image.rgb.size() != h * w * 3) {
         throw Error("compress: image holds " + std::to_string(image.rgb.size()) + " bytes, expected " +
                     std::to_string(h) + " x " + std::to_string(w) + " x 3 (interleaved RGB)");
     }
+}
+
+// The image as float32 [3, rows * f, cols * f] in [0, 1], edge-padded on the bottom and right to
+// multiples of f (fsqdeploy.images.pad_to_multiple, then / 255).
+std::vector<float> to_planes(const Image& image, std::uint32_t f, std::size_t& rows, std::size_t& cols) {
+    check_image_buffer(image, f);
+    const std::size_t h = image.height, w = image.width;
+    rows = (h + f - 1) / f;
+    cols = (w + f - 1) / f;
+    const std::size_t ph = rows * f, pw = cols * f;
+    std::vector<float> out(total_values(3 * ph, pw, "compress", "pixels"));
+    float* dst = out.data();
+    for (std::size_t ch = 0; ch < 3; ++ch) {
+        for (std::size_t y = 0; y < ph; ++y) {
+            const std::uint8_t* row = image.rgb.data() + std::min(y, h - 1) * w * 3;
+            for (std::size_t x = 0; x < pw; ++x) *dst++ = static_cast<float>(row[std::min(x, w - 1) * 3 + ch]) / 255.0f;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<float> to_patches(const Image& image, std::uint32_t patch_size) {
+    check_image_buffer(image, patch_size);
+    const std::size_t h = image.height, w = image.width, p = patch_size;
     const std::size_t rows = (h + p - 1) / p, cols = (w + p - 1) / p;
     std::vector<float> out(rows * cols * 3 * p * p);
     float* dst = out.data();
@@ -138,13 +176,7 @@ Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t 
         for (std::size_t x = 0; x < width; ++x) {
             const std::size_t tile = (y / p) * cols + x / p;
             for (std::size_t ch = 0; ch < 3; ++ch) {
-                float v = patches[((tile * 3 + ch) * p + y % p) * p + x % p];
-                // np.clip(v, 0, 1) * 255 + 0.5, truncated: float32 steps, no fused multiply-add.
-                if (!(v >= 0.0f)) v = 0.0f;  // also NaN
-                if (v > 1.0f) v = 1.0f;
-                const float scaled = v * 255.0f;
-                const float rounded = scaled + 0.5f;
-                image.rgb[(y * width + x) * 3 + ch] = static_cast<std::uint8_t>(rounded);
+                image.rgb[(y * width + x) * 3 + ch] = to_byte(patches[((tile * 3 + ch) * p + y % p) * p + x % p]);
             }
         }
     }
@@ -155,14 +187,12 @@ Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t 
 
 namespace {
 
-// This Codec runs patch models; a spatial artifact (whole images in, a latent grid out) needs the
-// dynamic-shape runner that is not written yet (issue 11). Refused before any graph is loaded.
-void check_patch_model(const Manifest& manifest) {
+// encode / decode take patch batches [N, 3, S, S]: a conv artifact codes whole images instead.
+void check_patch_api(const Manifest& manifest, const char* component) {
     if (manifest.spatial()) {
-        throw Error("codec: '" + manifest.dir.string() + "' is a " + manifest.arch +
-                    " artifact (whole images, a latent grid); the C++ Codec runs patch (paper) artifacts only so "
-                    "far. Note: compress it with the Python runtime (fsqdeploy compress); the C++ library reads "
-                    "its .fsq files");
+        throw Error(std::string(component) + ": '" + manifest.dir.string() + "' is a " + manifest.arch +
+                    " artifact (whole images, a latent grid), which codes images of any size, not patch "
+                    "batches. Note: use compress / decompress");
     }
 }
 
@@ -171,12 +201,12 @@ void check_patch_model(const Manifest& manifest) {
 Codec::Codec(Manifest manifest, std::unique_ptr<Backend> backend)
     : manifest_(std::move(manifest)), backend_(std::move(backend)) {
     if (!backend_) throw Error("codec: no backend given. Note: use Codec::open or open_backend");
-    check_patch_model(manifest_);
+    // The Python Codec entropy-codes a conv artifact's files over its prior; patch files stay fixed-rate.
+    if (manifest_.spatial() && manifest_.files.count(kPriorFile)) prior_ = Prior::load(manifest_.file(kPriorFile));
 }
 
 Codec Codec::open(const std::filesystem::path& art_dir, const BackendOptions& options) {
     Manifest manifest = Manifest::load(art_dir);
-    check_patch_model(manifest);
     std::unique_ptr<Backend> backend = open_backend(manifest, options);
     return Codec(std::move(manifest), std::move(backend));
 }
@@ -223,6 +253,7 @@ void Codec::run(bool encoding, const void* in, std::size_t n, void* out) {
 }
 
 std::vector<std::int32_t> Codec::encode(const float* images, const std::vector<std::int64_t>& shape) {
+    check_patch_api(manifest_, "encode");
     check_images(images, shape, manifest_.image_size, "encode");
     const std::size_t n = static_cast<std::size_t>(shape[0]);
     std::vector<std::int32_t> indices(total_values(n, code_width(), "encode", "index rows"));
@@ -242,6 +273,7 @@ std::vector<std::int32_t> Codec::encode(const float* images, const std::vector<s
 }
 
 std::vector<std::int32_t> Codec::encode(const std::vector<float>& images, const std::vector<std::int64_t>& shape) {
+    check_patch_api(manifest_, "encode");
     check_image_shape(shape, manifest_.image_size, "encode");
     const std::size_t per_image = 3 * static_cast<std::size_t>(manifest_.image_size) * manifest_.image_size;
     if (images.size() % per_image != 0 || images.size() / per_image != static_cast<std::size_t>(shape[0])) {
@@ -252,6 +284,7 @@ std::vector<std::int32_t> Codec::encode(const std::vector<float>& images, const 
 }
 
 std::vector<float> Codec::decode(const std::int32_t* indices, const std::vector<std::int64_t>& shape) {
+    check_patch_api(manifest_, "decode");
     check_indices(indices, shape, manifest_.levels, "decode");
     const std::size_t n = static_cast<std::size_t>(shape[0]);
     const std::size_t s = static_cast<std::size_t>(manifest_.image_size);
@@ -261,6 +294,7 @@ std::vector<float> Codec::decode(const std::int32_t* indices, const std::vector<
 }
 
 std::vector<float> Codec::decode(const std::vector<std::int32_t>& indices, const std::vector<std::int64_t>& shape) {
+    check_patch_api(manifest_, "decode");
     check_index_shape(shape, manifest_.levels, "decode");
     if (indices.size() % code_width() != 0 || indices.size() / code_width() != static_cast<std::size_t>(shape[0])) {
         throw Error("decode: indices hold " + std::to_string(indices.size()) + " values but shape " +
@@ -270,6 +304,7 @@ std::vector<float> Codec::decode(const std::vector<std::int32_t>& indices, const
 }
 
 Bitstream Codec::compress(const Image& image) {
+    if (manifest_.spatial()) return compress_grid(image);
     const auto s = static_cast<std::uint32_t>(manifest_.image_size);
     Bitstream out;
     out.header = Header::for_patches(manifest_.model_hash, image.height, image.width, s, manifest_.levels);
@@ -280,6 +315,7 @@ Bitstream Codec::compress(const Image& image) {
 }
 
 Image Codec::decompress(const Bitstream& bitstream) {
+    if (manifest_.spatial()) return decompress_grid(bitstream);
     const Header& h = bitstream.header;
     check_model(h, manifest_.model_hash, manifest_.levels);
     // A patch model reads patch files of its own size, version 1 or 2 (Codec.decode_image's check).
@@ -296,6 +332,68 @@ Image Codec::decompress(const Bitstream& bitstream) {
     const auto n = static_cast<std::int64_t>(h.num_cells());
     const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
     return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
+}
+
+// -- conv artifacts: whole images through the dynamic-shape graphs -------------------------------
+
+Bitstream Codec::compress_grid(const Image& image) {
+    const auto f = static_cast<std::uint32_t>(manifest_.downsample);
+    std::size_t rows = 0, cols = 0;
+    const std::vector<float> planes = to_planes(image, f, rows, cols);
+    const std::size_t d = code_width(), positions = rows * cols;
+    std::vector<std::int32_t> grid(total_values(positions, d, "compress", "latent cells"));
+    backend_->encode_grid(planes.data(), static_cast<std::int64_t>(rows * f), static_cast<std::int64_t>(cols * f),
+                          grid.data());
+    // A backend that returns indices outside the levels runs another model's graph.
+    for (std::size_t i = 0; i < grid.size(); ++i) {
+        const int level = manifest_.levels[i / positions];
+        if (grid[i] < 0 || grid[i] >= level) {
+            throw Error("codec: the " + backend_->name() + " encoder returned index " + std::to_string(grid[i]) +
+                        " in channel " + std::to_string(i / positions) + ", outside [0, " + std::to_string(level) +
+                        "). Note: the graph does not belong to this manifest; export again");
+        }
+    }
+    Bitstream fixed;
+    fixed.header = Header::for_grid(manifest_.model_hash, image.height, image.width, f, manifest_.levels);
+    fixed.indices = grid_to_cells(grid, d, rows, cols);
+    if (prior_) {  // coding 2 (or 1) unless the prior would not pay on this image (Codec.encode_file)
+        Bitstream coded{fixed.header.with_prior(*prior_), fixed.indices};
+        if (coded.write(&*prior_).size() < fixed.write().size()) return coded;
+    }
+    return fixed;
+}
+
+Image Codec::decompress_grid(const Bitstream& bitstream) {
+    const Header& h = bitstream.header;
+    check_model(h, manifest_.model_hash, manifest_.levels);
+    const auto f = static_cast<std::uint32_t>(manifest_.downsample);
+    if (h.layout != kLayoutGrid || h.cell_size != f) {
+        const char* kind = h.layout == kLayoutPatches ? "pixel patches"
+                           : h.layout == kLayoutGrid  ? "pixel latent cells"
+                                                      : "pixel cells";
+        throw Error("decompress: the file holds " + std::to_string(h.cell_size) + "-" + kind + " (layout " +
+                    std::to_string(h.layout) + "), the model reads " + std::to_string(f) +
+                    "-pixel latent cells (layout 1). Note: decompress with the model that compressed it");
+    }
+    h.check();
+    const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);
+    const std::size_t rows = h.grid_rows, cols = h.grid_cols, pw = cols * f;
+    std::vector<float> planes(total_values(3 * rows * f, pw, "decompress", "pixels"));
+    backend_->decode_grid(grid.data(), static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols),
+                          planes.data());
+    Image image;
+    image.height = h.image_height;
+    image.width = h.image_width;
+    image.rgb.resize(total_values(h.image_height, std::size_t{h.image_width} * 3, "decompress", "rows"));
+    const std::size_t plane = rows * f * pw;
+    for (std::size_t y = 0; y < h.image_height; ++y) {
+        for (std::size_t x = 0; x < h.image_width; ++x) {
+            for (std::size_t ch = 0; ch < 3; ++ch) {
+                image.rgb[(y * h.image_width + x) * 3 + ch] = to_byte(planes[ch * plane + y * pw + x]);
+            }
+        }
+    }
+    return image;
 }
 
 }  // namespace fsq

@@ -77,6 +77,7 @@ public:
     OrtBackend(const Manifest& manifest, const BackendOptions& options)
         : size_(manifest.image_size),
           width_(manifest.code_width),
+          f_(manifest.downsample),
           encoder_(manifest, graph_file(manifest, "encoder", options.encoder_file, false, options.precision),
                    manifest.graph_io("encoder"), options.threads),
           decoder_(manifest, graph_file(manifest, "decoder", options.decoder_file, false, options.precision),
@@ -96,8 +97,17 @@ public:
         decoder_.run(indices, {batch, width_}, images, {batch, 3, size_, size_});
     }
 
+    // The conv graphs take any height and width (multiples of f): the shapes are per call.
+    void encode_grid(const float* image, std::int64_t height, std::int64_t width, std::int32_t* grid) override {
+        encoder_.run(image, {1, 3, height, width}, grid, {1, width_, height / f_, width / f_});
+    }
+
+    void decode_grid(const std::int32_t* grid, std::int64_t rows, std::int64_t cols, float* image) override {
+        decoder_.run(grid, {1, width_, rows, cols}, image, {1, 3, rows * f_, cols * f_});
+    }
+
 private:
-    std::int64_t size_, width_;
+    std::int64_t size_, width_, f_;
     OrtGraph encoder_, decoder_;
 };
 

@@ -3,6 +3,7 @@
 // TensorRT backend.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -183,16 +184,82 @@ TEST(Codec, DecompressesVersion1FilesToTheSameImage) {
     EXPECT_EQ(f.codec->decompress(Bitstream::read(bytes2)).rgb, image.rgb);
 }
 
-TEST(Codec, RefusesASpatialArtifactInOneLine) {
+// A lossless codec for images that are flat on each f x f cell, levels [256] * 3: each channel's
+// index is the cell's top-left pixel value, and decoding fills the cell with it.
+class FlatCellBackend final : public Backend {
+public:
+    explicit FlatCellBackend(std::int64_t f) : f_(f) {}
+    std::string name() const override { return "flat-cells"; }
+    void encode(const float*, std::size_t, std::int32_t*) override { FAIL() << "a patch call on a conv codec"; }
+    void decode(const std::int32_t*, std::size_t, float*) override { FAIL() << "a patch call on a conv codec"; }
+    void encode_grid(const float* image, std::int64_t height, std::int64_t width, std::int32_t* grid) override {
+        shapes.push_back({height, width});
+        const std::int64_t rows = height / f_, cols = width / f_;
+        for (std::int64_t ch = 0; ch < 3; ++ch)
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t c = 0; c < cols; ++c)
+                    grid[(ch * rows + r) * cols + c] = static_cast<std::int32_t>(
+                        std::lround(image[(ch * height + r * f_) * width + c * f_] * 255.0f));
+    }
+    void decode_grid(const std::int32_t* grid, std::int64_t rows, std::int64_t cols, float* image) override {
+        const std::int64_t height = rows * f_, width = cols * f_;
+        for (std::int64_t ch = 0; ch < 3; ++ch)
+            for (std::int64_t y = 0; y < height; ++y)
+                for (std::int64_t x = 0; x < width; ++x)
+                    image[(ch * height + y) * width + x] =
+                        static_cast<float>(grid[(ch * rows + y / f_) * cols + x / f_]) / 255.0f;
+    }
+    std::vector<std::array<std::int64_t, 2>> shapes;
+
+private:
+    std::int64_t f_;
+};
+
+TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     TempDir dir;
-    make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, "conv");
+    make_art(dir.path(), {256, 256, 256}, 32, 1, {}, "conv");  // f = 8
     const Manifest m = Manifest::load(dir.path());
     ASSERT_TRUE(m.spatial());
-    EXPECT_FSQ_ERROR(Codec(m, std::make_unique<LosslessBackend>()),
-                     "codec: '" + dir.path().string() +
-                         "' is a conv artifact (whole images, a latent grid); the C++ "
-                         "Codec runs patch (paper) artifacts only so far. Note:");
-    EXPECT_FSQ_ERROR(Codec::open(dir.path()), "is a conv artifact");  // before any backend is looked for
+    auto owned = std::make_unique<FlatCellBackend>(8);
+    FlatCellBackend* backend = owned.get();
+    Codec codec(m, std::move(owned));
+    EXPECT_EQ(codec.prior(), nullptr);  // no ART/prior.json: fixed-rate files
+    // 13 x 21 pixels, flat on the 8 x 8 cells: padded to 16 x 24, a 2 x 3 grid, cropped back exactly.
+    Image image{13, 21, std::vector<std::uint8_t>(13 * 21 * 3)};
+    for (std::size_t y = 0; y < 13; ++y)
+        for (std::size_t x = 0; x < 21; ++x)
+            for (std::size_t ch = 0; ch < 3; ++ch)
+                image.rgb[(y * 21 + x) * 3 + ch] = static_cast<std::uint8_t>(40 * (y / 8) + 70 * (x / 8) + 11 * ch);
+    const Bitstream b = codec.compress(image);
+    ASSERT_EQ(backend->shapes.size(), 1u);
+    EXPECT_EQ(backend->shapes[0], (std::array<std::int64_t, 2>{16, 24}));  // one pass over the padded image
+    EXPECT_EQ(b.header.layout, kLayoutGrid);
+    EXPECT_EQ(b.header.coding, kCodingFixed);
+    EXPECT_EQ(b.header.cell_size, 8u);
+    EXPECT_EQ(b.header.grid_rows * 10 + b.header.grid_cols, 23u);
+    EXPECT_EQ(b.indices[0 * 3 + 1], 11);           // cell (0, 0), channel 1
+    EXPECT_EQ(b.indices[5 * 3 + 2], 40 + 140 + 22);  // cell (1, 2), channel 2
+    const Image back = codec.decompress(Bitstream::read(b.write()));
+    EXPECT_EQ(back.height, 13u);
+    EXPECT_EQ(back.width, 21u);
+    EXPECT_EQ(back.rgb, image.rgb);
+    // a patch file is refused, and so is the patch API
+    Bitstream patches = b;
+    patches.header.layout = kLayoutPatches;
+    EXPECT_FSQ_ERROR(codec.decompress(patches), "decompress: the file holds 8-pixel patches (layout 0), the model "
+                                                "reads 8-pixel latent cells (layout 1)");
+    EXPECT_FSQ_ERROR(codec.encode(std::vector<float>(3 * 32 * 32), {1, 3, 32, 32}),
+                     "encode: '" + dir.path().string() + "' is a conv artifact (whole images, a latent grid)");
+    EXPECT_FSQ_ERROR(codec.decode(std::vector<std::int32_t>(3), {1, 3}), "decode: '");
+}
+
+TEST(Codec, ConvArtifactOnAFixedShapeBackendIsOneLine) {
+    TempDir dir;
+    make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, "conv");
+    Codec codec(Manifest::load(dir.path()), std::make_unique<LosslessBackend>());
+    EXPECT_FSQ_ERROR(codec.compress(random_image(16, 16, 4)),
+                     "codec: the lossless backend runs fixed-shape (paper) graphs only; a conv artifact's "
+                     "dynamic-shape graphs need the onnxruntime backend. Note: pass --backend onnxruntime");
 }
 
 TEST(Codec, OpenWithoutABackendSaysHowToGetOne) {

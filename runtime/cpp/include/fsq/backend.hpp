@@ -29,6 +29,13 @@ public:
     virtual void encode(const float* images, std::size_t n, std::int32_t* indices) = 0;
     /// indices: int32 [n, W] with index c in [0, levels[c]) -> images: float32 [n, 3, S, S].
     virtual void decode(const std::int32_t* indices, std::size_t n, float* images) = 0;
+
+    /// Spatial (conv) graphs, one image at a time with any height and width, multiples of f:
+    /// image float32 [1, 3, H, W] in [0, 1] -> grid int32 [1, W_code, H/f, W/f], channels first.
+    /// A backend without dynamic shapes keeps this default, which refuses in one line.
+    virtual void encode_grid(const float* image, std::int64_t height, std::int64_t width, std::int32_t* grid);
+    /// grid int32 [1, W_code, rows, cols] -> image float32 [1, 3, rows * f, cols * f].
+    virtual void decode_grid(const std::int32_t* grid, std::int64_t rows, std::int64_t cols, float* image);
 };
 
 struct BackendOptions {

@@ -1,18 +1,20 @@
 // Codec: the exported FSQ codec on any compiled backend, with the Python runtime's contract.
 //
 //     fsq::Codec codec = fsq::Codec::open("art");          // verifies every file's sha256 first
-//     std::vector<int32_t> idx = codec.encode(images, {n, 3, S, S});  // float [0, 1] -> int32 [n, W]
+//     std::vector<int32_t> idx = codec.encode(images, {n, 3, S, S});  // paper: float [0, 1] -> int32 [n, W]
 //     std::vector<float> out = codec.decode(idx, {n, W});              // -> float [n, 3, S, S]
-//     codec.compress(image).save("photo.fsq");              // any H x W RGB image -> .fsq
+//     codec.compress(image).save("photo.fsq", codec.prior()); // any H x W RGB image -> .fsq (either arch)
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "fsq/backend.hpp"
 #include "fsq/bitstream.hpp"
+#include "fsq/entropy.hpp"
 #include "fsq/manifest.hpp"
 
 namespace fsq {
@@ -39,7 +41,9 @@ void check_images(const float* images, const std::vector<std::int64_t>& shape, i
 void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
                    const char* component = "decode");
 
-/// A patch (paper) artifact's codec; a spatial (conv) artifact is refused with one line.
+/// An artifact's codec. Paper artifacts: patch batches (encode / decode) and images (compress /
+/// decompress). Conv artifacts: images only, each through the dynamic-shape graphs in one pass
+/// (the onnxruntime backend), entropy-coded over ART/prior.json as the Python Codec does.
 class Codec {
 public:
     Codec(Manifest manifest, std::unique_ptr<Backend> backend);
@@ -59,18 +63,26 @@ public:
     std::vector<float> decode(const std::int32_t* indices, const std::vector<std::int64_t>& shape);
     std::vector<float> decode(const std::vector<std::int32_t>& indices, const std::vector<std::int64_t>& shape);
 
-    /// Any H x W image -> a .fsq bitstream, version 2 layout 0 (tile with edge padding, encode,
-    /// header for_patches).
+    /// Any H x W image -> a .fsq bitstream. Paper: version 2 layout 0 (tile with edge padding,
+    /// encode, header for_patches). Conv: layout 1, the image edge-padded to multiples of f and
+    /// encoded whole, coding 2 (or 1) over prior() unless that is no smaller than the fixed rate
+    /// (coding 0): the Python Codec's compress, byte for byte. Save it with prior().
     Bitstream compress(const Image& image);
-    /// A .fsq bitstream written by this model (version 1 or 2, patches of its size) -> the H x W
-    /// image; refuses another model's file, and a latent grid.
+    /// A .fsq bitstream written by this model (paper: version 1 or 2, patches of its size; conv: a
+    /// latent grid of its f) -> the H x W image; refuses another model's file and the other layout.
     Image decompress(const Bitstream& bitstream);
+    /// ART/prior.json of a conv artifact that has one (checked on load), else nullptr: what
+    /// Bitstream::save / load need for entropy-coded files.
+    const Prior* prior() const { return prior_ ? &*prior_ : nullptr; }
 
 private:
     void run(bool encoding, const void* in, std::size_t n, void* out);
+    Bitstream compress_grid(const Image& image);
+    Image decompress_grid(const Bitstream& bitstream);
 
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
+    std::optional<Prior> prior_;
 };
 
 }  // namespace fsq
