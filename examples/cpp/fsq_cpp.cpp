@@ -21,8 +21,8 @@ namespace {
 
 const char* const kUsage =
     "usage: fsq-cpp info ART|FILE.fsq [ART]\n"
-    "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P]\n"
-    "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P]\n";
+    "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n"
+    "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n";
 
 std::string join(const std::vector<std::string>& items) {
     std::string s;
@@ -106,11 +106,25 @@ fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::s
             }
         } else if (args[i] == "--precision") {
             options.precision = value;
+        } else if (args[i] == "--tile") {  // read by tile_pixels
         } else {
             throw fsq::Error("fsq-cpp: unknown option '" + args[i] + "'");
         }
     }
     return options;
+}
+
+// --tile N: a conv codec's tiles, N x N pixels (the Python CLI's --tile); 0 when not given.
+std::uint32_t tile_pixels(const std::vector<std::string>& args, std::size_t from) {
+    for (std::size_t i = from; i + 1 < args.size(); i += 2) {
+        if (args[i] != "--tile") continue;
+        const std::string& v = args[i + 1];
+        if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos) {
+            throw fsq::Error("fsq-cpp: --tile '" + v + "' is not a whole number of pixels");
+        }
+        return static_cast<std::uint32_t>(std::stoul(v));
+    }
+    return 0;
 }
 
 int run(const std::vector<std::string>& args) {
@@ -124,6 +138,7 @@ int run(const std::vector<std::string>& args) {
     }
     if (args.size() >= 4 && args[0] == "encode") {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
+        if (const std::uint32_t tile = tile_pixels(args, 4)) codec.set_tiling(fsq::kDefaultMaxPixels, tile);
         const fsq::Image image = ppm::read(args[2]);
         const fsq::Bitstream b = codec.compress(image);
         b.save(args[3], codec.prior());  // a conv artifact's file is entropy-coded over its prior
@@ -133,6 +148,7 @@ int run(const std::vector<std::string>& args) {
     }
     if (args.size() >= 4 && args[0] == "decode") {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
+        if (const std::uint32_t tile = tile_pixels(args, 4)) codec.set_tiling(fsq::kDefaultMaxPixels, tile);
         const fsq::Image image = codec.decompress(fsq::Bitstream::load(args[2], codec.prior()));
         ppm::write(args[3], image);
         std::cout << args[3] << ": " << image.height << "x" << image.width << " via " << codec.backend().name() << "\n";

@@ -184,6 +184,17 @@ def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported,
             assert np.abs(cpp_image - python_image).max() <= 1, name  # float sums may differ by an ulp
     assert codings == {"photo": 2, "odd": 2, "noise": 0}
 
+    # in tiles of 16 x 16 pixels (2 x 2 cells and the halos): the one-pass file, and its image back
+    f = int(json.loads((art / "manifest.json").read_text())["downsample"])
+    proc = run(fsq_cpp, "encode", art, tmp_path / "photo.ppm", tmp_path / "tiled.fsq", "--tile", 2 * f)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "tiled.fsq").read_bytes() == (tmp_path / "photo-py.fsq").read_bytes()
+    proc = run(fsq_cpp, "decode", art, tmp_path / "tiled.fsq", tmp_path / "tiled.ppm", "--tile", 2 * f)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "tiled.ppm").read_bytes() == (tmp_path / "photo-out.ppm").read_bytes()
+    proc = run(fsq_cpp, "encode", art, tmp_path / "photo.ppm", tmp_path / "x.fsq", "--tile", f + 1)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"codec: tile {f + 1} is not a positive multiple of {f}")
+
     # a backend this build does not have: one line, exit 2
     proc = run(fsq_cpp, "decode", art, tmp_path / "noise.fsq", tmp_path / "x.ppm", "--backend", "tensorrt")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

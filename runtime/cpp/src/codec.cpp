@@ -116,23 +116,46 @@ void check_image_buffer(const Image& image, std::uint32_t cell) {
     }
 }
 
-// The image as float32 [3, rows * f, cols * f] in [0, 1], edge-padded on the bottom and right to
-// multiples of f (fsqdeploy.images.pad_to_multiple, then / 255).
-std::vector<float> to_planes(const Image& image, std::uint32_t f, std::size_t& rows, std::size_t& cols) {
-    check_image_buffer(image, f);
+// Pixel rows [y0, y1) and columns [x0, x1) of the image edge-padded on the bottom and right
+// (fsqdeploy.images.pad_to_multiple), as float32 [3, y1 - y0, x1 - x0] in [0, 1] (value / 255).
+std::vector<float> window_planes(const Image& image, std::size_t y0, std::size_t y1, std::size_t x0, std::size_t x1) {
     const std::size_t h = image.height, w = image.width;
-    rows = (h + f - 1) / f;
-    cols = (w + f - 1) / f;
-    const std::size_t ph = rows * f, pw = cols * f;
-    std::vector<float> out(total_values(3 * ph, pw, "compress", "pixels"));
+    std::vector<float> out(total_values(3 * (y1 - y0), x1 - x0, "compress", "pixels"));
     float* dst = out.data();
     for (std::size_t ch = 0; ch < 3; ++ch) {
-        for (std::size_t y = 0; y < ph; ++y) {
+        for (std::size_t y = y0; y < y1; ++y) {
             const std::uint8_t* row = image.rgb.data() + std::min(y, h - 1) * w * 3;
-            for (std::size_t x = 0; x < pw; ++x) *dst++ = static_cast<float>(row[std::min(x, w - 1) * 3 + ch]) / 255.0f;
+            for (std::size_t x = x0; x < x1; ++x) *dst++ = static_cast<float>(row[std::min(x, w - 1) * 3 + ch]) / 255.0f;
         }
     }
     return out;
+}
+
+// runtime/tiles.py's spans: [0, length) cut into cores of `core` cells (the last may be shorter),
+// each widened by `halo` cells on both sides into its window, clipped to [0, length).
+struct Span {
+    std::size_t window_begin, window_end, core_begin, core_end;
+};
+
+std::vector<Span> spans(std::size_t length, std::size_t core, std::size_t halo) {
+    std::vector<Span> out;
+    for (std::size_t start = 0; start < length; start += core) {
+        out.push_back({start > halo ? start - halo : 0, std::min(length, start + core + halo), start,
+                       std::min(length, start + core)});
+    }
+    return out;
+}
+
+std::size_t halo_cells(const Manifest& m, bool encoder) {  // runtime/codec.py's _halo_cells
+    const auto f = static_cast<std::size_t>(m.downsample);
+    return encoder ? (static_cast<std::size_t>(m.encoder_halo) + f - 1) / f : static_cast<std::size_t>(m.decoder_halo);
+}
+
+std::uint64_t isqrt(std::uint64_t n) {
+    auto r = static_cast<std::uint64_t>(std::sqrt(static_cast<long double>(n)));
+    while (r * r > n) --r;
+    while ((r + 1) * (r + 1) <= n) ++r;
+    return r;
 }
 
 }  // namespace
@@ -203,6 +226,36 @@ Codec::Codec(Manifest manifest, std::unique_ptr<Backend> backend)
     if (!backend_) throw Error("codec: no backend given. Note: use Codec::open or open_backend");
     // The Python Codec entropy-codes a conv artifact's files over its prior; patch files stay fixed-rate.
     if (manifest_.spatial() && manifest_.files.count(kPriorFile)) prior_ = Prior::load(manifest_.file(kPriorFile));
+}
+
+void Codec::set_tiling(std::uint64_t max_pixels, std::uint32_t tile_pixels) {
+    if (!manifest_.spatial()) return;  // patch models encode patch by patch: the options do not apply
+    const auto f = static_cast<std::uint32_t>(manifest_.downsample);
+    if (tile_pixels != 0 && (tile_pixels < f || tile_pixels % f != 0)) {
+        throw Error("codec: tile " + std::to_string(tile_pixels) + " is not a positive multiple of " +
+                    std::to_string(f) + " pixels (the model's downsampling factor). Note: pass e.g. " +
+                    std::to_string(16 * f) + ", or leave it unset");
+    }
+    // The smallest window: one core cell and the wider halo on each side.
+    const std::uint64_t side =
+        (1 + 2 * std::uint64_t{std::max(halo_cells(manifest_, true), halo_cells(manifest_, false))}) * f;
+    if (max_pixels < side * side) {
+        throw Error("codec: max_pixels " + std::to_string(max_pixels) + " is below the smallest tile window, " +
+                    std::to_string(side) + "x" + std::to_string(side) + " pixels (one " + std::to_string(f) +
+                    "-pixel cell and the model's halo on each side). Note: the default is " +
+                    std::to_string(kDefaultMaxPixels));
+    }
+    max_pixels_ = max_pixels;
+    tile_pixels_ = tile_pixels;
+}
+
+// runtime/codec.py's _core_cells: a tile's core side in cells for a padded image of height x width.
+std::size_t Codec::core_cells(std::size_t height, std::size_t width, std::size_t halo) const {
+    const auto f = static_cast<std::size_t>(manifest_.downsample);
+    if (tile_pixels_ != 0) return tile_pixels_ / f;
+    if (std::uint64_t{height} * width <= max_pixels_) return std::max(height, width) / f;
+    const auto core = static_cast<long long>(isqrt(max_pixels_) / f) - 2 * static_cast<long long>(halo);
+    return static_cast<std::size_t>(std::max(1LL, core));
 }
 
 Codec Codec::open(const std::filesystem::path& art_dir, const BackendOptions& options) {
@@ -338,12 +391,27 @@ Image Codec::decompress(const Bitstream& bitstream) {
 
 Bitstream Codec::compress_grid(const Image& image) {
     const auto f = static_cast<std::uint32_t>(manifest_.downsample);
-    std::size_t rows = 0, cols = 0;
-    const std::vector<float> planes = to_planes(image, f, rows, cols);
-    const std::size_t d = code_width(), positions = rows * cols;
-    std::vector<std::int32_t> grid(total_values(positions, d, "compress", "latent cells"));
-    backend_->encode_grid(planes.data(), static_cast<std::int64_t>(rows * f), static_cast<std::int64_t>(cols * f),
-                          grid.data());
+    check_image_buffer(image, f);
+    const std::size_t rows = (std::size_t{image.height} + f - 1) / f, cols = (std::size_t{image.width} + f - 1) / f;
+    const std::size_t d = code_width(), positions = rows * cols, halo = halo_cells(manifest_, true);
+    std::vector<std::int32_t> grid(total_values(positions, d, "compress", "latent cells")), window;
+    // One pass when the padded image fits max_pixels, else tiles (runtime/tiles.py's encode_tiled).
+    const std::size_t core = core_cells(rows * f, cols * f, halo);
+    for (const Span& r : spans(rows, core, halo)) {
+        for (const Span& c : spans(cols, core, halo)) {
+            const std::size_t wr = r.window_end - r.window_begin, wc = c.window_end - c.window_begin;
+            const std::vector<float> planes =
+                window_planes(image, r.window_begin * f, r.window_end * f, c.window_begin * f, c.window_end * f);
+            window.assign(d * wr * wc, 0);
+            backend_->encode_grid(planes.data(), static_cast<std::int64_t>(wr * f), static_cast<std::int64_t>(wc * f),
+                                  window.data());
+            for (std::size_t ch = 0; ch < d; ++ch)
+                for (std::size_t y = r.core_begin; y < r.core_end; ++y)
+                    for (std::size_t x = c.core_begin; x < c.core_end; ++x)
+                        grid[(ch * rows + y) * cols + x] =
+                            window[(ch * wr + y - r.window_begin) * wc + x - c.window_begin];
+        }
+    }
     // A backend that returns indices outside the levels runs another model's graph.
     for (std::size_t i = 0; i < grid.size(); ++i) {
         const int level = manifest_.levels[i / positions];
@@ -377,19 +445,36 @@ Image Codec::decompress_grid(const Bitstream& bitstream) {
     }
     h.check();
     const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);
-    const std::size_t rows = h.grid_rows, cols = h.grid_cols, pw = cols * f;
-    std::vector<float> planes(total_values(3 * rows * f, pw, "decompress", "pixels"));
-    backend_->decode_grid(grid.data(), static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols),
-                          planes.data());
+    const std::size_t rows = h.grid_rows, cols = h.grid_cols, d = code_width(), halo = halo_cells(manifest_, false);
     Image image;
     image.height = h.image_height;
     image.width = h.image_width;
     image.rgb.resize(total_values(h.image_height, std::size_t{h.image_width} * 3, "decompress", "rows"));
-    const std::size_t plane = rows * f * pw;
-    for (std::size_t y = 0; y < h.image_height; ++y) {
-        for (std::size_t x = 0; x < h.image_width; ++x) {
-            for (std::size_t ch = 0; ch < 3; ++ch) {
-                image.rgb[(y * h.image_width + x) * 3 + ch] = to_byte(planes[ch * plane + y * pw + x]);
+    // One pass when the padded image fits max_pixels, else tiles (runtime/tiles.py's decode_tiled),
+    // each core's pixels inside the image converted to bytes as they come.
+    const std::size_t core = core_cells(rows * f, cols * f, halo);
+    std::vector<std::int32_t> window;
+    std::vector<float> planes;
+    for (const Span& r : spans(rows, core, halo)) {
+        for (const Span& c : spans(cols, core, halo)) {
+            const std::size_t wr = r.window_end - r.window_begin, wc = c.window_end - c.window_begin;
+            window.resize(d * wr * wc);
+            for (std::size_t ch = 0; ch < d; ++ch)
+                for (std::size_t y = 0; y < wr; ++y)
+                    for (std::size_t x = 0; x < wc; ++x)
+                        window[(ch * wr + y) * wc + x] = grid[(ch * rows + r.window_begin + y) * cols + c.window_begin + x];
+            planes.assign(total_values(3 * wr * f, wc * f, "decompress", "pixels"), 0.0f);
+            backend_->decode_grid(window.data(), static_cast<std::int64_t>(wr), static_cast<std::int64_t>(wc),
+                                  planes.data());
+            const std::size_t pw = wc * f, plane = wr * f * pw;
+            const std::size_t y_end = std::min<std::size_t>(r.core_end * f, h.image_height);
+            const std::size_t x_end = std::min<std::size_t>(c.core_end * f, h.image_width);
+            for (std::size_t y = r.core_begin * f; y < y_end; ++y) {
+                for (std::size_t x = c.core_begin * f; x < x_end; ++x) {
+                    const std::size_t at = (y - r.window_begin * f) * pw + (x - c.window_begin * f);
+                    for (std::size_t ch = 0; ch < 3; ++ch)
+                        image.rgb[(y * h.image_width + x) * 3 + ch] = to_byte(planes[ch * plane + at]);
+                }
             }
         }
     }

@@ -100,6 +100,17 @@ void read_arch(const Fields& f, const json& root, Manifest& m) {
     }
     if (root.contains("downsample"))
         m.downsample = f.integer("downsample", 1, 0xFFFF);  // the bitstream's u16 cell_size
+    // runtime/codec.py's _halo_cells: the "tiling" record when it holds both ints, else tile_halos
+    m.encoder_halo = 3 * m.downsample;
+    m.decoder_halo = 4;
+    const auto tiling = root.find("tiling");
+    if (tiling != root.end() && tiling->is_object()) {
+        const auto enc = tiling->find("encoder_halo"), dec = tiling->find("decoder_halo");
+        if (enc != tiling->end() && dec != tiling->end() && enc->is_number_integer() && dec->is_number_integer()) {
+            m.encoder_halo = static_cast<int>(std::clamp<long long>(enc->get<long long>(), 0, 1 << 20));
+            m.decoder_halo = static_cast<int>(std::clamp<long long>(dec->get<long long>(), 0, 1 << 20));
+        }
+    }
 }
 
 bool is_hex64(const std::string& s) {

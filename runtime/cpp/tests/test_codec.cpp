@@ -253,6 +253,43 @@ TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     EXPECT_FSQ_ERROR(codec.decode(std::vector<std::int32_t>(3), {1, 3}), "decode: '");
 }
 
+TEST(Codec, ConvArtifactInTilesGivesTheOnePassFile) {
+    TempDir dir;
+    make_art(dir.path(), {256, 256, 256}, 32, 1, {}, "conv");  // f = 8; no "tiling" record: halos 3 and 4 cells
+    Manifest m = Manifest::load(dir.path());
+    EXPECT_EQ(m.encoder_halo, 24);
+    EXPECT_EQ(m.decoder_halo, 4);
+    Image image{37, 83, std::vector<std::uint8_t>(37 * 83 * 3)};
+    for (std::size_t i = 0; i < image.rgb.size(); ++i) image.rgb[i] = static_cast<std::uint8_t>((i / 3) % 251);
+    Codec whole(m, std::make_unique<FlatCellBackend>(8));
+    auto owned = std::make_unique<FlatCellBackend>(8);
+    FlatCellBackend* backend = owned.get();
+    Codec tiled(m, std::move(owned));
+    tiled.set_tiling(kDefaultMaxPixels, 16);  // cores of 2 x 2 cells in a 5 x 11 grid
+    const Bitstream one = whole.compress(image), many = tiled.compress(image);
+    EXPECT_EQ(backend->shapes.size(), 3u * 6u);
+    EXPECT_EQ(backend->shapes[0], (std::array<std::int64_t, 2>{40, 40}));  // core 2 + halo 3 right/bottom, clipped
+    EXPECT_EQ(many.write(), one.write());
+    EXPECT_EQ(tiled.decompress(many).rgb, whole.decompress(one).rgb);
+    // by max_pixels: a 104 x 200 padded image over 6272 pixels, so windows of at most 79 pixels a
+    // side, cores of 9 - 2 * 3 = 3 cells (encoder) and 9 - 2 * 4 = 1 (decoder)
+    Image big{100, 200, std::vector<std::uint8_t>(100 * 200 * 3)};
+    for (std::size_t i = 0; i < big.rgb.size(); ++i) big.rgb[i] = static_cast<std::uint8_t>((i * 7) % 253);
+    const Bitstream big_one = whole.compress(big);
+    tiled.set_tiling(6272);
+    backend->shapes.clear();
+    EXPECT_EQ(tiled.compress(big).write(), big_one.write());
+    EXPECT_EQ(backend->shapes.size(), 5u * 9u);  // 13 x 25 cells in cores of 3
+    EXPECT_EQ(tiled.decompress(big_one).rgb, whole.decompress(big_one).rgb);
+    // the Python Codec's refusals
+    EXPECT_FSQ_ERROR(tiled.set_tiling(kDefaultMaxPixels, 12),
+                     "codec: tile 12 is not a positive multiple of 8 pixels (the model's downsampling factor). "
+                     "Note: pass e.g. 128, or leave it unset");
+    EXPECT_FSQ_ERROR(tiled.set_tiling(72 * 72 - 1),
+                     "codec: max_pixels 5183 is below the smallest tile window, 72x72 pixels (one 8-pixel cell "
+                     "and the model's halo on each side). Note: the default is 4194304");
+}
+
 TEST(Codec, ConvArtifactOnAFixedShapeBackendIsOneLine) {
     TempDir dir;
     make_art(dir.path(), {8, 5, 5, 5}, 32, 1, {}, "conv");

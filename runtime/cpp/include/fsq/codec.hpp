@@ -41,6 +41,9 @@ void check_images(const float* images, const std::vector<std::int64_t>& shape, i
 void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
                    const char* component = "decode");
 
+/// The Python Codec's DEFAULT_MAX_PIXELS: a conv image larger than this (padded) runs in tiles.
+inline constexpr std::uint64_t kDefaultMaxPixels = 2048ull * 2048;
+
 /// An artifact's codec. Paper artifacts: patch batches (encode / decode) and images (compress /
 /// decompress). Conv artifacts: images only, each through the dynamic-shape graphs in one pass
 /// (the onnxruntime backend), entropy-coded over ART/prior.json as the Python Codec does.
@@ -74,15 +77,23 @@ public:
     /// ART/prior.json of a conv artifact that has one (checked on load), else nullptr: what
     /// Bitstream::save / load need for entropy-coded files.
     const Prior* prior() const { return prior_ ? &*prior_ : nullptr; }
+    /// Conv artifacts: an image whose padded size is above `max_pixels` runs in tiles widened by
+    /// the manifest's halos (runtime/tiles.py), with exactly the one-pass result and memory bounded
+    /// by the largest window; `tile_pixels` > 0 sets the tiles' core side instead (a multiple of f).
+    /// The Python Codec's max_pixels and tile, refused with its messages; no effect on paper artifacts.
+    void set_tiling(std::uint64_t max_pixels, std::uint32_t tile_pixels = 0);
 
 private:
     void run(bool encoding, const void* in, std::size_t n, void* out);
     Bitstream compress_grid(const Image& image);
     Image decompress_grid(const Bitstream& bitstream);
+    std::size_t core_cells(std::size_t height, std::size_t width, std::size_t halo) const;
 
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
     std::optional<Prior> prior_;
+    std::uint64_t max_pixels_ = kDefaultMaxPixels;
+    std::uint32_t tile_pixels_ = 0;
 };
 
 }  // namespace fsq

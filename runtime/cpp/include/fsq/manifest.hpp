@@ -52,6 +52,10 @@ struct Manifest {
     int stages = 0;      // K
     std::string arch = kArchPaper;  // absent in manifests written before the conv codec: those are paper models
     int downsample = 16;            // f: pixels per latent position along each axis (conv), the bitstream's cell_size
+    // conv: the tiling halos (runtime/tiles.py), from the manifest's "tiling" record, else
+    // fsqdeploy.config.tile_halos' 3f pixels and 4 cells, as the Python Codec falls back
+    int encoder_halo = 48;  // pixels
+    int decoder_halo = 4;   // latent cells
     double temperature = 0;
     int opset = 0;
     std::map<std::string, FileEntry> files;  // relative path -> sha256, size
