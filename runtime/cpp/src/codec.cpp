@@ -125,7 +125,9 @@ std::vector<float> window_planes(const Image& image, std::size_t y0, std::size_t
     for (std::size_t ch = 0; ch < 3; ++ch) {
         for (std::size_t y = y0; y < y1; ++y) {
             const std::uint8_t* row = image.rgb.data() + std::min(y, h - 1) * w * 3;
-            for (std::size_t x = x0; x < x1; ++x) *dst++ = static_cast<float>(row[std::min(x, w - 1) * 3 + ch]) / 255.0f;
+            for (std::size_t x = x0; x < x1; ++x) {
+                *dst++ = static_cast<float>(row[std::min(x, w - 1) * 3 + ch]) / 255.0f;
+            }
         }
     }
     return out;
@@ -444,7 +446,11 @@ Image Codec::decompress_grid(const Bitstream& bitstream) {
                     "-pixel latent cells (layout 1). Note: decompress with the model that compressed it");
     }
     h.check();
-    const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);
+    const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);  // refuses a wrong cell count
+    // indices outside the levels (a Bitstream built in memory; read() refuses them in a file)
+    const std::vector<std::int64_t> cells_shape{static_cast<std::int64_t>(h.num_cells()),
+                                                static_cast<std::int64_t>(code_width())};
+    check_indices(bitstream.indices.data(), cells_shape, manifest_.levels, "decode");
     const std::size_t rows = h.grid_rows, cols = h.grid_cols, d = code_width(), halo = halo_cells(manifest_, false);
     Image image;
     image.height = h.image_height;
@@ -462,7 +468,8 @@ Image Codec::decompress_grid(const Bitstream& bitstream) {
             for (std::size_t ch = 0; ch < d; ++ch)
                 for (std::size_t y = 0; y < wr; ++y)
                     for (std::size_t x = 0; x < wc; ++x)
-                        window[(ch * wr + y) * wc + x] = grid[(ch * rows + r.window_begin + y) * cols + c.window_begin + x];
+                        window[(ch * wr + y) * wc + x] =
+                            grid[(ch * rows + r.window_begin + y) * cols + c.window_begin + x];
             planes.assign(total_values(3 * wr * f, wc * f, "decompress", "pixels"), 0.0f);
             backend_->decode_grid(window.data(), static_cast<std::int64_t>(wr), static_cast<std::int64_t>(wc),
                                   planes.data());

@@ -243,7 +243,10 @@ TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     EXPECT_EQ(back.height, 13u);
     EXPECT_EQ(back.width, 21u);
     EXPECT_EQ(back.rgb, image.rgb);
-    // a patch file is refused, and so is the patch API
+    // out-of-range indices, a patch file and the patch API are refused
+    Bitstream bad = b;
+    bad.indices[4] = 256;
+    EXPECT_FSQ_ERROR(codec.decompress(bad), "decode: index 256 at [1, 1] is outside [0, 256)");
     Bitstream patches = b;
     patches.header.layout = kLayoutPatches;
     EXPECT_FSQ_ERROR(codec.decompress(patches), "decompress: the file holds 8-pixel patches (layout 0), the model "
