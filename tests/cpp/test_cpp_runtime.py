@@ -61,6 +61,13 @@ def run(*argv: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120)
 
 
+def has_onnxruntime(fsq_cpp: Path, art: Path) -> bool:
+    """Whether this fsq-cpp was built with the ONNX Runtime backend (`fsq-cpp info ART` says)."""
+    info = run(fsq_cpp, "info", art)
+    assert info.returncode == 0, info.stderr
+    return "onnxruntime" in next(line for line in info.stdout.splitlines() if line.startswith("backends"))
+
+
 def test_cpp_verifies_a_real_artifact(exported, fsq_cpp):
     manifest = json.loads((exported.art / "manifest.json").read_text())
     proc = run(fsq_cpp, "info", exported.art)
@@ -144,12 +151,6 @@ def test_cpp_reads_a_conv_artifact_and_its_latent_grid_files(conv_exported, fsq_
 
 
 
-def has_onnxruntime(fsq_cpp: Path, art: Path) -> bool:
-    info = run(fsq_cpp, "info", art)
-    assert info.returncode == 0, info.stderr
-    return "onnxruntime" in next(line for line in info.stdout.splitlines() if line.startswith("backends"))
-
-
 def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported, fsq_cpp, tmp_path):
     """fsq-cpp encode on the exported conv ART (one pass through the dynamic-shape encoder, coded
     over ART/prior.json) writes the bytes the Python Codec writes, at odd sizes, for a photo (coding
@@ -208,9 +209,7 @@ def test_cpp_onnxruntime_backend_codes_like_python(art32, fsq_cpp, tmp_path):
 
     from fsqdeploy.runtime.codec import Codec
 
-    info = run(fsq_cpp, "info", art32.art)
-    assert info.returncode == 0, info.stderr
-    if "onnxruntime" not in next(line for line in info.stdout.splitlines() if line.startswith("backends")):
+    if not has_onnxruntime(fsq_cpp, art32.art):
         pytest.skip("this fsq-cpp has no ONNX Runtime backend (bash .ci/cpp.sh builds one with scripts/ort_sdk.sh)")
     image = np.random.default_rng(2).integers(0, 256, (70, 100, 3), dtype=np.uint8)
     image[20:50, 10:90] = (200, 60, 40)  # a flat patch beside the noise

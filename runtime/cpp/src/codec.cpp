@@ -369,21 +369,33 @@ Bitstream Codec::compress(const Image& image) {
     return out;
 }
 
-Image Codec::decompress(const Bitstream& bitstream) {
-    if (manifest_.spatial()) return decompress_grid(bitstream);
-    const Header& h = bitstream.header;
-    check_model(h, manifest_.model_hash, manifest_.levels);
-    // A patch model reads patch files of its own size, version 1 or 2 (Codec.decode_image's check).
-    const auto size = static_cast<std::uint32_t>(manifest_.image_size);
-    if (h.layout != kLayoutPatches || h.cell_size != size) {
+namespace {
+
+// Codec.decode_image's check: a file this model wrote, in its layout and cell size (a patch model
+// reads patches of its own size, version 1 or 2; a conv model a latent grid of its f).
+void check_own_file(const Header& h, const Manifest& manifest) {
+    check_model(h, manifest.model_hash, manifest.levels);
+    const bool grid = manifest.spatial();
+    const std::uint8_t layout = grid ? kLayoutGrid : kLayoutPatches;
+    const auto cell = static_cast<std::uint32_t>(grid ? manifest.downsample : manifest.image_size);
+    if (h.layout != layout || h.cell_size != cell) {
         const char* kind = h.layout == kLayoutPatches ? "pixel patches"
                            : h.layout == kLayoutGrid  ? "pixel latent cells"
                                                       : "pixel cells";
         throw Error("decompress: the file holds " + std::to_string(h.cell_size) + "-" + kind + " (layout " +
-                    std::to_string(h.layout) + "), the model reads " + std::to_string(size) +
-                    "-pixel patches (layout 0). Note: decompress with the model that compressed it");
+                    std::to_string(h.layout) + "), the model reads " + std::to_string(cell) +
+                    (grid ? "-pixel latent cells (layout 1)" : "-pixel patches (layout 0)") +
+                    ". Note: decompress with the model that compressed it");
     }
     h.check();
+}
+
+}  // namespace
+
+Image Codec::decompress(const Bitstream& bitstream) {
+    check_own_file(bitstream.header, manifest_);
+    if (manifest_.spatial()) return decompress_grid(bitstream);
+    const Header& h = bitstream.header;
     const auto n = static_cast<std::int64_t>(h.num_cells());
     const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
     return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
@@ -433,19 +445,10 @@ Bitstream Codec::compress_grid(const Image& image) {
     return fixed;
 }
 
+// After check_own_file (decompress).
 Image Codec::decompress_grid(const Bitstream& bitstream) {
     const Header& h = bitstream.header;
-    check_model(h, manifest_.model_hash, manifest_.levels);
     const auto f = static_cast<std::uint32_t>(manifest_.downsample);
-    if (h.layout != kLayoutGrid || h.cell_size != f) {
-        const char* kind = h.layout == kLayoutPatches ? "pixel patches"
-                           : h.layout == kLayoutGrid  ? "pixel latent cells"
-                                                      : "pixel cells";
-        throw Error("decompress: the file holds " + std::to_string(h.cell_size) + "-" + kind + " (layout " +
-                    std::to_string(h.layout) + "), the model reads " + std::to_string(f) +
-                    "-pixel latent cells (layout 1). Note: decompress with the model that compressed it");
-    }
-    h.check();
     const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);  // refuses a wrong cell count
     // indices outside the levels (a Bitstream built in memory; read() refuses them in a file)
     const std::vector<std::int64_t> cells_shape{static_cast<std::int64_t>(h.num_cells()),
