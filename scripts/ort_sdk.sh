@@ -9,7 +9,8 @@
 # sha256 is then not checked). Prints OUT/SDK_INFO.txt. Exits non-zero on any failure, leaving no OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:?usage: scripts/ort_sdk.sh OUT}"
+if [ $# -ne 1 ]; then echo "usage: scripts/ort_sdk.sh OUT" >&2; exit 2; fi
+out="$1"
 pinned=1.31.1
 pinned_sha256=f19a4da48c4c65e0cdccff82354482f657fa91a3455b66174195b94ca55b0e6f
 version="${ORT_NPM_VERSION:-$pinned}"
