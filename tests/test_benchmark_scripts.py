@@ -109,3 +109,14 @@ def test_entropy_coding_rows_cover_both_codings(conv_exported):
         for number in (1, 2):
             coded = row[f"coding{number}"]
             assert coded["ideal_bytes"] <= coded["payload_bytes"] <= coded["ideal_bytes"] + 4 * coded["lanes"] + 2
+
+
+def test_train_throughput_prints_fp32_and_bfloat16_side_by_side(monkeypatch, capsys):
+    script = load_script("train_throughput")
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--steps", "2", "--warmup", "0", "--batch-size", "2"])
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ") and "conv, batch 2" in lines[0]
+    assert lines[1].split(":")[0].strip() == "fp32" and lines[2].split(":")[0].strip() == "bf16 autocast"
+    assert all("ms per step" in line for line in lines[1:3])
+    assert lines[3].startswith("bf16 / fp32 step time: ") and "x; fsqdeploy train --amp " in lines[3]

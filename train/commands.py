@@ -46,7 +46,9 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (paper 1e-3, conv 3e-3).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    amp: Annotated[bool, typer.Option(help="conv on CUDA: bfloat16 autocast (the quantizer stays FP32).")] = True,
+    amp: Annotated[bool, typer.Option(
+        help="conv: bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions (the quantizer stays FP32)."
+    )] = True,
     image_size: Annotated[int | None, typer.Option(help="paper: image side; conv: crop side (multiple of f).")] = None,
     channels: Annotated[str | None, typer.Option(help="Encoder channels per stride-2 layer (f = 2^layers).")] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent size D (conv: channels per latent position).")] = None,

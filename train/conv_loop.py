@@ -18,7 +18,8 @@ Defaults and why: MSE (the codec is judged by PSNR), constant temperature 1 and 
 entropy terms. FSQ needs neither (Mentzer et al. 2023), and the commitment term is divided by the
 temperature, so annealing T from 1 to 0.1 multiplies it tenfold: that, not a worse reconstruction,
 is why the paper loop's total loss rises while T anneals. The learning rate holds, then decays
-linearly over the last ``decay_fraction`` of the budget.
+linearly over the last ``decay_fraction`` of the budget. With ``amp`` the step's network runs under
+bfloat16 autocast where that is faster than FP32 (``autocast_bf16``); evaluations stay FP32.
 """
 
 from __future__ import annotations
@@ -96,6 +97,19 @@ def evaluate_photos(model: FSQVAE, photos: PhotoSplits) -> dict[str, Any]:
             "test_psnr_per_image": per_psnr, "bits_per_pixel": bits / max(pixels, 1)}
 
 
+def autocast_bf16(device: torch.device, amp: bool) -> bool:
+    """Whether the training step runs under bfloat16 autocast (``--amp``, the quantizer stays FP32): on
+    CUDA, and on CPUs with bfloat16 instructions (AVX512-BF16, AMX-BF16). Elsewhere oneDNN emulates
+    bfloat16, which is slower than FP32 (measured in docs/training.md, "Mixed precision on CPUs").
+    bfloat16 keeps float32's range, so no loss scaling is needed."""
+    if not amp:
+        return False
+    if device.type == "cuda":
+        return True
+    capabilities = torch.cpu.get_capabilities() if device.type == "cpu" else {}
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 def lr_at(progress: float, lr: float) -> float:
     """Constant, then linear decay to 5% over the last DECAY_FRACTION of the budget."""
     start = 1.0 - DECAY_FRACTION
@@ -144,7 +158,7 @@ def train_conv(
         optimizer.load_state_dict(state["optimizer"])
         if averaged is not None and "averaged" in state:
             averaged.load_state_dict(state["averaged"])
-    use_amp = device.type == "cuda" and cfg.amp  # bfloat16 keeps float32's range: no loss scaling needed
+    use_amp = autocast_bf16(device, cfg.amp)
     total, budget_s = cfg.steps, cfg.minutes * 60.0
     eval_every = cfg.eval_every or max(1, math.ceil(total / 10))
     stages = list(model.quantizer.stages)
@@ -190,7 +204,8 @@ def train_conv(
             reduced = distributed.all_sum({"loss": loss, "images_per_s": window_images / max(
                 time.perf_counter() - window_start, 1e-9)}, ctx, device)
             if ctx.is_main:  # rank 0 alone evaluates and writes; the others wait at the barrier
-                metrics: dict[str, Any] = {"step": step, "train_loss": reduced["loss"] / ctx.world}
+                metrics: dict[str, Any] = {"step": step, "train_loss": reduced["loss"] / ctx.world,
+                                           "autocast": "bfloat16" if use_amp else None}
                 if ctx.active:
                     metrics.update(processes=ctx.world, effective_batch_size=global_batch)
                 evaluated = model if averaged is None else averaged.module

@@ -197,6 +197,42 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         assert torch.equal(state_a["model"][k], state_b["model"][k]), k
 
 
+def test_bfloat16_autocast_where_the_cpu_has_bfloat16_instructions(monkeypatch):
+    from fsqdeploy.train.conv_loop import autocast_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for found, expected in [({"avx512_bf16": True, "amx_bf16": False}, True), ({"amx_bf16": True}, True),
+                            ({"avx512_bf16": False, "amx_bf16": False, "avx512_f": True}, False), ({}, False)]:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda found=found: found)
+        assert autocast_bf16(cpu, amp=True) is expected, found
+        assert autocast_bf16(cpu, amp=False) is False
+    assert autocast_bf16(cuda, amp=True) is True and autocast_bf16(cuda, amp=False) is False
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_mixed_precision_runs_the_network_in_bfloat16_and_the_quantizer_in_fp32(tmp_path, monkeypatch, amp):
+    """--amp on a bfloat16 CPU: the decoder's logits come out bfloat16 while the latent reaching the
+    quantizer is float32; metrics.jsonl says so. --no-amp: float32 throughout."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    original = FSQVAE.forward
+
+    def spy(self, images):
+        out = original(self, images)
+        if torch.is_grad_enabled():  # the training step, not the held-out evaluation
+            seen.extend((out.logits.dtype, s.bounded.dtype) for s in out.stages)
+        return out
+
+    monkeypatch.setattr(FSQVAE, "forward", spy)
+    cfg = TrainConfig(steps=4, eval_every=4, amp=amp, **TINY_RUN)
+    train_conv(conv_cfg(), cfg, tmp_path, photos=tiny_photos(), device=torch.device("cpu"))
+    logits = torch.bfloat16 if amp else torch.float32
+    assert seen and all(pair == (logits, torch.float32) for pair in seen), seen
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["autocast"] == ("bfloat16" if amp else None)
+    assert np.isfinite(lines[-1]["train_loss"])
+
+
 def test_padding_replicates_edges_to_a_multiple():
     photo = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     padded = pad_to_multiple(photo, 4)
