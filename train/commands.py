@@ -29,7 +29,7 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
                   temperature_end=0.1, epochs=50, steps=0, linear_path=False),
     "conv": dict(image_size=64, channels="32,64,128,192", latent_dim=12, levels="7,7,7,7,7,7,7,7,7,7,7,5",
                  batch_size=16, lr=3e-3, recon_loss="mse", quant_weight=0.0, entropy_weight=0.0,
-                 temperature_schedule="constant", temperature_end=1.0, epochs=0, steps=2400, linear_path=True),
+                 temperature_schedule="constant", temperature_end=1.0, epochs=0, steps=3400, linear_path=True),
 }
 
 
@@ -39,7 +39,7 @@ def train(
     data: Annotated[str, typer.Option(help="sample | synthetic | cifar10:DIR | folder:DIR")] = "sample",
     download: Annotated[bool, typer.Option(help="Fetch CIFAR-10 into DIR if it is missing.")] = False,
     epochs: Annotated[int | None, typer.Option(help="paper: training epochs (paper: 50).")] = None,
-    steps: Annotated[int | None, typer.Option(help="conv: optimiser steps (default 2400).")] = None,
+    steps: Annotated[int | None, typer.Option(help="conv: optimiser steps (default 3400).")] = None,
     minutes: Annotated[float, typer.Option(help="conv: stop after this many minutes (0: no time limit).")] = 0.0,
     eval_every: Annotated[int, typer.Option(help="conv: evaluate every N steps (0: ten times per run).")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (paper 128, conv 16 crops).")] = None,
