@@ -51,7 +51,9 @@ def fsq_cpp(tmp_path_factory) -> Path:
             pytest.skip(f"the C++ runtime cannot build here: {missing} (bash .ci/cpp.sh installs it)")
         pytest.fail(f"cmake configure failed:\n{configure.stdout}\n{configure.stderr}")
     built = subprocess.run(
-        [cmake, "--build", str(build), "--target", "fsq-cpp", "--parallel"], capture_output=True, text=True
+        [cmake, "--build", str(build), "--target", "fsq-cpp", "fsq-minimal", "--parallel"],
+        capture_output=True,
+        text=True,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     return build / "examples" / "fsq-cpp"
@@ -225,6 +227,37 @@ def test_cpp_onnxruntime_backend_codes_like_python(art32, fsq_cpp, tmp_path):
     cpp_image = np.asarray(Image.open(tmp_path / "out.ppm").convert("RGB"))
     assert cpp_image.shape == python_image.shape == image.shape
     assert np.abs(cpp_image.astype(int) - python_image.astype(int)).max() <= 1  # float sums may differ by an ulp
+
+
+@pytest.mark.parametrize("which", ["conv_exported", "art32"])
+def test_the_readme_example_codes_both_architectures_as_python_does(which, fsq_cpp, tmp_path, request):
+    """fsq-minimal (examples/cpp/minimal.cpp, runtime/cpp/README.md's usage example) on an exported
+    conv ART and a paper one: its frame.fsq is the Python Codec's compress of the same grey frame, byte
+    for byte (conv entropy-coded over the prior, paper fixed rate as the C++ Codec writes it), and the
+    paper model also codes its patch batch."""
+    from fsqdeploy.runtime.codec import Codec
+
+    art = request.getfixturevalue(which).art
+    if not has_onnxruntime(fsq_cpp, art):
+        pytest.skip("this fsq-cpp has no ONNX Runtime backend (bash .ci/cpp.sh builds one with scripts/ort_sdk.sh)")
+    proc = run(fsq_cpp.parent / "fsq-minimal", art, tmp_path / "frame.fsq")
+    assert proc.returncode == 0, proc.stderr
+    frame = np.full((480, 640, 3), 128, dtype=np.uint8)
+    with Codec.load(art, backend="onnxruntime", entropy=which == "conv_exported") as codec:
+        python_file = codec.compress(frame)
+        header = read_fsq(python_file, codec.prior)[0]
+    assert (tmp_path / "frame.fsq").read_bytes() == python_file
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"640x480 image, {header.grid_rows * header.grid_cols} cells of {header.cell_size} pixels, "
+                        f"coding {header.coding}, via onnxruntime")
+    assert len(lines) == (1 if which == "conv_exported" else 2)
+
+
+def test_the_cpp_readme_shows_the_example_as_it_is():
+    readme = (RUNTIME_CPP / "README.md").read_text()
+    example = (ROOT / "examples" / "cpp" / "minimal.cpp").read_text()
+    body = example[example.index("#include <fsq/fsq.hpp>"):]
+    assert f"```cpp\n{body}```" in readme
 
 
 def test_cpp_refuses_a_changed_artifact(art_copy, fsq_cpp):
