@@ -68,7 +68,8 @@ def plan_crops(shapes: Sequence[tuple[int, int]], count: int, size: int, seed: i
 
 def cut(photo: np.ndarray, crop: Crop) -> torch.Tensor:
     """float32 [3, size, size] in [0, 1]: ``crop`` of a uint8 [H, W, 3] photo."""
-    region = torch.from_numpy(np.ascontiguousarray(photo[crop.y : crop.y + crop.side, crop.x : crop.x + crop.side]))
+    # a copy (uint8, small): a crop as wide as a read-only photo is a read-only view, which torch warns about
+    region = torch.from_numpy(np.array(photo[crop.y : crop.y + crop.side, crop.x : crop.x + crop.side]))
     out = region.permute(2, 0, 1)[None].float() / 255.0
     if crop.side != crop.size:
         out = F.interpolate(out, size=(crop.size, crop.size), mode="bilinear", antialias=True, align_corners=False)
