@@ -154,7 +154,14 @@ def train(
                 f"perplexity {m['perplexity']:.2f}  T {m['temperature']:.3f}  {m['images_per_s']:.0f} img/s"
             )
 
+        said_precision: list[bool] = []
+
         def on_eval(m: dict[str, Any]) -> None:
+            if not said_precision:  # what --amp did depends on the device and the CPU; said at the first
+                said_precision.append(True)  # evaluation, so that a bad --data stays a one-line error
+                autocast = m.get("autocast")
+                console.print(f"precision: {autocast} autocast, the quantizer in FP32" if autocast else
+                              "precision: FP32")
             photos = "  ".join(f"{k} {v:.2f}" for k, v in m["test_psnr_per_image"].items())
             console.print(
                 f"step {m['step']:5d}  train {m['train_loss']:.4f}  held-out PSNR {m['test_psnr']:.2f} dB "

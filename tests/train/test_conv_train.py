@@ -267,6 +267,13 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert [m["step"] for m in lines] == [2, 4]
     # the default levels 7 x 11, 5 -> 34 bits per cell (7^11 * 5 < 2^34); --channels 8,8,8 makes the cell 8x8
     assert lines[0]["bits_per_pixel"] == pytest.approx(34 / 64)
+    # the run says which precision --amp gave on this machine, as metrics.jsonl does
+    said = "precision: bfloat16 autocast, the quantizer in FP32" if lines[0]["autocast"] else "precision: FP32"
+    assert said in r.stderr.splitlines()[0]
+    r32 = fsqdeploy("train", "--data", "synthetic", "--steps", "2", "--channels", "8,8,8", "--batch-size", "4",
+                    "--no-amp", "--out", tmp_path / "fp32")
+    assert r32.returncode == 0 and r32.stderr.splitlines()[0].strip() == "precision: FP32", r32.stderr
+    assert json.loads((tmp_path / "fp32" / "metrics.jsonl").read_text().splitlines()[-1])["autocast"] is None
     r = fsqdeploy("eval", run, "--json", tmp_path / "m.json")
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
