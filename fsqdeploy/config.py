@@ -98,7 +98,7 @@ class TrainConfig:
     adapt_epochs: list[int] = field(default_factory=list)  # empty: at 20% and 40% of the run
     eval_batches: int = 0  # 0: the whole test split
     # conv: a budget of steps, or of minutes (whichever ends first; 0 = none), evaluated every
-    # eval_every steps (0: ten times per run); amp: bfloat16 autocast on CUDA and bfloat16 CPUs, quantizer FP32
+    # eval_every steps (0: ten times per run); amp: bfloat16 autocast where GPU or CPU has it, quantizer FP32
     steps: int = 0
     minutes: float = 0.0
     eval_every: int = 0

@@ -47,7 +47,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     amp: Annotated[bool, typer.Option(
-        help="conv: bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions (the quantizer stays FP32)."
+        help="conv: bfloat16 autocast on GPUs and CPUs with bfloat16 hardware (the quantizer stays FP32)."
     )] = True,
     image_size: Annotated[int | None, typer.Option(help="paper: image side; conv: crop side (multiple of f).")] = None,
     channels: Annotated[str | None, typer.Option(help="Encoder channels per stride-2 layer (f = 2^layers).")] = None,

@@ -99,13 +99,14 @@ def evaluate_photos(model: FSQVAE, photos: PhotoSplits) -> dict[str, Any]:
 
 def autocast_bf16(device: torch.device, amp: bool) -> bool:
     """Whether the training step runs under bfloat16 autocast (``--amp``, the quantizer stays FP32): on
-    CUDA, and on CPUs with bfloat16 instructions (AVX512-BF16, AMX-BF16). Elsewhere oneDNN emulates
-    bfloat16, which is slower than FP32 (measured in docs/training.md, "Mixed precision on CPUs").
-    bfloat16 keeps float32's range, so no loss scaling is needed."""
+    GPUs with bfloat16 tensor cores (CUDA compute capability 8.0 on, and ROCm) and on CPUs with
+    bfloat16 instructions (AVX512-BF16, AMX-BF16). Elsewhere bfloat16 is emulated: on CPUs that is
+    slower than FP32 (measured in docs/training.md, "Mixed precision on CPUs"). bfloat16 keeps
+    float32's range, so no loss scaling is needed."""
     if not amp:
         return False
     if device.type == "cuda":
-        return True
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     capabilities = torch.cpu.get_capabilities() if device.type == "cpu" else {}
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 

@@ -206,7 +206,11 @@ def test_bfloat16_autocast_where_the_cpu_has_bfloat16_instructions(monkeypatch):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda found=found: found)
         assert autocast_bf16(cpu, amp=True) is expected, found
         assert autocast_bf16(cpu, amp=False) is False
-    assert autocast_bf16(cuda, amp=True) is True and autocast_bf16(cuda, amp=False) is False
+    monkeypatch.setattr(torch.version, "hip", None)
+    for major, expected in [(9, True), (8, True), (7, False)]:  # H100, A100: bfloat16 tensor cores; V100, T4: not
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, major=major: type("P", (), {
+            "major": major})())
+        assert autocast_bf16(cuda, amp=True) is expected and autocast_bf16(cuda, amp=False) is False
 
 
 @pytest.mark.parametrize("amp", [True, False])
