@@ -5,9 +5,9 @@
 #   scripts/gpu_check.sh OUT          (or GPU_CHECK_OUT=OUT scripts/gpu_check.sh)
 #
 # It installs the project without downloads against what is installed, trains a short run on the
-# GPU, exports it, benches it with the GPU PyTorch reference (CUDA-event timing), runs the tests
-# marked gpu (the TensorRT ones skip there with their reason) and writes OUT/summary.md, with each
-# step's log beside it. A step that fails is recorded and the next still runs; the exit code is the
+# GPU (the summary says whether it ran under bfloat16 autocast), exports it, benches it with the GPU
+# PyTorch reference (CUDA-event timing), runs the tests marked gpu (the TensorRT ones skip there
+# with their reason) and writes OUT/summary.md, with each step's log beside it. A step that fails is recorded and the next still runs; the exit code is the
 # number of failed steps (0: all passed). Wheels of packages the machine lacks can be carried in
 # .gpu-wheels/ (git-ignored; make it here with `pip download --no-deps -d .gpu-wheels onnx-graphsurgeon`,
 # the one dependency that machine lacks, and name it in the device run's carry list).
@@ -97,6 +97,17 @@ step bench 120 fsqdeploy bench "$work/art" --batch-sizes 1,256 --seconds 0.3 --i
     --no-baselines --tile-size 0 --json "$out/bench.json"
 step pytest-gpu 120 python3 -m pytest -m gpu -q -rs -p no:cacheprovider
 
+note ""
+note "## Training (the run's metrics.jsonl)"
+if [ -f "$work/run/metrics.jsonl" ]; then
+    python3 - "$work/run/metrics.jsonl" <<'PY' 2>&1 | tee -a "$summary"
+import json, sys
+last = [json.loads(line) for line in open(sys.argv[1])][-1]
+precision = f"{last['autocast']} autocast" if last.get("autocast") else "fp32"
+print(f"- {last['step']} steps in {last['elapsed_s']:.0f} s, {precision}, "
+      f"held-out PSNR {last['test_psnr']:.2f} dB, best step {last['best_step']}")
+PY
+fi
 note ""
 note "## Bench (fsqdeploy bench --json bench.json)"
 if [ -f "$out/bench.json" ]; then
