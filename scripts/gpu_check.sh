@@ -7,10 +7,11 @@
 # It installs the project without downloads against what is installed, trains a short run on the
 # GPU (the summary says whether it ran under bfloat16 autocast), exports it, benches it with the GPU
 # PyTorch reference (CUDA-event timing), runs the tests marked gpu (the TensorRT ones skip there
-# with their reason) and writes OUT/summary.md, with each step's log beside it. A step that fails is recorded and the next still runs; the exit code is the
-# number of failed steps (0: all passed). Wheels of packages the machine lacks can be carried in
-# .gpu-wheels/ (git-ignored; make it here with `pip download --no-deps -d .gpu-wheels onnx-graphsurgeon`,
-# the one dependency that machine lacks, and name it in the device run's carry list).
+# with their reason) and writes OUT/summary.md, with each step's log beside it. A step that fails
+# is recorded and the next still runs; the exit code is the number of failed steps (0: all passed).
+# Wheels of packages the machine lacks can be carried in .gpu-wheels/ (git-ignored; make it here
+# with `pip download --no-deps -d .gpu-wheels onnx-graphsurgeon`, the one dependency that machine
+# lacks, and name it in the device run's carry list).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${GPU_CHECK_OUT:-}}"
