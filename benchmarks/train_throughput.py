@@ -36,15 +36,10 @@ def batches(arch: str, batch_size: int) -> tuple[ModelConfig, Callable[[int], to
         return ModelConfig(), lambda step: torch.from_numpy(images_to_float(
             images[torch.randint(0, len(images), (batch_size,)).numpy()]))
     from fsqdeploy.data import sample_photos
-    from fsqdeploy.fsq import parse_levels
-    from fsqdeploy.train.commands import ARCH_DEFAULTS
+    from fsqdeploy.train.commands import ARCH_DEFAULTS, model_config
     from fsqdeploy.train.crops import random_crops
 
-    o = ARCH_DEFAULTS["conv"]
-    cfg = ModelConfig(arch="conv", image_size=o["image_size"], channels=tuple(int(c) for c in o["channels"].split(",")),
-                      latent_dim=o["latent_dim"], levels=parse_levels(o["levels"], o["latent_dim"]),
-                      linear_path=o["linear_path"])
-    photos = sample_photos()
+    cfg, photos = model_config("conv", ARCH_DEFAULTS["conv"]), sample_photos()
     return cfg, lambda step: random_crops(photos.train, batch_size, cfg.image_size, 0, step)
 
 

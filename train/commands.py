@@ -14,6 +14,20 @@ from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.fsq import parse_levels
 
 
+def model_config(arch: str, o: dict[str, Any], stages: int = 1, temperature: float = 1.0) -> ModelConfig:
+    """The model of options shaped as ARCH_DEFAULTS[arch] (a run's, or the defaults themselves)."""
+    return ModelConfig(
+        arch=arch,
+        image_size=o["image_size"],
+        channels=tuple(_int_list(o["channels"], "--channels")),
+        latent_dim=o["latent_dim"],
+        levels=parse_levels(o["levels"], o["latent_dim"]) * stages if stages >= 1 else [],
+        stages=stages,
+        temperature=temperature,
+        linear_path=o["linear_path"],
+    )
+
+
 def _int_list(text: str, what: str) -> list[int]:
     try:
         return [int(p) for p in text.split(",") if p.strip()]
@@ -91,16 +105,7 @@ def train(
     if arch == "conv" and (epochs is not None or adaptive_levels):
         raise FSQDeployError("train: --epochs and --adaptive-levels are for --arch paper. "
                              "Note: use --steps or --minutes with conv")
-    model_cfg = ModelConfig(
-        arch=arch,
-        image_size=o["image_size"],
-        channels=tuple(_int_list(o["channels"], "--channels")),
-        latent_dim=o["latent_dim"],
-        levels=parse_levels(o["levels"], o["latent_dim"]) * stages if stages >= 1 else [],
-        stages=stages,
-        temperature=temperature_start,
-        linear_path=o["linear_path"],
-    )
+    model_cfg = model_config(arch, o, stages, temperature_start)
     cfg = TrainConfig(
         data=data, download=download, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], seed=seed,
         device=device, recon_loss=o["recon_loss"], recon_weight=recon_weight, quant_weight=o["quant_weight"],
