@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from fsqdeploy.errors import FSQDeployError
 
@@ -303,10 +303,10 @@ def folder_split(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
 
 
 def _load_crop(path: Path, size: int) -> np.ndarray:
+    from fsqdeploy.images import open_rgb
+
     try:
-        with Image.open(path) as opened:
-            # Honour the EXIF orientation, or phone photos come out sideways.
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+        image = Image.fromarray(open_rgb(path))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
                              "Note: remove or replace the file") from e
@@ -447,13 +447,13 @@ class FolderPhotos:
 
 
 def _header_shape(path: Path) -> tuple[int, int]:
+    from fsqdeploy.images import displayed_size
+
     try:
-        with Image.open(path) as opened:  # reads the header only: no pixels are decoded here
-            width, height = opened.size
+        return displayed_size(path)  # reads the header only: no pixels are decoded here
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
                              "Note: remove or replace the file") from e
-    return height, width
 
 
 def _folder_root(spec: str) -> Path | None:

@@ -9,22 +9,95 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fsqdeploy.errors import FSQDeployError
 
+# EXIF orientation -> the transpose that shows the picture upright (as Pillow's ImageOps.exif_transpose);
+# 5 to 8 turn it a quarter, so the displayed image has width and height swapped.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+_QUARTER_TURNS = {5, 6, 7, 8}
+_SIXTEEN_BIT_GREY = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class UnsupportedPixels(ValueError):
+    """A readable image whose pixels have no faithful 8-bit RGB form: ``str`` says what, ``note`` what to do."""
+
+    def __init__(self, what: str, note: str) -> None:
+        super().__init__(what)
+        self.note = note
+
 
 def read_image(path: str | Path, component: str = "compress") -> np.ndarray:
-    """An RGB image as uint8 [H, W, 3]; one clear error for anything that is not an image."""
+    """An RGB image as uint8 [H, W, 3], upright as viewers show it; one clear error for anything that is
+    not an image or has no faithful 8-bit RGB form (``open_rgb``)."""
     path = Path(path)
     if not path.is_file():
         raise FSQDeployError(f"{component}: '{path}' does not exist")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
+        return open_rgb(path)
+    except UnsupportedPixels as e:
+        raise FSQDeployError(f"{component}: '{path}' {e}. Note: {e.note}") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise FSQDeployError(f"{component}: '{path}' is not a readable image ({type(e).__name__})") from None
+
+
+def open_rgb(path: str | Path) -> np.ndarray:
+    """The pixels of an image file as uint8 [H, W, 3], every stage's one reading of a file:
+
+    - the EXIF orientation is applied, or phone photos come out sideways;
+    - 16-bit greyscale is scaled to 8 bits (Pillow's own conversion clips it, turning it nearly white);
+    - an alpha channel is dropped only where every pixel is opaque: the codec codes RGB, and the colours
+      under transparent pixels are whatever the writer left there (``UnsupportedPixels`` otherwise);
+    - 32-bit integer and float pixels, which have no fixed range, are refused (``UnsupportedPixels``).
+
+    Raises Pillow's errors for files it cannot read."""
+    with Image.open(path) as opened:
+        turn = _UPRIGHT.get(_orientation(opened))
+        opened.load()
+        return _rgb_pixels(opened.transpose(turn) if turn is not None else opened)
+
+
+def _rgb_pixels(image: Image.Image) -> np.ndarray:
+    if image.mode in _SIXTEEN_BIT_GREY:
+        grey = np.asarray(image).astype(np.uint32)
+        return np.repeat(((grey * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+    if image.mode in ("I", "F"):
+        raise UnsupportedPixels(f"has {'32-bit integer' if image.mode == 'I' else 'floating-point'} pixels, which "
+                                "have no fixed range", "convert it to 8- or 16-bit first")
+    if image.has_transparency_data:
+        rgba = np.asarray(image.convert("RGBA"))
+        if (rgba[..., 3] < 255).any():
+            raise UnsupportedPixels("has transparent pixels, and the codec codes RGB only",
+                                    "flatten it onto a background first (for example with Pillow's "
+                                    "Image.alpha_composite)")
+        return np.ascontiguousarray(rgba[..., :3])
+    return np.asarray(image.convert("RGB"))
+
+
+def displayed_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file as ``open_rgb`` returns it, from the header alone (no pixels
+    are decoded). Raises Pillow's errors for files it cannot read."""
+    with Image.open(path) as opened:
+        width, height = opened.size
+        if _orientation(opened) in _QUARTER_TURNS:
+            width, height = height, width
+    return height, width
+
+
+def _orientation(opened: Image.Image) -> int:
+    """The EXIF orientation (1: upright) from what the file's header holds. A PNG's eXIf chunk may also
+    follow the pixels, and Pillow reads it there only by decoding them: such a chunk is ignored, so
+    that ``displayed_size`` (header only) and ``open_rgb`` always agree."""
+    if opened.format == "PNG" and "exif" not in opened.info:
+        return 1
+    try:
+        value = opened.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a damaged EXIF block is no reason to refuse the pixels; viewers show them unturned
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def images_to_float(batch: np.ndarray) -> np.ndarray:
