@@ -6,6 +6,7 @@ float -> uint8 rounds to nearest (``+0.5``), so uint8 -> float -> uint8 is exact
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def open_rgb(path: str | Path) -> np.ndarray:
     """The pixels of an image file as uint8 [H, W, 3], every stage's one reading of a file:
 
     - the EXIF orientation is applied, or phone photos come out sideways;
+    - an embedded colour profile other than sRGB is converted to sRGB (``_as_srgb``);
     - 16-bit greyscale is scaled to 8 bits (Pillow's own conversion clips it, turning it nearly white);
     - an alpha channel is dropped only where every pixel is opaque: the codec codes RGB, and the colours
       under transparent pixels are whatever the writer left there (``UnsupportedPixels`` otherwise);
@@ -57,7 +59,31 @@ def open_rgb(path: str | Path) -> np.ndarray:
     with Image.open(path) as opened:
         turn = _UPRIGHT.get(_orientation(opened))
         opened.load()
-        return _rgb_pixels(opened.transpose(turn) if turn is not None else opened)
+        return _rgb_pixels(_as_srgb(opened.transpose(turn) if turn is not None else opened))
+
+
+def _as_srgb(image: Image.Image) -> Image.Image:
+    """``image`` with an embedded colour profile other than sRGB (Display P3, Adobe RGB, a CMYK press
+    profile) converted to sRGB by LittleCMS, relative colorimetric as browsers render: the decoded PNG
+    carries no profile, so it shows the same colours only if the codec saw sRGB. sRGB-tagged, untagged
+    and greyscale images, and those whose profile cannot be parsed, are returned as stored."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without LittleCMS
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower():
+            return image
+        converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                              renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                              outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+    return converted if converted is not None else image
 
 
 def _rgb_pixels(image: Image.Image) -> np.ndarray:

@@ -109,3 +109,48 @@ def test_a_turned_phone_photo_streams_at_its_displayed_size(tmp_path):
     photos = data.stream_photos(f"folder:{root}", 32)
     assert photos.train.shapes[0] == (72, 40)
     assert photos.train[0].shape == (72, 40, 3)  # before: refused as "is now 40x72 px, its header said 72x40"
+
+
+def linear_rgb_profile() -> bytes:
+    """A minimal ICC v2 display profile: sRGB's primaries (D50-adapted) with gamma 1, so that an
+    honest conversion to sRGB moves every mid-tone (linear 128 is sRGB 188)."""
+    import struct
+
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    text = b"linear test\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + struct.pack(">HB", 0, 0) + bytes(67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 256) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, tag in tags:
+        tag += bytes(-len(tag) % 4)
+        table, body = table + sig + struct.pack(">II", offset + len(body), len(tag)), body + tag
+    header = (struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_a_wide_profile_is_converted_to_srgb(tmp_path):
+    Image.fromarray(np.full((4, 6, 3), 128, np.uint8)).save(tmp_path / "linear.png", icc_profile=linear_rgb_profile())
+    got = read_image(tmp_path / "linear.png")
+    assert got.shape == (4, 6, 3) and abs(int(got[0, 0, 0]) - 188) <= 1 and (got == got[0, 0]).all()
+    rgba = np.full((4, 6, 4), 128, np.uint8)
+    rgba[..., 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "linear_rgba.png", icc_profile=linear_rgb_profile())
+    np.testing.assert_array_equal(read_image(tmp_path / "linear_rgba.png"), got)
+
+
+def test_srgb_untagged_and_damaged_profiles_keep_the_stored_pixels(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, profile in (("srgb.png", srgb), ("plain.png", None), ("damaged.png", b"not an ICC profile" * 8)):
+        Image.fromarray(gradient()).save(tmp_path / name, **({"icc_profile": profile} if profile else {}))
+        np.testing.assert_array_equal(read_image(tmp_path / name), gradient(), err_msg=name)
