@@ -22,22 +22,30 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    if app.registered_commands:  # main() runs more than once in one process (the tests)
+        return
     from fsqdeploy.calibration import commands as calibration_commands
     from fsqdeploy.export import commands as export_commands
     from fsqdeploy.runtime import commands as runtime_commands
     from fsqdeploy.runtime.serving import commands as serving_commands
     from fsqdeploy.train import commands as train_commands
 
-    app.command("train")(train_commands.train)
-    app.command("eval")(train_commands.evaluate)
-    app.command("export")(export_commands.export)
-    app.command("check")(export_commands.check)
-    app.command("calibrate")(calibration_commands.calibrate)
-    app.command("bench")(runtime_commands.bench)
-    app.command("compress")(runtime_commands.compress)
-    app.command("decompress")(runtime_commands.decompress)
-    app.command("triton")(serving_commands.triton)
-    app.command("tune")(runtime_commands.tune)
+    commands = {
+        "train": train_commands.train, "eval": train_commands.evaluate,
+        "export": export_commands.export, "check": export_commands.check,
+        "calibrate": calibration_commands.calibrate, "bench": runtime_commands.bench,
+        "compress": runtime_commands.compress, "decompress": runtime_commands.decompress,
+        "triton": serving_commands.triton, "tune": runtime_commands.tune,
+    }
+    for name, function in commands.items():
+        app.command(name, short_help=_summary(function))(function)
+
+
+def _summary(function: object) -> str:
+    """The docstring's first paragraph as one line: the command list keeps a docstring's line
+    breaks, which split its sentences at the source's wrap column."""
+    paragraph = (getattr(function, "__doc__", None) or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
 
 
 def main(argv: list[str] | None = None) -> None:
