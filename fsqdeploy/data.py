@@ -285,6 +285,16 @@ def folder_split(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """(train files, test files) of ``folder:DIR``, each sorted by relative path: the rule of ``_folder``
     (test when ``int(sha256(relative_path)[:8], 16) % 5 == 0``; a folder that leaves either split empty
     gives the whole folder to both). Nothing is decoded."""
+    files = folder_files(root)
+    is_test = [int(hashlib.sha256(p.relative_to(root).as_posix().encode()).hexdigest()[:8], 16) % 5 == 0
+               for p in files]
+    if all(is_test) or not any(is_test):
+        return files, files
+    return (tuple(p for p, t in zip(files, is_test) if not t), tuple(p for p, t in zip(files, is_test) if t))
+
+
+def folder_files(root: Path) -> tuple[Path, ...]:
+    """Every PNG/JPEG file under ``root`` (recursive, any case), sorted by relative path."""
     if not root.exists():
         raise FSQDeployError(f"data: folder '{root}' does not exist. Note: pass folder:DIR with PNG/JPEG files")
     if not root.is_dir():
@@ -294,12 +304,22 @@ def folder_split(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     if not files:
         raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}, any "
                              "case, recursively). Note: pass a folder with PNG/JPEG files")
-    is_test = [int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 5 == 0 for rel, _ in files]
-    if all(is_test) or not any(is_test):
-        every = tuple(path for _, path in files)
-        return every, every
-    return (tuple(path for (_, path), t in zip(files, is_test) if not t),
-            tuple(path for (_, path), t in zip(files, is_test) if t))
+    return tuple(path for _, path in files)
+
+
+def trained_files(spec: str) -> frozenset[Path] | None:
+    """The image files a run whose ``training.data`` was ``spec`` trained on: for ``folder:DIR`` its
+    train split as the folder is now (resolved paths), None when that folder is gone; for the other
+    sources, which are no files, the empty set."""
+    root = folder_root(spec)
+    if root is None:
+        return frozenset()
+    if not root.is_dir():
+        return None
+    try:
+        return frozenset(p.resolve() for p in folder_split(root)[0])
+    except FSQDeployError:  # emptied since: nothing of it can be among the photos
+        return frozenset()
 
 
 def _load_crop(path: Path, size: int) -> np.ndarray:
@@ -386,11 +406,16 @@ def load_photos(spec: str, min_side: int = 16) -> PhotoSplits:
 
 def _folder_photos(root: Path) -> PhotoSplits:
     train, test = folder_split(root)
-    from fsqdeploy.images import read_image
-
-    every = {path: _rgb(read_image(path, "data")) for path in (*train, *test)}
+    every = {path: read_photo(path) for path in (*train, *test)}
     return PhotoSplits(tuple(every[p] for p in train), tuple(every[p] for p in test),
                        tuple(p.relative_to(root).as_posix() for p in test), f"folder:{root}")
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """One image file as a whole photo: uint8 [H, W, 3], read-only, as ``load_photos`` gives it."""
+    from fsqdeploy.images import read_image
+
+    return _rgb(read_image(path, "data"))
 
 
 # --- streaming a folder (training on more images than fit in memory) ----------------------------------
@@ -436,9 +461,7 @@ class FolderPhotos:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        from fsqdeploy.images import read_image
-
-        photo = _rgb(read_image(self.paths[i], "data"))
+        photo = read_photo(self.paths[i])
         if photo.shape[:2] != self.shapes[i]:  # the file changed since training started
             raise FSQDeployError(f"data: '{self.paths[i]}' is now {photo.shape[1]}x{photo.shape[0]} px, its header "
                                  f"said {self.shapes[i][1]}x{self.shapes[i][0]}. Note: do not edit the folder while "
@@ -456,7 +479,7 @@ def _header_shape(path: Path) -> tuple[int, int]:
                              "Note: remove or replace the file") from e
 
 
-def _folder_root(spec: str) -> Path | None:
+def folder_root(spec: str) -> Path | None:
     """The folder of a ``folder:DIR`` spec, resolved as ``load_images`` resolves it; None otherwise."""
     kind, _, arg = spec.strip().partition(":")
     return Path(arg.strip()).expanduser().resolve() if kind == "folder" and arg.strip() else None
@@ -465,7 +488,7 @@ def _folder_root(spec: str) -> Path | None:
 def stream_images(spec: str, image_size: int = 32, *, download: bool = False) -> ImageSplits:
     """``load_images``, except that ``folder:DIR`` comes back as FolderImages (decoded on access, the
     same pixels and split) instead of arrays."""
-    root = _folder_root(spec)
+    root = folder_root(spec)
     if root is None:
         return load_images(spec, image_size, download=download)
     image_size = _checked_size(image_size)
@@ -477,15 +500,13 @@ def stream_images(spec: str, image_size: int = 32, *, download: bool = False) ->
 def stream_photos(spec: str, min_side: int = 16, max_test: int = 0) -> PhotoSplits:
     """``load_photos``, except that ``folder:DIR``'s training photos come back as FolderPhotos (decoded
     on access) and only its first ``max_test`` test photos by path (0: all) are loaded, whole."""
-    root = _folder_root(spec)
+    root = folder_root(spec)
     if root is None:
         return load_photos(spec, min_side)
     train, test = folder_split(root)
     test = test[:max_test] if max_test > 0 else test
     photos = FolderPhotos(train)
-    from fsqdeploy.images import read_image
-
-    held_out = tuple(_rgb(read_image(p, "data")) for p in test)
+    held_out = tuple(read_photo(p) for p in test)
     small = [s for s in (*photos.shapes, *(p.shape[:2] for p in held_out)) if min(s) < min_side]
     if small:
         raise FSQDeployError(f"data: an image of {small[0][0]}x{small[0][1]} px is smaller than the "

@@ -57,13 +57,19 @@ def mean_psnr(a: Any, b: Any, data_range: float = 1.0) -> float:
     return float(psnr(a, b, data_range).double().numpy().mean()) if len(a) else PSNR_CAP
 
 
-def ssim(a: Any, b: Any, data_range: float = 1.0, win: int = 7) -> torch.Tensor:
+SSIM_WINDOW = 7
+
+
+def ssim(a: Any, b: Any, data_range: float = 1.0, win: int = SSIM_WINDOW) -> torch.Tensor:
     """Per-image SSIM, matching skimage.metrics.structural_similarity's defaults
     (7x7 uniform window, K1=0.01, K2=0.03, sample covariance, mean over channels and the valid
     interior), but batched in torch so it costs nothing per epoch."""
     import torch.nn.functional as F
 
     a, b = _torch(a).double(), _torch(b).double()
+    if min(a.shape[-2:]) < win:
+        raise ValueError(f"SSIM's {win}x{win} window needs images of at least {win} px a side, got "
+                         f"{a.shape[-1]}x{a.shape[-2]}")
 
     def filt(x: torch.Tensor) -> torch.Tensor:  # the uniform window mean: avg_pool is ~13x faster than conv2d
         return F.avg_pool2d(x, win, stride=1)

@@ -18,6 +18,7 @@ import numpy as np
 from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import hwc_uint8_to_chw
+from fsqdeploy.metrics import SSIM_WINDOW
 from fsqdeploy.runtime.bench.baselines import BASELINES, Baseline, quality_vs_input
 from fsqdeploy.runtime.bitstream import CODING_CONTEXT, CODING_FIXED, FsqHeader, read_fsq
 from fsqdeploy.runtime.codec import Codec
@@ -35,6 +36,8 @@ class Photos:
     images: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, sizes differ
     names: tuple[str, ...]
     source: str  # the canonical data spec
+    selection: str  # which of the source's images these are, and why
+    warning: str | None = None  # set when the photos cannot measure generalisation
 
 
 def photo_source(photo_data: str | None, data: str | None) -> tuple[str, bool]:
@@ -47,16 +50,45 @@ def photo_source(photo_data: str | None, data: str | None) -> tuple[str, bool]:
     return "sample", False
 
 
-def load_bench_photos(spec: str, count: int | None) -> Photos:
-    """The held-out photos of ``spec`` (sample: the photos no conv run trains on; folder:DIR: its test
-    split, chosen by path hash as training and ``fsqdeploy eval`` choose it), the first ``count``."""
-    from fsqdeploy.data import load_photos
+def load_bench_photos(spec: str, count: int | None, trained_on: str | None = None) -> Photos:
+    """The first ``count`` photos of ``spec`` the model never trained on. sample: its held-out photos,
+    which no run trains on. folder:DIR: every file of DIR outside the training split of the run's
+    ``training.data`` (``trained_on``), so a folder the model never saw is benched whole and its own
+    training folder by its held-out split; a folder it trained on entirely is benched whole, with a
+    warning that says so."""
+    from fsqdeploy.data import folder_files, folder_root, load_photos, read_photo, trained_files
 
-    splits = load_photos(spec, min_side=1)
-    if not splits.test:
-        raise FSQDeployError(f"bench: {spec!r} has no held-out photos. Note: pass --photo-data folder:DIR")
-    end = None if count is None else count
-    return Photos(tuple(splits.test[:end]), tuple(splits.names[:end]), splits.source)
+    root = folder_root(spec)
+    if root is None:
+        splits = load_photos(spec, min_side=1)
+        if not splits.test:
+            raise FSQDeployError(f"bench: {spec!r} has no held-out photos. Note: pass --photo-data folder:DIR")
+        selection = "the held-out photos no run trains on" if splits.source == "sample" else "its test split"
+        return Photos(tuple(splits.test[:count]), tuple(splits.names[:count]), splits.source, selection)
+    files = folder_files(root)
+    seen = trained_files(trained_on) if trained_on else frozenset()
+    unseen = files if not seen else tuple(p for p in files if p.resolve() not in seen)
+    warning = None
+    if seen is None:
+        selection = f"every file: the model trained on {trained_on}, which is gone, so which it saw is unknown"
+        warning = f"the photos may include files the model trained on ({trained_on} is gone)"
+    elif not unseen:
+        unseen = files
+        selection = f"every file, all of them in the training split of {trained_on}"
+        warning = (f"the model trained on every photo of {spec}: these numbers do not measure how it does on "
+                   "photos it never saw. Pass --photo-data folder:DIR with other photos")
+    elif len(unseen) == len(files):
+        selection = f"every file: the model trained on {trained_on or 'unrecorded data'}, none of them"
+    else:
+        selection = (f"{len(unseen)} of {len(files)} files: the other {len(files) - len(unseen)} are in the "
+                     f"training split of {trained_on}")
+    chosen = unseen[:count]
+    images = tuple(read_photo(p) for p in chosen)
+    for path, image in zip(chosen, images):
+        if min(image.shape[:2]) < SSIM_WINDOW:
+            raise FSQDeployError(f"bench: '{path}' is {image.shape[1]}x{image.shape[0]} px, smaller than SSIM's "
+                                 f"{SSIM_WINDOW} px window. Note: remove it from the folder")
+    return Photos(images, tuple(p.relative_to(root).as_posix() for p in chosen), f"folder:{root}", selection, warning)
 
 
 def _mean(rows: Sequence[Row], key: str) -> float | None:

@@ -231,8 +231,10 @@ def _photos(report: Row, console: Any) -> None:
     names = list(rows[0][2])
     columns = ("photo", "size", "FSQ bytes", "payload\nvs tables", "bpp", "PSNR", "SSIM",
                *(f"{n.upper()}\n{c}" for n in names for c in ("quality", "bytes", "PSNR", "SSIM")))
-    table = _table(f"whole photos of {report['settings']['photos']['data']}: the .fsq file vs JPEG / WebP at no "
-                   "more bytes", columns, left=("photo", "size"))
+    photos = report["settings"]["photos"]
+    selection = f" ({photos['selection']})" if photos.get("selection") else ""
+    table = _table(f"whole photos of {photos['data']}{selection}: the .fsq file vs JPEG / WebP at no more bytes",
+                   columns, left=("photo", "size"))
     floor_used = False
     for i, (name, codec, others, lowest) in enumerate(rows):
         cells = []
@@ -269,6 +271,8 @@ def _photos(report: Row, console: Any) -> None:
     for b in report["baselines"]:
         if b.get("scope") == PHOTO and b["mode"] == "equal_bytes" and b.get("image") is None and b.get("note"):
             console.print(f"[yellow]{b['codec'].upper()}:[/] {escape(b['note'])}")
+    if report["settings"].get("photo_note"):  # e.g. photos the model trained on
+        console.print(f"[yellow]note:[/] {escape(report['settings']['photo_note'])}")
 
 
 def print_report(report: Row, console: Any = None) -> None:

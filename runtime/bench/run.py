@@ -4,6 +4,7 @@ backend row timed and compared (or skipped with its reason), the baselines, and 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,19 +152,30 @@ def run_rows(manifest: Manifest, specs: list[BackendSpec], reference: Codec, ref
     return results, fidelity, skipped
 
 
-def bench_photos(settings: BenchSettings, say: Say) -> tuple[Photos | None, str | None]:
+def bench_photos(manifest: Manifest, settings: BenchSettings, say: Say) -> tuple[Photos | None, str | None]:
     """(the whole photos, a note): None when turned off; a source the user named must load, the
-    default (sample) may fail here with a note instead."""
+    default (sample) may fail here with a note instead. The photos are ones the model never trained
+    on, told by the run's ``training.data`` (runtime.bench.photos.load_bench_photos)."""
     if not settings.baselines or settings.photo_images == 0:
         return None, None
     spec, explicit = photo_source(settings.photo_data, settings.data)
     try:
-        return load_bench_photos(spec, settings.photo_images), None
+        photos = load_bench_photos(spec, settings.photo_images, training_data(manifest))
+        return photos, photos.warning
     except FSQDeployError as e:
         if explicit:
             raise
         say(f"bench: no whole photos: {e}")
         return None, f"no whole photos: {e}"
+
+
+def training_data(manifest: Manifest) -> str | None:
+    """The data spec the artifact's model trained on (its checkpoint's ``training.data``), if recorded."""
+    try:
+        data = json.loads((manifest.checkpoint_dir / CONFIG_FILE).read_text()).get("training", {}).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return data if isinstance(data, str) and data else None
 
 
 def rate_distortion(reference: Codec, ref: Reference, photos: Photos | None, settings: BenchSettings,
@@ -175,8 +187,9 @@ def rate_distortion(reference: Codec, ref: Reference, photos: Photos | None, set
     if settings.tile_size and not reference.spatial:  # a spatial codec's whole images are the photo rows
         rows += tile_rows(reference, settings)
     if photos is not None:
-        say(f"bench: {len(photos.images)} whole photos of {photos.source} through compress/decompress, "
-            f"JPEG and WebP at no more bytes{' and their quality sweep' if settings.sweep else ''}")
+        sweep = " and their quality sweep" if settings.sweep else ""
+        say(f"bench: {len(photos.images)} whole photos of {photos.source} ({photos.selection}) through "
+            f"compress/decompress, JPEG and WebP at no more bytes{sweep}")
         rows += photo_rows(reference, photos, sweep=settings.sweep)
     return rows
 
@@ -190,7 +203,7 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
         raise FSQDeployError(f"bench: '{manifest.art}' holds no {manifest.checkpoint_dir.name}/ for the PyTorch "
                              "reference. Note: export it again with this fsqdeploy")
     images, source, data_note = bench_images(manifest, settings, say)
-    photos, photo_note = bench_photos(settings, say)
+    photos, photo_note = bench_photos(manifest, settings, say)
     reference_spec = BackendSpec(REFERENCE, device="cuda" if torch_has_cuda() else "cpu")
     specs = with_reference(settings.backends, reference_spec)
 
@@ -219,7 +232,8 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
                      "tiles": {"size": settings.tile_size, "images": settings.tile_images, "data": settings.tile_data}
                      if settings.baselines and settings.tile_size and not manifest.spatial else None,
                      "photos": None if photos is None else {"data": photos.source, "images": len(photos.images),
-                                                            "names": list(photos.names), "sweep": settings.sweep},
+                                                            "names": list(photos.names), "sweep": settings.sweep,
+                                                            "selection": photos.selection},
                      "photo_note": photo_note},
         "results": results,
         "fidelity": fidelity,

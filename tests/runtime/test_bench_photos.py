@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from test_spatial_codec import conv_model, torch_artifact
 
-from fsqdeploy.data import load_photos
+from fsqdeploy.data import folder_files, folder_split, load_photos
 from fsqdeploy.images import hwc_uint8_to_chw
 from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.runtime.bench import baselines, photos
@@ -68,7 +68,8 @@ def test_whole_photo_rows_of_a_spatial_artifact(cli, conv_art, photo_dir, tmp_pa
 
     held_out = load_photos(f"folder:{photo_dir}")
     assert r["settings"]["photos"] == {"data": held_out.source, "images": len(held_out.test),
-                                       "names": list(held_out.names), "sweep": False}
+                                       "names": list(held_out.names), "sweep": False,
+                                       "selection": "every file: the model trained on synthetic, none of them"}
     fsq, jpeg, webp = _by(r, "codec"), _by(r, "equal_bytes", "jpeg"), _by(r, "equal_bytes", "webp")
     assert list(fsq) == [*held_out.names, None] and list(jpeg) == list(webp) == list(fsq)
     with Codec.load(conv_art, "torch") as codec:
@@ -270,3 +271,81 @@ def test_an_entropy_coded_row_reports_its_tables_cross_entropy_beside_its_bytes(
     assert bits / 8 < payload < bits / 8 + 4 * 32 + 8
     assert _vs_tables({"coding": 0, "table_bits": None}) == "fixed"
     assert photos.table_bits(FsqHeader.for_grid(b"m" * 32, 32, 32, 16, levels), indices, prior) is None
+
+
+# -- which photos: never ones the model trained on ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ten_photos(tmp_path_factory):
+    """folder/ with ten 16x24 PNGs in two subfolders, enough that its path-hash split has both sides."""
+    root = tmp_path_factory.mktemp("ten") / "folder"
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        path = root / f"s{i % 2}" / f"p{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(path)
+    return root
+
+
+def _rel(root, paths):
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def test_bench_photos_of_a_folder_the_model_never_saw_are_every_file(ten_photos):
+    every = _rel(ten_photos, folder_files(ten_photos))
+    for trained_on in (None, "sample", "synthetic", "cifar10:/x"):
+        p = photos.load_bench_photos(f"folder:{ten_photos}", None, trained_on)
+        assert list(p.names) == every and p.warning is None, trained_on
+        assert p.selection.startswith("every file") and len(p.images) == 10
+    first = photos.load_bench_photos(f"folder:{ten_photos}", 3, "sample")
+    assert list(first.names) == every[:3] and first.images[0].shape == (16, 24, 3)
+
+
+def test_bench_photos_of_the_training_folder_are_its_held_out_split(ten_photos):
+    train, test = folder_split(ten_photos)
+    assert 0 < len(test) < 10  # the fixture's split has both sides
+    p = photos.load_bench_photos(f"folder:{ten_photos}", None, f"folder:{ten_photos}")
+    assert list(p.names) == _rel(ten_photos, test) and p.warning is None
+    assert p.selection == f"{len(test)} of 10 files: the other {len(train)} are in the training split of " \
+                          f"folder:{ten_photos}"
+    assert set(p.names) == set(load_photos(f"folder:{ten_photos}").names)  # as training holds them out
+
+
+def test_bench_photos_of_a_subfolder_of_the_training_folder_skip_what_it_trained_on(ten_photos):
+    """Trained on folder/, benched on folder/s0/: the split is by path under folder/, so what s0/
+    holds of folder/'s train split is left out, whatever s0/'s own split would be."""
+    sub = ten_photos / "s0"
+    trained = set(folder_split(ten_photos)[0])
+    p = photos.load_bench_photos(f"folder:{sub}", None, f"folder:{ten_photos}")
+    expected = [q for q in folder_files(sub) if q not in trained]
+    assert expected and list(p.names) == _rel(sub, expected)
+    # and the other way round: trained on s0/ alone, benched on all of folder/
+    p = photos.load_bench_photos(f"folder:{ten_photos}", None, f"folder:{sub}")
+    trained_sub = set(folder_split(sub)[0])
+    assert list(p.names) == _rel(ten_photos, [q for q in folder_files(ten_photos) if q not in trained_sub])
+
+
+def test_bench_photos_a_model_trained_on_all_of_are_benched_with_a_warning(photo_dir, tmp_path):
+    # photo_dir's three files leave its hash split empty on one side, so training used all three
+    assert folder_split(photo_dir)[0] == folder_split(photo_dir)[1]
+    p = photos.load_bench_photos(f"folder:{photo_dir}", None, f"folder:{photo_dir}")
+    assert len(p.names) == 3 and "do not measure how it does on photos it never saw" in p.warning
+    gone = photos.load_bench_photos(f"folder:{photo_dir}", None, f"folder:{tmp_path / 'gone'}")
+    assert len(gone.names) == 3 and "is gone" in gone.warning
+
+
+def test_bench_warns_on_photos_the_model_trained_on(cli, photo_dir, tmp_path):
+    art = torch_artifact(tmp_path / "art", conv_model((8, 8, 8)), data=f"folder:{photo_dir}")
+    code, stdout, err = cli("bench", art, *QUICK, "--photo-data", f"folder:{photo_dir}", "--json",
+                            tmp_path / "b.json")
+    assert code == 0, err
+    assert "note: the model trained on every photo of folder:" in " ".join(stdout.split())
+    settings = json.loads((tmp_path / "b.json").read_text())["settings"]
+    assert settings["photos"]["selection"].startswith("every file, all of them in the training split")
+    assert "do not measure" in settings["photo_note"]
+
+
+def test_a_photo_smaller_than_the_ssim_window_is_one_line(cli, one_line_error, conv_art, tmp_path):
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "tiny.png")
+    code, _, err = cli("bench", conv_art, *QUICK, "--photo-data", f"folder:{tmp_path}")
+    one_line_error(code, err, "is 7x5 px, smaller than SSIM's 7 px window")

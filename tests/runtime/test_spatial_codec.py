@@ -130,9 +130,10 @@ def test_a_halo_below_the_receptive_field_shows_seams() -> None:
 # --- the Codec over a spatial artifact (torch backend) -----------------------------------------------
 
 
-def torch_artifact(path: Path, model: FSQVAE, *, tiling: bool = True) -> Path:
-    """ART with the checkpoint and a spatial manifest, no graphs: what the torch backend reads."""
-    save_model(model, path / CHECKPOINT_DIR, {"data": "synthetic"})
+def torch_artifact(path: Path, model: FSQVAE, *, tiling: bool = True, data: str = "synthetic") -> Path:
+    """ART with the checkpoint (trained on ``data``, as its config says) and a spatial manifest, no
+    graphs: what the torch backend reads."""
+    save_model(model, path / CHECKPOINT_DIR, {"data": data})
     cfg = model.config
     files = {f"{CHECKPOINT_DIR}/{n}": file_entry(path / CHECKPOINT_DIR / n) for n in (CONFIG_FILE, WEIGHTS_FILE)}
     manifest = {
