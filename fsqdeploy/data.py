@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.images import IMAGE_SUFFIXES
 
 DATA_KINDS = ("sample", "synthetic", "cifar10", "folder")
 
@@ -40,7 +41,6 @@ _CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published on the CIFAR-10 p
 _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR10_FILES = (*_CIFAR10_TRAIN, "test_batch")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -300,9 +300,9 @@ def folder_files(root: Path) -> tuple[Path, ...]:
     if not root.is_dir():
         raise FSQDeployError(f"data: '{root}' is not a directory. Note: pass folder:DIR with PNG/JPEG files")
     files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                   if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(_IMAGE_SUFFIXES)}, any "
+        raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(IMAGE_SUFFIXES)}, any "
                              "case, recursively). Note: pass a folder with PNG/JPEG files")
     return tuple(path for _, path in files)
 

@@ -21,6 +21,8 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4
             8: Image.Transpose.ROTATE_90}
 _QUARTER_TURNS = {5, 6, 7, 8}
 _SIXTEEN_BIT_GREY = {"I;16", "I;16L", "I;16B", "I;16N"}
+# The files a folder stands for (folder:DIR data, a directory given to compress), by suffix, any case.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class UnsupportedPixels(ValueError):

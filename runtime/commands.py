@@ -127,9 +127,11 @@ def _check_output_path(path: Path | None) -> None:
 
 
 def compress(
-    images: Annotated[list[Path], typer.Argument(help="Images to compress (PNG, JPEG, ...).")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Images to compress (PNG, JPEG, WebP, TIFF, ...), or directories: every PNG/JPEG under them.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Artifact directory from fsqdeploy export.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="OUT.fsq for one image; a directory for several.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="OUT.fsq for one image; a directory for several or "
+                                      "for a directory (its tree is kept).")],
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing .fsq files.")] = False,
     tile: TileOption = 0,
@@ -139,11 +141,11 @@ def compress(
 ) -> None:
     """Encode images into .fsq files: whole (edge-padded to multiples of f) for spatial models, in
     model-sized patches for patch models; entropy-coded when the artifact has a prior."""
-    from fsqdeploy.images import read_image
+    from fsqdeploy.images import IMAGE_SUFFIXES, read_image
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.compress import compress_file
 
-    targets = _targets(images, out, ".fsq", force)
+    images, targets = _targets(_inputs(images, IMAGE_SUFFIXES, "images", "compress"), out, ".fsq", force)
     # Refuse a bad input before any file is written; each image is read again when its turn comes,
     # so memory holds one image, not all of them.
     for image in images:
@@ -160,9 +162,11 @@ def compress(
 
 
 def decompress(
-    files: Annotated[list[Path], typer.Argument(help=".fsq files to decompress.")],
+    files: Annotated[list[Path], typer.Argument(
+        help=".fsq files to decompress, or directories: every .fsq under them.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="The artifact directory that compressed them.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one file; a directory for several.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one file; a directory for several or for "
+                                      "a directory (its tree is kept).")],
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
     tile: TileOption = 0,
@@ -173,7 +177,7 @@ def decompress(
     from fsqdeploy.runtime.codec import Codec, artifact_prior
     from fsqdeploy.runtime.compress import write_image
 
-    targets = _targets(files, out, ".png", force)
+    files, targets = _targets(_inputs(files, (".fsq",), ".fsq files", "decompress"), out, ".png", force)
     # Refuse a truncated or corrupt file (or one coded with another prior) before loading the model.
     prior = artifact_prior(Manifest.load(model, component="decompress"))
     streams = [load_fsq(f, prior) for f in files]
@@ -183,20 +187,44 @@ def decompress(
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
 
 
-def _targets(inputs: list[Path], out: Path, suffix: str, force: bool) -> list[Path]:
-    """One output path per input: ``out`` itself for one input, ``out/<stem><suffix>`` for several."""
-    if len(inputs) == 1 and not out.is_dir():
+def _inputs(paths: list[Path], suffixes: tuple[str, ...], what: str, component: str) -> list[tuple[Path, Path, bool]]:
+    """(file, its output name under --out without suffix, whether it came from a directory) per input
+    file: a file as given (its stem), a directory as every file under it with one of ``suffixes``
+    (recursively, any case; the output keeps its path relative to the directory)."""
+    found: list[tuple[Path, Path, bool]] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append((path, Path(path.stem), False))
+            continue
+        inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        if not inside:
+            raise FSQDeployError(f"{component}: no {what} in directory '{path}' (looked for {', '.join(suffixes)}, "
+                                 "any case, recursively)")
+        found += [(p, p.relative_to(path).with_suffix(""), True) for p in inside]
+    return found
+
+
+def _targets(inputs: list[tuple[Path, Path, bool]], out: Path, suffix: str,
+             force: bool) -> tuple[list[Path], list[Path]]:
+    """(input files, one output path each): ``out`` itself for one file given by name, else
+    ``out/<name><suffix>`` (a directory's files keep their relative paths under it)."""
+    files = [f for f, _, _ in inputs]
+    if len(inputs) == 1 and not inputs[0][2] and not out.is_dir():
         targets = [out]
     else:
         if out.exists() and not out.is_dir():
-            raise FSQDeployError(f"--out '{out}' must be a directory when several inputs are given")
-        targets = [out / (p.stem + suffix) for p in inputs]
-        if len({t.name for t in targets}) != len(targets):
-            raise FSQDeployError("two inputs have the same file name; compress them into separate directories")
+            raise FSQDeployError(f"--out '{out}' must be a directory when several inputs or a directory are given")
+        targets = [out / name.parent / (name.name + suffix) for _, name, _ in inputs]
+        first: dict[Path, Path] = {}
+        for f, t in zip(files, targets):
+            if t in first:
+                raise FSQDeployError(f"'{first[t]}' and '{f}' would both be written to '{t}'. Note: pass them in "
+                                     "separate runs with separate --out directories")
+            first[t] = f
     existing = [t for t in targets if t.exists()]
     if existing and not force:
         raise FSQDeployError(f"'{existing[0]}' exists. Note: pass --force to overwrite")
-    return targets
+    return files, targets
 
 
 def tune(

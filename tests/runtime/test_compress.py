@@ -114,6 +114,44 @@ def test_cli_compress_and_decompress(tmp_path, art64):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_directories_compress_and_decompress_with_their_tree(tmp_path, art64, cli, one_line_error):
+    """A directory stands for every PNG/JPEG under it (any case, recursively); the outputs keep the
+    tree under --out, and decompress takes the directory of .fsq files back the same way."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(photo(40, 70, seed=1)).save(photos / "a.png")
+    Image.fromarray(photo(33, 64, seed=2)).save(photos / "sub" / "b.JPG")
+    (photos / "notes.txt").write_text("not an image")
+    Image.fromarray(photo(30, 30, seed=3)).save(tmp_path / "c.png")
+    code, out, err = cli("compress", photos, tmp_path / "c.png", "-m", art64.art, "-o", tmp_path / "fsq",
+                         "--backend", "onnxruntime")
+    assert code == 0, err
+    written = sorted(p.relative_to(tmp_path / "fsq").as_posix() for p in (tmp_path / "fsq").rglob("*.fsq"))
+    assert written == ["a.fsq", "c.fsq", "sub/b.fsq"]
+    code, out, err = cli("decompress", tmp_path / "fsq", "-m", art64.art, "-o", tmp_path / "png",
+                         "--backend", "onnxruntime")
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / "png" / "sub" / "b.png")).shape == (33, 64, 3)
+    assert sorted(p.name for p in (tmp_path / "png").rglob("*.png")) == ["a.png", "b.png", "c.png"]
+    # one directory holding one image still writes into --out as a directory
+    code, _, err = cli("compress", photos / "sub", "-m", art64.art, "-o", tmp_path / "one", "--backend",
+                       "onnxruntime")
+    assert code == 0, err
+    assert (tmp_path / "one" / "b.fsq").is_file()
+
+    # refusals: one line, exit 2, nothing written
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("compress", tmp_path / "empty", "-m", art64.art, "-o", tmp_path / "x")
+    one_line_error(code, err, "no images in directory")
+    Image.fromarray(photo(30, 30, seed=4)).save(photos / "a.jpg")  # a.png and a.jpg: both a.fsq
+    code, _, err = cli("compress", photos, "-m", art64.art, "-o", tmp_path / "y")
+    one_line_error(code, err, "would both be written to")
+    code, _, err = cli("compress", photos, "-m", art64.art, "-o", tmp_path / "c.png")
+    one_line_error(code, err, "must be a directory")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert np.asarray(Image.open(tmp_path / "c.png")).shape == (30, 30, 3)
+
+
 def test_version_1_files_still_decompress(codec):
     """Patch (paper) codecs write version 2, layout 0 (the C++ reader reads it too); a version 1 file
     of the same indices decodes to the same image; the two differ in the header only."""
