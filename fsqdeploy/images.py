@@ -160,6 +160,19 @@ def check_photo(image: object, component: str = "compress") -> np.ndarray:
     return arr
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """True when every pixel of uint8 [H, W, 3] has R = G = B: the .fsq file then says so (flags bit 0)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> the same shape with each pixel's channels set to their mean, rounded to
+    nearest ((R + G + B + 1) // 3: a third is never a tie), as a grey file's decoder returns it
+    (docs/bitstream.md; the C++ Codec computes the same integers)."""
+    mean = ((image.astype(np.uint16).sum(axis=2) + 1) // 3).astype(np.uint8)
+    return np.repeat(mean[..., None], 3, axis=2)
+
+
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     """uint8 [H, W, 3] -> [ceil(H/m)*m, ceil(W/m)*m, 3], the bottom and right edges padded by
     repeating the last row and column (a flat border would cost the codec bits and bleed a dark

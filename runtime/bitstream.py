@@ -54,6 +54,7 @@ CODING_RANS = 1  # v2 coding byte: static interleaved rANS over the artifact's p
 CODING_CONTEXT = 2  # v2 coding byte: the same rANS, each index's table chosen by its above and left neighbours
 CODINGS = (CODING_FIXED, CODING_RANS, CODING_CONTEXT)
 NO_PRIOR = bytes(32)  # v2 prior_hash of a fixed-rate file
+FLAG_GREY = 0x01  # v2 flags bit 0: the source image was grey (R = G = B everywhere); decoders return grey
 
 # v1: magic, version, flags, header_length, model_hash, image_height, image_width, patch_size,
 # grid_rows, grid_cols, D. Then D levels (u16 each), then _TAIL, then the header CRC32.
@@ -284,6 +285,7 @@ class FsqHeader:
     layout: int = LAYOUT_PATCHES  # v1 files hold patches only
     coding: int = CODING_FIXED
     prior_hash: bytes = NO_PRIOR  # coding 1: the raw sha256 of the prior's tables (Prior.sha256)
+    grey: bool = False  # v2 flags bit 0: the image was grey, so it decodes grey (docs/bitstream.md)
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS or isinstance(self.version, bool):
@@ -305,6 +307,10 @@ class FsqHeader:
         object.__setattr__(self, "prior_hash", bytes(prior))
         if (self.prior_hash == NO_PRIOR) != (self.coding == CODING_FIXED):
             raise _error(_prior_hash_problem(self.coding), "Note: build the header with FsqHeader.with_prior")
+        if not isinstance(self.grey, (bool, np.bool_)) or (v1 and self.grey):
+            raise _error(f"grey = {self.grey!r} is not a bool" if not v1 else "version 1 has no grey flag",
+                         "Note: build the header with FsqHeader.for_patches or FsqHeader.for_grid")
+        object.__setattr__(self, "grey", bool(self.grey))
         object.__setattr__(self, "layout", int(self.layout))
         object.__setattr__(self, "coding", int(self.coding))
         object.__setattr__(self, "model_hash", _hash_bytes(self.model_hash))
@@ -458,7 +464,8 @@ def write_fsq(header: FsqHeader, indices: np.ndarray, prior: Prior | None = None
                            header.image_width, header.cell_size, *grid)
         head += levels + _TAIL.pack(fixed_bits(header.levels), len(payload))
     else:
-        head = _FIXED_V2.pack(MAGIC, 2, 0, header.header_length, header.model_hash, header.image_height,
+        flags = FLAG_GREY if header.grey else 0
+        head = _FIXED_V2.pack(MAGIC, 2, flags, header.header_length, header.model_hash, header.image_height,
                               header.image_width, header.layout, header.coding, header.cell_size, *grid)
         head += levels + _TAIL_V2.pack(fixed_bits(header.levels), len(payload), header.prior_hash)
     return b"".join([head, _CRC.pack(zlib.crc32(head)), payload, _CRC.pack(zlib.crc32(payload))])
@@ -519,9 +526,10 @@ def _read(data: bytes, source: str, prior: Prior | None = None) -> tuple[FsqHead
     else:
         (_, _, flags, header_length, model_hash, height, width, layout, coding, cell_size, rows, cols,
          d) = fixed.unpack_from(data)
-    if flags != 0:
+    if flags & ~(FLAG_GREY if version == 2 else 0):
+        expected = "0 (reserved)" if version == 1 else "0 or 0x01 (bit 0: grey; the others reserved)"
         raise fail(
-            f"flags byte is {flags:#04x}, expected 0 (reserved)",
+            f"flags byte is {flags:#04x}, expected {expected}",
             "Note: the file comes from a newer writer or is damaged",
         )
     extra = _EXTRA[version]
@@ -552,7 +560,7 @@ def _read(data: bytes, source: str, prior: Prior | None = None) -> tuple[FsqHead
         raise fail(_prior_hash_problem(coding))
     try:
         header = FsqHeader(model_hash, height, width, cell_size, rows, cols, levels, version, layout, coding,
-                           prior_hash)
+                           prior_hash, bool(flags & FLAG_GREY))
     except FSQDeployError as err:
         raise fail(f"invalid header: {err.what}") from None  # type: ignore[attr-defined]
     bits_name, cells = names.get("bits_per_cell", "bits_per_cell"), names.get("cells", "cells")

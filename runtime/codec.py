@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from fsqdeploy.artifact import Manifest
 from fsqdeploy.backends import REGISTRY, Backend, Runner, get_backend
 from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.images import check_photo, from_patches, pad_to_multiple, to_patches
+from fsqdeploy.images import check_photo, from_patches, is_grey, pad_to_multiple, to_grey, to_patches
 from fsqdeploy.runtime.bitstream import (
     LAYOUT_GRID,
     LAYOUT_PATCHES,
@@ -234,12 +235,14 @@ class Codec:
         """``encode_image``'s header and indices, and the whole .fsq file they make."""
         image = check_photo(image, "compress")
         height, width = image.shape[:2]
+        grey = is_grey(image)
         if not self.spatial:
             patches, _, _ = to_patches(image, self.image_size)
             header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
+            header = replace(header, grey=grey)
             cells = self.encode(patches)
             return header, cells, write_fsq(header, cells)
-        header = FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels)
+        header = replace(FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels), grey=grey)
         padded = pad_to_multiple(image, self.downsample)
         core = self._core_cells(padded.shape[:2], self.encoder_halo)
         grid = encode_tiled(self.encode, padded, self.downsample, core, self.encoder_halo)
@@ -266,14 +269,16 @@ class Codec:
                                  f"{header.grid_rows}x{header.grid_cols} grid needs [{header.num_cells}, "
                                  f"{len(self.levels)}]. Note: pass the indices read_fsq returned with it")
         if not self.spatial:
-            patches = self.decode(indices)
-            return from_patches(patches, header.grid_rows, header.grid_cols, header.image_height,
-                                header.image_width)
-        grid = cells_to_grid(header, indices)
-        f = self.downsample
-        core = self._core_cells((grid.shape[2] * f, grid.shape[3] * f), self.decoder_halo)
-        image = decode_tiled(self.decode, grid, f, core, self.decoder_halo)
-        return image[: header.image_height, : header.image_width]
+            image = from_patches(self.decode(indices), header.grid_rows, header.grid_cols, header.image_height,
+                                 header.image_width)
+        else:
+            grid = cells_to_grid(header, indices)
+            f = self.downsample
+            core = self._core_cells((grid.shape[2] * f, grid.shape[3] * f), self.decoder_halo)
+            image = decode_tiled(self.decode, grid, f, core, self.decoder_halo)[: header.image_height,
+                                                                                : header.image_width]
+        # A grey image comes back grey: the RGB decoder leaves tints of a few levels on it.
+        return to_grey(image) if header.grey else image
 
     def _core_cells(self, padded_hw: tuple[int, int], halo: int) -> int:
         """The side of a tile's core, in latent cells, for a padded image of ``padded_hw`` pixels:

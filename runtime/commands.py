@@ -183,7 +183,7 @@ def decompress(
     streams = [load_fsq(f, prior) for f in files]
     with Codec.load(model, backend, tile=tile or None) as codec:
         for f, (header, indices), target in zip(files, streams, targets):
-            image = write_image(target, codec.decode_image(header, indices))
+            image = write_image(target, codec.decode_image(header, indices), header.grey)
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
 
 

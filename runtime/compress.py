@@ -34,14 +34,17 @@ def compress_file(codec: Codec, image_path: str | Path, out_path: str | Path) ->
 
 
 def decompress_file(codec: Codec, fsq_path: str | Path, out_path: str | Path) -> np.ndarray:
-    return write_image(out_path, codec.decode_image(*load_fsq(fsq_path, codec.prior)))
+    header, indices = load_fsq(fsq_path, codec.prior)
+    return write_image(out_path, codec.decode_image(header, indices), header.grey)
 
 
-def write_image(out_path: str | Path, image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] to ``out_path`` in the format its suffix names."""
+def write_image(out_path: str | Path, image: np.ndarray, grey: bool = False) -> np.ndarray:
+    """uint8 [H, W, 3] to ``out_path`` in the format its suffix names; ``grey`` (a grey file's
+    decode, whose channels are equal) as a one-channel image, as the original was."""
     out_path = Path(out_path)
     fmt = IMAGE_FORMATS.get(out_path.suffix.lower())
     if fmt is None:
         raise FSQDeployError(f"decompress: cannot write '{out_path.suffix}' images. Note: use .png")
-    write_with(out_path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt))
+    pixels = Image.fromarray(image[..., 0] if grey else image)
+    write_with(out_path, lambda tmp: pixels.save(tmp, format=fmt))
     return image

@@ -78,7 +78,8 @@ void info_bitstream(const std::filesystem::path& path, const std::filesystem::pa
     const char* cell = h.spatial() ? "cell" : "patch";
     std::cout << "file       " << path.string() << " (" << size << " bytes, version "
               << unsigned{h.version} << ")\n"
-              << "image      " << h.image_height << "x" << h.image_width << " pixels, " << h.cell_size
+              << "image      " << h.image_height << "x" << h.image_width << (h.grey ? " grey" : "") << " pixels, "
+              << h.cell_size
               << (h.spatial() ? "-pixel latent cells" : "-pixel patches") << ", grid " << h.grid_rows << "x"
               << h.grid_cols << " (" << h.num_cells() << (h.spatial() ? " cells)\n" : " patches)\n") << "levels     "
               << levels_text(h.levels) << " (D=" << h.levels.size() << ", " << bits << " bits per " << cell << ")\n"

@@ -167,8 +167,9 @@ def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported,
     if not has_onnxruntime(fsq_cpp, art):
         pytest.skip("this fsq-cpp has no ONNX Runtime backend (bash .ci/cpp.sh builds one with scripts/ort_sdk.sh)")
     photo = sample_photos().test[0]
+    grey = np.repeat(photo[40:73, 20:67].mean(axis=2).astype(np.uint8)[..., None], 3, axis=2)
     images = {"photo": photo[:70, :150], "odd": photo[101:134, 7:54],
-              "noise": np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)}
+              "noise": np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8), "grey": grey}
     codings = {}
     with Codec.load(art, backend="onnxruntime") as codec:
         for name, image in images.items():
@@ -185,7 +186,14 @@ def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported,
             python_image = codec.decompress(python_file).astype(int)
             assert cpp_image.shape == python_image.shape == image.shape
             assert np.abs(cpp_image - python_image).max() <= 1, name  # float sums may differ by an ulp
-    assert codings == {"photo": 2, "odd": 2, "noise": 0}
+            # the grey flag (set by both writers: the bytes are equal) makes both decoders return grey
+            grey_back = name == "grey"
+            assert read_fsq(python_file, codec.prior)[0].grey == grey_back, name
+            assert (np.ptp(cpp_image, axis=2).max() == 0) == grey_back, name
+            proc = run(fsq_cpp, "info", tmp_path / f"{name}.fsq", art)
+            assert proc.returncode == 0, proc.stderr
+            assert (f"image      {image.shape[0]}x{image.shape[1]} grey pixels" in proc.stdout) == grey_back, name
+    assert codings == {"photo": 2, "odd": 2, "noise": 0, "grey": 2}
 
     # in tiles of 16 x 16 pixels (2 x 2 cells and the halos): the one-pass file, and its image back
     f = int(json.loads((art / "manifest.json").read_text())["downsample"])

@@ -510,6 +510,23 @@ def test_golden_vector_v2_grid() -> None:
     assert cells_to_grid(read_header, cells)[0, :, 1, 0].tolist() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("layout", [0, 1])
+def test_the_grey_flag_is_flags_bit_0_and_round_trips(layout: int) -> None:
+    """A grey file differs from the golden one in the flags byte and the header CRC only."""
+    plain = FsqHeader._sized(GOLDEN_HASH, 5, 7, 4, GOLDEN_LEVELS, 2, layout)
+    grey = replace(plain, grey=True)
+    data = write_fsq(grey, GOLDEN_INDICES)
+    assert data == build_v2(layout=layout, flags=1)
+    golden = write_fsq(plain, GOLDEN_INDICES)
+    differ = [i for i in range(len(data)) if data[i] != golden[i]]
+    assert differ[0] == 5 and set(differ) <= {5, *range(112, 116)}
+    read_header, cells = read_fsq(data)
+    assert read_header == grey and read_header.grey and not read_fsq(golden)[0].grey
+    np.testing.assert_array_equal(cells, GOLDEN_INDICES)
+    with pytest.raises(FSQDeployError, match=r"flags byte is 0x01, expected 0 \(reserved\)"):
+        read_fsq(build(flags=1))  # version 1 has no flags
+
+
 def test_golden_vector_v2_patches() -> None:
     header = FsqHeader.for_patches(GOLDEN_HASH, 5, 7, 4, GOLDEN_LEVELS)
     assert (header.version, header.layout, header.patch_size) == (2, 0, 4) and not header.spatial
@@ -555,7 +572,8 @@ def test_every_single_bit_flip_of_v2_is_refused(golden: str) -> None:
 
 
 REFUSED_V2 = {  # name: (file, what the error must say)
-    "flags": (build_v2(flags=0x80), "flags byte is 0x80, expected 0"),
+    "flags": (build_v2(flags=0x80), r"flags byte is 0x80, expected 0 or 0x01 \(bit 0: grey; the others reserved\)"),
+    "flags-grey-and-more": (build_v2(flags=0x03), "flags byte is 0x03, expected 0 or 0x01"),
     "header-length-v1": (build_v2(header_length=82), r"header_length 82 does not match D = 3 levels \(expected 110"),
     "no-levels": (build_v2(levels=()), "header_length 110 does not match D = 0"),
     "layout": (build_v2(layout=2), r"unsupported layout 2 \(this reader knows 0, patches, and 1, a latent grid\)"),
@@ -670,6 +688,8 @@ def test_file_length_per_version() -> None:
         ((GOLDEN_HASH, 5, 7, 0, 2, 2, (3, 5), 2, 1), r"cell_size = 0 is not an int in \[1, 65535\]"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 3, (3, 5), 2, 1), r"grid 2x3 does not tile a 5x7 image with 4-pixel latent cells"),
         ((GOLDEN_HASH, 5, 7, 4, 2, 2, (8,) * 32713, 2, 1), "32713 levels do not fit the header"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 1, 0, 0, bytes(32), True), "version 1 has no grey flag"),
+        ((GOLDEN_HASH, 5, 7, 4, 2, 2, (3, 5), 2, 1, 0, bytes(32), 1), "grey = 1 is not a bool"),
     ],
 )
 def test_header_validation_v2(args: tuple, match: str) -> None:

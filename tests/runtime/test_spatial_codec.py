@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +306,41 @@ def test_paper_codec_writes_v2_patches(art32) -> None:
     with Codec.load(art32.art, "onnxruntime") as paper:
         header, _ = read_fsq(paper.compress(photo(40, 70)))
     assert (header.version, header.layout, header.cell_size, header.grid_rows, header.grid_cols) == (2, 0, 32, 2, 3)
+
+
+def test_a_grey_image_comes_back_grey(tmp_path, codec, art32, cli) -> None:
+    """A grey image (R = G = B everywhere) sets the file's grey flag; decoding it returns each
+    pixel's channel mean (rounded to nearest), so the tints the RGB decoder leaves are gone, and
+    decompress writes a one-channel PNG. A colour image, even one pixel off grey, is coded as before."""
+    from fsqdeploy.images import to_grey
+
+    grey = np.repeat(photo(37, 53, seed=5).mean(axis=2).astype(np.uint8)[..., None], 3, axis=2)
+    almost = grey.copy()
+    almost[3, 4, 1] ^= 1
+    paper = Codec.load(art32.art, "onnxruntime")
+    for model in (codec, paper):  # a latent grid and patches
+        data = model.compress(grey)
+        header, indices = read_fsq(data, model.prior)
+        assert header.grey and data[5] == 1
+        back = model.decode_image(header, indices)
+        assert np.array_equal(back[..., 0], back[..., 1]) and np.array_equal(back[..., 1], back[..., 2])
+        as_colour = model.decode_image(replace(header, grey=False), indices)  # what the RGB decoder gives
+        assert not np.array_equal(as_colour[..., 0], as_colour[..., 1])  # tinted: the flag is what fixes it
+        assert np.array_equal(back, to_grey(as_colour))
+        assert not read_fsq(model.compress(almost), model.prior)[0].grey
+    paper.close()
+    total = np.array([[[0, 0, 1], [0, 1, 1], [1, 2, 2], [255, 255, 254]]], np.uint8)
+    assert to_grey(total)[0, :, 0].tolist() == [0, 1, 2, 255]  # sums 1, 2, 5, 764: nearest thirds
+
+    Image.fromarray(grey[..., 0]).save(tmp_path / "g.png")  # a mode L file, as grey photos are stored
+    code, _, err = cli("compress", tmp_path / "g.png", "-m", codec.art, "-o", tmp_path / "g.fsq",
+                       "--backend", "torch")
+    assert code == 0, err
+    code, _, err = cli("decompress", tmp_path / "g.fsq", "-m", codec.art, "-o", tmp_path / "back.png",
+                       "--backend", "torch")
+    assert code == 0, err
+    with Image.open(tmp_path / "back.png") as back_png:
+        assert back_png.mode == "L" and back_png.size == (53, 37)
 
 
 # --- the CLI --------------------------------------------------------------------------------------

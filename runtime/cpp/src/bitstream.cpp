@@ -151,6 +151,9 @@ Problem header_problem(const Header& h) {
     if (!format.first.empty()) return format;
     const std::string prior = prior_hash_problem(h.coding, h.prior_hash);
     if (!prior.empty()) return {prior, "Note: build the header with Header::with_prior"};
+    if (h.version == 1 && h.grey) {
+        return {"version 1 has no grey flag", "Note: build the header with Header::for_patches or Header::for_grid"};
+    }
     const Problem levels = header_levels_problem(h.levels, h.version);
     if (!levels.first.empty()) return levels;
     const SizeField sizes[] = {
@@ -401,10 +404,11 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     const unsigned flags = data[5];
     const std::size_t header_length = get_le(data + 6, 2);
     const std::size_t d = get_le(data + fixed - 2, 2);
-    if (flags != 0) {
+    if ((flags & ~unsigned{version == 2 ? kFlagGrey : 0u}) != 0) {
         char hex[8];
         std::snprintf(hex, sizeof hex, "%#04x", flags);
-        reject(std::string("flags byte is ") + hex + ", expected 0 (reserved)",
+        reject(std::string("flags byte is ") + hex + ", expected " +
+                   (version == 1 ? "0 (reserved)" : "0 or 0x01 (bit 0: grey; the others reserved)"),
                "Note: the file comes from a newer writer or is damaged");
     }
     if (d == 0 || header_length != extra + 2 * d) {
@@ -424,6 +428,7 @@ Bitstream read_impl(const std::uint8_t* data, std::size_t size, const std::strin
     Bitstream out;
     Header& h = out.header;
     read_fixed(data, version, h);
+    h.grey = (flags & kFlagGrey) != 0;
     h.levels.resize(d);
     for (std::size_t j = 0; j < d; ++j) h.levels[j] = static_cast<int>(get_le(data + fixed + 2 * j, 2));
     const std::uint8_t* tail = data + fixed + 2 * d;
@@ -658,7 +663,8 @@ void Header::check() const {
 bool Header::operator==(const Header& o) const {
     return model_hash == o.model_hash && image_height == o.image_height && image_width == o.image_width &&
            cell_size == o.cell_size && grid_rows == o.grid_rows && grid_cols == o.grid_cols && levels == o.levels &&
-           version == o.version && layout == o.layout && coding == o.coding && prior_hash == o.prior_hash;
+           version == o.version && layout == o.layout && coding == o.coding && prior_hash == o.prior_hash &&
+           grey == o.grey;
 }
 
 Header Header::with_prior(const Prior& prior) const {
@@ -694,7 +700,7 @@ std::vector<std::uint8_t> Bitstream::write(const Prior* prior) const {
     out.reserve(header.header_length() + payload.size() + 4);
     out.insert(out.end(), kMagic, kMagic + 4);
     put_le(out, header.version, 1);
-    put_le(out, 0, 1);  // flags
+    put_le(out, header.grey ? kFlagGrey : 0, 1);  // flags
     put_le(out, header.header_length(), 2);
     out.insert(out.end(), header.model_hash.begin(), header.model_hash.end());
     put_le(out, header.image_height, 4);

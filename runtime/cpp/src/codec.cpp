@@ -185,6 +185,21 @@ std::vector<float> to_patches(const Image& image, std::uint32_t patch_size) {
     return out;
 }
 
+bool is_grey(const Image& image) {
+    for (std::size_t i = 0; i + 2 < image.rgb.size(); i += 3) {
+        if (image.rgb[i] != image.rgb[i + 1] || image.rgb[i + 1] != image.rgb[i + 2]) return false;
+    }
+    return true;
+}
+
+void to_grey(Image& image) {
+    for (std::size_t i = 0; i + 2 < image.rgb.size(); i += 3) {
+        const unsigned sum = unsigned{image.rgb[i]} + image.rgb[i + 1] + image.rgb[i + 2];
+        const auto mean = static_cast<std::uint8_t>((sum + 1) / 3);
+        image.rgb[i] = image.rgb[i + 1] = image.rgb[i + 2] = mean;
+    }
+}
+
 Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t grid_cols, std::uint32_t height,
                    std::uint32_t width, std::uint32_t patch_size) {
     const std::size_t p = patch_size, cols = grid_cols;
@@ -363,6 +378,7 @@ Bitstream Codec::compress(const Image& image) {
     const auto s = static_cast<std::uint32_t>(manifest_.image_size);
     Bitstream out;
     out.header = Header::for_patches(manifest_.model_hash, image.height, image.width, s, manifest_.levels);
+    out.header.grey = is_grey(image);
     const std::vector<float> patches = to_patches(image, s);
     const auto n = static_cast<std::int64_t>(out.header.num_cells());
     out.indices = encode(patches, {n, 3, static_cast<std::int64_t>(s), static_cast<std::int64_t>(s)});
@@ -394,11 +410,17 @@ void check_own_file(const Header& h, const Manifest& manifest) {
 
 Image Codec::decompress(const Bitstream& bitstream) {
     check_own_file(bitstream.header, manifest_);
-    if (manifest_.spatial()) return decompress_grid(bitstream);
     const Header& h = bitstream.header;
-    const auto n = static_cast<std::int64_t>(h.num_cells());
-    const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
-    return from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
+    Image image;
+    if (manifest_.spatial()) {
+        image = decompress_grid(bitstream);
+    } else {
+        const auto n = static_cast<std::int64_t>(h.num_cells());
+        const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
+        image = from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
+    }
+    if (h.grey) to_grey(image);  // a grey image comes back grey, as images.py's to_grey makes it
+    return image;
 }
 
 // -- conv artifacts: whole images through the dynamic-shape graphs -------------------------------
@@ -437,6 +459,7 @@ Bitstream Codec::compress_grid(const Image& image) {
     }
     Bitstream fixed;
     fixed.header = Header::for_grid(manifest_.model_hash, image.height, image.width, f, manifest_.levels);
+    fixed.header.grey = is_grey(image);
     fixed.indices = grid_to_cells(grid, d, rows, cols);
     if (prior_) {  // coding 2 (or 1) unless the prior would not pay on this image (Codec.encode_file)
         Bitstream coded{fixed.header.with_prior(*prior_), fixed.indices};

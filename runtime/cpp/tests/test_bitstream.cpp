@@ -128,6 +128,35 @@ TEST(Golden, V2PatchesWriteIsByteIdentical) {
     EXPECT_EQ(f.build(), from_hex(kGoldenV2PatchesHex));
 }
 
+TEST(Golden, TheGreyFlagIsFlagsBit0AndRoundTrips) {
+    // tests/runtime/test_bitstream.py's test_the_grey_flag_is_flags_bit_0_and_round_trips.
+    for (const std::uint8_t layout : {kLayoutPatches, kLayoutGrid}) {
+        Bitstream b{layout == kLayoutGrid ? Header::for_grid(golden_hash(), 5, 7, 4, kGoldenLevels)
+                                          : Header::for_patches(golden_hash(), 5, 7, 4, kGoldenLevels),
+                    kGoldenIndices};
+        b.header.grey = true;
+        Fields f = Fields::v2();
+        f.layout = layout;
+        f.flags = kFlagGrey;
+        const std::vector<std::uint8_t> data = b.write();
+        EXPECT_EQ(data, f.build());
+        EXPECT_EQ(data[5], 1u);
+        const Bitstream back = Bitstream::read(data);
+        EXPECT_TRUE(back.header.grey);
+        EXPECT_EQ(back.header, b.header);
+        EXPECT_EQ(back.indices, kGoldenIndices);
+        EXPECT_FALSE(Bitstream::read(from_hex(layout == kLayoutGrid ? kGoldenV2GridHex : kGoldenV2PatchesHex))
+                         .header.grey);
+    }
+    Fields v1;
+    v1.flags = kFlagGrey;
+    EXPECT_FSQ_ERROR(Bitstream::read(v1.build()), "flags byte is 0x01, expected 0 (reserved)");
+    Fields both = Fields::v2();
+    both.flags = 0x03;
+    EXPECT_FSQ_ERROR(Bitstream::read(both.build()),
+                     "flags byte is 0x03, expected 0 or 0x01 (bit 0: grey; the others reserved)");
+}
+
 TEST(Golden, V2ReadGivesTheDocumentedFields) {
     for (const auto& [hex, layout] :
          {std::pair{kGoldenV2GridHex, kLayoutGrid}, {kGoldenV2PatchesHex, kLayoutPatches}}) {
@@ -322,6 +351,12 @@ TEST(Header, CheckRefusesWhatFsqHeaderRefuses) {
         {[](Header& h) { h.version = 3; },
          "bitstream: version = 3 is not one of [1, 2]. Note: read the file with the fsqdeploy version"},
         {[](Header& h) { h.version = 1; }, "unsupported layout 1 (version 1 knows 0 (patches))"},
+        {[](Header& h) {
+             h.version = 1;
+             h.layout = kLayoutPatches;
+             h.grey = true;
+         },
+         "version 1 has no grey flag. Note: build the header with Header::for_patches or Header::for_grid"},
         {[](Header& h) { h.layout = 2; }, "unsupported layout 2 (version 2 knows 0 (patches) or 1 (latent grid))"},
         {[](Header& h) { h.coding = 3; },
          "unsupported coding 3 (version 2 knows 0, fixed-rate packing, 1, rANS with the artifact's prior, and 2, rANS "

@@ -150,6 +150,33 @@ TEST(Codec, CompressDecompressIsExactForTheLosslessBackend) {
     }
 }
 
+TEST(Codec, AGreyImageComesBackGrey) {
+    // images.py's to_grey: the channel mean rounded to nearest, (R + G + B + 1) / 3.
+    Image sums{1, 4, {0, 0, 1, 0, 1, 1, 1, 2, 2, 255, 255, 254}};
+    EXPECT_FALSE(is_grey(sums));
+    to_grey(sums);
+    EXPECT_EQ(sums.rgb, (std::vector<std::uint8_t>{0, 0, 0, 1, 1, 1, 2, 2, 2, 255, 255, 255}));
+    EXPECT_TRUE(is_grey(sums));
+    // The lossless backend gives the grey image back exactly, flagged; one pixel off grey is colour.
+    Fixture f;
+    Image grey = random_image(5, 7, 3);
+    for (std::size_t i = 0; i < grey.rgb.size(); i += 3) grey.rgb[i + 1] = grey.rgb[i + 2] = grey.rgb[i];
+    const Bitstream b = f.codec->compress(grey);
+    EXPECT_TRUE(b.header.grey);
+    EXPECT_EQ(b.write()[5], kFlagGrey);
+    EXPECT_EQ(f.codec->decompress(b).rgb, grey.rgb);
+    // A grey-flagged file of colour indices decodes to their grey: the flag decides, not the pixels.
+    const Image colour = random_image(5, 7, 4);
+    Bitstream flagged = f.codec->compress(colour);
+    EXPECT_FALSE(flagged.header.grey);
+    flagged.header.grey = true;
+    Image expected = colour;
+    to_grey(expected);
+    EXPECT_EQ(f.codec->decompress(flagged).rgb, expected.rgb);
+    grey.rgb[4] ^= 1;
+    EXPECT_FALSE(f.codec->compress(grey).header.grey);
+}
+
 TEST(Codec, DecompressRefusesAnotherModelsFile) {
     Fixture f;
     Bitstream b = f.codec->compress(random_image(3, 3, 1));

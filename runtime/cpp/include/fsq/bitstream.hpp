@@ -34,6 +34,7 @@ inline constexpr std::size_t kMaxLevelsV2 = 32712;
 inline constexpr std::uint8_t kVersion = 2;        // what Header::for_patches / for_grid write
 inline constexpr std::uint8_t kLayoutPatches = 0;  // each cell an independent cell_size x cell_size patch
 inline constexpr std::uint8_t kLayoutGrid = 1;     // the cells are the positions of one latent grid
+inline constexpr std::uint8_t kFlagGrey = 0x01;   // version 2 flags bit 0: the source image was grey
 inline constexpr std::uint8_t kCodingFixed = 0;    // fixed-rate mixed-radix packing (coding 1: fsq/entropy.hpp)
 
 class Prior;  // fsq/entropy.hpp: the entropy coder's frozen tables
@@ -72,6 +73,7 @@ struct Header {
     std::uint8_t layout = kLayoutPatches;  // version 1 files hold patches only
     std::uint8_t coding = kCodingFixed;
     ModelHash prior_hash{};  // codings 1 and 2: the sha256 of the prior's tables (Prior::hash); zero for coding 0
+    bool grey = false;       // version 2 flags bit 0: the image was grey (R = G = B), so it decodes grey
 
     /// A version 2 header (layout 0) for an image tiled row-major into patch_size squares, each
     /// encoded on its own (the paper model), the edges padded.

@@ -34,6 +34,12 @@ std::vector<float> to_patches(const Image& image, std::uint32_t patch_size);
 Image from_patches(const float* patches, std::uint32_t grid_rows, std::uint32_t grid_cols, std::uint32_t height,
                    std::uint32_t width, std::uint32_t patch_size);
 
+/// True when every pixel has R = G = B: compress then sets the file's grey flag (images.py's is_grey).
+bool is_grey(const Image& image);
+/// Each pixel's three channels set to (R + G + B + 1) / 3, their mean rounded to nearest: what
+/// decompress returns for a grey file (images.py's to_grey; docs/bitstream.md, flags).
+void to_grey(Image& image);
+
 /// The boundary checks of fsqdeploy/validation.py, with its messages: images float32
 /// [N, 3, S, S], finite, in [0, 1]; indices [N, W] with index c in [0, levels[c]).
 void check_images(const float* images, const std::vector<std::int64_t>& shape, int image_size,
