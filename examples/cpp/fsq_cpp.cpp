@@ -5,6 +5,7 @@
 //                                     file is read with ART's prior, ART/prior.json)
 //   fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision fp16]
 //   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...]
+// Images are binary PPM (P6) or, grey, PGM (P5); a grey file decodes to P5 (examples/cpp/ppm.hpp).
 //
 // Errors are one line on stderr and exit code 2, as with the Python CLI.
 #include <cstdio>
@@ -150,8 +151,9 @@ int run(const std::vector<std::string>& args) {
     if (args.size() >= 4 && args[0] == "decode") {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
         if (const std::uint32_t tile = tile_pixels(args, 4)) codec.set_tiling(fsq::kDefaultMaxPixels, tile);
-        const fsq::Image image = codec.decompress(fsq::Bitstream::load(args[2], codec.prior()));
-        ppm::write(args[3], image);
+        const fsq::Bitstream b = fsq::Bitstream::load(args[2], codec.prior());
+        const fsq::Image image = codec.decompress(b);
+        ppm::write(args[3], image, b.header.grey);  // a grey file as a one-channel PGM
         std::cout << args[3] << ": " << image.height << "x" << image.width << " via " << codec.backend().name() << "\n";
         return 0;
     }

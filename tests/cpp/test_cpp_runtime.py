@@ -193,6 +193,12 @@ def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported,
             proc = run(fsq_cpp, "info", tmp_path / f"{name}.fsq", art)
             assert proc.returncode == 0, proc.stderr
             assert (f"image      {image.shape[0]}x{image.shape[1]} grey pixels" in proc.stdout) == grey_back, name
+            assert (tmp_path / f"{name}-out.ppm").read_bytes()[:2] == (b"P5" if grey_back else b"P6"), name
+    # a grey photo stored as one channel (PGM, P5) is the same grey image: the same file
+    Image.fromarray(grey[..., 0]).save(tmp_path / "grey.pgm")
+    proc = run(fsq_cpp, "encode", art, tmp_path / "grey.pgm", tmp_path / "grey-p5.fsq")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "grey-p5.fsq").read_bytes() == (tmp_path / "grey.fsq").read_bytes()
     assert codings == {"photo": 2, "odd": 2, "noise": 0, "grey": 2}
 
     # in tiles of 16 x 16 pixels (2 x 2 cells and the halos): the one-pass file, and its image back
