@@ -80,8 +80,9 @@ def load_bench_photos(spec: str, count: int | None, trained_on: str | None = Non
     elif len(unseen) == len(files):
         selection = f"every file: the model trained on {trained_on or 'unrecorded data'}, none of them"
     else:
-        selection = (f"{len(unseen)} of {len(files)} files: the other {len(files) - len(unseen)} are in the "
-                     f"training split of {trained_on}")
+        left_out = len(files) - len(unseen)
+        others = "the other file is" if left_out == 1 else f"the other {left_out} are"
+        selection = f"{len(unseen)} of {len(files)} files: {others} in the training split of {trained_on}"
     chosen = unseen[:count]
     images = tuple(read_photo(p) for p in chosen)
     for path, image in zip(chosen, images):
