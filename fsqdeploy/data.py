@@ -418,6 +418,55 @@ def read_photo(path: Path) -> np.ndarray:
     return _rgb(read_image(path, "data"))
 
 
+@dataclass(frozen=True)
+class UnseenPhotos:
+    """Whole photos a model never trained on, for measuring how it does on photos it never saw."""
+
+    images: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, sizes differ
+    names: tuple[str, ...]
+    source: str  # the canonical data spec
+    selection: str  # which of the source's images these are, and why
+    warning: str | None = None  # set when the photos cannot measure generalisation
+
+
+def unseen_photos(spec: str, trained_on: str | None, count: int | None = None, *,
+                  component: str = "data") -> UnseenPhotos:
+    """The first ``count`` photos of ``spec`` that a run whose ``training.data`` was ``trained_on``
+    never trained on. sample: its held-out photos, which no run trains on; synthetic: its test
+    images. folder:DIR: every file of DIR outside the training split of ``trained_on``
+    (``trained_files``), so a folder the model never saw counts whole, its own training folder by
+    its held-out split and a subfolder of it without the files it trained on. A folder it trained on
+    entirely, or whose training folder is gone, counts whole, with a ``warning`` that says so."""
+    root = folder_root(spec)
+    if root is None:
+        splits = load_photos(spec, min_side=1)
+        if not splits.test:
+            raise FSQDeployError(f"{component}: {spec!r} has no held-out photos. Note: pass folder:DIR")
+        selection = "the held-out photos no run trains on" if splits.source == "sample" else "its test split"
+        return UnseenPhotos(tuple(splits.test[:count]), tuple(splits.names[:count]), splits.source, selection)
+    files = folder_files(root)
+    seen = trained_files(trained_on) if trained_on else frozenset()
+    unseen = files if not seen else tuple(p for p in files if p.resolve() not in seen)
+    warning = None
+    if seen is None:
+        selection = f"every file: the model trained on {trained_on}, which is gone, so which it saw is unknown"
+        warning = f"the photos may include files the model trained on ({trained_on} is gone)"
+    elif not unseen:
+        unseen = files
+        selection = f"every file, all of them in the training split of {trained_on}"
+        warning = (f"the model trained on every photo of folder:{root}: these numbers do not measure how it "
+                   "does on photos it never saw. Pass a folder:DIR of other photos")
+    elif len(unseen) == len(files):
+        selection = f"every file: the model trained on {trained_on or 'unrecorded data'}, none of them"
+    else:
+        left_out = len(files) - len(unseen)
+        others = "the other file is" if left_out == 1 else f"the other {left_out} are"
+        selection = f"{len(unseen)} of {len(files)} files: {others} in the training split of {trained_on}"
+    chosen = unseen[:count]
+    return UnseenPhotos(tuple(read_photo(p) for p in chosen), tuple(p.relative_to(root).as_posix() for p in chosen),
+                        f"folder:{root}", selection, warning)
+
+
 # --- streaming a folder (training on more images than fit in memory) ----------------------------------
 #
 # ``load_images`` and ``load_photos`` decode a whole folder up front. Training on ``folder:DIR`` streams

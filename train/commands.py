@@ -220,15 +220,18 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{run} on {metrics['data']} ({split}, {metrics['images']} images)")
+    which = f"{split}: {metrics['selection']}" if metrics.get("selection") else split
+    table = Table(title=f"{run} on {metrics['data']} ({which}, {metrics['images']} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [(f"{k}[{name}]", v) for k, per in metrics.items() if isinstance(per, dict) for name, v in per.items()]
     rows = [(k, v) for k, v in metrics.items() if not isinstance(v, dict)] + rows
     for key, value in rows:
-        if key not in ("data", "images"):
+        if key not in ("data", "images", "selection", "warning"):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    if metrics.get("warning"):
+        Console().print(f"[yellow]note:[/] {metrics['warning']}")
     if json_out:
         from fsqdeploy.fileio import write_json_atomic
 

@@ -27,17 +27,27 @@ def evaluate_run(
     model = FSQVAE.load(run, device)
     spec = data or cfg.data
     if model.config.spatial:  # whole photos, coded as fsqdeploy compress codes them
-        from fsqdeploy.data import PhotoSplits, load_photos
+        from fsqdeploy.data import PhotoSplits, load_photos, unseen_photos
+        from fsqdeploy.metrics import SSIM_WINDOW
         from fsqdeploy.train.conv_loop import evaluate_photos
 
-        photos = load_photos(spec, model.config.downsample)
         if split == "train":
+            photos = load_photos(spec, model.config.downsample)
             names = tuple(f"train-{i}" for i in range(len(photos.train)))
             photos = PhotoSplits(photos.train, photos.train, names, photos.source)
+        else:  # photos the run never trained on: a folder it never saw counts whole
+            unseen = unseen_photos(spec, cfg.data, component="eval")
+            small = [n for n, p in zip(unseen.names, unseen.images) if min(p.shape[:2]) < SSIM_WINDOW]
+            if small:
+                raise FSQDeployError(f"eval: '{small[0]}' is smaller than SSIM's {SSIM_WINDOW} px window. "
+                                     "Note: remove it from the folder")
+            photos = PhotoSplits((), unseen.images, unseen.names, unseen.source)
+            selection, warning = unseen.selection, unseen.warning
         if inception_weights is not None:
             raise FSQDeployError("eval: FID is for patch models (--arch paper); conv runs report PSNR and SSIM")
         stats = code_stats(list(model.quantizer.stages))
-        return {"data": photos.source, "images": len(photos.test), **evaluate_photos(model, photos),
+        chosen = {"selection": selection, "warning": warning} if split == "test" else {}
+        return {"data": photos.source, "images": len(photos.test), **chosen, **evaluate_photos(model, photos),
                 "bits_per_cell": stats.fixed_bits, "entropy_bits_per_cell": stats.entropy_bits,
                 "codebook_usage": stats.usage, "perplexity": stats.perplexity}
     splits = load_images(spec, model.config.image_size)

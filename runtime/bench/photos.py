@@ -10,11 +10,11 @@ photo is what is measured. Every metric is on the uint8 images a user gets back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from fsqdeploy.data import UnseenPhotos, folder_root, unseen_photos
 from fsqdeploy.entropy import Prior
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import hwc_uint8_to_chw
@@ -31,13 +31,7 @@ WHOLE_IMAGE_SOURCES = ("sample", "folder")  # data kinds fsqdeploy.data.load_pho
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Photos:
-    images: tuple[np.ndarray, ...]  # uint8 [H, W, 3] each, sizes differ
-    names: tuple[str, ...]
-    source: str  # the canonical data spec
-    selection: str  # which of the source's images these are, and why
-    warning: str | None = None  # set when the photos cannot measure generalisation
+Photos = UnseenPhotos  # the whole photos bench codes: ones the model never trained on
 
 
 def photo_source(photo_data: str | None, data: str | None) -> tuple[str, bool]:
@@ -51,45 +45,15 @@ def photo_source(photo_data: str | None, data: str | None) -> tuple[str, bool]:
 
 
 def load_bench_photos(spec: str, count: int | None, trained_on: str | None = None) -> Photos:
-    """The first ``count`` photos of ``spec`` the model never trained on. sample: its held-out photos,
-    which no run trains on. folder:DIR: every file of DIR outside the training split of the run's
-    ``training.data`` (``trained_on``), so a folder the model never saw is benched whole and its own
-    training folder by its held-out split; a folder it trained on entirely is benched whole, with a
-    warning that says so."""
-    from fsqdeploy.data import folder_files, folder_root, load_photos, read_photo, trained_files
-
-    root = folder_root(spec)
-    if root is None:
-        splits = load_photos(spec, min_side=1)
-        if not splits.test:
-            raise FSQDeployError(f"bench: {spec!r} has no held-out photos. Note: pass --photo-data folder:DIR")
-        selection = "the held-out photos no run trains on" if splits.source == "sample" else "its test split"
-        return Photos(tuple(splits.test[:count]), tuple(splits.names[:count]), splits.source, selection)
-    files = folder_files(root)
-    seen = trained_files(trained_on) if trained_on else frozenset()
-    unseen = files if not seen else tuple(p for p in files if p.resolve() not in seen)
-    warning = None
-    if seen is None:
-        selection = f"every file: the model trained on {trained_on}, which is gone, so which it saw is unknown"
-        warning = f"the photos may include files the model trained on ({trained_on} is gone)"
-    elif not unseen:
-        unseen = files
-        selection = f"every file, all of them in the training split of {trained_on}"
-        warning = (f"the model trained on every photo of {spec}: these numbers do not measure how it does on "
-                   "photos it never saw. Pass --photo-data folder:DIR with other photos")
-    elif len(unseen) == len(files):
-        selection = f"every file: the model trained on {trained_on or 'unrecorded data'}, none of them"
-    else:
-        left_out = len(files) - len(unseen)
-        others = "the other file is" if left_out == 1 else f"the other {left_out} are"
-        selection = f"{len(unseen)} of {len(files)} files: {others} in the training split of {trained_on}"
-    chosen = unseen[:count]
-    images = tuple(read_photo(p) for p in chosen)
-    for path, image in zip(chosen, images):
+    """The first ``count`` photos of ``spec`` the model (trained on ``trained_on``) never trained on
+    (``fsqdeploy.data.unseen_photos``), each at least SSIM's window a side."""
+    photos = unseen_photos(spec, trained_on, count, component="bench")
+    for name, image in zip(photos.names, photos.images):
         if min(image.shape[:2]) < SSIM_WINDOW:
-            raise FSQDeployError(f"bench: '{path}' is {image.shape[1]}x{image.shape[0]} px, smaller than SSIM's "
+            where = f"'{name}'" if photos.source == "sample" else f"'{folder_root(photos.source) / name}'"
+            raise FSQDeployError(f"bench: {where} is {image.shape[1]}x{image.shape[0]} px, smaller than SSIM's "
                                  f"{SSIM_WINDOW} px window. Note: remove it from the folder")
-    return Photos(images, tuple(p.relative_to(root).as_posix() for p in chosen), f"folder:{root}", selection, warning)
+    return photos
 
 
 def _mean(rows: Sequence[Row], key: str) -> float | None:

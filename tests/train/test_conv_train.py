@@ -282,3 +282,20 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["test_psnr"] == pytest.approx(max(m["test_psnr"] for m in lines), abs=1e-6)
+    # a folder the run never trained on is evaluated whole, not cut to its path-hash test split
+    from PIL import Image
+
+    from fsqdeploy.data import folder_split
+
+    folder = tmp_path / "unseen"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(
+            folder / f"p{i}.png")
+    assert len(folder_split(folder)[1]) < 10
+    r = fsqdeploy("eval", run, "--data", f"folder:{folder}", "--json", tmp_path / "f.json")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "f.json").read_text())
+    assert metrics["images"] == 10 and len(metrics["test_psnr_per_image"]) == 10
+    assert metrics["selection"] == "every file: the model trained on synthetic, none of them"
+    assert "every file: the model trained on synthetic" in " ".join(r.stdout.split())
