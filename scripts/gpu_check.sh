@@ -133,8 +133,10 @@ note ""
 note "## pytest -m gpu"
 # the closing count, and each distinct skip reason once
 tail -n 1 "$out/pytest-gpu.log" 2>/dev/null | sed 's/^/- /' | tee -a "$summary"
-grep -E "^SKIPPED" "$out/pytest-gpu.log" 2>/dev/null | sed -E 's/^SKIPPED \[[0-9]+\] [^:]+:[0-9]+: //' | sort | uniq -c \
-    | sed 's/^ */- skipped x/' | tee -a "$summary"
+# "SKIPPED [N] file:line: reason": N tests per line, so the reasons are summed, not counted
+grep -E "^SKIPPED" "$out/pytest-gpu.log" 2>/dev/null \
+    | sed -E 's/^SKIPPED \[([0-9]+)\] [^:]+:[0-9]+: /\1\t/' \
+    | awk -F '\t' '{n[$2] += $1} END {for (r in n) printf "- skipped x%d %s\n", n[r], r}' | sort | tee -a "$summary"
 note ""
 note "failed steps: $failed; total $(($(date +%s) - started)) s"
 exit "$failed"
