@@ -64,9 +64,13 @@ def bench(
     tile_data: Annotated[str, typer.Option("--tile-data", help="Data spec for the tiles.")] = "sample",
     photo_data: Annotated[str | None, typer.Option(
         "--photo-data", help="Whole photos, coded at their own size by compress: sample (its held-out photos) | "
-        "folder:DIR (its held-out split) (default: --data when it is one of these, else sample).")] = None,
+        "folder:DIR (its files the model did not train on) (default: --data when it is one of these, else "
+        "sample).")] = None,
     photo_images: Annotated[int | None, typer.Option(
         "--photo-images", help="Use the first N held-out photos (default: all; 0: no photo comparison).")] = None,
+    photo_size: Annotated[str, typer.Option(
+        "--photo-size", help="Spatial (conv) models: also time one whole image of WxH pixels at batch 1 "
+        "(padded to multiples of f), what compress runs per photo; 0: off.")] = "768x512",
     rd_plot: Annotated[Path | None, typer.Option(
         "--rd-plot", help="Write a PNG: every ART's whole-photo PSNR and SSIM against bits per pixel, beside "
         "JPEG and WebP quality sweeps on the same photos.")] = None,
@@ -79,6 +83,7 @@ def bench(
         default_backends,
         parse_backends,
         parse_batch_sizes,
+        parse_photo_size,
         report_set,
         run_benches,
     )
@@ -101,6 +106,7 @@ def bench(
                     min_psnr_vs_reference=min_psnr_vs_reference),
         baselines=baselines, tile_size=tile_size, tile_images=tile_images, tile_data=tile_data,
         photo_data=photo_data, photo_images=photo_images, sweep=rd_plot is not None,
+        photo_size=parse_photo_size(photo_size),
     )
     reports = run_benches(list(arts), settings, progress=lambda msg: typer.echo(msg, err=True))
     for report in reports:

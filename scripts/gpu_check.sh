@@ -118,8 +118,11 @@ report = json.load(open(sys.argv[1]))
 for row in report.get("skipped", []):
     print(f"- {row.get('backend')}:{row.get('precision')}: skipped ({row.get('reason')})")
 for row in report.get("results", []):
-    if row.get("batch_size") == 256 and row.get("stage") == "roundtrip":
-        print(f"- {row['backend']}:{row['precision']} on {row.get('device', '?')}, roundtrip batch 256 "
+    photo = row.get("scope") == "photo"  # one whole image at --photo-size (conv models)
+    if row.get("stage") == "roundtrip" and (photo or row.get("batch_size") == 256):
+        h, w = row.get("image_size") or ("?", "?")
+        what = f"one {w}x{h} photo" if photo else "batch 256"
+        print(f"- {row['backend']}:{row['precision']} on {row.get('device', '?')}, roundtrip {what} "
               f"({row.get('timing')}, io {row.get('io')}): "
               f"p50 {row['latency_ms']['p50']:.3f} ms, {row['throughput_ips']:.0f} images/s")
 for row in report.get("fidelity", []):

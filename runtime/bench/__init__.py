@@ -26,6 +26,7 @@ from fsqdeploy.runtime.bench.settings import (
     default_backends,
     parse_backends,
     parse_batch_sizes,
+    parse_photo_size,
 )
 from fsqdeploy.runtime.bench.timing import STAGES, measure_latency
 
@@ -41,6 +42,7 @@ __all__ = [
     "measure_latency",
     "parse_backends",
     "parse_batch_sizes",
+    "parse_photo_size",
     "reference_outputs",
     "report_set",
     "run_bench",

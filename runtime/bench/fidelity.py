@@ -27,6 +27,9 @@ class Reference:
     # each, as compress writes them; every backend's fidelity row then covers them too.
     photos: tuple[np.ndarray, ...] = ()
     photo_cells: tuple[np.ndarray, ...] = ()
+    # Spatial models: the image timed at batch 1 (float32 [1, 3, H, W]) and the reference's indices
+    # of it (``--photo-size``); None for patch models or when off.
+    timing_photo: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def run(self) -> compare.Run:

@@ -34,7 +34,14 @@ def _label(row: Row) -> str:
 
 
 def _key(row: Row) -> Key:
-    return (row["backend"], row["precision"], _device(row), row["batch_size"], row["stage"], row.get("io", "host"))
+    return (row["backend"], row["precision"], _device(row), _scope(row), row["batch_size"], row["stage"],
+            row.get("io", "host"))
+
+
+def _scope(row: Row) -> str:
+    """"patch" (a batch of bench images) or "photo" (one whole image, --photo-size); reports before
+    the photo rows have only the former."""
+    return row.get("scope", "patch")
 
 
 def _ms(value: float) -> str:
@@ -61,11 +68,11 @@ def speedups(results: list[Row]) -> dict[Key, float]:
     """Row key -> PyTorch's p50 latency / this row's, where PyTorch ran at that batch and stage (the
     median: a few calls slowed by a neighbour on the machine do not move it). Like is compared with
     like: a GPU row against torch:cuda when it ran, else against torch on the CPU, labelled as such."""
-    torch_p50 = {(_device(r), r["batch_size"], r["stage"]): r["latency_ms"]["p50"]
+    torch_p50 = {(_device(r), _scope(r), r["batch_size"], r["stage"]): r["latency_ms"]["p50"]
                  for r in results if r["backend"] == REFERENCE and r["precision"] == "fp32"}
     out = {}
     for r in results:
-        at = (r["batch_size"], r["stage"])
+        at = (_scope(r), r["batch_size"], r["stage"])
         base = torch_p50.get((_device(r), *at)) or torch_p50.get(("cpu", *at))
         if base:
             out[_key(r)] = base / r["latency_ms"]["p50"]
@@ -111,13 +118,14 @@ def _latency(report: Row, console: Any) -> None:
     results = report["results"]
     ratio = speedups(results)
     clocks = sorted({r.get("timing", "wall") for r in results})
-    columns = ("backend", "batch", "stage", "p50", "p90", "p99", "mean", "images/s", "p50 vs torch")
+    columns = ("backend", "batch", "image", "stage", "p50", "p90", "p99", "mean", "images/s", "p50 vs torch")
     table = _table(f"latency (ms; {', '.join(clocks).replace('cuda-events', 'CUDA events')})", columns,
                    left=("backend", "stage"))
     previous = None
     for r in results:
         label, lat = _label(r), r["latency_ms"]
-        table.add_row(label if label != previous else "", str(r["batch_size"]), r["stage"],
+        size = "x".join(map(str, r["image_size"][::-1])) if r.get("image_size") else "-"  # W x H
+        table.add_row(label if label != previous else "", str(r["batch_size"]), size, r["stage"],
                       _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
                       f"{r['throughput_ips']:,.0f}", f"{ratio[_key(r)]:.2f}x" if _key(r) in ratio else "-",
                       end_section=r["stage"] == "roundtrip" and r is not results[-1])
@@ -313,14 +321,15 @@ def write_plot(report: Row, path: str | Path) -> None:
 def _plot_latency(ax: Any, report: Row) -> None:
     series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for r in report["results"]:
-        series[(_label(r), r["stage"])].append((r["batch_size"], r["latency_ms"]["p50"]))
+        if _scope(r) == "patch":  # latency against batch size: the one-photo rows are not on that axis
+            series[(_label(r), r["stage"])].append((r["batch_size"], r["latency_ms"]["p50"]))
     labels = sorted({k[0] for k in series}, key=[_label(r) for r in report["results"]].index)
     colours = {label: f"C{i}" for i, label in enumerate(labels)}
     styles = {"encode": "-", "decode": "--", "roundtrip": ":"}
     for (label, stage), points in series.items():
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, styles[stage], marker="o", color=colours[label], label=f"{label} {stage}")
-    batch_sizes = sorted({r["batch_size"] for r in report["results"]})
+    batch_sizes = sorted({r["batch_size"] for r in report["results"] if _scope(r) == "patch"})
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)",
            title=f"latency ({report['machine']['threads']} threads, {report['machine']['cpu']})")
     if batch_sizes:

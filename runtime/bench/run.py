@@ -104,7 +104,7 @@ def measure_row(codec: Codec, spec: BackendSpec, ref: Reference, settings: Bench
     """The latency rows and the gated fidelity row of one loaded backend, or why it failed while
     running (a skipped row, never a traceback); ``close``: close the codec afterwards."""
     try:
-        latency = measure_latency(codec, spec, ref.images, ref.indices, settings)
+        latency = measure_latency(codec, spec, ref.images, ref.indices, settings, photo=ref.timing_photo)
         row = measure_fidelity(codec, spec, ref)
         row["gate"] = check_gate(row, settings.gates)
         return latency, row
@@ -169,6 +169,14 @@ def bench_photos(manifest: Manifest, settings: BenchSettings, say: Say) -> tuple
         return None, f"no whole photos: {e}"
 
 
+def timing_photo(images: np.ndarray, size: tuple[int, int], f: int) -> np.ndarray:
+    """float32 [1, 3, H, W]: the first bench image tiled to ``size`` rounded up to multiples of f, as
+    compress pads a photo; a conv network's time depends on the size, not on the pixels."""
+    height, width = (-(-side // f) * f for side in size)
+    reps = (1, -(-height // images.shape[2]), -(-width // images.shape[3]))
+    return np.ascontiguousarray(np.tile(images[0], reps)[None, :, :height, :width], dtype=np.float32)
+
+
 def training_data(manifest: Manifest) -> str | None:
     """The data spec the artifact's model trained on (its checkpoint's ``training.data``), if recorded."""
     try:
@@ -214,11 +222,15 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
             if manifest.spatial and photos is not None:  # each backend's indices of the whole photos too
                 ref = dataclasses.replace(ref, photos=photos.images,
                                           photo_cells=tuple(photo_cells(reference, photos.images)))
+            if manifest.spatial and settings.photo_size is not None:
+                photo = timing_photo(images, settings.photo_size, manifest.downsample)
+                ref = dataclasses.replace(ref, timing_photo=(photo, np.asarray(reference.encode(photo))))
             results, fidelity, skipped = run_rows(manifest, specs, reference, ref, settings, say)
             baselines = rate_distortion(reference, ref, photos, settings, say)
         finally:
             reference.close()
 
+    ref_photo_size = None if ref.timing_photo is None else ref.timing_photo[0].shape[2:]
     failures = [f"{row['backend']} {row['precision']}: {reason}"
                 for row in fidelity for reason in row["gate"]["reasons"]]
     return {
@@ -234,7 +246,8 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
                      "photos": None if photos is None else {"data": photos.source, "images": len(photos.images),
                                                             "names": list(photos.names), "sweep": settings.sweep,
                                                             "selection": photos.selection},
-                     "photo_note": photo_note},
+                     "photo_note": photo_note,
+                     "photo_size": None if ref_photo_size is None else list(ref_photo_size)},
         "results": results,
         "fidelity": fidelity,
         "skipped": skipped,

@@ -100,6 +100,16 @@ def default_backends() -> list[BackendSpec]:
     return [BackendSpec(name) for name in REGISTRY]
 
 
+def parse_photo_size(text: str) -> tuple[int, int] | None:
+    """``--photo-size WxH`` (width first, as image sizes are written) -> (height, width); "0": None."""
+    if text.strip() == "0":
+        return None
+    width, sep, height = text.strip().lower().partition("x")
+    if not sep or not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 1:
+        raise FSQDeployError(f"bench: --photo-size must be WxH (e.g. 768x512) or 0 (off), got {text!r}")
+    return int(height), int(width)
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         parsed = [int(part) for part in text.split(",")]
@@ -154,6 +164,9 @@ class BenchSettings:
     photo_data: str | None = None  # whole photos; None: --data when it is sample or folder:DIR, else sample
     photo_images: int | None = None  # the first N held-out photos; None: all; 0: no photo rows
     sweep: bool = False  # also each baseline's quality sweep over the photos (the rate-distortion plot's curves)
+    # Spatial models: also time batch 1 at this (height, width), padded up to multiples of f; None: off.
+    # The default is the TensorRT profile's opt shape and fsqdeploy tune's: a 768 x 512 photo.
+    photo_size: tuple[int, int] | None = (512, 768)
 
     def check(self) -> None:
         """Every user mistake in the settings, before anything is loaded."""
@@ -175,6 +188,8 @@ class BenchSettings:
             raise FSQDeployError(f"bench: --tile-images must be at least 1, got {self.tile_images}")
         if self.photo_images is not None and self.photo_images < 0:
             raise FSQDeployError(f"bench: --photo-images must be 0 (off) or more, got {self.photo_images}")
+        if self.photo_size is not None and not (len(self.photo_size) == 2 and min(self.photo_size) >= 1):
+            raise FSQDeployError(f"bench: --photo-size must be WxH with both at least 1, got {self.photo_size}")
         self.gates.check()
 
     @property

@@ -153,14 +153,20 @@ def device_stage_calls(codec: Codec, images: np.ndarray, indices: np.ndarray
 
 
 def measure_latency(codec: Codec, spec: BackendSpec, images: np.ndarray, indices: np.ndarray,
-                    settings: BenchSettings, clock: Clock | None = None) -> list[dict[str, Any]]:
+                    settings: BenchSettings, clock: Clock | None = None,
+                    photo: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """One result row per batch size, stage and I/O placement; ``images``/``indices`` are cycled up to
     the batch. ``io`` is ``"host"`` (NumPy in and out: what an application pays, copies included)
-    for every backend, plus ``"device"`` (GPU tensors in and out) where the runners take them."""
+    for every backend, plus ``"device"`` (GPU tensors in and out) where the runners take them.
+    ``photo``: one whole image [1, 3, H, W] and its indices, timed at batch 1 after the batches (a
+    spatial model's per-photo latency; ``scope: "photo"``, the batches' rows ``"patch"``). Every row's
+    ``image_size`` is its input's [H, W]."""
     clock = clock or clock_for(spec)
+    inputs = [("patch", batch, cycle(images, batch), cycle(indices, batch)) for batch in settings.batch_sizes]
+    if photo is not None:
+        inputs.append(("photo", 1, *photo))
     rows = []
-    for batch in settings.batch_sizes:
-        x, idx = cycle(images, batch), cycle(indices, batch)
+    for scope, batch, x, idx in inputs:
         placements = [("host", stage_calls(codec, x, idx))]
         on_device = device_stage_calls(codec, x, idx)
         if on_device is not None:
@@ -170,6 +176,6 @@ def measure_latency(codec: Codec, spec: BackendSpec, images: np.ndarray, indices
                 times = measure(calls[stage], clock, warmup=settings.warmup, iters=settings.iters,
                                 seconds=settings.timed_seconds)
                 rows.append({"backend": spec.backend, "precision": spec.precision, "device": spec.placement,
-                             "batch_size": batch, "stage": stage, "timing": clock.name, "io": placement,
-                             **latency_stats(times, batch)})
+                             "scope": scope, "batch_size": batch, "image_size": list(x.shape[2:]), "stage": stage,
+                             "timing": clock.name, "io": placement, **latency_stats(times, batch)})
     return rows

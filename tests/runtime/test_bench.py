@@ -273,6 +273,9 @@ def test_unavailable_precisions_are_skipped_rows(cli, art32, tmp_path):
         (["--threads", "0"], "--threads must be at least 1"),
         (["--data", "folder:/nonexistent/bench"], "does not exist"),
         (["--json", "."], "is a directory"),
+        (["--photo-size", "768"], "--photo-size must be WxH (e.g. 768x512) or 0 (off), got '768'"),
+        (["--photo-size", "0x512"], "--photo-size must be WxH"),
+        (["--photo-size", "axb"], "--photo-size must be WxH"),
     ],
 )
 def test_bad_input_is_one_line(cli, one_line_error, art32, args, match):
@@ -368,8 +371,8 @@ def test_device_rows_are_labelled_and_compared_with_torch(capsys):
     results = [row("torch", "host", 8.0), row("tensorrt", "host", 2.0, "cuda-events"),
                row("tensorrt", "device", 0.5, "cuda-events")]
     ratio = speedups(results)
-    assert ratio[("tensorrt", "fp16", "cuda", 64, "encode", "host")] == 4.0
-    assert ratio[("tensorrt", "fp16", "cuda", 64, "encode", "device")] == 16.0
+    assert ratio[("tensorrt", "fp16", "cuda", "patch", 64, "encode", "host")] == 4.0
+    assert ratio[("tensorrt", "fp16", "cuda", "patch", 64, "encode", "device")] == 16.0
     report = {"machine": {"gpu": {"name": "A GPU"}, "cpu": "cpu", "usable_cores": 2, "cores": 2},
               "settings": {"iters": 5, "warmup": 1, "threads": 2, "images": 8, "data": "sample"},
               "artifact": {"path": "art", "model_id": "0" * 16, "image_size": 32, "code_width": 16,
@@ -383,10 +386,10 @@ def test_device_rows_are_labelled_and_compared_with_torch(capsys):
     # With torch:cuda in the report, GPU rows are compared with it and CPU rows with CPU torch.
     results += [{**row("torch", "host", 1.0, "cuda-events"), "device": "cuda"}, row("onnxruntime", "host", 4.0)]
     ratio = speedups(results)
-    assert ratio[("tensorrt", "fp16", "cuda", 64, "encode", "host")] == 0.5
-    assert ratio[("tensorrt", "fp16", "cuda", 64, "encode", "device")] == 2.0
-    assert ratio[("onnxruntime", "fp32", "cpu", 64, "encode", "host")] == 2.0
-    assert ratio[("torch", "fp32", "cuda", 64, "encode", "host")] == 1.0
+    assert ratio[("tensorrt", "fp16", "cuda", "patch", 64, "encode", "host")] == 0.5
+    assert ratio[("tensorrt", "fp16", "cuda", "patch", 64, "encode", "device")] == 2.0
+    assert ratio[("onnxruntime", "fp32", "cpu", "patch", 64, "encode", "host")] == 2.0
+    assert ratio[("torch", "fp32", "cuda", "patch", 64, "encode", "host")] == 1.0
     print_report({**report, "results": results}, Console(width=200, force_terminal=False))
     out = capsys.readouterr().out
     assert "torch:cuda" in out and "GPU rows against torch:cuda" in out

@@ -349,3 +349,36 @@ def test_a_photo_smaller_than_the_ssim_window_is_one_line(cli, one_line_error, c
     Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "tiny.png")
     code, _, err = cli("bench", conv_art, *QUICK, "--photo-data", f"folder:{tmp_path}")
     one_line_error(code, err, "is 7x5 px, smaller than SSIM's 7 px window")
+
+
+def test_a_spatial_artifact_is_timed_on_one_whole_photo_too(cli, conv_art, art32, tmp_path):
+    """--photo-size WxH (default 768x512): batch-1 rows on one image of that size, padded to
+    multiples of f, beside the crop batches, compared with torch at the same size; 0 turns them
+    off, and patch models have none."""
+    out = tmp_path / "b.json"
+    code, stdout, err = cli("bench", conv_art, *QUICK, "--no-baselines", "--photo-size", "50x20", "--json", out)
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    photo = [row for row in r["results"] if row["scope"] == "photo"]
+    assert [(row["stage"], row["batch_size"], row["image_size"]) for row in photo] == [
+        ("encode", 1, [24, 56]), ("decode", 1, [24, 56]), ("roundtrip", 1, [24, 56])]  # f = 8: 20x50 padded
+    assert {row["image_size"][0] for row in r["results"] if row["scope"] == "patch"} == {32}
+    assert r["settings"]["photo_size"] == [24, 56]
+    assert "56x24" in stdout and " 1.00x" in stdout
+    code, _, err = cli("bench", conv_art, *QUICK, "--no-baselines", "--photo-size", "0", "--json", out)
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["settings"]["photo_size"] is None and {row["scope"] for row in r["results"]} == {"patch"}
+    code, _, err = cli("bench", art32.art, *QUICK, "--no-baselines", "--json", out)
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["settings"]["photo_size"] is None and {row["scope"] for row in r["results"]} == {"patch"}
+
+
+def test_the_timing_photo_is_the_bench_image_tiled_and_padded():
+    from fsqdeploy.runtime.bench.run import timing_photo
+
+    images = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    photo = timing_photo(images, (20, 50), 8)
+    assert photo.shape == (1, 3, 24, 56) and photo.dtype == np.float32
+    np.testing.assert_array_equal(photo[0, :, :24, 32:56], images[0, :, :24, :24])
