@@ -31,7 +31,8 @@ from fsqdeploy.runtime.bench.timing import measure_latency
 from fsqdeploy.runtime.codec import Codec
 
 SCHEMA = "fsqdeploy-bench"
-SCHEMA_VERSION = 3  # 3: whole-photo and quality-sweep rows, spatial artifacts; 2: compare's vocabulary, device
+SCHEMA_VERSION = 4  # 4: results rows of scope photo; 3: whole-photo and quality-sweep rows, spatial artifacts;
+# 2: compare's vocabulary, device
 SET_SCHEMA = "fsqdeploy-bench-set"  # several artifacts benched in one call: their reports in order
 SET_SCHEMA_VERSION = 1
 

@@ -64,7 +64,7 @@ def test_report_schema(cli, art32, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = json.loads(out.read_text())
 
-    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 3)  # 3: whole-photo rows (test_bench_photos.py)
+    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 4)  # 4: photo latency rows (test_bench_photos.py)
     assert list(r) == ["schema", "version", "artifact", "machine", "settings", "results", "fidelity", "skipped",
                        "baselines", "gates"]
     a = r["artifact"]

@@ -56,7 +56,7 @@ def test_whole_photo_rows_of_a_spatial_artifact(cli, conv_art, photo_dir, tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "whole photos of folder:" in stdout and "FSQ beats JPEG at no more bytes" in stdout
     r = json.loads(out.read_text())
-    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 3)
+    assert (r["schema"], r["version"]) == ("fsqdeploy-bench", 4)
     a = r["artifact"]
     levels = [8, 5, 5, 5]
     assert fixed_bits(levels) == 10 and (a["arch"], a["downsample"], a["bits_per_cell"]) == ("conv", 8, 10)
