@@ -16,7 +16,7 @@
 //   fsq-cross stitch PATCHES.f32 R C H W P OUT.u8  from_patches
 //   fsq-cross manifest ART OUT.json          Manifest::load (verified) summary
 //   fsq-cross make-art ART                   a valid artifact directory with dummy graphs
-//   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files,
+//   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files, grey ones,
 //                                            coding-1 and coding-2 files over the golden priors, which the fuzz
 //                                            target reads with)
 //
@@ -249,6 +249,10 @@ int run(const std::vector<std::string>& a) {
                 }
                 const char* names[] = {"valid", "valid_v2_patches", "valid_v2_grid"};
                 b.save(fs::path(a[1]) / (names[kind] + std::to_string(k) + ".fsq"));
+                if (kind == 2) {  // the grey flag (flags bit 0) set, so the fuzzer starts from both values
+                    b.header.grey = true;
+                    b.save(fs::path(a[1]) / ("valid_v2_grid_grey" + std::to_string(k) + ".fsq"));
+                }
             }
         }
         // Coding 1 over the golden prior (what the fuzz target reads with): the golden file, and files
