@@ -17,8 +17,8 @@
 //   fsq-cross manifest ART OUT.json          Manifest::load (verified) summary
 //   fsq-cross make-art ART                   a valid artifact directory with dummy graphs
 //   fsq-cross seeds DIR                      seed corpus for the fuzzer (the golden files, valid v1 and v2 files,
-//                                            grey ones, coding-1 and coding-2 files over the golden priors, which the fuzz
-//                                            target reads with)
+//                                            grey ones, coding-1 and coding-2 files over the golden priors, which
+//                                            the fuzz target reads with)
 //
 // fsq::Error -> its message on stderr, exit 2.
 #include <algorithm>
