@@ -4,7 +4,6 @@ backend row timed and compared (or skipped with its reason), the baselines, and 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from fsqdeploy.artifact import CONFIG_FILE, Manifest
 from fsqdeploy.backends import REGISTRY
+from fsqdeploy.config import read_config
 from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.runtime.bench.fidelity import (
@@ -179,11 +179,9 @@ def timing_photo(images: np.ndarray, size: tuple[int, int], f: int) -> np.ndarra
 
 
 def training_data(manifest: Manifest) -> str | None:
-    """The data spec the artifact's model trained on (its checkpoint's ``training.data``), if recorded."""
-    try:
-        data = json.loads((manifest.checkpoint_dir / CONFIG_FILE).read_text()).get("training", {}).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The data spec the artifact's model trained on (its checkpoint's ``training.data``), if recorded.
+    The checkpoint was verified with the manifest, and the reference loads it next."""
+    data = (read_config(manifest.checkpoint_dir).get("training") or {}).get("data")
     return data if isinstance(data, str) and data else None
 
 
