@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fsqdeploy.images import chw_to_hwc_uint8, hwc_uint8_to_chw
+from fsqdeploy.images import chw_to_hwc_uint8, hwc_uint8_to_chw, is_grey
 from fsqdeploy.metrics import mean_psnr, ssim
 
 
@@ -32,11 +32,13 @@ class Baseline:
     max_quality: ClassVar[int] = 95
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        """uint8 [H, W, 3] -> the bytes of a whole file."""
+        """uint8 [H, W, 3] -> the bytes of a whole file; a grey image (R = G = B) as one channel, as
+        anyone saves a grey photo (JPEG's greyscale files skip the chroma the RGB ones carry)."""
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format=self.pil_format, quality=quality, **self.options)
+        pixels = Image.fromarray(image[..., 0] if is_grey(image) else image)
+        pixels.save(buf, format=self.pil_format, quality=quality, **self.options)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -408,6 +408,27 @@ def test_best_quality_is_the_largest_file_within_budget():
         assert codec.best_quality_within(image, 10) is None  # even quality 1 has headers
 
 
+def test_a_grey_image_is_saved_as_one_channel_by_the_baselines():
+    """A fair baseline for a grey photo is its greyscale file: JPEG then carries no chroma."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    grey = np.repeat(skimage.data.camera()[100:196, 200:328, None], 3, axis=2)
+    jpeg = next(b for b in baselines.BASELINES if b.name == "jpeg")
+    data = jpeg.encode(grey, 30)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "L"
+    as_rgb = io.BytesIO()
+    Image.fromarray(grey).save(as_rgb, format="JPEG", quality=30, **jpeg.options)
+    assert len(data) < len(as_rgb.getvalue())
+    assert np.ptp(jpeg.decode(data), axis=2).max() == 0  # decoded as grey RGB, what the metrics compare
+    colour = skimage.data.astronaut()[:96, :128]
+    with Image.open(io.BytesIO(jpeg.encode(colour, 30))) as img:
+        assert img.mode == "RGB"
+
+
 def test_baselines_at_a_generous_budget():
     images = images_to_float(load_images("sample", 32).test[:6])
     rows = baselines.baseline_rows(images, budget_bytes=4000, scope="patch")
