@@ -151,12 +151,16 @@ def hwc_uint8_to_chw(images: np.ndarray) -> np.ndarray:
 
 
 def check_photo(image: object, component: str = "compress") -> np.ndarray:
-    """An image as the codec's whole-image API takes it: a numpy uint8 array [H, W, 3], H, W >= 1."""
+    """An image as the codec's whole-image API takes it: a numpy uint8 array [H, W, 3], H, W >= 1;
+    a grey one, [H, W] or [H, W, 1], comes back as [H, W, 3] with equal channels (the file then
+    says grey, and it decodes grey)."""
     arr = image if isinstance(image, np.ndarray) else None
+    if arr is not None and arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)):
+        arr = np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
     if arr is None or arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
         got = f"{arr.dtype} {list(arr.shape)}" if arr is not None else type(image).__name__
-        raise FSQDeployError(f"{component}: an image must be a uint8 array [H, W, 3] with H, W >= 1, got {got}. "
-                             "Note: read it with fsqdeploy.images.read_image")
+        raise FSQDeployError(f"{component}: an image must be a uint8 array [H, W, 3] (or grey [H, W]) with H, "
+                             f"W >= 1, got {got}. Note: read it with fsqdeploy.images.read_image")
     return arr
 
 

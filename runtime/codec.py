@@ -4,7 +4,7 @@
     codec = Codec.load("art", backend="auto")      # says which backend it picked: codec.backend
     images = codec.decode(codec.encode(images))     # float [N,3,S,S] -> int32 [N,W] -> float
 
-    data = codec.compress(photo)                    # uint8 [H,W,3], any size -> the .fsq bytes
+    data = codec.compress(photo)                    # uint8 [H,W,3] (or grey [H,W]), any size -> .fsq bytes
     photo = codec.decompress(data)                  # -> uint8 [H,W,3]; another model's file is refused
 
 A spatial (conv) artifact takes whole images: ``encode`` maps float [N,3,H,W] (H, W multiples of

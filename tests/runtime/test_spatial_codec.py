@@ -274,10 +274,13 @@ def test_bad_tiling_options(conv_art, options, match) -> None:
 
 
 def test_whole_image_api_refuses_bad_inputs(codec, conv_art) -> None:
-    with pytest.raises(FSQDeployError, match=r"^compress: an image must be a uint8 array \[H, W, 3\].*float32"):
+    with pytest.raises(FSQDeployError, match=r"^compress: an image must be a uint8 array \[H, W, 3\] \(or grey "
+                                             r"\[H, W\]\).*float32"):
         codec.compress(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(FSQDeployError, match=r"^compress: an image must be .*uint8 \[8, 8, 4\]"):
         codec.compress(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(FSQDeployError, match=r"^compress: an image must be .*uint8 \[0, 8, 3\]"):
+        codec.compress(np.zeros((0, 8), np.uint8))
     data = codec.compress(photo(20, 30))
     header, cells = read_fsq(data)
     with pytest.raises(FSQDeployError, match=r"^decompress: indices have shape \[11, 4\], the header's 3x4 grid"):
@@ -331,6 +334,9 @@ def test_a_grey_image_comes_back_grey(tmp_path, codec, art32, cli) -> None:
     paper.close()
     total = np.array([[[0, 0, 1], [0, 1, 1], [1, 2, 2], [255, 255, 254]]], np.uint8)
     assert to_grey(total)[0, :, 0].tolist() == [0, 1, 2, 255]  # sums 1, 2, 5, 764: nearest thirds
+
+    # a grey array, [H, W] or [H, W, 1], is that grey image
+    assert codec.compress(grey[..., 0]) == codec.compress(grey[..., :1]) == codec.compress(grey)
 
     Image.fromarray(grey[..., 0]).save(tmp_path / "g.png")  # a mode L file, as grey photos are stored
     code, _, err = cli("compress", tmp_path / "g.png", "-m", codec.art, "-o", tmp_path / "g.fsq",
