@@ -25,6 +25,9 @@ from fsqdeploy.runtime.codec import Codec
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
                  ".tiff": "TIFF"}
+# A lossy output format codes the decoded image a second time: at Pillow's default (75) that adds
+# its own artefacts to the codec's; at 95 it loses little. PNG (the default), BMP and TIFF are exact.
+LOSSY_QUALITY = {"JPEG": 95, "WEBP": 95}
 
 
 def compress_file(codec: Codec, image_path: str | Path, out_path: str | Path) -> FsqHeader:
@@ -46,5 +49,6 @@ def write_image(out_path: str | Path, image: np.ndarray, grey: bool = False) -> 
     if fmt is None:
         raise FSQDeployError(f"decompress: cannot write '{out_path.suffix}' images. Note: use .png")
     pixels = Image.fromarray(image[..., 0] if grey else image)
-    write_with(out_path, lambda tmp: pixels.save(tmp, format=fmt))
+    options = {"quality": LOSSY_QUALITY[fmt]} if fmt in LOSSY_QUALITY else {}
+    write_with(out_path, lambda tmp: pixels.save(tmp, format=fmt, **options))
     return image

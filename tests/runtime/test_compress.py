@@ -152,6 +152,23 @@ def test_directories_compress_and_decompress_with_their_tree(tmp_path, art64, cl
     assert np.asarray(Image.open(tmp_path / "c.png")).shape == (30, 30, 3)
 
 
+def test_a_lossy_output_format_is_written_at_quality_95(tmp_path):
+    """decompress -o x.jpg codes the decoded image again: at 95, not Pillow's default 75; PNG stays exact."""
+    import io
+
+    from fsqdeploy.runtime.compress import write_image
+
+    image = photo(48, 64, seed=3)
+    for suffix, fmt in ((".jpg", "JPEG"), (".webp", "WEBP")):
+        write_image(tmp_path / f"x{suffix}", image)
+        expected, default = io.BytesIO(), io.BytesIO()
+        Image.fromarray(image).save(expected, format=fmt, quality=95)
+        Image.fromarray(image).save(default, format=fmt)
+        assert (tmp_path / f"x{suffix}").read_bytes() == expected.getvalue() != default.getvalue()
+    write_image(tmp_path / "x.png", image)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), image)
+
+
 def test_version_1_files_still_decompress(codec):
     """Patch (paper) codecs write version 2, layout 0 (the C++ reader reads it too); a version 1 file
     of the same indices decodes to the same image; the two differ in the header only."""
