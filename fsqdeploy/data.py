@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from fsqdeploy.errors import FSQDeployError
+from fsqdeploy.fileio import files_under
 from fsqdeploy.images import IMAGE_SUFFIXES
 
 DATA_KINDS = ("sample", "synthetic", "cifar10", "folder")
@@ -299,12 +300,11 @@ def folder_files(root: Path) -> tuple[Path, ...]:
         raise FSQDeployError(f"data: folder '{root}' does not exist. Note: pass folder:DIR with PNG/JPEG files")
     if not root.is_dir():
         raise FSQDeployError(f"data: '{root}' is not a directory. Note: pass folder:DIR with PNG/JPEG files")
-    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = files_under(root, IMAGE_SUFFIXES)
     if not files:
         raise FSQDeployError(f"data: no images in '{root}' (looked for {', '.join(IMAGE_SUFFIXES)}, any "
                              "case, recursively). Note: pass a folder with PNG/JPEG files")
-    return tuple(path for _, path in files)
+    return files
 
 
 def trained_files(spec: str) -> frozenset[Path] | None:

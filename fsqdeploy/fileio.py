@@ -1,4 +1,4 @@
-"""Atomic writes and hashing: an artifact either exists whole or not at all."""
+"""Atomic writes and hashing (an artifact either exists whole or not at all), and listing a tree."""
 
 from __future__ import annotations
 
@@ -90,3 +90,12 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.replace(dst, old / dst.name)
     os.replace(src, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def files_under(root: Path, suffixes: tuple[str, ...]) -> tuple[Path, ...]:
+    """Every file under ``root`` (recursively) whose suffix, in any case, is one of ``suffixes``,
+    sorted by its path relative to ``root``: the one listing of folder:DIR data and of a directory
+    given to compress or decompress."""
+    found = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                   if p.suffix.lower() in suffixes and p.is_file())
+    return tuple(path for _, path in found)

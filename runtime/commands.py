@@ -197,12 +197,14 @@ def _inputs(paths: list[Path], suffixes: tuple[str, ...], what: str, component: 
     """(file, its output name under --out without suffix, whether it came from a directory) per input
     file: a file as given (its stem), a directory as every file under it with one of ``suffixes``
     (recursively, any case; the output keeps its path relative to the directory)."""
+    from fsqdeploy.fileio import files_under
+
     found: list[tuple[Path, Path, bool]] = []
     for path in paths:
         if not path.is_dir():
             found.append((path, Path(path.stem), False))
             continue
-        inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        inside = files_under(path, suffixes)
         if not inside:
             raise FSQDeployError(f"{component}: no {what} in directory '{path}' (looked for {', '.join(suffixes)}, "
                                  "any case, recursively)")
