@@ -436,7 +436,8 @@ def unseen_photos(spec: str, trained_on: str | None, count: int | None = None, *
     images. folder:DIR: every file of DIR outside the training split of ``trained_on``
     (``trained_files``), so a folder the model never saw counts whole, its own training folder by
     its held-out split and a subfolder of it without the files it trained on. A folder it trained on
-    entirely, or whose training folder is gone, counts whole, with a ``warning`` that says so."""
+    entirely, or whose training folder is gone, counts whole, with a ``warning`` that says so. A
+    folder's photo smaller than SSIM's window a side is refused (sample's photos are far larger)."""
     root = folder_root(spec)
     if root is None:
         splits = load_photos(spec, min_side=1)
@@ -463,8 +464,15 @@ def unseen_photos(spec: str, trained_on: str | None, count: int | None = None, *
         others = "the other file is" if left_out == 1 else f"the other {left_out} are"
         selection = f"{len(unseen)} of {len(files)} files: {others} in the training split of {trained_on}"
     chosen = unseen[:count]
-    return UnseenPhotos(tuple(read_photo(p) for p in chosen), tuple(p.relative_to(root).as_posix() for p in chosen),
-                        f"folder:{root}", selection, warning)
+    images = tuple(read_photo(p) for p in chosen)
+    from fsqdeploy.metrics import SSIM_WINDOW  # every caller scores the photos by SSIM too
+
+    for path, image in zip(chosen, images):
+        if min(image.shape[:2]) < SSIM_WINDOW:
+            raise FSQDeployError(f"{component}: '{path}' is {image.shape[1]}x{image.shape[0]} px, smaller than "
+                                 f"SSIM's {SSIM_WINDOW} px window. Note: remove it from the folder")
+    return UnseenPhotos(images, tuple(p.relative_to(root).as_posix() for p in chosen), f"folder:{root}",
+                        selection, warning)
 
 
 # --- streaming a folder (training on more images than fit in memory) ----------------------------------

@@ -28,7 +28,6 @@ def evaluate_run(
     spec = data or cfg.data
     if model.config.spatial:  # whole photos, coded as fsqdeploy compress codes them
         from fsqdeploy.data import PhotoSplits, load_photos, unseen_photos
-        from fsqdeploy.metrics import SSIM_WINDOW
         from fsqdeploy.train.conv_loop import evaluate_photos
 
         if split == "train":
@@ -37,10 +36,6 @@ def evaluate_run(
             photos = PhotoSplits(photos.train, photos.train, names, photos.source)
         else:  # photos the run never trained on: a folder it never saw counts whole
             unseen = unseen_photos(spec, cfg.data, component="eval")
-            small = [n for n, p in zip(unseen.names, unseen.images) if min(p.shape[:2]) < SSIM_WINDOW]
-            if small:
-                raise FSQDeployError(f"eval: '{small[0]}' is smaller than SSIM's {SSIM_WINDOW} px window. "
-                                     "Note: remove it from the folder")
             photos = PhotoSplits((), unseen.images, unseen.names, unseen.source)
             selection, warning = unseen.selection, unseen.warning
         if inception_weights is not None:

@@ -14,11 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from fsqdeploy.data import UnseenPhotos, folder_root, unseen_photos
+from fsqdeploy.data import UnseenPhotos, unseen_photos
 from fsqdeploy.entropy import Prior
-from fsqdeploy.errors import FSQDeployError
 from fsqdeploy.images import hwc_uint8_to_chw
-from fsqdeploy.metrics import SSIM_WINDOW
 from fsqdeploy.runtime.bench.baselines import BASELINES, Baseline, quality_vs_input
 from fsqdeploy.runtime.bitstream import CODING_CONTEXT, CODING_FIXED, FsqHeader, read_fsq
 from fsqdeploy.runtime.codec import Codec
@@ -46,14 +44,8 @@ def photo_source(photo_data: str | None, data: str | None) -> tuple[str, bool]:
 
 def load_bench_photos(spec: str, count: int | None, trained_on: str | None = None) -> Photos:
     """The first ``count`` photos of ``spec`` the model (trained on ``trained_on``) never trained on
-    (``fsqdeploy.data.unseen_photos``), each at least SSIM's window a side."""
-    photos = unseen_photos(spec, trained_on, count, component="bench")
-    for name, image in zip(photos.names, photos.images):
-        if min(image.shape[:2]) < SSIM_WINDOW:
-            where = f"'{name}'" if photos.source == "sample" else f"'{folder_root(photos.source) / name}'"
-            raise FSQDeployError(f"bench: {where} is {image.shape[1]}x{image.shape[0]} px, smaller than SSIM's "
-                                 f"{SSIM_WINDOW} px window. Note: remove it from the folder")
-    return photos
+    (``fsqdeploy.data.unseen_photos``)."""
+    return unseen_photos(spec, trained_on, count, component="bench")
 
 
 def _mean(rows: Sequence[Row], key: str) -> float | None:
