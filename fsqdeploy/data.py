@@ -323,19 +323,14 @@ def trained_files(spec: str) -> frozenset[Path] | None:
 
 
 def _load_crop(path: Path, size: int) -> np.ndarray:
-    from fsqdeploy.images import open_rgb
+    from fsqdeploy.images import centre_crop, open_rgb
 
     try:
-        image = Image.fromarray(open_rgb(path))
+        image = open_rgb(path)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
                              "Note: remove or replace the file") from e
-    scale = size / min(image.size)
-    width, height = (max(size, round(side * scale)) for side in image.size)
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = (width - size) // 2, (height - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))  # [3, S, S], C order
+    return np.ascontiguousarray(centre_crop(image, size).transpose(2, 0, 1))  # [3, S, S], C order
 
 
 # --- whole photographs (the conv codec trains on crops of them and is tested on unseen ones) -----------

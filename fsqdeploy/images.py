@@ -188,6 +188,17 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [size, size, 3]: resized (bicubic) so its shorter side is ``size``, then the
+    centre square cut out, as image datasets are usually prepared for a fixed-size model."""
+    pil = Image.fromarray(image)
+    scale = size / min(pil.size)
+    width, height = (max(size, round(side * scale)) for side in pil.size)
+    pil = pil.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
 def uint8_patches(image: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
     """uint8 [H, W, 3] -> uint8 patches [rows*cols, 3, patch, patch], row-major; the right and
     bottom edges are padded by repeating the last pixel."""

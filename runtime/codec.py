@@ -53,6 +53,7 @@ from fsqdeploy.runtime.bitstream import (
     write_fsq,
 )
 from fsqdeploy.runtime.tiles import decode_tiled, encode_tiled
+from fsqdeploy.runtime.tokens import codebook_size, indices_to_tokens, tokens_to_indices
 from fsqdeploy.validation import check_images, check_indices
 
 log = logging.getLogger("fsqdeploy")
@@ -217,37 +218,34 @@ class Codec:
 
     # -- images of any size <-> .fsq bitstreams (the C++ fsq::Codec's compress/decompress) ----------
     def encode_image(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray]:
-        """uint8 [H, W, 3] -> the .fsq v2 header and int32 indices [cells, D], what the file holds
-        (``encode_file`` also returns the file's bytes).
+        """uint8 [H, W, 3] -> the fixed-rate .fsq v2 header (coding 0) and int32 indices [cells, D],
+        what the file holds (``encode_file`` picks the coding and also returns the file's bytes).
 
         Spatial: the image edge-padded on the bottom and right to multiples of f, encoded whole
         (tiled beyond ``max_pixels``, with the same result), one cell per latent position, row-major
-        (layout 1), coding 2 over the artifact's prior (coding 1 with a prior that has no context
-        tables) unless ``entropy`` is off or the prior would
-        code this image into more bytes than fixed-rate packing does (a photo unlike the training
-        photos can), in which case coding 0: a file is never larger than the fixed rate. Patch
-        models: the image padded to whole patches, tiled row by row, each patch encoded (layout 0,
-        coding 0)."""
-        header, cells, _ = self.encode_file(image)
-        return header, cells
-
-    def encode_file(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray, bytes]:
-        """``encode_image``'s header and indices, and the whole .fsq file they make."""
+        (layout 1). Patch models: the image padded to whole patches, tiled row by row, each patch
+        encoded (layout 0)."""
         image = check_photo(image, "compress")
         height, width = image.shape[:2]
         grey = is_grey(image)
         if not self.spatial:
             patches, _, _ = to_patches(image, self.image_size)
             header = FsqHeader.for_patches(self.model_id, height, width, self.image_size, self.levels)
-            header = replace(header, grey=grey)
-            cells = self.encode(patches)
-            return header, cells, write_fsq(header, cells)
+            return replace(header, grey=grey), self.encode(patches)
         header = replace(FsqHeader.for_grid(self.model_id, height, width, self.downsample, self.levels), grey=grey)
         padded = pad_to_multiple(image, self.downsample)
         core = self._core_cells(padded.shape[:2], self.encoder_halo)
         grid = encode_tiled(self.encode, padded, self.downsample, core, self.encoder_halo)
-        cells = grid_to_cells(grid)
-        if self.entropy and self.prior is not None:
+        return header, grid_to_cells(grid)
+
+    def encode_file(self, image: np.ndarray) -> tuple[FsqHeader, np.ndarray, bytes]:
+        """``encode_image``'s header and indices, and the whole .fsq file they make: spatial models
+        write coding 2 over the artifact's prior (coding 1 with a prior that has no context tables)
+        unless ``entropy`` is off or the prior would code this image into more bytes than fixed-rate
+        packing does (a photo unlike the training photos can), in which case coding 0: a file is never
+        larger than the fixed rate. Patch models write coding 0."""
+        header, cells = self.encode_image(image)
+        if self.spatial and self.entropy and self.prior is not None:
             coded = header.with_prior(self.prior)
             data = write_fsq(coded, cells, self.prior)
             if len(data) < file_length(self.levels, header.num_cells):
@@ -299,6 +297,43 @@ class Codec:
     def decompress(self, data: bytes) -> np.ndarray:
         """The bytes of an .fsq file this model wrote (either coding) -> uint8 [H, W, 3]."""
         return self.decode_image(*read_fsq(data, self.prior))
+
+    # -- images of any size <-> token grids (runtime/tokens.py, docs/tokens.md) -----------------------
+    @property
+    def cell_size(self) -> int:
+        """Pixels a token covers along each axis: f (spatial) or the patch size (patch models)."""
+        return self.downsample if self.spatial else self.image_size
+
+    def tokenize(self, image: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] (or grey [H, W]), any size -> int64 tokens [ceil(H/c), ceil(W/c)] with
+        c = ``cell_size``: one per latent cell (or patch) of the image padded as ``compress`` pads it."""
+        codebook_size(self.levels, "tokenize")  # refused before the encoder runs
+        header, cells = self.encode_image(image)
+        tokens = indices_to_tokens(cells, self.levels, component="tokenize")
+        return tokens.reshape(header.grid_rows, header.grid_cols)
+
+    def detokenize(self, tokens: Any, size: tuple[int, int] | None = None, grey: bool = False) -> np.ndarray:
+        """Integer tokens [rows, cols] -> uint8 [H, W, 3]. ``size`` (H, W) crops to the image that was
+        tokenized (default: the whole rows x cols cells); ``grey`` returns equal channels, as a grey
+        .fsq file decodes."""
+        header = self.token_header(tuple(np.shape(tokens)), size, grey)
+        cells = tokens_to_indices(tokens, self.levels, component="detokenize")
+        return self.decode_image(header, cells.reshape(header.num_cells, -1))
+
+    def token_header(self, shape: tuple[int, ...], size: tuple[int, int] | None = None, grey: bool = False
+                     ) -> FsqHeader:
+        """The .fsq header of a token grid of ``shape`` decoded at ``size`` (``detokenize``'s
+        arguments); one clear line where they do not fit together."""
+        if len(shape) != 2 or 0 in shape:
+            raise FSQDeployError(f"detokenize: tokens must be a grid [rows, cols], got shape {list(shape)}")
+        c, (rows, cols) = self.cell_size, shape
+        height, width = (int(v) for v in size) if size is not None else (rows * c, cols * c)
+        if not (height >= 1 and width >= 1 and (-(-height // c), -(-width // c)) == (rows, cols)):
+            raise FSQDeployError(f"detokenize: a {height}x{width} image has {-(-height // c)}x{-(-width // c)} "
+                                 f"cells of {c} pixels, the tokens are {rows}x{cols}. Note: pass the size "
+                                 "the image had when it was tokenized")
+        sized = FsqHeader.for_grid if self.spatial else FsqHeader.for_patches
+        return replace(sized(self.model_id, height, width, c, self.levels), grey=grey)
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The runtime commands: ``bench``, ``compress`` and ``decompress``.
+"""The runtime commands: ``bench``, ``compress``, ``decompress``, ``tokenize``, ``detokenize``, ``tune``.
 
 Each command is a thin Typer function: it parses its options into the runtime's own types, calls
 one runtime function and prints. Heavy modules are imported inside the functions so ``fsqdeploy
@@ -191,6 +191,82 @@ def decompress(
         for f, (header, indices), target in zip(files, streams, targets):
             image = write_image(target, codec.decode_image(header, indices), header.grey)
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+
+
+def tokenize(
+    images: Annotated[list[Path], typer.Argument(
+        help="Images to tokenize (PNG, JPEG, WebP, TIFF, ...), or directories: every PNG/JPEG under them.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Artifact directory from fsqdeploy export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The token file to write, OUT.npz (docs/tokens.md).")],
+    size: Annotated[int, typer.Option(
+        "--size", help="Resize each image (bicubic) so its shorter side is S and cut out the centre S x S "
+        "square (S a multiple of the model's cell size); 0: every image at its own size, edge-padded to whole "
+        "cells, which must then all give the same token grid.")] = 0,
+    backend: BackendOption = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing OUT.npz.")] = False,
+    tile: TileOption = 0,
+) -> None:
+    """Encode images into one token file (.npz): an int64 token per latent cell (or patch), the cell's
+    mixed-radix index, tokens [N, rows, cols] for training a model on the codes (docs/tokens.md)."""
+    from fsqdeploy.images import IMAGE_SUFFIXES
+    from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.tokens import codebook_size, save_tokens, tokenize_files
+
+    if out.suffix.lower() != ".npz" or out.is_dir():
+        raise FSQDeployError(f"tokenize: --out '{out}' must be a file path ending in .npz")
+    if out.exists() and not force:
+        raise FSQDeployError(f"tokenize: '{out}' exists. Note: pass --force to overwrite")
+    inputs = _inputs(images, IMAGE_SUFFIXES, "images", "tokenize")
+    first: dict[str, Path] = {}
+    for path, name, _ in inputs:
+        if name.as_posix() in first:
+            raise FSQDeployError(f"tokenize: '{first[name.as_posix()]}' and '{path}' have the same name "
+                                 f"'{name.as_posix()}'. Note: pass their directory instead, or rename one")
+        first[name.as_posix()] = path
+    with Codec.load(model, backend, tile=tile or None, entropy=False) as codec:
+        tf = tokenize_files(codec, list(first.values()), tuple(first), size)
+        save_tokens(out, tf)
+        vocabulary = codebook_size(codec.levels)
+        print(f"{len(tf.names)} image{'s' * (len(tf.names) > 1)} -> {out}: tokens {list(tf.tokens.shape)} int64, "
+              f"{(vocabulary - 1).bit_length()} bits each ({vocabulary:,} codes), {tf.cell_size}x{tf.cell_size} "
+              f"pixels per token [{codec.backend}]")
+
+
+def detokenize(
+    tokens_file: Annotated[Path, typer.Argument(
+        metavar="TOKENS", help="A token file from fsqdeploy tokenize (.npz), or an integer .npy grid "
+        "[rows, cols] or [N, rows, cols] (a generative model's sample, say).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The artifact directory the tokens belong to.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one image; a directory for several "
+                                      "(each image's name from the token file, or 000000.png, ...).")],
+    backend: BackendOption = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
+    tile: TileOption = 0,
+) -> None:
+    """Decode token grids back into images: a token file's at the sizes it records, a bare grid whole."""
+    from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.compress import IMAGE_FORMATS, write_image
+    from fsqdeploy.runtime.tokens import load_tokens, tokens_to_indices
+
+    tf = load_tokens(tokens_file)
+    inputs = [(tokens_file, Path(name), len(tf.names) > 1) for name in tf.names]
+    _, targets = _targets(inputs, out, ".png", force)
+    if targets == [out] and out.suffix.lower() not in IMAGE_FORMATS:
+        raise FSQDeployError(f"detokenize: cannot write '{out.suffix}' images. Note: use IMG.png, or an existing "
+                             "directory")
+    with Codec.load(model, backend, tile=tile or None) as codec:
+        if tf.model_id is not None and tf.model_id != codec.model_id:
+            raise FSQDeployError(f"detokenize: '{tokens_file}' holds tokens of model {tf.model_id}, '{model}' is "
+                                 f"model {codec.model_id}. Note: detokenize with the artifact that tokenized them")
+        # Refuse a bad grid, size or token before the first image is written.
+        sizes = [None if tf.model_id is None else tuple(s) for s in tf.image_sizes]
+        for size, g in zip(sizes, tf.grey):
+            codec.token_header(tf.tokens.shape[1:], size, bool(g))
+        tokens_to_indices(tf.tokens, codec.levels, component="detokenize")
+        for i, target in enumerate(targets):
+            image = codec.detokenize(tf.tokens[i], sizes[i], bool(tf.grey[i]))
+            write_image(target, image, bool(tf.grey[i]))
+            print(f"{tokens_file}[{i}] -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
 
 
 def _inputs(paths: list[Path], suffixes: tuple[str, ...], what: str, component: str) -> list[tuple[Path, Path, bool]]:
