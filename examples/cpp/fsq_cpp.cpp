@@ -5,6 +5,8 @@
 //                                     file is read with ART's prior, ART/prior.json)
 //   fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision fp16]
 //   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...]
+//   fsq-cpp tokens FILE.fsq [ART]     a bitstream's token grid (docs/tokens.md): "rows x cols", then a
+//                                     line of tokens per row
 // Images are binary PPM (P6) or, grey, PGM (P5); a grey file decodes to P5 (examples/cpp/ppm.hpp).
 //
 // Errors are one line on stderr and exit code 2, as with the Python CLI.
@@ -23,7 +25,8 @@ namespace {
 const char* const kUsage =
     "usage: fsq-cpp info ART|FILE.fsq [ART]\n"
     "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n"
-    "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n";
+    "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n"
+    "       fsq-cpp tokens FILE.fsq [ART]\n";
 
 std::string join(const std::vector<std::string>& items) {
     std::string s;
@@ -93,6 +96,16 @@ void info_bitstream(const std::filesystem::path& path, const std::filesystem::pa
     std::cout << "payload    " << size - h.header_length() - 4 << " bytes, CRCs ok\n";
 }
 
+void print_tokens(const std::filesystem::path& path, const std::filesystem::path& art) {
+    std::optional<fsq::Prior> prior;
+    if (!art.empty()) prior = fsq::Prior::load(art / fsq::kPriorFile);
+    const fsq::Bitstream b = fsq::Bitstream::load(path, prior ? &*prior : nullptr);
+    const std::vector<std::int64_t> tokens = fsq::indices_to_tokens(b.indices, b.header.levels);
+    const std::size_t cols = b.header.grid_cols;
+    std::cout << b.header.grid_rows << " x " << cols << "\n";
+    for (std::size_t i = 0; i < tokens.size(); ++i) std::cout << tokens[i] << ((i + 1) % cols ? " " : "\n");
+}
+
 fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::size_t from) {
     fsq::BackendOptions options;
     for (std::size_t i = from; i < args.size(); i += 2) {
@@ -136,6 +149,10 @@ int run(const std::vector<std::string>& args) {
         } else {
             info_bitstream(args[1], args.size() == 3 ? std::filesystem::path(args[2]) : std::filesystem::path());
         }
+        return 0;
+    }
+    if ((args.size() == 2 || args.size() == 3) && args[0] == "tokens") {
+        print_tokens(args[1], args.size() == 3 ? std::filesystem::path(args[2]) : std::filesystem::path());
         return 0;
     }
     if (args.size() >= 4 && args[0] == "encode") {

@@ -333,3 +333,21 @@ def test_python_embedding_example(art32, tmp_path):
 
     missing = run(sys.executable, ROOT / "examples" / "python" / "embed.py", tmp_path / "nope")
     assert missing.returncode == 2 and missing.stderr.startswith("artifact: directory")
+
+
+def test_cpp_tokens_of_a_file_are_the_python_codecs_tokens(conv_exported, art64, fsq_cpp, tmp_path):
+    """`fsq-cpp tokens FILE [ART]` (fsq::indices_to_tokens over the file's cells) prints Codec.tokenize's
+    grid: for an entropy-coded conv file and for a paper model's patches."""
+    from fsqdeploy.runtime.codec import Codec
+
+    image = np.random.default_rng(5).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    for art in (conv_exported.art, art64.art):
+        with Codec.load(art, backend="onnxruntime") as codec:
+            (tmp_path / "photo.fsq").write_bytes(codec.compress(image))
+            expected = codec.tokenize(image)
+        with_prior = [art] if (art / "prior.json").is_file() else []  # a paper artifact has no prior
+        proc = run(fsq_cpp, "tokens", tmp_path / "photo.fsq", *with_prior)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0] == f"{expected.shape[0]} x {expected.shape[1]}"
+        assert np.array_equal(np.array([[int(t) for t in line.split()] for line in lines[1:]]), expected)

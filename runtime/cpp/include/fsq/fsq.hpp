@@ -7,3 +7,4 @@
 #include "fsq/entropy.hpp"
 #include "fsq/error.hpp"
 #include "fsq/manifest.hpp"
+#include "fsq/tokens.hpp"
