@@ -18,12 +18,16 @@ the FP16 record, calibration's accuracy and bench all use these two, so every JS
   flips included.
 - ``psnr_vs_input``, ``ssim_vs_input``: the candidate's round trip against the input images;
   ``reference_psnr_vs_input``: the reference's.
+- ``pixel_agreement``, ``max_pixel_error``: the decoder-only pair again, as the 8-bit pixels a
+  decompressed file gets (``float_to_uint8``): the share of values equal to the reference's, and the
+  largest difference in levels. Float sums that differ by an ulp between runtimes move a value that
+  sits next to a rounding boundary, so the same file can decode one level apart in a few pixels.
 
 Every PSNR is ``fsqdeploy.metrics.mean_psnr``: the mean of per-image PSNRs, each capped at
 ``PSNR_CAP`` (100 dB) for identical images. The decoder-only pair needs the candidate's decoder run
 on the reference's indices (``run(..., reference_indices=)``); without it, and with any index
-flipped, those two fields are None, as are the input fields without ``images``. ``to_dict`` leaves
-None fields out.
+flipped, those two fields and the pixel pair are None, as are the input fields without
+``images``. ``to_dict`` leaves None fields out.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fsqdeploy.artifact import IMAGES, INDICES
+from fsqdeploy.images import float_to_uint8
 from fsqdeploy.metrics import mean_psnr, ssim
 
 DEFAULT_BATCH = 256
@@ -122,6 +127,8 @@ class Fidelity:
     psnr_vs_input: float | None = None
     ssim_vs_input: float | None = None
     reference_psnr_vs_input: float | None = None
+    pixel_agreement: float | None = None
+    max_pixel_error: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON: the fields that were measured, under their one name each."""
@@ -155,6 +162,11 @@ def compare(reference: Run, candidate: Run, images: np.ndarray | None = None) ->
             "ssim_vs_input": float(ssim(candidate.decoded, images).double().mean()) if n else 1.0,
             "reference_psnr_vs_input": mean_psnr(reference.decoded, images),
         }
+    if decoder is not None:
+        pixels, reference_pixels = float_to_uint8(decoder).astype(np.int16), float_to_uint8(reference.decoded)
+        levels_apart = np.abs(pixels - reference_pixels)
+        fields["pixel_agreement"] = float((levels_apart == 0).mean()) if levels_apart.size else 1.0
+        fields["max_pixel_error"] = int(levels_apart.max()) if levels_apart.size else 0
     return Fidelity(
         images=n,
         index_agreement=float(equal.mean()) if equal.size else 1.0,

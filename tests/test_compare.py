@@ -121,7 +121,7 @@ def test_without_reference_indices_a_flipped_run_has_no_decoder_only_fields():
     reference = run(ToyCodec(), images)
     candidate = run(ToyCodec(flip=(np.array([0]), np.array([0]))), images)
     f = compare(reference, candidate, images)
-    assert f.max_abs_error is None and f.psnr_vs_reference is None
+    assert f.max_abs_error is None and f.psnr_vs_reference is None and f.pixel_agreement is None
     d = f.to_dict()
     assert "max_abs_error" not in d and "psnr_vs_reference" not in d
     assert d["flipped_images"] == 1 and d["psnr_vs_input"] == f.psnr_vs_input
@@ -134,9 +134,24 @@ def test_to_dict_is_plain_json_under_the_documented_names():
     d = f.to_dict()
     assert list(d) == ["images", "index_agreement", "flipped_indices", "flipped_images", "flipped_image_share",
                        "max_abs_error", "psnr_vs_reference", "roundtrip_max_abs_error", "roundtrip_psnr_vs_reference",
-                       "psnr_vs_input", "ssim_vs_input", "reference_psnr_vs_input"]
+                       "psnr_vs_input", "ssim_vs_input", "reference_psnr_vs_input", "pixel_agreement",
+                       "max_pixel_error"]
     assert all(type(v) in (int, float) for v in d.values())
     assert Fidelity(**d) == f
+
+
+def test_pixel_agreement_counts_the_8_bit_values_a_decoder_moves():
+    """Two values pushed across a rounding boundary, one by a hair and one by three levels: 8-bit
+    pixels see both, however small the float difference (the decoder-only pair, as decompress writes)."""
+    indices = np.zeros((2, W), np.int32)
+    decoded = np.full((2, 3, S, S), np.float32((100 + 0.4999) / 255))
+    moved = decoded.copy()
+    moved[0, 0, 0, 0] = np.float32((100 + 0.5001) / 255)  # 2e-4 levels apart, one level after rounding
+    moved[1, 2, 3, 4] = np.float32((103 + 0.2) / 255)
+    f = compare(Run(indices, decoded), Run(indices, moved))
+    assert f.max_pixel_error == 3
+    assert f.pixel_agreement == pytest.approx(1 - 2 / decoded.size)
+    assert compare(Run(indices, decoded), Run(indices, decoded)).pixel_agreement == 1.0
 
 
 def test_compare_refuses_runs_of_different_images():

@@ -27,6 +27,7 @@ class Reference:
     # each, as compress writes them; every backend's fidelity row then covers them too.
     photos: tuple[np.ndarray, ...] = ()
     photo_cells: tuple[np.ndarray, ...] = ()
+    photo_pixels: tuple[np.ndarray, ...] = ()  # the reference's decode of photo_cells: what decompress writes
     # Spatial models: the image timed at batch 1 (float32 [1, 3, H, W]) and the reference's indices
     # of it (``--photo-size``); None for patch models or when off.
     timing_photo: tuple[np.ndarray, np.ndarray] | None = None
@@ -74,26 +75,41 @@ def measure_fidelity(codec: Codec, spec: BackendSpec, ref: Reference) -> dict[st
     candidate = compare.run(codec, ref.images, reference_indices=ref.indices)
     row = compare_to_reference(spec, ref, candidate, codec.levels)
     if ref.photos:
-        row.update(photo_agreement(codec, ref.photos, ref.photo_cells))
+        row.update(photo_agreement(codec, ref))
     if codec.encoder.variant is not None:  # a CPU runtime: which graph rewrites ran, and who chose them
         row["graph_variants"] = {"encoder": codec.encoder.variant, "decoder": codec.decoder.variant,
                                  "tuned": codec.encoder.tuned and codec.decoder.tuned}
     return row
 
 
-def photo_cells(codec: Codec, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Each whole photo's indices as ``fsqdeploy compress`` writes them (padded, one pass or tiled)."""
-    return [codec.encode_image(photo)[1] for photo in photos]
+def photo_codes(codec: Codec, photos: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each whole photo's indices as ``fsqdeploy compress`` writes them (padded, one pass or tiled),
+    and the uint8 image ``fsqdeploy decompress`` makes of them."""
+    cells, pixels = [], []
+    for photo in photos:
+        header, indices = codec.encode_image(photo)
+        cells.append(indices)
+        pixels.append(codec.decode_image(header, indices))
+    return cells, pixels
 
 
-def photo_agreement(codec: Codec, photos: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> dict[str, Any]:
+def photo_agreement(codec: Codec, ref: Reference) -> dict[str, Any]:
     """Spatial models: the backend's indices of the whole photos (each at its own size, through the
-    dynamic-shape graphs) against the reference's; equal indices mean byte-identical .fsq files."""
-    got = photo_cells(codec, photos)
-    values = sum(r.size for r in reference)
-    flipped = sum(int((g != r).sum()) for g, r in zip(got, reference))
-    return {"photos": len(photos), "photo_index_agreement": 1.0 - flipped / values if values else 1.0,
-            "photo_flipped_indices": flipped}
+    dynamic-shape graphs) against the reference's (equal indices mean byte-identical .fsq files), and
+    its decode of the reference's files against the reference's decode, as 8-bit pixels (what
+    decompress writes: how far one file decodes apart on two backends)."""
+    flipped = levels_apart = unequal = values = pixels = 0
+    for photo, cells, reference_pixels in zip(ref.photos, ref.photo_cells, ref.photo_pixels):
+        header, own = codec.encode_image(photo)
+        flipped += int((own != cells).sum())
+        values += cells.size
+        apart = np.abs(codec.decode_image(header, cells).astype(np.int16) - reference_pixels)
+        unequal += int((apart > 0).sum())
+        pixels += apart.size
+        levels_apart = max(levels_apart, int(apart.max()))
+    return {"photos": len(ref.photos), "photo_index_agreement": 1.0 - flipped / values if values else 1.0,
+            "photo_flipped_indices": flipped, "photo_pixel_agreement": 1.0 - unequal / pixels if pixels else 1.0,
+            "photo_max_pixel_error": levels_apart}
 
 
 def check_gate(row: dict[str, Any], gates: Gates) -> dict[str, Any]:

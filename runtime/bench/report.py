@@ -147,11 +147,19 @@ def _skipped(report: Row, console: Any) -> None:
     console.print(table)
 
 
+def _pixels(agreement: float | None, max_error: int | None) -> str:
+    """Share of 8-bit values equal, and how many levels apart the others are at most."""
+    if agreement is None or max_error is None:
+        return "-"
+    return _pct(agreement) if max_error == 0 else f"{_pct(agreement)} (max {max_error})"
+
+
 def _fidelity(report: Row, console: Any) -> None:
     from rich.markup import escape
 
     columns = ("backend", "indices\nequal", "flipped\nimages", "round trip\nPSNR vs ref", "round trip\nmax err",
-               "decoder\nPSNR vs ref", "decoder\nmax err", "PSNR\nvs input", "SSIM\nvs input", "bpp", "gate")
+               "decoder\nPSNR vs ref", "decoder\nmax err", "decoder\n8-bit equal", "PSNR\nvs input", "SSIM\nvs input",
+               "bpp", "gate")
     table = _table(f"fidelity vs PyTorch FP32 ({report['settings'].get('reference', REFERENCE)}, same images)",
                    columns, left=("backend", "gate"), gate={"overflow": "fold", "min_width": 10})
     for f in report["fidelity"]:
@@ -161,7 +169,8 @@ def _fidelity(report: Row, console: Any) -> None:
         table.add_row(_label(f), _pct(f["index_agreement"]), flipped,
                       _db(f["roundtrip_psnr_vs_reference"]), _err(f["roundtrip_max_abs_error"]),
                       _db(f.get("psnr_vs_reference")), _err(f.get("max_abs_error")),
-                      f"{f['psnr_vs_input']:.2f}", f"{f['ssim_vs_input']:.4f}", f"{f['bits_per_pixel']:.4g}", gate)
+                      _pixels(f.get("pixel_agreement"), f.get("max_pixel_error")), f"{f['psnr_vs_input']:.2f}",
+                      f"{f['ssim_vs_input']:.4f}", f"{f['bits_per_pixel']:.4g}", gate)
     console.print(table)
     variants = [f for f in report["fidelity"] if "graph_variants" in f]
     if variants:
@@ -172,7 +181,10 @@ def _fidelity(report: Row, console: Any) -> None:
     whole = [f for f in report["fidelity"] if "photo_index_agreement" in f and not f["reference"]]
     if whole:  # spatial models: the whole photos at their own sizes, through the dynamic-shape graphs
         console.print(f"whole photos ({whole[0]['photos']}, each at its own size): indices equal to the reference: "
-                      + ", ".join(f"{_label(f)} {_pct(f['photo_index_agreement'])}" for f in whole))
+                      + ", ".join(f"{_label(f)} {_pct(f['photo_index_agreement'])}" for f in whole)
+                      + "; the same files decoded, 8-bit pixels equal to the reference's: "
+                      + ", ".join(f"{_label(f)} {_pixels(f['photo_pixel_agreement'], f['photo_max_pixel_error'])}"
+                                  for f in whole))
     console.print("'round trip': each backend's own indices decoded by it; 'decoder': the reference indices decoded "
                   "by it, isolating the decoder. Every PSNR is a mean of per-image PSNRs, each capped at "
                   f"{PSNR_CAP:g} dB (≥{PSNR_CAP:g}: MSE below 1e-10).")

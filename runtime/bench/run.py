@@ -19,7 +19,7 @@ from fsqdeploy.runtime.bench.fidelity import (
     Reference,
     check_gate,
     measure_fidelity,
-    photo_cells,
+    photo_codes,
     rate,
     reference_outputs,
 )
@@ -218,9 +218,10 @@ def run_bench(art: str | Path, settings: BenchSettings, progress: Say | None = N
     with fp32_without_tf32():
         reference, ref = load_reference(manifest, reference_spec, settings.resolved_threads(), images)
         try:
-            if manifest.spatial and photos is not None:  # each backend's indices of the whole photos too
-                ref = dataclasses.replace(ref, photos=photos.images,
-                                          photo_cells=tuple(photo_cells(reference, photos.images)))
+            if manifest.spatial and photos is not None:  # each backend's indices and pixels of whole photos too
+                cells, pixels = photo_codes(reference, photos.images)
+                ref = dataclasses.replace(ref, photos=photos.images, photo_cells=tuple(cells),
+                                          photo_pixels=tuple(pixels))
             if manifest.spatial and settings.photo_size is not None:
                 photo = timing_photo(images, settings.photo_size, manifest.downsample)
                 ref = dataclasses.replace(ref, timing_photo=(photo, np.asarray(reference.encode(photo))))

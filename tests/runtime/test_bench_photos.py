@@ -210,10 +210,11 @@ def test_photo_source_defaults():
     assert photos.photo_source(None, None) == ("sample", False)
 
 
-def test_every_backend_codes_the_whole_photos_as_pytorch_does(cli, conv_exported, photo_dir, tmp_path):
+def test_every_backend_codes_the_whole_photos_as_pytorch_does(cli, conv_exported, photo_dir, tmp_path, monkeypatch):
     """An exported conv artifact: each CPU backend's indices of every whole photo (three sizes, one
     no multiple of f) equal PyTorch's, so every backend writes the same .fsq files; the gate says so."""
     pytest.importorskip("openvino")
+    monkeypatch.setenv("COLUMNS", "400")  # the whole-photo line on one line
     out = tmp_path / "bench.json"
     args = [a if a != "torch" else "torch,onnxruntime,openvino" for a in QUICK]
     code, stdout, err = cli("bench", conv_exported.art, *args, "--photo-data", f"folder:{photo_dir}", "--json", out)
@@ -222,8 +223,11 @@ def test_every_backend_codes_the_whole_photos_as_pytorch_does(cli, conv_exported
     assert set(rows) == {"torch", "onnxruntime", "openvino"}
     for backend in ("onnxruntime", "openvino"):
         assert rows[backend]["photos"] == len(SIZES) and rows[backend]["photo_index_agreement"] == 1.0
+        # The same files decoded: float sums an ulp apart may move a value at a rounding boundary.
+        assert rows[backend]["photo_pixel_agreement"] > 0.999 and rows[backend]["photo_max_pixel_error"] <= 1
         assert rows[backend]["gate"]["passed"]
     assert "whole photos (3, each at its own size): indices equal to the reference: onnxruntime 100" in stdout
+    assert "the same files decoded, 8-bit pixels equal to the reference's: onnxruntime " in stdout
 
 
 def test_a_backend_that_flips_photo_indices_fails_the_gate() -> None:
