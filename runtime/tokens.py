@@ -11,6 +11,7 @@ refused in one line).
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,15 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
     if not path.is_file():
         raise FSQDeployError(f"{component}: '{path}' does not exist")
     try:
+        if zipfile.is_zipfile(path):  # an .npz: numpy alone reads a damaged member without checking its CRC
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                raise FSQDeployError(f"{component}: '{path}' is damaged ({damaged} fails its CRC). "
+                                     "Note: tokenize the images again")
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as e:
+        # RuntimeError, NotImplementedError: zipfile's words for a member flagged encrypted or packed unknown
         raise FSQDeployError(f"{component}: '{path}' is not a .npz or .npy file ({e}). "
                              "Note: pass what fsqdeploy tokenize wrote, or an integer .npy grid") from None
     if isinstance(loaded, np.ndarray):
@@ -184,7 +192,7 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
             tf = TokenFile(loaded["tokens"], tuple(str(n) for n in loaded["names"]), loaded["image_sizes"],
                            loaded["grey"], tuple(int(v) for v in loaded["levels"]), str(loaded["model_id"]),
                            int(loaded["cell_size"]))
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as e:
             raise FSQDeployError(f"{component}: '{path}' is not a token file of fsqdeploy tokenize "
                                  f"({type(e).__name__}: {e})") from None
     n = len(tf.tokens)
