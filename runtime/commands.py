@@ -224,7 +224,11 @@ def tokenize(
                                  f"'{name.as_posix()}'. Note: pass their directory instead, or rename one")
         first[name.as_posix()] = path
     with Codec.load(model, backend, tile=tile or None, entropy=False) as codec:
-        tf = tokenize_files(codec, list(first.values()), tuple(first), size)
+        def progress(done: int) -> None:  # a dataset takes a while: say how far it is, on stderr
+            if done % 100 == 0 and done < len(first):
+                typer.echo(f"tokenize: {done} of {len(first)} images", err=True)
+
+        tf = tokenize_files(codec, list(first.values()), tuple(first), size, progress)
         save_tokens(out, tf)
         vocabulary = codebook_size(codec.levels)
         print(f"{len(tf.names)} image{'s' * (len(tf.names) > 1)} -> {out}: tokens {list(tf.tokens.shape)} int64, "

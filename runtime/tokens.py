@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,10 +108,12 @@ class TokenFile:
     cell_size: int | None
 
 
-def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], size: int = 0) -> TokenFile:
+def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], size: int = 0,
+                   progress: Callable[[int], None] | None = None) -> TokenFile:
     """Every image file's tokens (``Codec.tokenize``), named ``names``: with ``size`` each image resized
     and centre-cropped to size x size (a multiple of the codec's cell size) first; without, all of them
-    must give the same grid, which is checked from the files' headers before any is encoded."""
+    must give the same grid, which is checked from the files' headers before any is encoded.
+    ``progress(done)`` is called after each image."""
     c = codec.cell_size
     codebook_size(codec.levels, "tokenize")
     if size < 0 or size % c:
@@ -138,6 +140,8 @@ def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], si
         tokens.append(codec.tokenize(image))
         sizes.append(image.shape[:2])
         grey.append(is_grey(image))
+        if progress is not None:
+            progress(len(tokens))
     return TokenFile(np.stack(tokens), tuple(names), np.array(sizes, dtype=np.int64), np.array(grey, dtype=bool),
                      tuple(codec.levels), codec.model_id, c)
 
