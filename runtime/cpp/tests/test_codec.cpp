@@ -270,6 +270,12 @@ TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     EXPECT_EQ(back.height, 13u);
     EXPECT_EQ(back.width, 21u);
     EXPECT_EQ(back.rgb, image.rgb);
+    // A token grid, as a tokenizer app takes it out and puts it back (fsq/tokens.hpp): the same image.
+    const std::vector<std::int64_t> tokens = indices_to_tokens(b.indices, m.levels);
+    ASSERT_EQ(tokens.size(), 6u);
+    EXPECT_EQ(tokens[5], (40 + 140) + (40 + 140 + 11) * 256 + std::int64_t{40 + 140 + 22} * 256 * 256);
+    const Bitstream from_tokens{Header::for_grid(m.model_hash, 13, 21, 8, m.levels), tokens_to_indices(tokens, m.levels)};
+    EXPECT_EQ(codec.decompress(from_tokens).rgb, image.rgb);
     // out-of-range indices, a patch file and the patch API are refused
     Bitstream bad = b;
     bad.indices[4] = 256;
