@@ -274,7 +274,8 @@ TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     const std::vector<std::int64_t> tokens = indices_to_tokens(b.indices, m.levels);
     ASSERT_EQ(tokens.size(), 6u);
     EXPECT_EQ(tokens[5], (40 + 140) + (40 + 140 + 11) * 256 + std::int64_t{40 + 140 + 22} * 256 * 256);
-    const Bitstream from_tokens{Header::for_grid(m.model_hash, 13, 21, 8, m.levels), tokens_to_indices(tokens, m.levels)};
+    const Bitstream from_tokens{Header::for_grid(m.model_hash, 13, 21, 8, m.levels),
+                                tokens_to_indices(tokens, m.levels)};
     EXPECT_EQ(codec.decompress(from_tokens).rgb, image.rgb);
     // out-of-range indices, a patch file and the patch API are refused
     Bitstream bad = b;

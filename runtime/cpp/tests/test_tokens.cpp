@@ -61,8 +61,9 @@ TEST(Tokens, BadInputIsRefusedWithPythonsWords) {
               "tokens: token 40 at [1] is outside the codebook [0, 40). Note: tokens must come from a model with "
               "levels [8, 5]");
     EXPECT_EQ(error_of([] { tokens_to_indices({-3}, {8, 5}); }).rfind("tokens: token -3 at [0] is outside", 0), 0u);
-    EXPECT_EQ(error_of([] { codebook_size(Levels(22, 8)); })
-                  .rfind("tokens: this model's cells have 66 bits (prod(levels) codes), a token holds at most 63.", 0),
+    EXPECT_EQ(error_of([] {
+                  codebook_size(Levels(22, 8));
+              }).rfind("tokens: this model's cells have 66 bits (prod(levels) codes), a token holds at most 63.", 0),
               0u);
     EXPECT_NE(error_of([] { indices_to_tokens({0, 1, 2}, {8, 5}); }).find("not a multiple of the 2 levels"),
               std::string::npos);
