@@ -208,6 +208,8 @@ def tokenize(
 ) -> None:
     """Encode images into one token file (.npz): an int64 token per latent cell (or patch), the cell's
     mixed-radix index, tokens [N, rows, cols] for training a model on the codes (docs/tokens.md)."""
+    import numpy as np
+
     from fsqdeploy.images import IMAGE_SUFFIXES
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.tokens import codebook_size, save_tokens, tokenize_files
@@ -230,10 +232,10 @@ def tokenize(
 
         tf = tokenize_files(codec, list(first.values()), tuple(first), size, progress)
         save_tokens(out, tf)
-        vocabulary = codebook_size(codec.levels)
+        vocabulary, used = codebook_size(codec.levels), len(np.unique(tf.tokens))
         print(f"{len(tf.names)} image{'s' * (len(tf.names) > 1)} -> {out}: tokens {list(tf.tokens.shape)} int64, "
-              f"{(vocabulary - 1).bit_length()} bits each ({vocabulary:,} codes), {tf.cell_size}x{tf.cell_size} "
-              f"pixels per token [{codec.backend}]")
+              f"{(vocabulary - 1).bit_length()} bits each, {used:,} distinct of {vocabulary:,} codes, "
+              f"{tf.cell_size}x{tf.cell_size} pixels per token [{codec.backend}]")
 
 
 def detokenize(
