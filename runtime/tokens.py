@@ -183,7 +183,7 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
         if grid.ndim != 3 or 0 in grid.shape or grid.dtype.kind not in "iu":
             raise FSQDeployError(f"{component}: '{path}' holds {loaded.dtype} {list(loaded.shape)}, expected "
                                  "integer tokens [rows, cols] or [N, rows, cols]")
-        n, rows, cols = grid.shape
+        n = len(grid)
         return TokenFile(grid, tuple(f"{i:06d}" for i in range(n)), np.zeros((n, 2), np.int64),
                          np.zeros(n, bool), (), None, None)
     with loaded:
@@ -199,10 +199,13 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
         except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as e:
             raise FSQDeployError(f"{component}: '{path}' is not a token file of fsqdeploy tokenize "
                                  f"({type(e).__name__}: {e})") from None
-    n = len(tf.tokens)
+    n = len(tf.tokens) if tf.tokens.ndim else 0
     if (tf.tokens.ndim != 3 or tf.tokens.dtype.kind not in "iu" or len(tf.names) != n
             or tf.image_sizes.shape != (n, 2) or tf.grey.shape != (n,)):
-        raise FSQDeployError(f"{component}: '{path}' is damaged: its arrays do not agree in shape")
+        raise FSQDeployError(f"{component}: '{path}' is damaged: tokenize writes integer tokens [N, rows, cols], "
+                             f"names [N], image_sizes [N, 2] and grey [N], it holds {tf.tokens.dtype} tokens "
+                             f"{list(tf.tokens.shape)}, {len(tf.names)} names, image_sizes {list(tf.image_sizes.shape)}"
+                             f" and grey {list(tf.grey.shape)}")
     bad = [name for name in tf.names if not name or Path(name).is_absolute() or ".." in Path(name).parts]
     if bad:
         raise FSQDeployError(f"{component}: '{path}' names an output {bad[0]!r} outside the output directory")
