@@ -135,8 +135,7 @@ def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], si
                                      "centre-crop every image to S x S")
     tokens, sizes, grey = [], [], []
     for path in files:
-        image = read_image(path, "tokenize")
-        image = centre_crop(image, size) if size else image
+        image = centre_crop(read_image(path, "tokenize", min_side=size), size) if size else read_image(path, "tokenize")
         tokens.append(codec.tokenize(image))
         sizes.append(image.shape[:2])
         grey.append(is_grey(image))

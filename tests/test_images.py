@@ -10,7 +10,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from fsqdeploy import FSQDeployError, data
-from fsqdeploy.images import displayed_size, read_image
+from fsqdeploy.images import centre_crop, displayed_size, read_image
 
 
 def gradient(h: int = 20, w: int = 40) -> np.ndarray:
@@ -39,6 +39,23 @@ def test_a_phone_jpeg_comes_out_upright(tmp_path):
     got = read_image(tmp_path / "phone.jpg")
     assert got.shape == (40, 20, 3) and displayed_size(tmp_path / "phone.jpg") == (40, 20)
     assert np.abs(got.astype(int) - np.rot90(gradient(), -1)).mean() < 20  # JPEG is lossy (~6); turned wrong: ~120
+
+
+def test_min_side_decodes_a_jpeg_at_a_smaller_scale_and_leaves_other_files_whole(tmp_path):
+    import skimage.data
+
+    photo = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((1600, 1200), Image.BICUBIC))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored 1600 x 1200, shown 1200 x 1600
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95, exif=exif)
+    Image.fromarray(photo).save(tmp_path / "big.png")
+    full, small = read_image(tmp_path / "big.jpg"), read_image(tmp_path / "big.jpg", min_side=256)
+    assert full.shape == (1600, 1200, 3) and small.shape == (400, 300, 3)  # 1/4: the last scale >= 256 a side
+    assert read_image(tmp_path / "big.jpg", min_side=301).shape == (800, 600, 3)  # 1/4 would be 300
+    # what a resize makes of it is what a resize makes of the full decode, to within a fraction of a level
+    a, b = centre_crop(small, 256).astype(float), centre_crop(full, 256).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 40
+    np.testing.assert_array_equal(read_image(tmp_path / "big.png", min_side=256), read_image(tmp_path / "big.png"))
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
