@@ -37,8 +37,8 @@ def codebook_size(levels: Sequence[int], component: str = "tokens") -> int:
     if size > MAX_CODEBOOK:
         bits = (size - 1).bit_length()
         raise FSQDeployError(
-            f"{component}: this model's cells have {bits} bits (prod(levels) codes), a token holds at most "
-            "63. Note: use the indices (Codec.encode), or train a tokenizer with fewer "
+            f"{component}: a cell of this model takes {bits} bits, more than the 63 an int64 token holds. "
+            "Note: use the indices (Codec.encode), or train a tokenizer with fewer "
             "levels, e.g. --latent-dim 6 --levels 8,8,8,5,5,5 (64000 tokens)")
     return size
 

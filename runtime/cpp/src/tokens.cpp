@@ -24,10 +24,10 @@ std::uint64_t codebook_size(const Levels& levels) {
     for (const int level : levels) {
         const auto l = static_cast<std::uint64_t>(level);
         if (size > kMaxCodebook / l) {  // size * l > 2^63
-            throw Error("tokens: this model's cells have " + std::to_string(bits_per_patch(levels)) +
-                        " bits (prod(levels) codes), a token holds at most 63. Note: use the indices "
-                        "(Codec.encode), or train a tokenizer with fewer levels, e.g. --latent-dim 6 --levels "
-                        "8,8,8,5,5,5 (64000 tokens)");
+            throw Error("tokens: a cell of this model takes " + std::to_string(bits_per_patch(levels)) +
+                        " bits, more than the 63 an int64 token holds. Note: use the indices (Codec.encode), or "
+                        "train a tokenizer with fewer levels, e.g. --latent-dim 6 --levels 8,8,8,5,5,5 (64000 "
+                        "tokens)");
         }
         size *= l;
     }

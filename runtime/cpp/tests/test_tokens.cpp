@@ -63,7 +63,7 @@ TEST(Tokens, BadInputIsRefusedWithPythonsWords) {
     EXPECT_EQ(error_of([] { tokens_to_indices({-3}, {8, 5}); }).rfind("tokens: token -3 at [0] is outside", 0), 0u);
     EXPECT_EQ(error_of([] {
                   codebook_size(Levels(22, 8));
-              }).rfind("tokens: this model's cells have 66 bits (prod(levels) codes), a token holds at most 63.", 0),
+              }).rfind("tokens: a cell of this model takes 66 bits, more than the 63 an int64 token holds.", 0),
               0u);
     EXPECT_NE(error_of([] { indices_to_tokens({0, 1, 2}, {8, 5}); }).find("not a multiple of the 2 levels"),
               std::string::npos);
