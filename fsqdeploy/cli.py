@@ -1,5 +1,5 @@
 """The ``fsqdeploy`` command line: train, eval, export, check, calibrate, bench, compress, decompress,
-tokenize, detokenize, triton, tune.
+info, tokenize, detokenize, triton, tune.
 
 Each stage keeps its commands in its own ``commands`` module; this file only assembles them and
 turns user errors (FSQDeployError) into one line on stderr and exit code 2.
@@ -36,7 +36,8 @@ def _register() -> None:
         "export": export_commands.export, "check": export_commands.check,
         "calibrate": calibration_commands.calibrate, "bench": runtime_commands.bench,
         "compress": runtime_commands.compress, "decompress": runtime_commands.decompress,
-        "tokenize": runtime_commands.tokenize, "detokenize": runtime_commands.detokenize,
+        "info": runtime_commands.info, "tokenize": runtime_commands.tokenize,
+        "detokenize": runtime_commands.detokenize,
         "triton": serving_commands.triton, "tune": runtime_commands.tune,
     }
     for name, function in commands.items():

@@ -633,6 +633,31 @@ def save_fsq_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         ) from None
 
 
+_CODING_NAMES = {CODING_FIXED: "fixed-rate", CODING_RANS: "rANS", CODING_CONTEXT: "rANS, context tables"}
+
+
+def describe_fsq(path: str | os.PathLike[str], header: FsqHeader, file_size: int) -> str:
+    """What ``fsqdeploy info FILE`` prints of a file that read whole, line for line the text of
+    ``fsq-cpp info FILE`` (examples/cpp/fsq_cpp.cpp)."""
+    levels = header.levels
+    shown = ", ".join(map(str, levels[:16])) + (", ..." if len(levels) > 16 else "")
+    spatial = header.layout == LAYOUT_GRID
+    cell = "cell" if spatial else "patch"
+    lines = [
+        f"file       {os.fspath(path)} ({file_size} bytes, version {header.version})",
+        f"image      {header.image_height}x{header.image_width}{' grey' if header.grey else ''} pixels, "
+        f"{header.cell_size}-pixel {'latent cells' if spatial else 'patches'}, grid {header.grid_rows}x"
+        f"{header.grid_cols} ({header.num_cells} {'cells' if spatial else 'patches'})",
+        f"levels     [{shown}] (D={len(levels)}, {fixed_bits(levels)} bits per {cell})",
+        f"model      {header.model_hash.hex()}",
+    ]
+    if header.version == 2:
+        prior = f", prior {header.prior_hash.hex()[:8]}.." if header.coding != CODING_FIXED else ""
+        lines.append(f"coding     {header.coding} ({_CODING_NAMES[header.coding]}){prior}")
+    lines.append(f"payload    {file_size - header.header_length - _CRC.size} bytes, CRCs ok")
+    return "\n".join(lines)
+
+
 def load_fsq(path: str | os.PathLike[str], prior: Prior | None = None) -> tuple[FsqHeader, np.ndarray]:
     try:
         with open(path, "rb") as f:

@@ -1,4 +1,5 @@
-"""The runtime commands: ``bench``, ``compress``, ``decompress``, ``tokenize``, ``detokenize``, ``tune``.
+"""The runtime commands: ``bench``, ``compress``, ``decompress``, ``info``, ``tokenize``, ``detokenize``,
+``tune``.
 
 Each command is a thin Typer function: it parses its options into the runtime's own types, calls
 one runtime function and prints. Heavy modules are imported inside the functions so ``fsqdeploy
@@ -191,6 +192,28 @@ def decompress(
         for f, (header, indices), target in zip(files, streams, targets):
             image = write_image(target, codec.decode_image(header, indices), header.grey)
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+
+
+def info(
+    files: Annotated[list[Path], typer.Argument(
+        help=".fsq files, or directories: every .fsq under them.")],
+    model: Annotated[Path | None, typer.Option(
+        "--model", "-m", help="The artifact that wrote them: needed to read an entropy-coded file (its prior).")]
+    = None,
+) -> None:
+    """Check .fsq files whole (CRCs, the payload; with --model an entropy-coded one decoded) and print
+    each header: image, grid, levels, model, coding, payload, as fsq-cpp info FILE prints it."""
+    from fsqdeploy.artifact import Manifest
+    from fsqdeploy.runtime.bitstream import describe_fsq, load_fsq
+    from fsqdeploy.runtime.codec import artifact_prior
+
+    prior = artifact_prior(Manifest.load(model, component="info")) if model is not None else None
+    paths = [f for f, _, _ in _inputs(files, (".fsq",), ".fsq files", "info")]
+    described = []
+    for path in paths:  # every file is read before anything is printed: a bad one is the only line
+        header, _ = load_fsq(path, prior)
+        described.append(describe_fsq(path, header, path.stat().st_size))
+    print("\n\n".join(described))
 
 
 def tokenize(

@@ -351,3 +351,36 @@ def test_cpp_tokens_of_a_file_are_the_python_codecs_tokens(conv_exported, art64,
         lines = proc.stdout.splitlines()
         assert lines[0] == f"{expected.shape[0]} x {expected.shape[1]}"
         assert np.array_equal(np.array([[int(t) for t in line.split()] for line in lines[1:]]), expected)
+
+
+def test_python_info_prints_what_fsq_cpp_info_prints(cli, conv_exported, art64, fsq_cpp, tmp_path):
+    """`fsqdeploy info FILE [-m ART]` and `fsq-cpp info FILE [ART]`, line for line: a paper model's
+    version 2 patches and version 1, a conv grid fixed-rate, entropy-coded, and grey."""
+    import skimage.data
+
+    from fsqdeploy.runtime.codec import Codec
+
+    image = np.ascontiguousarray(skimage.data.chelsea()[100:137, 150:240])  # a photo: the prior pays on it
+    files: list[tuple[Path, Path | None]] = []
+    with Codec.load(art64.art, backend="onnxruntime") as codec:
+        header, indices = codec.encode_image(image)
+        save_fsq(tmp_path / "patches.fsq", header, indices)
+        save_fsq(tmp_path / "v1.fsq", FsqHeader.for_image(codec.model_id, 37, 90, 64, codec.levels), indices)
+    files += [(tmp_path / "patches.fsq", None), (tmp_path / "v1.fsq", None)]
+    for entropy in (False, True):
+        with Codec.load(conv_exported.art, backend="onnxruntime", entropy=entropy) as codec:
+            (tmp_path / f"grid-{entropy}.fsq").write_bytes(codec.compress(image))
+            (tmp_path / f"grey-{entropy}.fsq").write_bytes(codec.compress(image[..., 0]))
+        art = conv_exported.art if entropy else None
+        files += [(tmp_path / f"grid-{entropy}.fsq", art), (tmp_path / f"grey-{entropy}.fsq", art)]
+    printed = []
+    for path, art in files:
+        with_art = [] if art is None else [art]
+        proc = run(fsq_cpp, "info", path, *with_art)
+        assert proc.returncode == 0, proc.stderr
+        code, out, err = cli("info", path, *(["-m", art] if art else []))
+        assert code == 0, err
+        assert out == proc.stdout, path.name
+        printed.append(out)
+    assert "version 1)" in printed[1] and "coding     2 (rANS, context tables), prior " in printed[-1]
+    assert " grey pixels" in printed[-1]

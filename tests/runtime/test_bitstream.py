@@ -918,3 +918,24 @@ def test_context_file_round_trip(height: int, width: int, cell: int, levels: lis
     read_header, read_indices = read_fsq(data, prior)
     assert read_header == header and read_header.coding == 2
     np.testing.assert_array_equal(read_indices, indices)
+
+
+def test_info_prints_the_golden_file_as_fsq_cpp_does(cli, one_line_error, tmp_path):
+    """`fsqdeploy info FILE` checks the file whole and prints its header (the text of `fsq-cpp info
+    FILE`: tests/cpp/test_cpp_runtime.py compares the two on real files)."""
+    (tmp_path / "golden.fsq").write_bytes(bytes.fromhex(GOLDEN_HEX))
+    code, out, err = cli("info", tmp_path / "golden.fsq")
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"file       {tmp_path / 'golden.fsq'} ({len(GOLDEN_HEX) // 2} bytes, version 1)",
+        "image      5x7 pixels, 4-pixel patches, grid 2x2 (4 patches)",
+        "levels     [3, 5, 7] (D=3, 7 bits per patch)",
+        f"model      {GOLDEN_HASH.hex()}",
+        "payload    4 bytes, CRCs ok",
+    ]
+    damaged = bytearray.fromhex(GOLDEN_HEX)
+    damaged[-6] ^= 1  # a payload bit: the payload CRC no longer matches
+    (tmp_path / "damaged.fsq").write_bytes(bytes(damaged))
+    code, out, err = cli("info", tmp_path / "golden.fsq", tmp_path / "damaged.fsq")
+    one_line_error(code, err, "damaged.fsq': corrupted payload (payload CRC32 mismatch)")
+    assert out == ""  # nothing printed for the good file either: every file is read first
