@@ -127,8 +127,10 @@ for row in report.get("results", []):
               f"p50 {row['latency_ms']['p50']:.3f} ms, {row['throughput_ips']:.0f} images/s")
 for row in report.get("fidelity", []):
     gate = row.get("gate") or {}
+    pixels = (f"decoded 8-bit pixels equal {row['pixel_agreement']} (max {row['max_pixel_error']} levels apart), "
+              if "pixel_agreement" in row else "")
     print(f"- fidelity {row.get('backend')}:{row.get('precision')}: index agreement {row.get('index_agreement')}, "
-          f"gate {'passed' if gate.get('passed') else 'FAILED ' + '; '.join(gate.get('reasons', []))}")
+          f"{pixels}gate {'passed' if gate.get('passed') else 'FAILED ' + '; '.join(gate.get('reasons', []))}")
 print(f"- gates: {'passed' if report.get('gates', {}).get('passed') else report.get('gates')}")
 PY
 fi
