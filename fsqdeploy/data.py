@@ -574,11 +574,13 @@ def _with_resume_note(message: str) -> str:
 
 
 def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: int,
-                 collate: Callable[[list], object] = np.stack) -> Iterator[object]:
+                 collate: Callable[[list], object] = np.stack,
+                 on_error: Callable[[str], str] = _with_resume_note) -> Iterator[object]:
     """``collate([dataset[k] for k in batch])`` for each batch, in order, its items decoded by
     ``workers`` threads (0: in this thread), at most ``2 x workers`` batches ahead of the consumer.
     The order is the batches', never the threads', so any worker count gives the same stream. A file
-    that cannot be decoded ends it with one FSQDeployError.
+    that cannot be decoded ends it with one FSQDeployError, its message passed through ``on_error``
+    (by default, for training: how to go on with --resume).
 
     Threads, not DataLoader worker processes: starting worker processes (forked or spawned) from a
     process that had loaded OpenVINO and ONNX Runtime crashed it with SIGSEGV in about half the runs
@@ -591,7 +593,7 @@ def load_batches(dataset: object, batches: Iterable[Sequence[object]], workers: 
         try:
             return dataset[key]  # type: ignore[index]
         except FSQDeployError as e:
-            raise FSQDeployError(_with_resume_note(str(e))) from None
+            raise FSQDeployError(on_error(str(e))) from None
 
     if workers == 0:
         for keys in batches:

@@ -228,6 +228,9 @@ def tokenize(
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing OUT.npz.")] = False,
     tile: TileOption = 0,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Threads reading the images ahead of the encoder (0: in the encoding thread); any "
+        "count writes the same file.")] = 1,
 ) -> None:
     """Encode images into one token file (.npz): an int64 token per latent cell (or patch), the cell's
     mixed-radix index, tokens [N, rows, cols] for training a model on the codes (docs/tokens.md)."""
@@ -253,7 +256,7 @@ def tokenize(
             if done % 100 == 0 and done < len(first):
                 typer.echo(f"tokenize: {done} of {len(first)} images", err=True)
 
-        tf = tokenize_files(codec, list(first.values()), tuple(first), size, progress)
+        tf = tokenize_files(codec, list(first.values()), tuple(first), size, progress, workers)
         save_tokens(out, tf)
         vocabulary, used = codebook_size(codec.levels), len(np.unique(tf.tokens))
         print(f"{len(tf.names)} image{'s' * (len(tf.names) > 1)} -> {out}: tokens {list(tf.tokens.shape)} int64, "

@@ -109,11 +109,12 @@ class TokenFile:
 
 
 def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], size: int = 0,
-                   progress: Callable[[int], None] | None = None) -> TokenFile:
+                   progress: Callable[[int], None] | None = None, workers: int = 1) -> TokenFile:
     """Every image file's tokens (``Codec.tokenize``), named ``names``: with ``size`` each image resized
     and centre-cropped to size x size (a multiple of the codec's cell size) first; without, all of them
-    must give the same grid, which is checked from the files' headers before any is encoded.
-    ``progress(done)`` is called after each image."""
+    must give the same grid, which is checked from the files' headers before any is encoded. Files are
+    read by ``workers`` threads ahead of the encoder (0: in this thread), in order: any count gives the
+    same file. ``progress(done)`` is called after each image."""
     c = codec.cell_size
     codebook_size(codec.levels, "tokenize")
     if size < 0 or size % c:
@@ -133,9 +134,13 @@ def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], si
                 raise FSQDeployError(f"tokenize: '{pa}' gives a {a[0]}x{a[1]} token grid and '{pb}' a {b[0]}x{b[1]} "
                                      "one, and one file holds one grid size. Note: pass --size S to resize and "
                                      "centre-crop every image to S x S")
+    from fsqdeploy.data import load_batches  # the decoding threads of folder:DIR training
+
+    if workers < 0:
+        raise FSQDeployError(f"tokenize: --workers must be 0 or more, got {workers}")
     tokens, sizes, grey = [], [], []
-    for path in files:
-        image = centre_crop(read_image(path, "tokenize", min_side=size), size) if size else read_image(path, "tokenize")
+    for image in load_batches(_Prepared(files, size), ([i] for i in range(len(files))), workers,
+                              collate=lambda items: items[0], on_error=str):
         tokens.append(codec.tokenize(image))
         sizes.append(image.shape[:2])
         grey.append(is_grey(image))
@@ -143,6 +148,18 @@ def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], si
             progress(len(tokens))
     return TokenFile(np.stack(tokens), tuple(names), np.array(sizes, dtype=np.int64), np.array(grey, dtype=bool),
                      tuple(codec.levels), codec.model_id, c)
+
+
+class _Prepared:
+    """``[i]``: file i read (a JPEG at a reduced scale when it is resized next) and centre-cropped."""
+
+    def __init__(self, files: Sequence[Path], size: int):
+        self.files, self.size = files, size
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not self.size:
+            return read_image(self.files[i], "tokenize")
+        return centre_crop(read_image(self.files[i], "tokenize", min_side=self.size), self.size)
 
 
 def save_tokens(path: str | Path, tf: TokenFile) -> None:

@@ -238,3 +238,23 @@ def test_every_flipped_bit_or_truncation_of_a_token_file_is_refused_or_harmless(
             (tf.names, tf.levels, tf.model_id)
         assert np.array_equal(back.image_sizes, tf.image_sizes) and np.array_equal(back.grey, tf.grey)
     assert refused > 1.5 * len(data)  # every truncation and most flips
+
+
+def test_any_worker_count_writes_the_same_file_and_a_bad_file_is_one_line(cli, one_line_error, tmp_path,
+                                                                         conv_exported):
+    art = conv_exported.art
+    write_photos(tmp_path / "in", [(50, 70), (90, 60), (64, 64), (40, 80), (33, 47)])
+    files = {}
+    for workers in (0, 1, 3):
+        out = tmp_path / f"w{workers}.npz"
+        code, _, err = cli("tokenize", tmp_path / "in", "-m", art, "-o", out, "--size", 24, "--workers", workers,
+                           "--backend", "onnxruntime")
+        assert code == 0, err
+        files[workers] = load_tokens(out)
+    for workers in (1, 3):
+        assert np.array_equal(files[workers].tokens, files[0].tokens) and files[workers].names == files[0].names
+    (tmp_path / "in" / "p3.png").write_bytes(b"not a png")  # met by a reading thread, mid-set
+    code, _, err = cli("tokenize", tmp_path / "in", "-m", art, "-o", tmp_path / "bad.npz", "--size", 24,
+                       "--workers", 2, "--backend", "onnxruntime")
+    one_line_error(code, err, "p3.png' is not a readable image")
+    assert "--resume" not in err and not (tmp_path / "bad.npz").exists()
