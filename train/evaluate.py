@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fsqdeploy.config import TrainConfig, read_config
 from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.images import images_to_float
+from fsqdeploy.images import images_to_float, pad_to_multiple
+from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.train.loop import evaluate, pick_device
-from fsqdeploy.train.stats import code_stats, frechet_distance, inception_features, load_feature_extractor
+from fsqdeploy.train.stats import frechet_distance, inception_features, index_stats, load_feature_extractor
 
 
 def evaluate_run(
@@ -40,27 +42,45 @@ def evaluate_run(
             selection, warning = unseen.selection, unseen.warning
         if inception_weights is not None:
             raise FSQDeployError("eval: FID is for patch models (--arch paper); conv runs report PSNR and SSIM")
-        stats = code_stats(list(model.quantizer.stages))
         chosen = {"selection": selection, "warning": warning} if split == "test" else {}
+        code = index_stats(_photo_cells(model, photos.test), model.levels)
         return {"data": photos.source, "images": len(photos.test), **chosen, **evaluate_photos(model, photos),
-                "bits_per_cell": stats.fixed_bits, "entropy_bits_per_cell": stats.entropy_bits,
-                "codebook_usage": stats.usage, "perplexity": stats.perplexity}
+                "bits_per_cell": fixed_bits(model.levels), **_per("cell", code)}
     splits = load_images(spec, model.config.image_size)
     images = splits.test if split == "test" else splits.train
     metrics: dict[str, Any] = {"data": splits.source, "images": int(len(images))}
     metrics.update(evaluate(model, images, cfg, device))
-    stats = code_stats(list(model.quantizer.stages))
-    metrics.update(
-        bits_per_image=stats.fixed_bits,
-        bits_per_pixel=stats.fixed_bits / model.config.image_size**2,
-        entropy_bits_per_image=stats.entropy_bits,
-        codebook_usage=stats.usage,
-        perplexity=stats.perplexity,
-        temperature=model.quantizer.temperature,
-    )
+    bits = fixed_bits(model.levels)
+    metrics.update(bits_per_image=bits, bits_per_pixel=bits / model.config.image_size**2,
+                   **_per("image", index_stats(_image_indices(model, images, device), model.levels)),
+                   temperature=model.quantizer.temperature)
     if inception_weights is not None:
         extractor = load_feature_extractor(inception_weights)
         x = torch.from_numpy(images_to_float(images))
         recon = torch.cat([model.decode(model.encode(x[i : i + 256].to(device))).cpu() for i in range(0, len(x), 256)])
         metrics["fid"] = frechet_distance(inception_features(extractor, x), inception_features(extractor, recon))
     return metrics
+
+
+def _per(unit: str, code: dict[str, Any]) -> dict[str, Any]:
+    """index_stats of the evaluated images under eval's names: the entropy per cell (conv) or image (paper)."""
+    return {f"entropy_bits_per_{unit}" if k == "entropy_bits" else k: v for k, v in code.items()}
+
+
+@torch.no_grad()
+def _photo_cells(model: FSQVAE, photos: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Every cell's indices [cells, W] of whole photos, padded and encoded as fsqdeploy compress does."""
+    device = next(model.parameters()).device
+    cells = []
+    for photo in photos:
+        x = torch.from_numpy(pad_to_multiple(photo, model.config.downsample).transpose(2, 0, 1)[None] / 255.0)
+        grid = model.encode(x.float().to(device))  # [1, W, h, w]
+        cells.append(grid[0].flatten(1).T.cpu().numpy())
+    return np.concatenate(cells)
+
+
+@torch.no_grad()
+def _image_indices(model: FSQVAE, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """The indices [N, W] of uint8 images [N, 3, S, S] (a patch model's), in batches."""
+    return np.concatenate([model.encode(torch.from_numpy(images_to_float(images[i : i + 256])).to(device)).cpu().numpy()
+                           for i in range(0, len(images), 256)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,31 @@ def code_stats(stages: list[FSQ], dead_share: float = 1e-3) -> CodeStats:
         entropy_bits=entropy_bits,
         fixed_bits=fixed_bits(levels_all),
     )
+
+
+def index_stats(indices: np.ndarray, levels: Sequence[int], dead_share: float = 1e-3) -> dict[str, float | int]:
+    """The code statistics of actual indices [n, W] (W = len(levels): the cells of the images ``eval``
+    codes), as ``code_stats`` defines them from training's EMA counts: ``codebook_usage`` (share of
+    (dimension, level) slots holding at least ``dead_share`` of their dimension's cells),
+    ``perplexity`` (mean over dimensions of exp(entropy), in levels), ``dead_levels`` and
+    ``entropy_bits`` (the sum of the dimensions' entropies). Over whole cells, the codec's tokens
+    (docs/tokens.md): ``tokens_in_use``, the distinct code vectors, and ``token_perplexity``, exp of
+    their entropy."""
+    idx = np.asarray(indices).reshape(-1, len(levels))
+    alive = dead = 0
+    perplexities, entropy_bits = [], 0.0
+    for d, level in enumerate(levels):
+        p = np.bincount(idx[:, d], minlength=level)[:level] / max(len(idx), 1)
+        dead += int((p < dead_share).sum())
+        alive += level - int((p < dead_share).sum())
+        ent = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        perplexities.append(math.exp(ent))
+        entropy_bits += ent / math.log(2)
+    _, counts = np.unique(idx, axis=0, return_counts=True)
+    q = counts / max(len(idx), 1)
+    return {"codebook_usage": alive / max(alive + dead, 1), "perplexity": float(np.mean(perplexities)),
+            "dead_levels": dead, "entropy_bits": entropy_bits, "tokens_in_use": int(len(counts)),
+            "token_perplexity": float(math.exp(-(q * np.log(q)).sum()))}
 
 
 def load_feature_extractor(path: str | Path) -> torch.jit.ScriptModule:

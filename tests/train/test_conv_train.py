@@ -297,5 +297,14 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "f.json").read_text())
     assert metrics["images"] == 10 and len(metrics["test_psnr_per_image"]) == 10
+    # the code statistics are the evaluated images', not training's: a flat photo's 3 x 5 cells differ only
+    # where the convolutions' zero padding reaches (corners, edges, inside: at most 9 kinds)
+    Image.fromarray(np.full((24, 40, 3), 128, np.uint8)).save(tmp_path / "flat.png")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat.png").rename(tmp_path / "flat" / "flat.png")
+    r = fsqdeploy("eval", run, "--data", f"folder:{tmp_path / 'flat'}", "--json", tmp_path / "flat.json")
+    assert r.returncode == 0, r.stderr
+    flat = json.loads((tmp_path / "flat.json").read_text())
+    assert flat["tokens_in_use"] <= 9 < metrics["tokens_in_use"] and flat["codebook_usage"] < metrics["codebook_usage"]
     assert metrics["selection"] == "every file: the model trained on synthetic, none of them"
     assert "every file: the model trained on synthetic" in " ".join(r.stdout.split())
