@@ -66,8 +66,8 @@ def index_stats(indices: np.ndarray, levels: Sequence[int], dead_share: float = 
     perplexities, entropy_bits = [], 0.0
     for d, level in enumerate(levels):
         p = np.bincount(idx[:, d], minlength=level)[:level] / max(len(idx), 1)
-        dead += int((p < dead_share).sum())
-        alive += level - int((p < dead_share).sum())
+        dead_here = int((p < dead_share).sum())
+        dead, alive = dead + dead_here, alive + level - dead_here
         ent = float(-(p[p > 0] * np.log(p[p > 0])).sum())
         perplexities.append(math.exp(ent))
         entropy_bits += ent / math.log(2)
