@@ -115,39 +115,45 @@ def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], si
     must give the same grid, which is checked from the files' headers before any is encoded. Files are
     read by ``workers`` threads ahead of the encoder (0: in this thread), in order: any count gives the
     same file. ``progress(done)`` is called after each image."""
+    from fsqdeploy.data import load_batches  # the decoding threads of folder:DIR training
+
     c = codec.cell_size
     codebook_size(codec.levels, "tokenize")
     if size < 0 or size % c:
         raise FSQDeployError(f"tokenize: --size {size} is not a positive multiple of the model's {c}-pixel cells. "
                              f"Note: pass e.g. {max(c, size // c * c)} or {max(2 * c, (size // c + 1) * c)}, or 0")
-    if not size:  # one array holds one grid size: refuse a mixed set before anything is encoded
-        grids: dict[tuple[int, int], Path] = {}
-        for path in files:
-            try:
-                height, width = displayed_size(path)
-            except (OSError, ValueError, Image.DecompressionBombError):  # not an image: in read_image's words
-                read_image(path, "tokenize")
-                raise
-            grids.setdefault((-(-height // c), -(-width // c)), path)
-            if len(grids) > 1:
-                (a, pa), (b, pb) = grids.items()
-                raise FSQDeployError(f"tokenize: '{pa}' gives a {a[0]}x{a[1]} token grid and '{pb}' a {b[0]}x{b[1]} "
-                                     "one, and one file holds one grid size. Note: pass --size S to resize and "
-                                     "centre-crop every image to S x S")
-    from fsqdeploy.data import load_batches  # the decoding threads of folder:DIR training
-
     if workers < 0:
         raise FSQDeployError(f"tokenize: --workers must be 0 or more, got {workers}")
-    tokens, sizes, grey = [], [], []
-    for image in load_batches(_Prepared(files, size), ([i] for i in range(len(files))), workers,
-                              collate=lambda items: items[0], on_error=str):
-        tokens.append(codec.tokenize(image))
-        sizes.append(image.shape[:2])
-        grey.append(is_grey(image))
+    grid = (size // c, size // c) if size else _one_grid(files, c)
+    # filled in place: the grids of a large set are held once (a list then np.stack held them twice)
+    tokens = np.empty((len(files), *grid), dtype=TOKEN_DTYPE)
+    sizes, grey = np.empty((len(files), 2), dtype=np.int64), np.empty(len(files), dtype=bool)
+    images = load_batches(_Prepared(files, size), ([i] for i in range(len(files))), workers,
+                          collate=lambda items: items[0], on_error=str)
+    for i, image in enumerate(images):
+        tokens[i], sizes[i], grey[i] = codec.tokenize(image), image.shape[:2], is_grey(image)
         if progress is not None:
-            progress(len(tokens))
-    return TokenFile(np.stack(tokens), tuple(names), np.array(sizes, dtype=np.int64), np.array(grey, dtype=bool),
-                     tuple(codec.levels), codec.model_id, c)
+            progress(i + 1)
+    return TokenFile(tokens, tuple(names), sizes, grey, tuple(codec.levels), codec.model_id, c)
+
+
+def _one_grid(files: Sequence[Path], c: int) -> tuple[int, int]:
+    """The token grid every file gives at its own size (cells of c pixels), from the files' headers:
+    one array holds one grid size, so a mixed set is refused before anything is encoded."""
+    grids: dict[tuple[int, int], Path] = {}
+    for path in files:
+        try:
+            height, width = displayed_size(path)
+        except (OSError, ValueError, Image.DecompressionBombError):  # not an image: in read_image's words
+            read_image(path, "tokenize")
+            raise
+        grids.setdefault((-(-height // c), -(-width // c)), path)
+        if len(grids) > 1:
+            (a, pa), (b, pb) = grids.items()
+            raise FSQDeployError(f"tokenize: '{pa}' gives a {a[0]}x{a[1]} token grid and '{pb}' a {b[0]}x{b[1]} "
+                                 "one, and one file holds one grid size. Note: pass --size S to resize and "
+                                 "centre-crop every image to S x S")
+    return next(iter(grids))
 
 
 class _Prepared:
