@@ -326,7 +326,7 @@ def _load_crop(path: Path, size: int) -> np.ndarray:
     from fsqdeploy.images import centre_crop, open_rgb
 
     try:
-        image = open_rgb(path, min_side=size)  # a JPEG decoded at a reduced scale: 18x faster from 12 MP to 32 px
+        image = open_rgb(path, min_side=size)  # a JPEG decoded at a reduced scale (docs/training.md: its times)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise FSQDeployError(f"data: cannot read image '{path}' ({_reason(e)}). "
                              "Note: remove or replace the file") from e

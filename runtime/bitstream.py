@@ -641,7 +641,7 @@ def describe_fsq(path: str | os.PathLike[str], header: FsqHeader, file_size: int
     ``fsq-cpp info FILE`` (examples/cpp/fsq_cpp.cpp)."""
     levels = header.levels
     shown = ", ".join(map(str, levels[:16])) + (", ..." if len(levels) > 16 else "")
-    spatial = header.layout == LAYOUT_GRID
+    spatial = header.spatial
     cell = "cell" if spatial else "patch"
     lines = [
         f"file       {os.fspath(path)} ({file_size} bytes, version {header.version})",
