@@ -61,12 +61,17 @@ EVAL_PHOTOS = 32
 
 
 @torch.no_grad()
-def reconstruct_photo(model: FSQVAE, photo: np.ndarray) -> np.ndarray:
-    """A whole photo through encode and decode in one pass, as uint8 [H, W, 3]."""
-    h, w = photo.shape[:2]
+def encode_photo(model: FSQVAE, photo: np.ndarray) -> torch.Tensor:
+    """A whole photo's indices [1, W, h, w] in one pass, edge-padded to multiples of f as compress pads it."""
     padded = pad_to_multiple(photo, model.config.downsample)
     x = torch.from_numpy(padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    y = model.decode(model.encode(x.to(next(model.parameters()).device)))[0, :, :h, :w]
+    return model.encode(x.to(next(model.parameters()).device))
+
+
+def reconstruct_photo(model: FSQVAE, photo: np.ndarray, grid: torch.Tensor | None = None) -> np.ndarray:
+    """A whole photo through encode (or its ``grid`` from ``encode_photo``) and decode, as uint8 [H, W, 3]."""
+    h, w = photo.shape[:2]
+    y = model.decode(encode_photo(model, photo) if grid is None else grid)[0, :, :h, :w]
     return (y.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
@@ -76,16 +81,20 @@ def photo_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_photos(model: FSQVAE, photos: PhotoSplits) -> dict[str, Any]:
+def evaluate_photos(model: FSQVAE, photos: PhotoSplits, cells: list[np.ndarray] | None = None) -> dict[str, Any]:
     """Mean and per-photo PSNR (dB, on the uint8 output) and SSIM of whole test photos, plus the
-    payload's bits per pixel at the fixed rate (padding cells included, file header not)."""
+    payload's bits per pixel at the fixed rate (padding cells included, file header not). ``cells``,
+    when given, receives each photo's indices [cells, W] (``fsqdeploy eval``'s code statistics)."""
     was_training = model.training
     model.eval()
     per_psnr, per_ssim, bits, pixels = {}, {}, 0.0, 0
     # the bits .fsq spends per cell: the levels' product packed in whole bits (docs/bitstream.md)
     f, cell_bits = model.config.downsample, (math.prod(model.levels) - 1).bit_length()
     for name, photo in zip(photos.names, photos.test):
-        recon = reconstruct_photo(model, photo)
+        grid = encode_photo(model, photo)
+        if cells is not None:
+            cells.append(grid[0].flatten(1).T.cpu().numpy())
+        recon = reconstruct_photo(model, photo, grid)
         per_psnr[name] = photo_psnr(recon, photo)
         as_float = [torch.from_numpy(p.transpose(2, 0, 1)[None].astype(np.float32) / 255.0) for p in (recon, photo)]
         per_ssim[name] = float(ssim(*as_float).mean())

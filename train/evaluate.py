@@ -11,7 +11,7 @@ import torch
 from fsqdeploy.config import TrainConfig, read_config
 from fsqdeploy.data import load_images
 from fsqdeploy.errors import FSQDeployError
-from fsqdeploy.images import images_to_float, pad_to_multiple
+from fsqdeploy.images import images_to_float
 from fsqdeploy.metrics import fixed_bits
 from fsqdeploy.model import FSQVAE
 from fsqdeploy.train.loop import evaluate, pick_device
@@ -43,8 +43,10 @@ def evaluate_run(
         if inception_weights is not None:
             raise FSQDeployError("eval: FID is for patch models (--arch paper); conv runs report PSNR and SSIM")
         chosen = {"selection": selection, "warning": warning} if split == "test" else {}
-        code = index_stats(_photo_cells(model, photos.test), model.levels)
-        return {"data": photos.source, "images": len(photos.test), **chosen, **evaluate_photos(model, photos),
+        cells: list[np.ndarray] = []
+        quality = evaluate_photos(model, photos, cells)  # one encode per photo serves both
+        code = index_stats(np.concatenate(cells), model.levels)
+        return {"data": photos.source, "images": len(photos.test), **chosen, **quality,
                 "bits_per_cell": fixed_bits(model.levels), **_per("cell", code)}
     splits = load_images(spec, model.config.image_size)
     images = splits.test if split == "test" else splits.train
@@ -65,18 +67,6 @@ def evaluate_run(
 def _per(unit: str, code: dict[str, Any]) -> dict[str, Any]:
     """index_stats of the evaluated images under eval's names: the entropy per cell (conv) or image (paper)."""
     return {f"entropy_bits_per_{unit}" if k == "entropy_bits" else k: v for k, v in code.items()}
-
-
-@torch.no_grad()
-def _photo_cells(model: FSQVAE, photos: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Every cell's indices [cells, W] of whole photos, padded and encoded as fsqdeploy compress does."""
-    device = next(model.parameters()).device
-    cells = []
-    for photo in photos:
-        x = torch.from_numpy(pad_to_multiple(photo, model.config.downsample).transpose(2, 0, 1)[None] / 255.0)
-        grid = model.encode(x.float().to(device))  # [1, W, h, w]
-        cells.append(grid[0].flatten(1).T.cpu().numpy())
-    return np.concatenate(cells)
 
 
 @torch.no_grad()
