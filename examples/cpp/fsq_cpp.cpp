@@ -72,10 +72,15 @@ const char* coding_text(std::uint8_t coding) {
     return coding == fsq::kCodingFixed ? "fixed-rate" : coding == fsq::kCodingRans ? "rANS" : "rANS, context tables";
 }
 
-void info_bitstream(const std::filesystem::path& path, const std::filesystem::path& art) {
+// The whole file read, every check of docs/bitstream.md; an entropy-coded one with ART's prior (none: "").
+fsq::Bitstream load_bitstream(const std::filesystem::path& path, const std::filesystem::path& art) {
     std::optional<fsq::Prior> prior;
     if (!art.empty()) prior = fsq::Prior::load(art / fsq::kPriorFile);
-    const fsq::Bitstream b = fsq::Bitstream::load(path, prior ? &*prior : nullptr);  // every check of docs/bitstream.md
+    return fsq::Bitstream::load(path, prior ? &*prior : nullptr);
+}
+
+void info_bitstream(const std::filesystem::path& path, const std::filesystem::path& art) {
+    const fsq::Bitstream b = load_bitstream(path, art);
     const fsq::Header& h = b.header;
     const std::uintmax_t size = std::filesystem::file_size(path);
     const std::uint32_t bits = fsq::bits_per_patch(h.levels);
@@ -97,9 +102,7 @@ void info_bitstream(const std::filesystem::path& path, const std::filesystem::pa
 }
 
 void print_tokens(const std::filesystem::path& path, const std::filesystem::path& art) {
-    std::optional<fsq::Prior> prior;
-    if (!art.empty()) prior = fsq::Prior::load(art / fsq::kPriorFile);
-    const fsq::Bitstream b = fsq::Bitstream::load(path, prior ? &*prior : nullptr);
+    const fsq::Bitstream b = load_bitstream(path, art);
     const std::vector<std::int64_t> tokens = fsq::indices_to_tokens(b.indices, b.header.levels);
     const std::size_t cols = b.header.grid_cols;
     std::cout << b.header.grid_rows << " x " << cols << "\n";
