@@ -10,12 +10,15 @@ a failed bench gate prints which and exits 1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fsqdeploy.backends import REGISTRY
 from fsqdeploy.errors import FSQDeployError
+
+if TYPE_CHECKING:
+    from fsqdeploy.runtime.tokens import TokenFile
 
 ArtArgument = Annotated[Path, typer.Argument(help="Artifact directory written by fsqdeploy export.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads per backend "
@@ -220,29 +223,41 @@ def tokenize(
     images: Annotated[list[Path], typer.Argument(
         help="Images to tokenize (PNG, JPEG, WebP, TIFF, ...), or directories: every PNG/JPEG under them.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Artifact directory from fsqdeploy export.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The token file to write, OUT.npz (docs/tokens.md).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="OUT.npz: one token file; any other path: a directory "
+                                      "of token shards that --resume continues (docs/tokens.md).")],
     size: Annotated[int, typer.Option(
         "--size", help="Resize each image (bicubic) so its shorter side is S and cut out the centre S x S "
         "square (S a multiple of the model's cell size); 0: every image at its own size, edge-padded to whole "
         "cells, which must then all give the same token grid.")] = 0,
     backend: BackendOption = "auto",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing OUT.npz.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing OUT.npz, or replace the shards in OUT.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="OUT a directory: continue the same tokenization where a killed run stopped (or start it); its "
+        "finished shards are checked and kept.")] = False,
+    shard_size: Annotated[int | None, typer.Option(
+        "--shard-size", help="OUT a directory: images per shard file (default 10000).")] = None,
     tile: TileOption = 0,
     workers: Annotated[int, typer.Option(
         "--workers", help="Threads reading the images ahead of the encoder (0: in the encoding thread); any "
         "count writes the same file.")] = 1,
 ) -> None:
-    """Encode images into one token file (.npz): an int64 token per latent cell (or patch), the cell's
-    mixed-radix index, tokens [N, rows, cols] for training a model on the codes (docs/tokens.md)."""
+    """Encode images into token files: an int64 token per latent cell (or patch), the cell's mixed-radix
+    index, tokens [N, rows, cols] for training a model on the codes (docs/tokens.md). OUT.npz is one file;
+    a directory gets shards, so a large set survives a kill."""
     import numpy as np
 
     from fsqdeploy.images import IMAGE_SUFFIXES
     from fsqdeploy.runtime.codec import Codec
+    from fsqdeploy.runtime.token_shards import DEFAULT_SHARD_SIZE, tokenize_shards
     from fsqdeploy.runtime.tokens import codebook_size, save_tokens, tokenize_files
 
-    if out.suffix.lower() != ".npz" or out.is_dir():
-        raise FSQDeployError(f"tokenize: --out '{out}' must be a file path ending in .npz")
-    if out.exists() and not force:
+    one_file = out.suffix.lower() == ".npz"
+    if one_file and (resume or shard_size is not None):
+        raise FSQDeployError(f"tokenize: --{'resume' if resume else 'shard-size'} writes shards into a directory, "
+                             f"and '{out}' is one .npz file. Note: pass -o DIR")
+    if one_file and out.is_dir():
+        raise FSQDeployError(f"tokenize: --out '{out}' is a directory; a token file's path ends in .npz")
+    if one_file and out.exists() and not force:
         raise FSQDeployError(f"tokenize: '{out}' exists. Note: pass --force to overwrite")
     inputs = _inputs(images, IMAGE_SUFFIXES, "images", "tokenize")
     first: dict[str, Path] = {}
@@ -256,18 +271,28 @@ def tokenize(
             if done % 100 == 0 and done < len(first):
                 typer.echo(f"tokenize: {done} of {len(first)} images", err=True)
 
-        tf = tokenize_files(codec, list(first.values()), tuple(first), size, progress, workers)
-        save_tokens(out, tf)
-        vocabulary, used = codebook_size(codec.levels), len(np.unique(tf.tokens))
-        print(f"{len(tf.names)} image{'s' * (len(tf.names) > 1)} -> {out}: tokens {list(tf.tokens.shape)} int64, "
+        files, names = list(first.values()), tuple(first)
+        vocabulary = codebook_size(codec.levels)
+        if one_file:
+            tf = tokenize_files(codec, files, names, size, progress, workers)
+            save_tokens(out, tf)
+            shape, where, used = list(tf.tokens.shape), f"{out}: tokens", len(np.unique(tf.tokens))
+        else:
+            written = tokenize_shards(codec, files, names, out, size=size, shard_size=shard_size or
+                                      DEFAULT_SHARD_SIZE, resume=resume, force=force, workers=workers,
+                                      progress=progress, warn=lambda line: typer.echo(line, err=True))
+            kept = f", {written.kept} kept from the earlier run" if written.kept else ""
+            shape, used = [written.images, *written.grid], written.distinct
+            where = f"{out}/ ({written.shards} shard{'s' * (written.shards > 1)}{kept}): tokens"
+        print(f"{len(names)} image{'s' * (len(names) > 1)} -> {where} {shape} int64, "
               f"{(vocabulary - 1).bit_length()} bits each, {used:,} distinct of {vocabulary:,} codes, "
-              f"{tf.cell_size}x{tf.cell_size} pixels per token [{codec.backend}]")
+              f"{codec.cell_size}x{codec.cell_size} pixels per token [{codec.backend}]")
 
 
 def detokenize(
     tokens_file: Annotated[Path, typer.Argument(
-        metavar="TOKENS", help="A token file from fsqdeploy tokenize (.npz), or an integer .npy grid "
-        "[rows, cols] or [N, rows, cols] (a generative model's sample, say).")],
+        metavar="TOKENS", help="A token file from fsqdeploy tokenize (.npz), a directory of its token shards, "
+        "or an integer .npy grid [rows, cols] or [N, rows, cols] (a generative model's sample, say).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="The artifact directory the tokens belong to.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="IMG.png for one image; a directory for several "
                                       "(each image's name from the token file, or 000000.png, ...).")],
@@ -278,27 +303,38 @@ def detokenize(
     """Decode token grids back into images: a token file's at the sizes it records, a bare grid whole."""
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.compress import IMAGE_FORMATS, write_image
-    from fsqdeploy.runtime.tokens import load_tokens, tokens_to_indices
+    from fsqdeploy.runtime.token_shards import token_files
+    from fsqdeploy.runtime.tokens import tokens_to_indices
 
-    tf = load_tokens(tokens_file)
-    inputs = [(tokens_file, Path(name), len(tf.names) > 1) for name in tf.names]
-    _, targets = _targets(inputs, out, ".png", force)
-    if targets == [out] and out.suffix.lower() not in IMAGE_FORMATS:
-        raise FSQDeployError(f"detokenize: cannot write '{out.suffix}' images. Note: use IMG.png, or an existing "
-                             "directory")
     with Codec.load(model, backend, tile=tile or None) as codec:
-        if tf.model_id is not None and tf.model_id != codec.model_id:
-            raise FSQDeployError(f"detokenize: '{tokens_file}' holds tokens of model {tf.model_id}, '{model}' is "
-                                 f"model {codec.model_id}. Note: detokenize with the artifact that tokenized them")
-        # Refuse a bad grid, size or token before the first image is written.
-        sizes = [None if tf.model_id is None else tuple(s) for s in tf.image_sizes]
-        for size, g in zip(sizes, tf.grey):
-            codec.token_header(tf.tokens.shape[1:], size, bool(g))
-        tokens_to_indices(tf.tokens, codec.levels, component="detokenize")
-        for i, target in enumerate(targets):
-            image = codec.detokenize(tf.tokens[i], sizes[i], bool(tf.grey[i]))
-            write_image(target, image, bool(tf.grey[i]))
-            print(f"{tokens_file}[{i}] -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+        # Every file is checked (another model's, a grid that does not fit its size, a bad token) before
+        # the first image is written; then decoded a file at a time, so shards are never held all at once.
+        names: list[str] = []
+        for tf in token_files(tokens_file):
+            if tf.model_id is not None and tf.model_id != codec.model_id:
+                raise FSQDeployError(f"detokenize: '{tokens_file}' holds tokens of model {tf.model_id}, '{model}' "
+                                     f"is model {codec.model_id}. Note: detokenize with the artifact that tokenized "
+                                     "them")
+            for size, g in zip(_sizes(tf), tf.grey):
+                codec.token_header(tf.tokens.shape[1:], size, bool(g))
+            tokens_to_indices(tf.tokens, codec.levels, component="detokenize")
+            names += tf.names
+        _, targets = _targets([(tokens_file, Path(name), len(names) > 1) for name in names], out, ".png", force)
+        if targets == [out] and out.suffix.lower() not in IMAGE_FORMATS:
+            raise FSQDeployError(f"detokenize: cannot write '{out.suffix}' images. Note: use IMG.png, or an "
+                                 "existing directory")
+        i = 0
+        for tf in token_files(tokens_file):
+            for tokens, size, grey in zip(tf.tokens, _sizes(tf), tf.grey):
+                image = codec.detokenize(tokens, size, bool(grey))
+                write_image(targets[i], image, bool(grey))
+                print(f"{tokens_file}[{i}] -> {targets[i]}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+                i += 1
+
+
+def _sizes(tf: TokenFile) -> list[tuple[int, int] | None]:
+    """Each image's recorded (height, width); None for a bare grid, which decodes whole."""
+    return [None if tf.model_id is None else (int(h), int(w)) for h, w in tf.image_sizes]
 
 
 def _inputs(paths: list[Path], suffixes: tuple[str, ...], what: str, component: str) -> list[tuple[Path, Path, bool]]:

@@ -108,23 +108,32 @@ class TokenFile:
     cell_size: int | None
 
 
+def token_grid(files: Sequence[Path], size: int, cell: int) -> tuple[int, int]:
+    """The (rows, cols) token grid every file gives: S/cell square with ``size`` S (which must be a
+    positive multiple of ``cell``), else the one grid all files give at their own sizes, from their
+    headers (a mixed set is refused before anything is encoded)."""
+    if size < 0 or size % cell:
+        raise FSQDeployError(f"tokenize: --size {size} is not a positive multiple of the model's {cell}-pixel "
+                             f"cells. Note: pass e.g. {max(cell, size // cell * cell)} or "
+                             f"{max(2 * cell, (size // cell + 1) * cell)}, or 0")
+    return (size // cell, size // cell) if size else _one_grid(files, cell)
+
+
 def tokenize_files(codec: Codec, files: Sequence[Path], names: Sequence[str], size: int = 0,
-                   progress: Callable[[int], None] | None = None, workers: int = 1) -> TokenFile:
+                   progress: Callable[[int], None] | None = None, workers: int = 1,
+                   grid: tuple[int, int] | None = None) -> TokenFile:
     """Every image file's tokens (``Codec.tokenize``), named ``names``: with ``size`` each image resized
     and centre-cropped to size x size (a multiple of the codec's cell size) first; without, all of them
-    must give the same grid, which is checked from the files' headers before any is encoded. Files are
-    read by ``workers`` threads ahead of the encoder (0: in this thread), in order: any count gives the
-    same file. ``progress(done)`` is called after each image."""
+    must give the same grid (``token_grid``; pass ``grid`` when it is known). Files are read by
+    ``workers`` threads ahead of the encoder (0: in this thread), in order: any count gives the same
+    file. ``progress(done)`` is called after each image."""
     from fsqdeploy.data import load_batches  # the decoding threads of folder:DIR training
 
     c = codec.cell_size
     codebook_size(codec.levels, "tokenize")
-    if size < 0 or size % c:
-        raise FSQDeployError(f"tokenize: --size {size} is not a positive multiple of the model's {c}-pixel cells. "
-                             f"Note: pass e.g. {max(c, size // c * c)} or {max(2 * c, (size // c + 1) * c)}, or 0")
     if workers < 0:
         raise FSQDeployError(f"tokenize: --workers must be 0 or more, got {workers}")
-    grid = (size // c, size // c) if size else _one_grid(files, c)
+    grid = grid or token_grid(files, size, c)
     # filled in place: the grids of a large set are held once (a list then np.stack held them twice)
     tokens = np.empty((len(files), *grid), dtype=TOKEN_DTYPE)
     sizes, grey = np.empty((len(files), 2), dtype=np.int64), np.empty(len(files), dtype=bool)

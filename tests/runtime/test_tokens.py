@@ -187,8 +187,8 @@ def test_tokenize_refusals_write_nothing(cli, one_line_error, tmp_path, conv_exp
     ]:
         code, _, err = cli("tokenize", *args, "-m", art, "-o", tmp_path / "t.npz", "--backend", "onnxruntime")
         one_line_error(code, err, match)
-    code, _, err = cli("tokenize", tmp_path / "in", "-m", art, "-o", tmp_path / "t.txt")
-    one_line_error(code, err, "must be a file path ending in .npz")
+    code, _, err = cli("tokenize", tmp_path / "in", "-m", art, "-o", tmp_path / "t.npz", "--resume")
+    one_line_error(code, err, "--resume writes shards into a directory, and '")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
