@@ -249,7 +249,7 @@ def tokenize(
     from fsqdeploy.images import IMAGE_SUFFIXES
     from fsqdeploy.runtime.codec import Codec
     from fsqdeploy.runtime.token_shards import DEFAULT_SHARD_SIZE, tokenize_shards
-    from fsqdeploy.runtime.tokens import codebook_size, save_tokens, tokenize_files
+    from fsqdeploy.runtime.tokens import codebook_size, save_tokens, storage_dtype, tokenize_files
 
     one_file = out.suffix.lower() == ".npz"
     if one_file and (resume or shard_size is not None):
@@ -284,7 +284,7 @@ def tokenize(
             kept = f", {written.kept} kept from the earlier run" if written.kept else ""
             shape, used = [written.images, *written.grid], written.distinct
             where = f"{out}/ ({written.shards} shard{'s' * (written.shards > 1)}{kept}): tokens"
-        print(f"{len(names)} image{'s' * (len(names) > 1)} -> {where} {shape} int64, "
+        print(f"{len(names)} image{'s' * (len(names) > 1)} -> {where} {shape} {storage_dtype(codec.levels)}, "
               f"{(vocabulary - 1).bit_length()} bits each, {used:,} distinct of {vocabulary:,} codes, "
               f"{codec.cell_size}x{codec.cell_size} pixels per token [{codec.backend}]")
 

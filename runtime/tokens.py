@@ -10,6 +10,7 @@ refused in one line).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zipfile
 from collections.abc import Callable, Sequence
@@ -92,7 +93,19 @@ def _integers(values: Any, what: str, component: str) -> np.ndarray:
 
 # --- token files (.npz): what ``fsqdeploy tokenize`` writes and ``fsqdeploy detokenize`` reads ----------
 
-TOKEN_FORMAT, TOKEN_FORMAT_VERSION = "fsqdeploy-tokens", 1
+TOKEN_FORMAT, TOKEN_FORMAT_VERSION = "fsqdeploy-tokens", 2
+READABLE_VERSIONS = (1, 2)  # 1 stored int64 tokens whatever the codebook; 2 the smallest type (storage_dtype)
+
+
+def storage_dtype(levels: Sequence[int]) -> np.dtype:
+    """The smallest integer type that holds every token of ``levels`` in a file: a 64,000-code
+    tokenizer's tokens take 2 bytes, not int64's 8 (1.28M images of 256 tokens: 655 MB, not 2.6 GB).
+    Readers get int64 back (``load_tokens``)."""
+    size = codebook_size(levels) if levels else MAX_CODEBOOK
+    for dtype in (np.uint8, np.uint16, np.int32):
+        if size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(TOKEN_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -178,12 +191,13 @@ class _Prepared:
 
 
 def save_tokens(path: str | Path, tf: TokenFile) -> None:
-    """Write ``tf`` as an .npz atomically (a killed run leaves no half-written file)."""
+    """Write ``tf`` as an .npz atomically (a killed run leaves no half-written file), its tokens in
+    ``storage_dtype``."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a temporary name
             np.savez(f, format=np.str_(TOKEN_FORMAT), format_version=np.int64(TOKEN_FORMAT_VERSION),
-                     tokens=tf.tokens.astype(TOKEN_DTYPE), names=np.array(tf.names, dtype=np.str_),
+                     tokens=tf.tokens.astype(storage_dtype(tf.levels)), names=np.array(tf.names, dtype=np.str_),
                      image_sizes=tf.image_sizes.astype(np.int64), grey=tf.grey.astype(bool),
                      levels=np.array(tf.levels, dtype=np.int64), model_id=np.str_(tf.model_id or ""),
                      cell_size=np.int64(tf.cell_size or 0))
@@ -221,9 +235,9 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
         try:
             if str(loaded["format"]) != TOKEN_FORMAT:
                 raise KeyError("format")
-            if int(loaded["format_version"]) != TOKEN_FORMAT_VERSION:
+            if int(loaded["format_version"]) not in READABLE_VERSIONS:
                 raise FSQDeployError(f"{component}: '{path}' is token format version {int(loaded['format_version'])}"
-                                     f", this fsqdeploy reads {TOKEN_FORMAT_VERSION}")
+                                     f", this fsqdeploy reads {' and '.join(map(str, READABLE_VERSIONS))}")
             tf = TokenFile(loaded["tokens"], tuple(str(n) for n in loaded["names"]), loaded["image_sizes"],
                            loaded["grey"], tuple(int(v) for v in loaded["levels"]), str(loaded["model_id"]),
                            int(loaded["cell_size"]))
@@ -237,6 +251,8 @@ def load_tokens(path: str | Path, component: str = "detokenize") -> TokenFile:
                              f"names [N], image_sizes [N, 2] and grey [N], it holds {tf.tokens.dtype} tokens "
                              f"{list(tf.tokens.shape)}, {len(tf.names)} names, image_sizes {list(tf.image_sizes.shape)}"
                              f" and grey {list(tf.grey.shape)}")
+    if tf.tokens.dtype.itemsize < 8:  # stored small (storage_dtype): int64, as TokenFile promises
+        tf = dataclasses.replace(tf, tokens=tf.tokens.astype(TOKEN_DTYPE))
     bad = [name for name in tf.names if not name or Path(name).is_absolute() or ".." in Path(name).parts]
     if bad:
         raise FSQDeployError(f"{component}: '{path}' names an output {bad[0]!r} outside the output directory")

@@ -44,7 +44,7 @@ def test_shards_hold_what_one_file_holds_and_detokenize_reads_them(cli, tmp_path
     tokens, names = joined(tmp_path / "shards")
     assert np.array_equal(tokens, one.tokens) and names == one.names
     assert [len(load_tokens(tmp_path / "shards" / f"tokens-0000{k}.npz").names) for k in range(3)] == [2, 2, 1]
-    assert f"5 images -> {tmp_path / 'shards'}/ (3 shards): tokens [5, 3, 3] int64" in out
+    assert f"5 images -> {tmp_path / 'shards'}/ (3 shards): tokens [5, 3, 3] int32" in out
     assert f"{len(np.unique(one.tokens)):,} distinct of 1,000,000 codes" in out
 
     for source, target in [("one.npz", "a"), ("shards", "b")]:

@@ -123,6 +123,32 @@ def test_token_file_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]  # no temporary left beside it
 
 
+@pytest.mark.parametrize("levels, stored", [
+    ((8, 5), "uint8"), ((4, 4, 4, 4), "uint8"), ((4, 4, 4, 4, 2), "uint16"), ((8, 8, 8, 5, 5, 5), "uint16"),
+    ((2,) * 17, "int32"), ((2,) * 31, "int32"), ((2,) * 32, "int64"), (DEFAULT_LEVELS, "int64"), ((2,) * 63, "int64"),
+])
+def test_a_token_file_stores_the_smallest_type_and_reads_back_int64(tmp_path, levels, stored):
+    top = int(np.prod(np.array(levels, dtype=object))) - 1  # the largest token must survive
+    tf = TokenFile(np.array([[[0, top]]], dtype=np.int64), ("a",), np.array([[8, 16]]), np.array([False]),
+                   levels, "abc", 8)
+    save_tokens(tmp_path / "t.npz", tf)
+    with np.load(tmp_path / "t.npz") as raw:
+        assert raw["tokens"].dtype == np.dtype(stored) and int(raw["format_version"]) == 2
+    back = load_tokens(tmp_path / "t.npz")
+    assert back.tokens.dtype == np.int64 and back.tokens.tolist() == [[[0, top]]]
+
+
+def test_a_version_1_token_file_still_reads(tmp_path):
+    np.savez(tmp_path / "v1.npz", format=np.str_("fsqdeploy-tokens"), format_version=np.int64(1),
+             tokens=np.array([[[3, 39]]], np.int64), names=np.array(["a"]), image_sizes=np.array([[8, 16]]),
+             grey=np.array([False]), levels=np.array([8, 5]), model_id=np.str_("abc"), cell_size=np.int64(8))
+    back = load_tokens(tmp_path / "v1.npz")
+    assert back.tokens.tolist() == [[[3, 39]]] and back.levels == (8, 5)
+    np.savez(tmp_path / "v3.npz", format=np.str_("fsqdeploy-tokens"), format_version=np.int64(3))
+    with pytest.raises(FSQDeployError, match="is token format version 3, this fsqdeploy reads 1 and 2"):
+        load_tokens(tmp_path / "v3.npz")
+
+
 @pytest.mark.parametrize("content, match", [
     (b"not numpy", "is not a .npz or .npy file"),
     ("floats", r"holds float64 \[2, 2\], expected integer tokens"),
@@ -164,7 +190,7 @@ def test_tokenize_a_folder_and_detokenize_it(cli, tmp_path, conv_exported):
     tf = load_tokens(tmp_path / "t.npz")
     used = len(np.unique(tf.tokens))
     assert "3 images -> " in out
-    assert f"tokens [3, 4, 4] int64, 20 bits each, {used:,} distinct of 1,000,000 codes" in out
+    assert f"tokens [3, 4, 4] int32, 20 bits each, {used:,} distinct of 1,000,000 codes" in out
     assert tf.names == ("p0", "sub/p0", "sub/p1") and tf.image_sizes.tolist() == [[32, 32]] * 3
     code, out, err = cli("detokenize", tmp_path / "t.npz", "-m", art, "-o", tmp_path / "out",
                          "--backend", "onnxruntime")
