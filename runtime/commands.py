@@ -236,6 +236,9 @@ def tokenize(
         "finished shards are checked and kept.")] = False,
     shard_size: Annotated[int | None, typer.Option(
         "--shard-size", help="OUT a directory: images per shard file (default 10000).")] = None,
+    part: Annotated[str | None, typer.Option(
+        "--part", metavar="I/N", help="OUT a directory: code only shards k with k % N == I, so N processes "
+        "(machines, GPUs) share one tokenization; each resumes, and OUT is whole when all N have run.")] = None,
     tile: TileOption = 0,
     workers: Annotated[int, typer.Option(
         "--workers", help="Threads reading the images ahead of the encoder (0: in the encoding thread); any "
@@ -252,9 +255,14 @@ def tokenize(
     from fsqdeploy.runtime.tokens import codebook_size, save_tokens, storage_dtype, tokenize_files
 
     one_file = out.suffix.lower() == ".npz"
-    if one_file and (resume or shard_size is not None):
-        raise FSQDeployError(f"tokenize: --{'resume' if resume else 'shard-size'} writes shards into a directory, "
-                             f"and '{out}' is one .npz file. Note: pass -o DIR")
+    sharding = [flag for flag, given in [("resume", resume), ("shard-size", shard_size is not None),
+                                         ("part", part is not None)] if given]
+    if one_file and sharding:
+        raise FSQDeployError(f"tokenize: --{sharding[0]} writes shards into a directory, and '{out}' is one .npz "
+                             "file. Note: pass -o DIR")
+    i, slash, n = (part or "0/1").partition("/")
+    if not (slash and i.strip().isdigit() and n.strip().isdigit()):
+        raise FSQDeployError(f"tokenize: --part {part!r} is not I/N. Note: e.g. --part 0/4 to --part 3/4")
     if one_file and out.is_dir():
         raise FSQDeployError(f"tokenize: --out '{out}' is a directory; a token file's path ends in .npz")
     if one_file and out.exists() and not force:
@@ -267,24 +275,26 @@ def tokenize(
                                  f"'{name.as_posix()}'. Note: pass their directory instead, or rename one")
         first[name.as_posix()] = path
     with Codec.load(model, backend, tile=tile or None, entropy=False) as codec:
-        def progress(done: int) -> None:  # a dataset takes a while: say how far it is, on stderr
-            if done % 100 == 0 and done < len(first):
-                typer.echo(f"tokenize: {done} of {len(first)} images", err=True)
+        def progress(done: int, total: int) -> None:  # a dataset takes a while: say how far it is, on stderr
+            if done % 100 == 0 and done < total:
+                typer.echo(f"tokenize: {done} of {total} images", err=True)
 
         files, names = list(first.values()), tuple(first)
         vocabulary = codebook_size(codec.levels)
         if one_file:
-            tf = tokenize_files(codec, files, names, size, progress, workers)
+            tf = tokenize_files(codec, files, names, size, lambda done: progress(done, len(files)), workers)
             save_tokens(out, tf)
             shape, where, used = list(tf.tokens.shape), f"{out}: tokens", len(np.unique(tf.tokens))
         else:
             written = tokenize_shards(codec, files, names, out, size=size, shard_size=shard_size or
-                                      DEFAULT_SHARD_SIZE, resume=resume, force=force, workers=workers,
-                                      progress=progress, warn=lambda line: typer.echo(line, err=True))
+                                      DEFAULT_SHARD_SIZE, resume=resume, force=force, part=(int(i), int(n)),
+                                      workers=workers, progress=progress,
+                                      warn=lambda line: typer.echo(line, err=True))
             kept = f", {written.kept} kept from the earlier run" if written.kept else ""
             shape, used = [written.images, *written.grid], written.distinct
-            where = f"{out}/ ({written.shards} shard{'s' * (written.shards > 1)}{kept}): tokens"
-        print(f"{len(names)} image{'s' * (len(names) > 1)} -> {where} {shape} {storage_dtype(codec.levels)}, "
+            shards = f"part {part}: {written.shards} of {written.of}" if part else str(written.shards)
+            where = f"{out}/ ({shards} shard{'s' * (written.of > 1)}{kept}): tokens"
+        print(f"{shape[0]} image{'s' * (shape[0] > 1)} -> {where} {shape} {storage_dtype(codec.levels)}, "
               f"{(vocabulary - 1).bit_length()} bits each, {used:,} distinct of {vocabulary:,} codes, "
               f"{codec.cell_size}x{codec.cell_size} pixels per token [{codec.backend}]")
 

@@ -36,8 +36,9 @@ def shard_file(k: int) -> str:
 
 @dataclass(frozen=True)
 class ShardsWritten:
-    images: int
-    shards: int
+    images: int  # this part's (every image without parts)
+    shards: int  # this part's
+    of: int  # shards in the whole tokenization
     kept: int  # shards a resumed run found finished
     grid: tuple[int, int]
     distinct: int  # distinct tokens over every shard
@@ -45,13 +46,22 @@ class ShardsWritten:
 
 def tokenize_shards(codec: Codec, files: Sequence[Path], names: Sequence[str], out: Path, *, size: int = 0,
                     shard_size: int = DEFAULT_SHARD_SIZE, resume: bool = False, force: bool = False,
-                    workers: int = 1, progress: Callable[[int], None] | None = None,
+                    part: tuple[int, int] = (0, 1), workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None,
                     warn: Callable[[str], None] = print) -> ShardsWritten:
     """Tokenize ``files`` (as ``tokenize_files``) into ``out``, ``shard_size`` images a shard. ``resume``
     continues the same tokenization (the same images, model and options, else refused) or starts one;
-    ``force`` replaces what ``out`` holds. ``progress(done)`` counts images, kept shards included."""
+    ``force`` replaces what ``out`` holds. ``part=(i, n)`` codes only shards k with k % n == i, so n
+    processes (on n machines or GPUs) share one tokenization: a part always resumes, and never
+    replaces. ``progress(done, total)`` counts this part's images, kept shards included."""
+    i, n = part
     if shard_size < 1:
         raise FSQDeployError(f"tokenize: --shard-size must be 1 or more, got {shard_size}")
+    if not 0 <= i < n:
+        raise FSQDeployError(f"tokenize: --part {i}/{n} is not a part: I/N needs 0 <= I < N, e.g. 0/4 to 3/4")
+    if n > 1 and force:
+        raise FSQDeployError("tokenize: --force with --part would delete the other parts' shards. Note: replace "
+                             "the directory once, without --part, or pass a new one")
     if out.exists() and not out.is_dir():
         raise FSQDeployError(f"tokenize: --out '{out}' is a file. Note: a directory of shards is written "
                              "there; pass a new path, or OUT.npz for one file")
@@ -61,38 +71,42 @@ def tokenize_shards(codec: Codec, files: Sequence[Path], names: Sequence[str], o
                 "levels": list(codec.levels), "cell_size": codec.cell_size, "size": size, "grid": list(grid),
                 "images": len(files), "shard_size": shard_size, "shards": -(-len(files) // shard_size),
                 "names_sha256": _names_hash(names)}
-    _prepare(out, manifest, resume, force)
+    mine, resume = range(i, manifest["shards"], n), resume or n > 1
+    _prepare(out, manifest, resume, force, mine if n > 1 else None)
 
+    spans = [(k * shard_size, min(len(files), (k + 1) * shard_size)) for k in mine]
+    total, done = sum(hi - lo for lo, hi in spans), 0
     distinct, kept = np.empty(0, dtype=np.int64), 0
-    for k in range(manifest["shards"]):
-        lo, hi = k * shard_size, min(len(files), (k + 1) * shard_size)
+    for k, (lo, hi) in zip(mine, spans):
         path = out / shard_file(k)
         tf = _finished(path, manifest, names[lo:hi], warn) if resume else None
         if tf is None:
             tf = tokenize_files(codec, files[lo:hi], names[lo:hi], size, None if progress is None else
-                                (lambda done, lo=lo: progress(lo + done)), workers, grid)
+                                (lambda d, base=done: progress(base + d, total)), workers, grid)
             save_tokens(path, tf)
         else:
             kept += 1
             if progress is not None:
-                progress(hi)
+                progress(done + hi - lo, total)
+        done += hi - lo
         distinct = np.union1d(distinct, tf.tokens)
-    return ShardsWritten(len(files), manifest["shards"], kept, grid, len(distinct))
+    return ShardsWritten(total, len(mine), manifest["shards"], kept, grid, len(distinct))
 
 
 def _names_hash(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
-def _prepare(out: Path, manifest: dict[str, Any], resume: bool, force: bool) -> None:
+def _prepare(out: Path, manifest: dict[str, Any], resume: bool, force: bool, mine: range | None) -> None:
     """Make ``out`` ready for ``manifest``'s shards and write the manifest: an earlier run's shards stay
-    only where it was the same tokenization and ``resume`` asks to continue it."""
-    ours = sorted(out.glob("tokens-*.npz")) + sorted(out.glob(".tokens*.tmp")) if out.is_dir() else []
+    only where it was the same tokenization and ``resume`` asks to continue it. ``mine``: the shards
+    of this part, when other parts may be writing theirs beside it."""
+    shards = sorted(out.glob("tokens-*.npz")) if out.is_dir() else []
     before = out / MANIFEST
-    if (before.exists() or ours) and not (resume or force):
+    if (before.exists() or shards) and not (resume or force):
         raise FSQDeployError(f"tokenize: '{out}' holds a tokenization. Note: pass --resume to continue it, "
                              "or --force to replace it")
-    if resume and ours and not before.exists():
+    if resume and shards and not before.exists():
         raise FSQDeployError(f"tokenize: '{out}' holds shards but no {MANIFEST}, so they cannot be checked. "
                              "Note: pass --force to replace them")
     if resume and before.exists():
@@ -103,8 +117,11 @@ def _prepare(out: Path, manifest: dict[str, Any], resume: bool, force: bool) -> 
                 f"{changed[0]} {old.get(changed[0])!r}, this run {manifest[changed[0]]!r}"
             raise FSQDeployError(f"tokenize: '{out}' is another tokenization ({what}). Note: resume with the same "
                                  "images, model and options, or pass --force to replace it")
-        ours = sorted(out.glob(".tokens*.tmp"))  # a killed run's half-written shard: never renamed into place
-    for path in ours:
+        shards = []  # kept: each is checked before it is skipped
+    # A killed run's half-written files, never renamed into place; not another part's, in flight.
+    temporaries = sorted(out.glob(".tokens*.tmp")) if mine is None else \
+        [tmp for k in mine for tmp in sorted(out.glob(f".{shard_file(k)}.*.tmp"))]
+    for path in shards + temporaries:
         path.unlink()
     write_text_atomic(before, json.dumps(manifest, indent=2) + "\n")
 

@@ -63,7 +63,7 @@ def test_a_killed_run_resumes_to_the_same_tokens(cli, one_line_error, tmp_path, 
     names = tuple(p.stem for p in files)
 
     def killed_at(n):
-        def progress(done):
+        def progress(done, total):
             if done == n:
                 raise KeyboardInterrupt  # what Ctrl-C raises; SIGKILL stops at the same places, less tidily
         return progress
@@ -161,6 +161,61 @@ def test_unfinished_or_damaged_shard_directories_are_one_line(cli, one_line_erro
     (tmp_path / "file").write_text("x")
     code, _, err = cli("tokenize", photos, "-m", art, "--size", 24, "-o", tmp_path / "file")
     one_line_error(code, err, "--out '" + str(tmp_path / "file") + "' is a file")
+
+
+def test_parts_share_one_tokenization(cli, one_line_error, tmp_path, photos, conv_exported):
+    art, out = conv_exported.art, tmp_path / "shards"
+    base = ("tokenize", photos, "-m", art, "--size", 24, "--shard-size", 1, "--backend", "onnxruntime", "-o", out)
+    code, stdout, err = cli(*base, "--part", "1/2")
+    assert code == 0, err
+    assert shard_names(out) == {MANIFEST, "tokens-00001.npz", "tokens-00003.npz"}
+    assert f"2 images -> {out}/ (part 1/2: 2 of 5 shards): tokens [2, 3, 3]" in stdout
+    code, _, err = cli("detokenize", out, "-m", art, "-o", tmp_path / "back")
+    one_line_error(code, err, "holds 2 of its 5 shards ('tokens-00000.npz' is missing)")
+    code, stdout, err = cli(*base, "--part", "0/2")  # no --resume needed: a part joins the others
+    assert code == 0, err
+    assert "(part 0/2: 3 of 5 shards)" in stdout
+    code, _, err = cli("tokenize", photos, "-m", art, "--size", 24, "--backend", "onnxruntime", "-o",
+                       tmp_path / "whole.npz")
+    assert code == 0, err
+    tokens, names = joined(out)
+    whole = load_tokens(tmp_path / "whole.npz")
+    assert np.array_equal(tokens, whole.tokens) and names == whole.names
+    code, stdout, err = cli(*base, "--part", "0/3")  # parts are only a split of the shards: any N continues it
+    assert code == 0 and "(part 0/3: 2 of 5 shards, 2 kept from the earlier run)" in stdout, err
+
+    for args, match in [(("--part", "2/2"), "--part 2/2 is not a part: I/N needs 0 <= I < N"),
+                        (("--part", "1"), "--part '1' is not I/N"), (("--part", "a/b"), "--part 'a/b' is not I/N"),
+                        (("--part", "0/2", "--force"), "--force with --part would delete the other parts' shards"),
+                        (("--part", "0/2", "--shard-size", 2), "is another tokenization (shard_size 1, this run 2)")]:
+        code, _, err = cli(*base, *args)
+        one_line_error(code, err, match)
+
+
+def test_parts_running_at_once_write_one_whole_tokenization(tmp_path, photos, conv_exported):
+    """Two parts start together into an empty directory: each writes the same manifest, neither touches
+    the other's shards or temporary files."""
+    import threading
+
+    files, out = sorted(photos.iterdir()), tmp_path / "shards"
+    names = tuple(p.stem for p in files)
+    errors = []
+
+    def part(i):
+        try:
+            with Codec.load(conv_exported.art, "onnxruntime", entropy=False) as codec:
+                tokenize_shards(codec, files, names, out, size=24, shard_size=1, part=(i, 2))
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=part, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert shard_names(out) == {MANIFEST} | {f"tokens-0000{k}.npz" for k in range(5)}
+    assert joined(out)[1] == names
 
 
 def test_shard_size_must_be_positive(tmp_path, photos, conv_exported):
