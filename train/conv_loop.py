@@ -48,7 +48,7 @@ from fsqdeploy.train import distributed
 from fsqdeploy.train.crops import random_crops, streamed_crops
 from fsqdeploy.train.loop import METRICS_FILE, STATE_FILE, _load_state, validate_train_config
 from fsqdeploy.train.losses import fsq_vae_loss, rate_weight_at
-from fsqdeploy.train.stats import code_stats
+from fsqdeploy.train.stats import code_stats, index_stats
 
 DECAY_FRACTION = 0.2
 # Evaluated and saved: an exponential moving average of the weights (and BatchNorm statistics), not
@@ -219,7 +219,11 @@ def train_conv(
                 if ctx.active:
                     metrics.update(processes=ctx.world, effective_batch_size=global_batch)
                 evaluated = model if averaged is None else averaged.module
-                metrics.update(evaluate_photos(evaluated, photos))
+                cells: list[np.ndarray] = []
+                metrics.update(evaluate_photos(evaluated, photos, cells))
+                held_out = index_stats(np.concatenate(cells), model.levels)  # a tokenizer's codebook, on unseen photos
+                metrics.update(test_tokens_in_use=held_out["tokens_in_use"],
+                               test_token_perplexity=held_out["token_perplexity"])
                 stats = code_stats(stages)
                 metrics.update(codebook_usage=stats.usage, perplexity=stats.perplexity, dead_levels=stats.dead_levels,
                                bits_per_cell=stats.fixed_bits, entropy_bits_per_cell=stats.entropy_bits,

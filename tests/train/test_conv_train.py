@@ -17,6 +17,7 @@ from fsqdeploy.fsq import parse_levels
 from fsqdeploy.images import pad_to_multiple
 from fsqdeploy.train.conv_loop import evaluate_photos, train_conv
 from fsqdeploy.train.crops import random_crops
+from fsqdeploy.train.stats import index_stats
 
 
 def conv_cfg(channels=(8, 8, 8), latent_dim=4, levels="8,5,5,5", image_size=32, stages=1) -> ModelConfig:
@@ -165,8 +166,13 @@ def test_training_keeps_the_best_checkpoint_and_says_which_step(tmp_path):
     assert lines[-1]["best_step"] == best["step"]
     saved = json.loads((tmp_path / "config.json").read_text())["training"]
     assert saved["best_step"] == best["step"]
-    again = evaluate_photos(FSQVAE.load(tmp_path), photos)
+    cells = []
+    again = evaluate_photos(FSQVAE.load(tmp_path), photos, cells)
     assert again["test_psnr"] == pytest.approx(best["test_psnr"], abs=1e-9)
+    tokens = index_stats(np.concatenate(cells), model.levels)  # the held-out token view, as eval counts it
+    assert (best["test_tokens_in_use"], best["test_token_perplexity"]) == \
+        (tokens["tokens_in_use"], pytest.approx(tokens["token_perplexity"]))
+    assert 1 <= best["test_tokens_in_use"] <= len(np.concatenate(cells))
     assert evaluate_photos(model, photos)["test_psnr"] == pytest.approx(best["test_psnr"], abs=1e-9)
     assert set(best["test_psnr_per_image"]) == {"odd", "square"}
     for name in ("recon.png", "curves.png", "trainer_state.pt"):
