@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -252,8 +253,12 @@ class Codec:
                 return coded, cells, data
         return header, cells, write_fsq(header, cells)
 
-    def decode_image(self, header: FsqHeader, indices: np.ndarray) -> np.ndarray:
-        """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused."""
+    def decode_image(self, header: FsqHeader, indices: np.ndarray,
+                     region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """A header and indices this model wrote -> uint8 [H, W, 3]; another model's are refused.
+        ``region`` (x, y, width, height in pixels) decodes only that part of the image: the cells
+        (or patches) under it and, for a spatial model, the decoder's halo around them, so its
+        pixels are the whole decode's (to float32 rounding, as tiling is) at a fraction of the work."""
         check_model(header, self.model_id, self.levels)
         layout, cell = (LAYOUT_GRID, self.downsample) if self.spatial else (LAYOUT_PATCHES, self.image_size)
         if (header.layout, header.cell_size) != (layout, cell):
@@ -266,15 +271,23 @@ class Codec:
             raise FSQDeployError(f"decompress: indices have shape {list(np.shape(indices))}, the header's "
                                  f"{header.grid_rows}x{header.grid_cols} grid needs [{header.num_cells}, "
                                  f"{len(self.levels)}]. Note: pass the indices read_fsq returned with it")
-        if not self.spatial:
-            image = from_patches(self.decode(indices), header.grid_rows, header.grid_cols, header.image_height,
-                                 header.image_width)
-        else:
-            grid = cells_to_grid(header, indices)
-            f = self.downsample
-            core = self._core_cells((grid.shape[2] * f, grid.shape[3] * f), self.decoder_halo)
-            image = decode_tiled(self.decode, grid, f, core, self.decoder_halo)[: header.image_height,
-                                                                                : header.image_width]
+        x, y, width, height = _region(header, region)
+        if not self.spatial:  # the patches under the region, each decoded alone as always
+            p = self.image_size
+            rows, cols = slice(y // p, -(-(y + height) // p)), slice(x // p, -(-(x + width) // p))
+            under = np.asarray(indices).reshape(header.grid_rows, header.grid_cols, -1)[rows, cols]
+            n_rows, n_cols = under.shape[:2]
+            image = from_patches(self.decode(under.reshape(n_rows * n_cols, -1)), n_rows, n_cols, n_rows * p,
+                                 n_cols * p)
+            top, left = rows.start * p, cols.start * p
+        else:  # the cells under the region widened by the decoder's halo: a window decoded as the whole image is
+            grid, f, halo = cells_to_grid(header, indices), self.downsample, self.decoder_halo
+            r0, r1 = max(0, y // f - halo), min(grid.shape[2], -(-(y + height) // f) + halo)
+            c0, c1 = max(0, x // f - halo), min(grid.shape[3], -(-(x + width) // f) + halo)
+            window = np.ascontiguousarray(grid[:, :, r0:r1, c0:c1])
+            core = self._core_cells(((r1 - r0) * f, (c1 - c0) * f), halo)
+            image, top, left = decode_tiled(self.decode, window, f, core, halo), r0 * f, c0 * f
+        image = image[y - top : y - top + height, x - left : x - left + width]
         # A grey image comes back grey: the RGB decoder leaves tints of a few levels on it.
         return to_grey(image) if header.grey else image
 
@@ -294,9 +307,10 @@ class Codec:
         """uint8 [H, W, 3] -> the whole .fsq file (docs/bitstream.md)."""
         return self.encode_file(image)[2]
 
-    def decompress(self, data: bytes) -> np.ndarray:
-        """The bytes of an .fsq file this model wrote (either coding) -> uint8 [H, W, 3]."""
-        return self.decode_image(*read_fsq(data, self.prior))
+    def decompress(self, data: bytes, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The bytes of an .fsq file this model wrote (either coding) -> uint8 [H, W, 3], or only
+        ``region`` (x, y, width, height) of it (``decode_image``)."""
+        return self.decode_image(*read_fsq(data, self.prior), region=region)
 
     # -- images of any size <-> token grids (runtime/tokens.py, docs/tokens.md) -----------------------
     @property
@@ -348,6 +362,22 @@ class Codec:
 
     def __repr__(self) -> str:
         return f"Codec({str(self.art)!r}, backend={self.backend!r}, precision={self.precision!r})"
+
+
+def _region(header: FsqHeader, region: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+    """``region`` (x, y, width, height), checked to lie inside the header's image; None: all of it."""
+    full = (0, 0, header.image_width, header.image_height)
+    if region is None:
+        return full
+    try:
+        x, y, width, height = (operator.index(v) for v in region)
+    except (TypeError, ValueError):
+        raise FSQDeployError(f"decompress: region {region!r} is not four integers x, y, width, height") from None
+    if x < 0 or y < 0 or width < 1 or height < 1 or x + width > full[2] or y + height > full[3]:
+        raise FSQDeployError(f"decompress: region {x},{y},{width},{height} (x, y, width, height) is not inside the "
+                             f"{full[2]}x{full[3]} image. Note: pass x + width <= {full[2]} and y + height <= "
+                             f"{full[3]}, width and height at least 1")
+    return x, y, width, height
 
 
 def artifact_prior(manifest: Manifest) -> Prior | None:

@@ -180,6 +180,10 @@ def decompress(
     backend: BackendOption = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite existing images.")] = False,
     tile: TileOption = 0,
+    region: Annotated[str | None, typer.Option(
+        "--region", metavar="X,Y,W,H", help="Decode only this part of each image (pixels: left, top, width, "
+        "height): the cells under it and the decoder's halo, so its pixels are the whole decode's at a fraction "
+        "of the work.")] = None,
 ) -> None:
     """Unpack .fsq files (version 1 or 2), decode them and crop back to the original size."""
     from fsqdeploy.artifact import Manifest
@@ -187,14 +191,32 @@ def decompress(
     from fsqdeploy.runtime.codec import Codec, artifact_prior
     from fsqdeploy.runtime.compress import write_image
 
+    box = _region(region)
     files, targets = _targets(_inputs(files, (".fsq",), ".fsq files", "decompress"), out, ".png", force)
     # Refuse a truncated or corrupt file (or one coded with another prior) before loading the model.
     prior = artifact_prior(Manifest.load(model, component="decompress"))
     streams = [load_fsq(f, prior) for f in files]
+    if box is not None:  # every file must hold the region before the first image is written
+        for f, (header, _) in zip(files, streams):
+            x, y, w, h = box
+            if x + w > header.image_width or y + h > header.image_height:
+                raise FSQDeployError(f"decompress: --region {region} is not inside '{f}', a {header.image_width}x"
+                                     f"{header.image_height} image. Note: x + width and y + height must fit it")
     with Codec.load(model, backend, tile=tile or None) as codec:
         for f, (header, indices), target in zip(files, streams, targets):
-            image = write_image(target, codec.decode_image(header, indices), header.grey)
+            image = write_image(target, codec.decode_image(header, indices, box), header.grey)
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
+
+
+def _region(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() for p in parts) or int(parts[2]) < 1 or int(parts[3]) < 1:
+        raise FSQDeployError(f"decompress: --region {text!r} is not X,Y,W,H: four whole numbers of pixels, left, "
+                             "top, width and height (width and height at least 1). Note: e.g. --region 0,0,512,512")
+    x, y, w, h = (int(p) for p in parts)
+    return x, y, w, h
 
 
 def info(

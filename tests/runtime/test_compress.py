@@ -182,3 +182,19 @@ def test_version_1_files_still_decompress(codec):
     assert read_fsq(v1)[0].version == 1
     assert v1[4] == 1 and v2[4] == 2 and len(v2) - len(v1) == 34 and v1[-8:] == v2[-8:]
     assert np.array_equal(codec.decompress(v1), codec.decompress(v2))
+
+
+@pytest.mark.parametrize("box", [(0, 0, 1, 1), (30, 5, 70, 40), (64, 64, 36, 1), (0, 0, 100, 70)])
+def test_a_region_of_a_patch_file_decodes_only_its_patches(codec, box):
+    data = codec.compress(photo(70, 100, seed=3))  # 2 x 2 patches of 64 px
+    calls = []
+    decoder = codec.decoder.infer
+    codec.decoder.infer = lambda feed: calls.append(len(feed["indices"])) or decoder(feed)
+    try:
+        part = codec.decompress(data, box)
+    finally:
+        codec.decoder.infer = decoder
+    x, y, w, h = box
+    assert np.array_equal(part, codec.decompress(data)[y : y + h, x : x + w])
+    p = 64
+    assert sum(calls) == (-(-(y + h) // p) - y // p) * (-(-(x + w) // p) - x // p)  # only the patches under it

@@ -463,3 +463,60 @@ def test_cpu_backends_equal_pytorch_at_every_size(dynamic_art, codec, backend) -
             data = codec.compress(image)
             assert runtime.compress(image) == data
             assert np.array_equal(runtime.decompress(data), codec.decompress(data))
+
+
+# -- decoding a region: the cells under it and the decoder's halo --------------------------------------------
+
+@pytest.mark.parametrize("box", [(0, 0, 1, 1), (13, 7, 40, 21), (60, 50, 39, 25), (0, 0, 99, 75), (35, 0, 8, 75)])
+@pytest.mark.parametrize("tile", [None, 8])
+def test_a_region_decodes_to_the_whole_decode_of_it(conv_art, codec, box, tile) -> None:
+    image = photo(75, 99, seed=5)
+    data = codec.compress(image)
+    whole = codec.decompress(data)
+    x, y, w, h = box
+    with Codec.load(conv_art[0], "torch", tile=tile) as c:
+        windows = []
+        decoder = c.decoder.infer
+        c.decoder.infer = lambda feed: windows.append(feed["indices"].shape[2:]) or decoder(feed)
+        part = c.decompress(data, box)
+    expected = whole[y : y + h, x : x + w]
+    assert part.shape == expected.shape
+    apart = np.abs(part.astype(int) - expected)
+    assert apart.max() <= 1 and (apart == 0).mean() > 0.999  # exact but for float32 rounding, as tiling is
+    f, halo = c.downsample, c.decoder_halo
+    rows = -(-(y + h) // f) - y // f + 2 * halo  # the most cells a window needs: the region's and the halo
+    cols = -(-(x + w) // f) - x // f + 2 * halo
+    if tile is None:  # one window: no more than that, and less than the whole 10 x 13 grid
+        assert len(windows) == 1 and windows[0][0] <= rows and windows[0][1] <= cols
+        assert box == (0, 0, 99, 75) or windows[0][0] * windows[0][1] < 10 * 13
+
+
+def test_a_grey_region_is_grey_and_bad_regions_are_refused(codec) -> None:
+    grey = np.repeat(photo(40, 56, seed=2)[..., :1], 3, axis=2)
+    data = codec.compress(grey)
+    part = codec.decompress(data, (5, 9, 30, 20))
+    assert np.abs(part.astype(int) - codec.decompress(data)[9:29, 5:35]).max() <= 1
+    assert (part[..., 0] == part[..., 1]).all() and (part[..., 1] == part[..., 2]).all()
+    for box, match in [((0, 0, 57, 40), "region 0,0,57,40 .* is not inside the 56x40 image"),
+                       ((-1, 0, 5, 5), "is not inside"), ((0, 0, 0, 5), "width and height at least 1"),
+                       ((0, 0, 5), "is not four integers"), ((0.5, 0, 5, 5), "is not four integers")]:
+        with pytest.raises(FSQDeployError, match=match):
+            codec.decompress(data, box)
+
+
+def test_cli_decompress_a_region(tmp_path, conv_art, codec, cli, one_line_error) -> None:
+    Image.fromarray(photo(75, 99, seed=5)).save(tmp_path / "p.png")
+    code, _, err = cli("compress", tmp_path / "p.png", "-m", conv_art[0], "-o", tmp_path / "p.fsq")
+    assert code == 0, err
+    code, out, err = cli("decompress", tmp_path / "p.fsq", "-m", conv_art[0], "-o", tmp_path / "r.png",
+                         "--region", "13,7,40,21", "--backend", "torch")
+    assert code == 0, err
+    assert "-> " + str(tmp_path / "r.png") + ": 40x21" in out
+    expected = codec.decompress((tmp_path / "p.fsq").read_bytes(), (13, 7, 40, 21))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r.png")), expected)
+    for region, match in [("13,7,87,21", "--region 13,7,87,21 is not inside '"), ("1,2,3", "is not X,Y,W,H"),
+                          ("0,0,0,4", "is not X,Y,W,H"), ("a,b,c,d", "is not X,Y,W,H")]:
+        code, _, err = cli("decompress", tmp_path / "p.fsq", "-m", conv_art[0], "-o", tmp_path / "bad.png",
+                           "--region", region)
+        one_line_error(code, err, match)
+    assert not (tmp_path / "bad.png").exists()
