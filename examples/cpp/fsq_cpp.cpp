@@ -4,7 +4,7 @@
 //   fsq-cpp info FILE.fsq [ART]       a bitstream's header (the whole file is checked; an entropy-coded
 //                                     file is read with ART's prior, ART/prior.json)
 //   fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision fp16]
-//   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...]
+//   fsq-cpp decode ART IN.fsq OUT.ppm    [--backend ...] [--precision ...] [--region X,Y,W,H]
 //   fsq-cpp tokens FILE.fsq [ART]     a bitstream's token grid (docs/tokens.md): "rows x cols", then a
 //                                     line of tokens per row
 // Images are binary PPM (P6) or, grey, PGM (P5); a grey file decodes to P5 (examples/cpp/ppm.hpp).
@@ -26,6 +26,7 @@ const char* const kUsage =
     "usage: fsq-cpp info ART|FILE.fsq [ART]\n"
     "       fsq-cpp encode ART IMAGE.ppm OUT.fsq [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n"
     "       fsq-cpp decode ART IN.fsq OUT.ppm [--backend auto|tensorrt|onnxruntime] [--precision P] [--tile N]\n"
+    "                      [--region X,Y,W,H]\n"
     "       fsq-cpp tokens FILE.fsq [ART]\n";
 
 std::string join(const std::vector<std::string>& items) {
@@ -124,7 +125,7 @@ fsq::BackendOptions backend_options(const std::vector<std::string>& args, std::s
             }
         } else if (args[i] == "--precision") {
             options.precision = value;
-        } else if (args[i] == "--tile") {  // read by tile_pixels
+        } else if (args[i] == "--tile" || args[i] == "--region") {  // read by tile_pixels, region
         } else {
             throw fsq::Error("fsq-cpp: unknown option '" + args[i] + "'");
         }
@@ -143,6 +144,33 @@ std::uint32_t tile_pixels(const std::vector<std::string>& args, std::size_t from
         return static_cast<std::uint32_t>(std::stoul(v));
     }
     return 0;
+}
+
+// --region X,Y,W,H: decode only that part (the Python CLI's --region); nullopt when not given.
+std::optional<fsq::Region> region(const std::vector<std::string>& args, std::size_t from) {
+    for (std::size_t i = from; i + 1 < args.size(); i += 2) {
+        if (args[i] != "--region") continue;
+        const std::string& v = args[i + 1];
+        std::vector<std::string> parts;
+        for (std::size_t at = 0;;) {
+            const std::size_t comma = v.find(',', at);
+            parts.push_back(v.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+            if (comma == std::string::npos) break;
+            at = comma + 1;
+        }
+        bool whole = parts.size() == 4;
+        for (const std::string& part : parts)
+            whole =
+                whole && !part.empty() && part.size() <= 9 && part.find_first_not_of("0123456789") == std::string::npos;
+        if (!whole || std::stoul(parts[2]) < 1 || std::stoul(parts[3]) < 1) {
+            throw fsq::Error("fsq-cpp: --region '" + v +
+                             "' is not X,Y,W,H: four whole numbers of pixels, left, top, "
+                             "width and height (width and height at least 1)");
+        }
+        const auto n = [&](int k) { return static_cast<std::uint32_t>(std::stoul(parts[k])); };
+        return fsq::Region{n(0), n(1), n(2), n(3)};
+    }
+    return std::nullopt;
 }
 
 int run(const std::vector<std::string>& args) {
@@ -172,7 +200,8 @@ int run(const std::vector<std::string>& args) {
         fsq::Codec codec = fsq::Codec::open(args[1], backend_options(args, 4));
         if (const std::uint32_t tile = tile_pixels(args, 4)) codec.set_tiling(fsq::kDefaultMaxPixels, tile);
         const fsq::Bitstream b = fsq::Bitstream::load(args[2], codec.prior());
-        const fsq::Image image = codec.decompress(b);
+        const std::optional<fsq::Region> part = region(args, 4);
+        const fsq::Image image = part ? codec.decompress(b, *part) : codec.decompress(b);
         ppm::write(args[3], image, b.header.grey);  // a grey file as a one-channel PGM
         std::cout << args[3] << ": " << image.height << "x" << image.width << " via " << codec.backend().name() << "\n";
         return 0;

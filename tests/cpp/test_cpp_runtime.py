@@ -209,6 +209,21 @@ def test_cpp_compresses_a_conv_photo_into_the_python_codecs_bytes(conv_exported,
     proc = run(fsq_cpp, "decode", art, tmp_path / "tiled.fsq", tmp_path / "tiled.ppm", "--tile", 2 * f)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "tiled.ppm").read_bytes() == (tmp_path / "photo-out.ppm").read_bytes()
+    # a region (decode --region X,Y,W,H): Python's region within one grey level, and in tiles the same
+    with Codec.load(art, backend="onnxruntime") as codec:
+        python_part = codec.decompress((tmp_path / "photo-py.fsq").read_bytes(), (37, 11, 50, 29)).astype(int)
+    for extra in ((), ("--tile", 2 * f)):
+        proc = run(fsq_cpp, "decode", art, tmp_path / "photo-py.fsq", tmp_path / "part.ppm", "--region", "37,11,50,29",
+                   *extra)
+        assert proc.returncode == 0, proc.stderr
+        cpp_part = np.asarray(Image.open(tmp_path / "part.ppm").convert("RGB")).astype(int)
+        assert cpp_part.shape == python_part.shape == (29, 50, 3)
+        assert np.abs(cpp_part - python_part).max() <= 1
+    for region, message in [("37,11,150,29", "decompress: region 37,11,150,29 (x, y, width, height) is not inside "
+                             "the 150x70 image"), ("1,2,3", "fsq-cpp: --region '1,2,3' is not X,Y,W,H")]:
+        proc = run(fsq_cpp, "decode", art, tmp_path / "photo-py.fsq", tmp_path / "bad.ppm", "--region", region)
+        assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr
+    assert not (tmp_path / "bad.ppm").exists()
     proc = run(fsq_cpp, "encode", art, tmp_path / "photo.ppm", tmp_path / "x.fsq", "--tile", f + 1)
     assert proc.returncode == 2 and proc.stderr.startswith(f"codec: tile {f + 1} is not a positive multiple of {f}")
 

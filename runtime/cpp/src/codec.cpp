@@ -406,18 +406,61 @@ void check_own_file(const Header& h, const Manifest& manifest) {
     h.check();
 }
 
+// codec.py's _region: the region must lie inside the header's image, width and height at least 1.
+void check_region(const Region& r, const Header& h) {
+    const std::uint64_t right = std::uint64_t{r.x} + r.width, bottom = std::uint64_t{r.y} + r.height;
+    if (r.width < 1 || r.height < 1 || right > h.image_width || bottom > h.image_height) {
+        const std::string w = std::to_string(h.image_width), hh = std::to_string(h.image_height);
+        throw Error(
+            "decompress: region " + std::to_string(r.x) + "," + std::to_string(r.y) + "," + std::to_string(r.width) +
+            "," + std::to_string(r.height) + " (x, y, width, height) is not inside the " + w + "x" + hh +
+            " image. Note: pass x + width <= " + w + " and y + height <= " + hh + ", width and height at least 1");
+    }
+}
+
+std::uint32_t ceil_div(std::uint32_t a, std::uint32_t b) {
+    return static_cast<std::uint32_t>((std::uint64_t{a} + b - 1) / b);
+}
+
+Image crop(const Image& image, std::uint32_t x, std::uint32_t y, std::uint32_t width, std::uint32_t height) {
+    Image out;
+    out.width = width;
+    out.height = height;
+    out.rgb.resize(std::size_t{width} * height * 3);
+    for (std::uint32_t row = 0; row < height; ++row)
+        std::copy_n(image.rgb.begin() + static_cast<std::ptrdiff_t>((std::size_t{y + row} * image.width + x) * 3),
+                    std::size_t{width} * 3,
+                    out.rgb.begin() + static_cast<std::ptrdiff_t>(std::size_t{row} * width * 3));
+    return out;
+}
+
 }  // namespace
 
 Image Codec::decompress(const Bitstream& bitstream) {
+    return decompress(bitstream, Region{0, 0, bitstream.header.image_width, bitstream.header.image_height});
+}
+
+Image Codec::decompress(const Bitstream& bitstream, const Region& region) {
     check_own_file(bitstream.header, manifest_);
     const Header& h = bitstream.header;
+    check_region(region, h);
     Image image;
     if (manifest_.spatial()) {
-        image = decompress_grid(bitstream);
-    } else {
-        const auto n = static_cast<std::int64_t>(h.num_cells());
-        const std::vector<float> patches = decode(bitstream.indices, {n, static_cast<std::int64_t>(code_width())});
-        image = from_patches(patches.data(), h.grid_rows, h.grid_cols, h.image_height, h.image_width, h.cell_size);
+        image = decompress_grid(bitstream, region);
+    } else {  // the patches under the region, each decoded alone as always
+        const std::uint32_t s = h.cell_size, r0 = region.y / s, c0 = region.x / s;
+        const std::uint32_t rows = ceil_div(region.y + region.height, s) - r0;
+        const std::uint32_t cols = ceil_div(region.x + region.width, s) - c0;
+        const std::size_t d = code_width();
+        std::vector<std::int32_t> under(std::size_t{rows} * cols * d);
+        for (std::uint32_t r = 0; r < rows; ++r)
+            std::copy_n(
+                bitstream.indices.begin() + static_cast<std::ptrdiff_t>(((std::size_t{r0} + r) * h.grid_cols + c0) * d),
+                std::size_t{cols} * d, under.begin() + static_cast<std::ptrdiff_t>(r * cols * d));
+        const std::int64_t n = std::int64_t{rows} * cols;
+        const std::vector<float> patches = decode(under, {n, static_cast<std::int64_t>(d)});
+        const Image block = from_patches(patches.data(), rows, cols, rows * s, cols * s, s);
+        image = crop(block, region.x - c0 * s, region.y - r0 * s, region.width, region.height);
     }
     if (h.grey) to_grey(image);  // a grey image comes back grey, as images.py's to_grey makes it
     return image;
@@ -469,7 +512,7 @@ Bitstream Codec::compress_grid(const Image& image) {
 }
 
 // After check_own_file (decompress).
-Image Codec::decompress_grid(const Bitstream& bitstream) {
+Image Codec::decompress_grid(const Bitstream& bitstream, const Region& region) {
     const Header& h = bitstream.header;
     const auto f = static_cast<std::uint32_t>(manifest_.downsample);
     const std::vector<std::int32_t> grid = cells_to_grid(h, bitstream.indices);  // refuses a wrong cell count
@@ -478,17 +521,30 @@ Image Codec::decompress_grid(const Bitstream& bitstream) {
                                                 static_cast<std::int64_t>(code_width())};
     check_indices(bitstream.indices.data(), cells_shape, manifest_.levels, "decode");
     const std::size_t rows = h.grid_rows, cols = h.grid_cols, d = code_width(), halo = halo_cells(manifest_, false);
+    // The cells under the region widened by the decoder's halo (clipped to the grid): a window of the
+    // grid decoded as the whole image is, in one pass or tiles.
+    const std::size_t r_lo = region.y / f >= halo ? region.y / f - halo : 0;
+    const std::size_t c_lo = region.x / f >= halo ? region.x / f - halo : 0;
+    const std::size_t r_hi = std::min<std::size_t>(rows, ceil_div(region.y + region.height, f) + halo);
+    const std::size_t c_hi = std::min<std::size_t>(cols, ceil_div(region.x + region.width, f) + halo);
+    const std::size_t y_lo = region.y, y_hi = std::size_t{region.y} + region.height;
+    const std::size_t x_lo = region.x, x_hi = std::size_t{region.x} + region.width;
     Image image;
-    image.height = h.image_height;
-    image.width = h.image_width;
-    image.rgb.resize(total_values(h.image_height, std::size_t{h.image_width} * 3, "decompress", "rows"));
-    // One pass when the padded image fits max_pixels, else tiles (runtime/tiles.py's decode_tiled),
-    // each core's pixels inside the image converted to bytes as they come.
-    const std::size_t core = core_cells(rows * f, cols * f, halo);
+    image.height = region.height;
+    image.width = region.width;
+    image.rgb.resize(total_values(region.height, std::size_t{region.width} * 3, "decompress", "rows"));
+    // One pass when the window fits max_pixels, else tiles (runtime/tiles.py's decode_tiled), each
+    // core's pixels inside the region converted to bytes as they come.
+    const std::size_t core = core_cells((r_hi - r_lo) * f, (c_hi - c_lo) * f, halo);
     std::vector<std::int32_t> window;
     std::vector<float> planes;
-    for (const Span& r : spans(rows, core, halo)) {
-        for (const Span& c : spans(cols, core, halo)) {
+    for (Span r : spans(r_hi - r_lo, core, halo)) {
+        r = Span{r.window_begin + r_lo, r.window_end + r_lo, r.core_begin + r_lo, r.core_end + r_lo};
+        for (Span c : spans(c_hi - c_lo, core, halo)) {
+            c = Span{c.window_begin + c_lo, c.window_end + c_lo, c.core_begin + c_lo, c.core_end + c_lo};
+            const std::size_t y_begin = std::max(r.core_begin * f, y_lo), y_end = std::min(r.core_end * f, y_hi);
+            const std::size_t x_begin = std::max(c.core_begin * f, x_lo), x_end = std::min(c.core_end * f, x_hi);
+            if (y_begin >= y_end || x_begin >= x_end) continue;  // a core of the halo only
             const std::size_t wr = r.window_end - r.window_begin, wc = c.window_end - c.window_begin;
             window.resize(d * wr * wc);
             for (std::size_t ch = 0; ch < d; ++ch)
@@ -500,13 +556,11 @@ Image Codec::decompress_grid(const Bitstream& bitstream) {
             backend_->decode_grid(window.data(), static_cast<std::int64_t>(wr), static_cast<std::int64_t>(wc),
                                   planes.data());
             const std::size_t pw = wc * f, plane = wr * f * pw;
-            const std::size_t y_end = std::min<std::size_t>(r.core_end * f, h.image_height);
-            const std::size_t x_end = std::min<std::size_t>(c.core_end * f, h.image_width);
-            for (std::size_t y = r.core_begin * f; y < y_end; ++y) {
-                for (std::size_t x = c.core_begin * f; x < x_end; ++x) {
+            for (std::size_t y = y_begin; y < y_end; ++y) {
+                for (std::size_t x = x_begin; x < x_end; ++x) {
                     const std::size_t at = (y - r.window_begin * f) * pw + (x - c.window_begin * f);
                     for (std::size_t ch = 0; ch < 3; ++ch)
-                        image.rgb[(y * h.image_width + x) * 3 + ch] = to_byte(planes[ch * plane + at]);
+                        image.rgb[((y - y_lo) * region.width + x - x_lo) * 3 + ch] = to_byte(planes[ch * plane + at]);
                 }
             }
         }

@@ -229,6 +229,7 @@ public:
                         std::lround(image[(ch * height + r * f_) * width + c * f_] * 255.0f));
     }
     void decode_grid(const std::int32_t* grid, std::int64_t rows, std::int64_t cols, float* image) override {
+        decoded.push_back({rows, cols});
         const std::int64_t height = rows * f_, width = cols * f_;
         for (std::int64_t ch = 0; ch < 3; ++ch)
             for (std::int64_t y = 0; y < height; ++y)
@@ -237,10 +238,19 @@ public:
                         static_cast<float>(grid[(ch * rows + y / f_) * cols + x / f_]) / 255.0f;
     }
     std::vector<std::array<std::int64_t, 2>> shapes;
+    std::vector<std::array<std::int64_t, 2>> decoded;  // the grid windows decode_grid was given
 
 private:
     std::int64_t f_;
 };
+
+Image cropped(const Image& image, std::uint32_t x, std::uint32_t y, std::uint32_t w, std::uint32_t h) {
+    Image out{h, w, {}};
+    for (std::uint32_t row = y; row < y + h; ++row)
+        out.rgb.insert(out.rgb.end(), image.rgb.begin() + (std::size_t{row} * image.width + x) * 3,
+                       image.rgb.begin() + (std::size_t{row} * image.width + x + w) * 3);
+    return out;
+}
 
 TEST(Codec, ConvArtifactCodesWholeImagesPaddedToMultiplesOfF) {
     TempDir dir;
@@ -325,6 +335,55 @@ TEST(Codec, ConvArtifactInTilesGivesTheOnePassFile) {
     EXPECT_FSQ_ERROR(tiled.set_tiling(72 * 72 - 1),
                      "codec: max_pixels 5183 is below the smallest tile window, 72x72 pixels (one 8-pixel cell "
                      "and the model's halo on each side). Note: the default is 4194304");
+}
+
+TEST(Codec, ARegionDecodesTheCellsUnderItAndTheHaloToTheWholeDecodesPixels) {
+    TempDir dir;
+    make_art(dir.path(), {256, 256, 256}, 32, 1, {}, "conv");  // f = 8, decoder halo 4 cells
+    const Manifest m = Manifest::load(dir.path());
+    Image image{37, 83, std::vector<std::uint8_t>(37 * 83 * 3)};
+    for (std::size_t i = 0; i < image.rgb.size(); ++i) image.rgb[i] = static_cast<std::uint8_t>((i * 7) % 253);
+    auto owned = std::make_unique<FlatCellBackend>(8);
+    FlatCellBackend* backend = owned.get();
+    Codec codec(m, std::move(owned));
+    const Bitstream b = codec.compress(image);  // a 5 x 11 grid
+    const Image whole = codec.decompress(b);
+    Codec tiled(m, std::make_unique<FlatCellBackend>(8));
+    tiled.set_tiling(kDefaultMaxPixels, 16);
+    for (const Region r : {Region{0, 0, 1, 1}, Region{13, 7, 40, 21}, Region{60, 20, 23, 17}, Region{0, 0, 83, 37},
+                           Region{81, 36, 2, 1}}) {
+        backend->decoded.clear();
+        const Image part = codec.decompress(b, r);
+        EXPECT_EQ(part.width, r.width);
+        EXPECT_EQ(part.height, r.height);
+        EXPECT_EQ(part.rgb, cropped(whole, r.x, r.y, r.width, r.height).rgb) << r.x << "," << r.y;
+        EXPECT_EQ(tiled.decompress(b, r).rgb, part.rgb) << r.x << "," << r.y;
+        // one window: the region's cells and 4 more on each side, clipped to the grid
+        const std::int64_t rows = std::min<std::int64_t>(5, (r.y + r.height + 7) / 8 + 4) -
+                                  std::max<std::int64_t>(0, std::int64_t{r.y / 8} - 4);
+        const std::int64_t cols = std::min<std::int64_t>(11, (r.x + r.width + 7) / 8 + 4) -
+                                  std::max<std::int64_t>(0, std::int64_t{r.x / 8} - 4);
+        ASSERT_EQ(backend->decoded.size(), 1u);
+        EXPECT_EQ(backend->decoded[0], (std::array<std::int64_t, 2>{rows, cols})) << r.x << "," << r.y;
+    }
+    EXPECT_FSQ_ERROR(codec.decompress(b, Region{0, 0, 84, 37}),
+                     "decompress: region 0,0,84,37 (x, y, width, height) is not inside the 83x37 image. Note: pass "
+                     "x + width <= 83 and y + height <= 37, width and height at least 1");
+    EXPECT_FSQ_ERROR(codec.decompress(b, Region{5, 5, 0, 3}), "is not inside the 83x37 image");
+    EXPECT_FSQ_ERROR(codec.decompress(b, Region{4294967295u, 0, 2, 2}), "is not inside the 83x37 image");
+}
+
+TEST(Codec, ARegionOfAPatchFileDecodesOnlyItsPatches) {
+    Fixture f;  // 2-pixel patches
+    const Image image = random_image(9, 13, 5);
+    const Bitstream b = f.codec->compress(image);
+    for (const Region r : {Region{0, 0, 1, 1}, Region{3, 2, 7, 5}, Region{12, 8, 1, 1}, Region{0, 0, 13, 9}}) {
+        f.backend->calls.clear();
+        EXPECT_EQ(f.codec->decompress(b, r).rgb, cropped(image, r.x, r.y, r.width, r.height).rgb) << r.x << "," << r.y;
+        const std::size_t patches = ((r.y + r.height + 1) / 2 - r.y / 2) * ((r.x + r.width + 1) / 2 - r.x / 2);
+        ASSERT_EQ(f.backend->calls.size(), 1u);
+        EXPECT_EQ(f.backend->calls[0], patches);
+    }
 }
 
 TEST(Codec, ConvArtifactOnAFixedShapeBackendIsOneLine) {

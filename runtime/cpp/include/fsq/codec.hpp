@@ -47,6 +47,11 @@ void check_images(const float* images, const std::vector<std::int64_t>& shape, i
 void check_indices(const std::int32_t* indices, const std::vector<std::int64_t>& shape, const Levels& levels,
                    const char* component = "decode");
 
+/// A part of an image in pixels: left, top, width, height (the Python CLI's --region X,Y,W,H).
+struct Region {
+    std::uint32_t x = 0, y = 0, width = 0, height = 0;
+};
+
 /// The Python Codec's DEFAULT_MAX_PIXELS: a conv image larger than this (padded) runs in tiles.
 inline constexpr std::uint64_t kDefaultMaxPixels = 2048ull * 2048;
 
@@ -80,6 +85,11 @@ public:
     /// A .fsq bitstream written by this model (paper: version 1 or 2, patches of its size; conv: a
     /// latent grid of its f) -> the H x W image; refuses another model's file and the other layout.
     Image decompress(const Bitstream& bitstream);
+    /// Only `region` of the image (width x height pixels): a conv model decodes the latent cells under
+    /// it widened by the decoder's halo, a patch model the patches under it, so the pixels are the
+    /// whole decode's (to float32 rounding, as with tiling) at a fraction of the work; the Python
+    /// Codec.decompress(data, region), refused with its message when it is not inside the image.
+    Image decompress(const Bitstream& bitstream, const Region& region);
     /// ART/prior.json of a conv artifact that has one (checked on load), else nullptr: what
     /// Bitstream::save / load need for entropy-coded files.
     const Prior* prior() const { return prior_ ? &*prior_ : nullptr; }
@@ -92,7 +102,7 @@ public:
 private:
     void run(bool encoding, const void* in, std::size_t n, void* out);
     Bitstream compress_grid(const Image& image);
-    Image decompress_grid(const Bitstream& bitstream);
+    Image decompress_grid(const Bitstream& bitstream, const Region& region);
     std::size_t core_cells(std::size_t height, std::size_t width, std::size_t halo) const;
 
     Manifest manifest_;
