@@ -405,6 +405,8 @@ def test_served_codec_gives_the_local_indices(server, conv_exported, protocol):
         tokens = served.tokenize(photo)  # a tokenizer served: the local tokens, and the local images back
         np.testing.assert_array_equal(tokens, local.tokenize(photo))
         np.testing.assert_array_equal(served.detokenize(tokens, photo.shape[:2]), local.decompress(data))
+        part = served.decompress(data, (9, 20, 30, 41))  # a region: the served decoder on a window of the grid
+        np.testing.assert_array_equal(part, local.decompress(data, (9, 20, 30, 41)))
         # With ART its prior too: the very bytes the local codec writes.
         with TritonCodec(server[protocol], "fsq", protocol, art=conv_exported.art) as served_with_art:
             assert served_with_art.entropy == (local.prior is not None)
