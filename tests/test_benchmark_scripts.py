@@ -120,3 +120,15 @@ def test_train_throughput_prints_fp32_and_bfloat16_side_by_side(monkeypatch, cap
     assert lines[1].split(":")[0].strip() == "fp32" and lines[2].split(":")[0].strip() == "bf16 autocast"
     assert all("ms per step" in line for line in lines[1:3])
     assert lines[3].startswith("bf16 / fp32 step time: ") and "x; fsqdeploy train --amp " in lines[3]
+
+
+def test_region_decode_prints_regions_beside_the_whole_decode(conv_exported, capsys):
+    """Every region's time, its ratio to the whole decode and its pixels against the whole decode's crop."""
+    script = load_script("region_decode")
+    assert script.main([str(conv_exported.art), "--size", "200x120", "--regions", "16,64,500", "--repeats", "1",
+                        "--backend", "onnxruntime"]) == 0
+    out = capsys.readouterr().out
+    assert "200x120 photo" in out and "whole image" in out and "entropy decode alone" in out
+    for region in ("16x16 at 92,52", "64x64 at 68,28", "200x120 at 0,0"):  # a side past the image: all of it
+        line = next(line for line in out.splitlines() if region in line)
+        assert float(line.split("%")[0].split()[-1]) > 99.9 and "the rest" in line
