@@ -126,6 +126,25 @@ def art_copy(tmp_path, art64) -> Path:
 
 
 @pytest.fixture
+def feature_extractor(tmp_path) -> Path:
+    """A TorchScript file standing in for Inception (any image size -> 16 features), for --fid."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.proj = torch.nn.Linear(3 * 8 * 8, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(torch.nn.functional.adaptive_avg_pool2d(x / 255.0, 8).flatten(1))
+
+    path = tmp_path / "features.pt"
+    torch.jit.script(Features()).save(str(path))
+    return path
+
+
+@pytest.fixture
 def cli(capsys):
     """``cli(*argv)`` runs ``fsqdeploy ARGV`` in-process; returns (exit code, stdout, stderr)."""
     from fsqdeploy.cli import main

@@ -81,10 +81,12 @@ def photo_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_photos(model: FSQVAE, photos: PhotoSplits, cells: list[np.ndarray] | None = None) -> dict[str, Any]:
+def evaluate_photos(model: FSQVAE, photos: PhotoSplits, cells: list[np.ndarray] | None = None,
+                    on_recon: Callable[[np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Mean and per-photo PSNR (dB, on the uint8 output) and SSIM of whole test photos, plus the
     payload's bits per pixel at the fixed rate (padding cells included, file header not). ``cells``,
-    when given, receives each photo's indices [cells, W] (``fsqdeploy eval``'s code statistics)."""
+    when given, receives each photo's indices [cells, W] (``fsqdeploy eval``'s code statistics);
+    ``on_recon(photo, recon)`` sees each photo and its uint8 reconstruction as they come (eval's FID)."""
     was_training = model.training
     model.eval()
     per_psnr, per_ssim, bits, pixels = {}, {}, 0.0, 0
@@ -95,6 +97,8 @@ def evaluate_photos(model: FSQVAE, photos: PhotoSplits, cells: list[np.ndarray] 
         if cells is not None:
             cells.append(grid[0].flatten(1).T.cpu().numpy())
         recon = reconstruct_photo(model, photo, grid)
+        if on_recon is not None:
+            on_recon(photo, recon)
         per_psnr[name] = photo_psnr(recon, photo)
         as_float = [torch.from_numpy(p.transpose(2, 0, 1)[None].astype(np.float32) / 255.0) for p in (recon, photo)]
         per_ssim[name] = float(ssim(*as_float).mean())

@@ -40,13 +40,25 @@ def evaluate_run(
             unseen = unseen_photos(spec, cfg.data, component="eval")
             photos = PhotoSplits((), unseen.images, unseen.names, unseen.source)
             selection, warning = unseen.selection, unseen.warning
-        if inception_weights is not None:
-            raise FSQDeployError("eval: FID is for patch models (--arch paper); conv runs report PSNR and SSIM")
         chosen = {"selection": selection, "warning": warning} if split == "test" else {}
         cells: list[np.ndarray] = []
-        quality = evaluate_photos(model, photos, cells)  # one encode per photo serves both
-        code = index_stats(np.concatenate(cells), model.levels)
-        return {"data": photos.source, "images": len(photos.test), **chosen, **quality,
+        features: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # rFID: the photos', their reconstructions'
+        extractor = None
+        if inception_weights is not None:
+            if len(photos.test) < 2:
+                raise FSQDeployError(f"eval: FID needs at least 2 images, and {photos.source} gives "
+                                     f"{len(photos.test)}. Note: evaluate a folder of photos (--data folder:DIR)")
+            extractor = load_feature_extractor(inception_weights)
+
+        def add_features(photo: np.ndarray, recon: np.ndarray) -> None:  # each whole photo at its own size
+            for into, image in zip(features, (photo, recon)):
+                chw = torch.from_numpy(images_to_float(np.ascontiguousarray(image.transpose(2, 0, 1))[None]))
+                into.append(inception_features(extractor, chw))
+
+        quality = evaluate_photos(model, photos, cells, add_features if extractor is not None else None)
+        code = index_stats(np.concatenate(cells), model.levels)  # one encode per photo serves every metric
+        fid = {"fid": frechet_distance(*(np.concatenate(f) for f in features))} if extractor is not None else {}
+        return {"data": photos.source, "images": len(photos.test), **chosen, **quality, **fid,
                 "bits_per_cell": fixed_bits(model.levels), **_per("cell", code)}
     splits = load_images(spec, model.config.image_size)
     images = splits.test if split == "test" else splits.train

@@ -42,22 +42,12 @@ def test_train_and_eval_on_synthetic(tmp_path):
     assert_one_line_error(r, "not empty")
 
 
-def test_eval_fid_with_a_local_feature_extractor(tmp_path):
+def test_eval_fid_with_a_local_feature_extractor(tmp_path, feature_extractor):
     torch.manual_seed(0)
     run = tmp_path / "run"
     save_model(FSQVAE(ModelConfig(channels=(8, 16, 32, 64), latent_dim=16, levels=[8] * 16)), run,
                {"data": "synthetic"})
-
-    class Features(torch.nn.Module):  # stands in for Inception: any TorchScript image -> features
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Linear(3 * 8 * 8, 16)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.proj(torch.nn.functional.adaptive_avg_pool2d(x / 255.0, 8).flatten(1))
-
-    torch.jit.script(Features()).save(str(tmp_path / "feat.pt"))
-    r = fsqdeploy("eval", run, "--fid", "--inception-weights", tmp_path / "feat.pt", "--json", tmp_path / "m.json")
+    r = fsqdeploy("eval", run, "--fid", "--inception-weights", feature_extractor, "--json", tmp_path / "m.json")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["fid"] > 0.01  # an untrained model is far off
 

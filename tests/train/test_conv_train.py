@@ -266,7 +266,7 @@ def test_train_cli_refuses_bad_options_in_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
+def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path, feature_extractor):
     from test_cli import fsqdeploy
 
     run = tmp_path / "run"
@@ -303,6 +303,12 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "f.json").read_text())
     assert metrics["images"] == 10 and len(metrics["test_psnr_per_image"]) == 10
+    # rFID over the whole photos at their own size (a local extractor): each against its reconstruction
+    rfid = fsqdeploy("eval", run, "--data", f"folder:{folder}", "--fid", "--inception-weights", feature_extractor,
+                     "--json", tmp_path / "fid.json")
+    assert rfid.returncode == 0, rfid.stderr
+    with_fid = json.loads((tmp_path / "fid.json").read_text())
+    assert with_fid["fid"] > 1e-4 and with_fid["test_psnr"] == metrics["test_psnr"]
     # the code statistics are the evaluated images', not training's: a flat photo's 3 x 5 cells differ only
     # where the convolutions' zero padding reaches (corners, edges, inside: at most 9 kinds)
     Image.fromarray(np.full((24, 40, 3), 128, np.uint8)).save(tmp_path / "flat.png")
@@ -312,5 +318,10 @@ def test_train_and_eval_a_conv_run_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     flat = json.loads((tmp_path / "flat.json").read_text())
     assert flat["tokens_in_use"] <= 9 < metrics["tokens_in_use"] and flat["codebook_usage"] < metrics["codebook_usage"]
+    one = fsqdeploy("eval", run, "--data", f"folder:{tmp_path / 'flat'}", "--fid", "--inception-weights",
+                    feature_extractor)
+    assert one.returncode == 2 and one.stderr.strip().splitlines() == [
+        f"fsqdeploy: error: eval: FID needs at least 2 images, and folder:{tmp_path / 'flat'} gives 1. Note: "
+        "evaluate a folder of photos (--data folder:DIR)"], one.stderr
     assert metrics["selection"] == "every file: the model trained on synthetic, none of them"
     assert "every file: the model trained on synthetic" in " ".join(r.stdout.split())
