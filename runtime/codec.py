@@ -286,7 +286,9 @@ class Codec:
             c0, c1 = max(0, x // f - halo), min(grid.shape[3], -(-(x + width) // f) + halo)
             window = np.ascontiguousarray(grid[:, :, r0:r1, c0:c1])
             core = self._core_cells(((r1 - r0) * f, (c1 - c0) * f), halo)
-            image, top, left = decode_tiled(self.decode, window, f, core, halo), r0 * f, c0 * f
+            top, left = r0 * f, c0 * f
+            keep = (y - top, y - top + height, x - left, x - left + width)  # tiles of the halo alone are skipped
+            image = decode_tiled(self.decode, window, f, core, halo, keep)
         image = image[y - top : y - top + height, x - left : x - left + width]
         # A grey image comes back grey: the RGB decoder leaves tints of a few levels on it.
         return to_grey(image) if header.grey else image

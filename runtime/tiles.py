@@ -21,6 +21,7 @@ import numpy as np
 from fsqdeploy.images import float_to_uint8, hwc_uint8_to_chw
 
 Span = tuple[int, int, int, int]  # window start, window end, core start, core end (cells)
+Box = tuple[int, int, int, int]  # top, bottom, left, right (pixels, ends exclusive)
 
 
 def spans(length: int, core: int, halo: int) -> list[Span]:
@@ -55,24 +56,28 @@ def encode_tiled(encode: Callable[[np.ndarray], np.ndarray], padded: np.ndarray,
     return grid
 
 
-def _decoded_cores(decode: Callable[[np.ndarray], np.ndarray], grid: np.ndarray, f: int, core: int, halo: int
-                   ) -> Iterator[tuple[slice, slice, np.ndarray]]:
-    """Per tile: the core's pixel rows and columns, and the decoded core float [3, rows, cols]."""
+def _decoded_cores(decode: Callable[[np.ndarray], np.ndarray], grid: np.ndarray, f: int, core: int, halo: int,
+                   keep: Box | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """Per tile: the core's pixel rows and columns, and the decoded core float [3, rows, cols]; with
+    ``keep``, only the tiles whose core has pixels inside it."""
     for (wr0, wr1, r0, r1), (wc0, wc1, c0, c1) in _tiles(grid.shape[2], grid.shape[3], core, halo):
+        if keep is not None and not (r0 * f < keep[1] and keep[0] < r1 * f and c0 * f < keep[3] and keep[2] < c1 * f):
+            continue
         out = decode(np.ascontiguousarray(grid[:, :, wr0:wr1, wc0:wc1]))
         crop = out[0, :, (r0 - wr0) * f : (r1 - wr0) * f, (c0 - wc0) * f : (c1 - wc0) * f]
         yield slice(r0 * f, r1 * f), slice(c0 * f, c1 * f), crop
 
 
 def decode_tiled(decode: Callable[[np.ndarray], np.ndarray], grid: np.ndarray, f: int, core: int,
-                 halo: int) -> np.ndarray:
+                 halo: int, keep: Box | None = None) -> np.ndarray:
     """Indices [1, D, h, w] -> uint8 [h*f, w*f, 3], converted tile by tile (no float image of the
-    whole size is ever held).
+    whole size is ever held). ``keep`` (top, bottom, left, right pixels): only the tiles whose core
+    reaches into it are decoded; the pixels outside it are then undefined (a region's window).
 
     ``decode`` maps indices [1, D, h', w'] to float images [1, 3, h'*f, w'*f] in [0, 1]; it sees
     one window at a time, of at most core + 2*halo cells a side."""
     image = np.empty((grid.shape[2] * f, grid.shape[3] * f, 3), dtype=np.uint8)
-    for ys, xs, crop in _decoded_cores(decode, grid, f, core, halo):
+    for ys, xs, crop in _decoded_cores(decode, grid, f, core, halo, keep):
         image[ys, xs] = float_to_uint8(crop.transpose(1, 2, 0))
     return image
 

@@ -489,6 +489,8 @@ def test_a_region_decodes_to_the_whole_decode_of_it(conv_art, codec, box, tile) 
     if tile is None:  # one window: no more than that, and less than the whole 10 x 13 grid
         assert len(windows) == 1 and windows[0][0] <= rows and windows[0][1] <= cols
         assert box == (0, 0, 99, 75) or windows[0][0] * windows[0][1] < 10 * 13
+    else:  # one-cell cores: a tile for each cell under the region, none for the halo's cells alone
+        assert len(windows) == (-(-(y + h) // f) - y // f) * (-(-(x + w) // f) - x // f)
 
 
 def test_a_grey_region_is_grey_and_bad_regions_are_refused(codec) -> None:
