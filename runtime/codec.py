@@ -271,7 +271,7 @@ class Codec:
             raise FSQDeployError(f"decompress: indices have shape {list(np.shape(indices))}, the header's "
                                  f"{header.grid_rows}x{header.grid_cols} grid needs [{header.num_cells}, "
                                  f"{len(self.levels)}]. Note: pass the indices read_fsq returned with it")
-        x, y, width, height = _region(header, region)
+        x, y, width, height = check_region(header, region)
         if not self.spatial:  # the patches under the region, each decoded alone as always
             p = self.image_size
             rows, cols = slice(y // p, -(-(y + height) // p)), slice(x // p, -(-(x + width) // p))
@@ -366,8 +366,10 @@ class Codec:
         return f"Codec({str(self.art)!r}, backend={self.backend!r}, precision={self.precision!r})"
 
 
-def _region(header: FsqHeader, region: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
-    """``region`` (x, y, width, height), checked to lie inside the header's image; None: all of it."""
+def check_region(header: FsqHeader, region: tuple[int, int, int, int] | None, source: str = ""
+                 ) -> tuple[int, int, int, int]:
+    """``region`` (x, y, width, height), checked to lie inside the header's image (``source``, e.g. a
+    file's name, says whose in the message); None: all of it."""
     full = (0, 0, header.image_width, header.image_height)
     if region is None:
         return full
@@ -377,7 +379,7 @@ def _region(header: FsqHeader, region: tuple[int, int, int, int] | None) -> tupl
         raise FSQDeployError(f"decompress: region {region!r} is not four integers x, y, width, height") from None
     if x < 0 or y < 0 or width < 1 or height < 1 or x + width > full[2] or y + height > full[3]:
         raise FSQDeployError(f"decompress: region {x},{y},{width},{height} (x, y, width, height) is not inside the "
-                             f"{full[2]}x{full[3]} image. Note: pass x + width <= {full[2]} and y + height <= "
+                             f"{full[2]}x{full[3]} image{source}. Note: pass x + width <= {full[2]} and y + height <= "
                              f"{full[3]}, width and height at least 1")
     return x, y, width, height
 

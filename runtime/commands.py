@@ -188,27 +188,23 @@ def decompress(
     """Unpack .fsq files (version 1 or 2), decode them and crop back to the original size."""
     from fsqdeploy.artifact import Manifest
     from fsqdeploy.runtime.bitstream import load_fsq
-    from fsqdeploy.runtime.codec import Codec, artifact_prior
+    from fsqdeploy.runtime.codec import Codec, artifact_prior, check_region
     from fsqdeploy.runtime.compress import write_image
 
-    box = _region(region)
+    box = _parse_region(region)
     files, targets = _targets(_inputs(files, (".fsq",), ".fsq files", "decompress"), out, ".png", force)
     # Refuse a truncated or corrupt file (or one coded with another prior) before loading the model.
     prior = artifact_prior(Manifest.load(model, component="decompress"))
     streams = [load_fsq(f, prior) for f in files]
-    if box is not None:  # every file must hold the region before the first image is written
-        for f, (header, _) in zip(files, streams):
-            x, y, w, h = box
-            if x + w > header.image_width or y + h > header.image_height:
-                raise FSQDeployError(f"decompress: --region {region} is not inside '{f}', a {header.image_width}x"
-                                     f"{header.image_height} image. Note: x + width and y + height must fit it")
+    for f, (header, _) in zip(files, streams):  # every file must hold the region before an image is written
+        check_region(header, box, f" of '{f}'")
     with Codec.load(model, backend, tile=tile or None) as codec:
         for f, (header, indices), target in zip(files, streams, targets):
             image = write_image(target, codec.decode_image(header, indices, box), header.grey)
             print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} [{codec.backend}]")
 
 
-def _region(text: str | None) -> tuple[int, int, int, int] | None:
+def _parse_region(text: str | None) -> tuple[int, int, int, int] | None:
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]

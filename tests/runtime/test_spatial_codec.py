@@ -516,7 +516,9 @@ def test_cli_decompress_a_region(tmp_path, conv_art, codec, cli, one_line_error)
     assert "-> " + str(tmp_path / "r.png") + ": 40x21" in out
     expected = codec.decompress((tmp_path / "p.fsq").read_bytes(), (13, 7, 40, 21))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "r.png")), expected)
-    for region, match in [("13,7,87,21", "--region 13,7,87,21 is not inside '"), ("1,2,3", "is not X,Y,W,H"),
+    for region, match in [("13,7,87,21", f"region 13,7,87,21 (x, y, width, height) is not inside the 99x75 image of "
+                                         f"'{tmp_path / 'p.fsq'}'. Note: pass x + width <= 99"),
+                          ("1,2,3", "is not X,Y,W,H"),
                           ("0,0,0,4", "is not X,Y,W,H"), ("a,b,c,d", "is not X,Y,W,H")]:
         code, _, err = cli("decompress", tmp_path / "p.fsq", "-m", conv_art[0], "-o", tmp_path / "bad.png",
                            "--region", region)
